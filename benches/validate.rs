@@ -1,0 +1,2 @@
+//! Placeholder until the validation benchmarks land.
+fn main() {}

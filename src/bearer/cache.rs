@@ -1,0 +1,114 @@
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::Algorithm;
+use crate::jwks::KeyStore;
+use crate::validate::Verified;
+
+/// An opt-in cache of verified tokens for [`BearerAuthLayer::cache`](super::BearerAuthLayer::cache)
+/// (bar P3): a repeated token skips parsing and the signature check.
+///
+/// - Bounded by the total size of the cached tokens (default 32 MiB), with S3-FIFO
+///   eviction.
+/// - A hit still passes the time checks (`exp`, `nbf`, with the validator's leeway), so
+///   an entry ends at the token's `exp`.
+/// - A hit is refused, and the entry dropped, once the key that verified the token has
+///   left its issuer's key set (compared by RFC 7638 thumbprint).
+/// - Keys are the whole token, compared exactly: no hash collision can confuse two
+///   tokens.
+///
+/// Off by default: it trades memory for CPU, and a revoked key is noticed only at the
+/// next key refresh, as without the cache.
+pub struct VerifiedTokenCache<C> {
+    entries: quick_cache::sync::Cache<Box<str>, Arc<Entry<C>>, TokenWeight>,
+}
+
+struct Entry<C> {
+    claims: C,
+    expires_at: i64,
+    not_before: Option<i64>,
+    leeway: i64,
+    alg: Algorithm,
+    kid: Option<Box<str>>,
+    thumbprint: [u8; 32],
+    keys: KeyStore,
+}
+
+#[derive(Clone)]
+struct TokenWeight;
+
+impl<C> quick_cache::Weighter<Box<str>, Arc<Entry<C>>> for TokenWeight {
+    fn weight(&self, token: &Box<str>, _: &Arc<Entry<C>>) -> u64 {
+        // The token plus a generous allowance for the entry and the claims.
+        token.len() as u64 + 512
+    }
+}
+
+impl<C> std::fmt::Debug for VerifiedTokenCache<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedTokenCache")
+            .field("entries", &self.entries.len())
+            .field("weight", &self.entries.weight())
+            .field("capacity", &self.entries.capacity())
+            .finish()
+    }
+}
+
+impl<C: Clone> Default for VerifiedTokenCache<C> {
+    fn default() -> Self {
+        VerifiedTokenCache::with_capacity(32 * 1024 * 1024)
+    }
+}
+
+impl<C: Clone> VerifiedTokenCache<C> {
+    /// A cache holding at most `bytes` of tokens (plus a fixed allowance per entry).
+    pub fn with_capacity(bytes: u64) -> Self {
+        let estimated_items = usize::try_from(bytes / 1536).unwrap_or(usize::MAX).max(16);
+        VerifiedTokenCache { entries: quick_cache::sync::Cache::with_weighter(estimated_items, bytes, TokenWeight) }
+    }
+
+    /// The number of cached tokens.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub(crate) fn get(&self, token: &str, now: SystemTime, span: &tracing::Span) -> Option<C> {
+        let entry = self.entries.get(token)?;
+        let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let timely = now.saturating_sub(entry.leeway) < entry.expires_at
+            && entry.not_before.is_none_or(|nbf| nbf <= now.saturating_add(entry.leeway));
+        let key_present = entry.keys.load().as_deref().is_some_and(|set| {
+            set.candidates(entry.kid.as_deref(), entry.alg).any(|key| *key.thumbprint() == entry.thumbprint)
+        });
+        if !(timely && key_present) {
+            // Expired, or its key was rotated out: validate afresh, and give the
+            // proper error if it now fails.
+            self.entries.remove(token);
+            return None;
+        }
+        span.record("kid", entry.kid.as_deref());
+        tracing::trace!(parent: span, "verified-token cache hit");
+        Some(entry.claims.clone())
+    }
+
+    pub(crate) fn insert(&self, token: &str, verified: Verified<C>) -> C {
+        let claims = verified.claims.clone();
+        let entry = Entry {
+            claims: verified.claims,
+            expires_at: verified.expires_at,
+            not_before: verified.not_before,
+            leeway: verified.leeway,
+            alg: verified.alg,
+            kid: verified.key.kid().map(Into::into),
+            thumbprint: *verified.key.thumbprint(),
+            keys: verified.keys,
+        };
+        self.entries.insert(token.into(), Arc::new(entry));
+        claims
+    }
+}

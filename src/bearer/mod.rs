@@ -1,0 +1,61 @@
+//! `BearerAuthLayer`: the inbound middleware of a resource server.
+//!
+//! For each request it:
+//! 1. finds the bearer token (RFC 6750 §2.1: one `Authorization: Bearer …` header, the
+//!    scheme case-insensitive; the `access_token` query parameter only when enabled);
+//! 2. validates it with a [`Validator`](crate::Validator) (a token whose `kid` is new
+//!    waits for one shared key refresh instead of failing);
+//! 3. puts the claims into the request's extensions and calls the inner service.
+//!
+//! Otherwise it answers itself, and the inner service is not called:
+//!
+//! | case | status | `WWW-Authenticate` |
+//! |---|---|---|
+//! | no credentials | 401 | `Bearer realm="…"` |
+//! | bad token | 401 | `Bearer realm="…", error="invalid_token"` |
+//! | empty token, several credentials or headers | 400 | `Bearer realm="…", error="invalid_request"` |
+//! | missing scope ([`RequireScope`]) | 403 | `Bearer realm="…", error="insufficient_scope", scope="…"` |
+//! | no keys ever loaded | 503 | none (`Retry-After: 5`) |
+//!
+//! Bodies are empty unless [`verbose_errors`](BearerAuthLayer::verbose_errors) adds
+//! `error_description` and a JSON body. A gRPC request (`content-type:
+//! application/grpc…`) gets HTTP 200 with `grpc-status` 16 (UNAUTHENTICATED), 7
+//! (PERMISSION_DENIED), 3 or 14, a `grpc-message`, and the same `www-authenticate`.
+//!
+//! # Example
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use tower_oauth::bearer::{BearerAuthLayer, RequireScopeLayer};
+//! use tower_oauth::{Claims, Validator};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let validator = Validator::builder()
+//!     .issuer("https://login.example.com")
+//!     .audience("https://api.example.com")
+//!     .build()?;
+//!
+//! let app = Router::new()
+//!     .route("/admin", get(|| async { "secret" }))
+//!     .route_layer(RequireScopeLayer::new(["admin"]))
+//!     .route("/me", get(|claims: Claims| async move { claims.subject().unwrap_or("?").to_owned() }))
+//!     .layer(BearerAuthLayer::new(validator).realm("api"));
+//! # let _: Router = app;
+//! # Ok(()) }
+//! ```
+
+mod body;
+mod cache;
+mod extract;
+mod future;
+mod layer;
+mod rejection;
+mod scope;
+mod service;
+
+pub use body::ResponseBody;
+pub use cache::VerifiedTokenCache;
+pub use future::ResponseFuture;
+pub use layer::BearerAuthLayer;
+pub use rejection::{Rejection, ResponseStyle};
+pub use scope::{HasScopes, RequireScope, RequireScopeLayer};
+pub use service::BearerAuth;

@@ -1,0 +1,127 @@
+//! Configuration and fetch errors shared by the builders and the key store.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A builder was given a configuration that would not be safe or could not work.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No trusted issuer was configured (or an empty one).
+    MissingIssuer,
+    /// The same issuer was configured twice.
+    DuplicateIssuer,
+    /// No audience was configured; every token would be accepted for any API.
+    MissingAudience,
+    /// The algorithm allow-list is empty.
+    NoAlgorithms,
+    /// Neither an issuer (for discovery) nor a JWKS URI was given to a key store.
+    MissingKeySource,
+    /// A URL does not parse.
+    InvalidUrl,
+    /// A URL is plain `http` to a host other than loopback.
+    InsecureUrl,
+    /// A background task was needed but no Tokio runtime is running.
+    NoRuntime,
+    /// The default HTTP client could not be built (no TLS roots, for instance).
+    HttpClient(reqwest::Error),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::MissingIssuer => f.write_str("no trusted issuer configured"),
+            BuildError::DuplicateIssuer => f.write_str("issuer configured twice"),
+            BuildError::MissingAudience => f.write_str("no audience configured"),
+            BuildError::NoAlgorithms => f.write_str("no algorithm allowed"),
+            BuildError::MissingKeySource => f.write_str("no issuer or jwks uri configured"),
+            BuildError::InvalidUrl => f.write_str("invalid url"),
+            BuildError::InsecureUrl => f.write_str("url must be https (http only on loopback)"),
+            BuildError::NoRuntime => f.write_str("must be called within a tokio runtime"),
+            BuildError::HttpClient(_) => f.write_str("could not build the http client"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::HttpClient(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Fetching metadata or a JWK Set failed. The last good keys stay in use.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The request failed: connection refused or reset, TLS, DNS.
+    Request(reqwest::Error),
+    /// The fetch took longer than the configured timeout (default 10 s in all).
+    Timeout,
+    /// The server answered with an unexpected status.
+    Status(http::StatusCode),
+    /// The server answered 429 or 503, possibly with `Retry-After`.
+    RateLimited {
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The body exceeded the size limit (default 1 MiB).
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The body is not the JSON document expected.
+    InvalidDocument(&'static str),
+    /// A URL (configured, discovered or redirected to) is not https and not loopback.
+    InsecureUrl,
+    /// A URL does not parse.
+    InvalidUrl,
+    /// The metadata's `issuer` differs from the configured issuer (RFC 8414 §3.3).
+    IssuerMismatch,
+    /// The metadata has no `jwks_uri`.
+    MissingJwksUri,
+    /// The JWK Set holds no key that can verify signatures.
+    NoUsableKeys,
+}
+
+impl FetchError {
+    /// How long the server asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            FetchError::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FetchError::Request(_) => f.write_str("request failed"),
+            FetchError::Timeout => f.write_str("request timed out"),
+            FetchError::Status(status) => write!(f, "unexpected status {}", status.as_u16()),
+            FetchError::RateLimited { retry_after: Some(d) } => {
+                write!(f, "rate limited; retry after {} s", d.as_secs())
+            }
+            FetchError::RateLimited { retry_after: None } => f.write_str("rate limited"),
+            FetchError::BodyTooLarge { limit } => write!(f, "response body over {limit} bytes"),
+            FetchError::InvalidDocument(what) => write!(f, "invalid document: {what}"),
+            FetchError::InsecureUrl => f.write_str("url must be https (http only on loopback)"),
+            FetchError::InvalidUrl => f.write_str("invalid url"),
+            FetchError::IssuerMismatch => f.write_str("metadata issuer does not match the configured issuer"),
+            FetchError::MissingJwksUri => f.write_str("metadata has no jwks_uri"),
+            FetchError::NoUsableKeys => f.write_str("jwks has no usable signing key"),
+        }
+    }
+}
+
+impl std::error::Error for FetchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FetchError::Request(e) => Some(e),
+            _ => None,
+        }
+    }
+}

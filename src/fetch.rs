@@ -1,0 +1,177 @@
+//! Bounded HTTP GETs for metadata and key sets: a timeout over the whole exchange, a
+//! body-size cap, and https-only except on loopback, redirects included.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use url::Url;
+
+use crate::error::FetchError;
+
+/// Limits applied to every fetch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) timeout: Duration,
+    pub(crate) max_body: usize,
+}
+
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+const MAX_REDIRECTS: usize = 5;
+
+/// A successful fetch.
+pub(crate) struct Fetched {
+    pub(crate) body: Bytes,
+    /// `Cache-Control: max-age`, when the server sent one.
+    pub(crate) max_age: Option<Duration>,
+}
+
+/// Whether `url` may be fetched: https anywhere, http only to a loopback host.
+pub(crate) fn is_allowed(url: &Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => match url.host() {
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+pub(crate) fn parse_url(s: &str) -> Result<Url, FetchError> {
+    let url = Url::parse(s).map_err(|_| FetchError::InvalidUrl)?;
+    if is_allowed(&url) { Ok(url) } else { Err(FetchError::InsecureUrl) }
+}
+
+/// The default client: no ambient redirects off https, at most five hops.
+pub(crate) fn default_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                attempt.error("too many redirects")
+            } else if !is_allowed(attempt.url()) {
+                // SSRF guard: a redirect must not downgrade to plain http off loopback.
+                attempt.error("redirect to an insecure url")
+            } else {
+                attempt.follow()
+            }
+        }))
+        .timeout(DEFAULT_TIMEOUT)
+        .build()
+}
+
+/// GETs `url` as JSON within `limits`.
+pub(crate) async fn get(client: &reqwest::Client, url: &Url, limits: Limits) -> Result<Fetched, FetchError> {
+    match tokio::time::timeout(limits.timeout, get_unbounded_in_time(client, url, limits.max_body)).await {
+        Ok(result) => result,
+        Err(_) => Err(FetchError::Timeout),
+    }
+}
+
+async fn get_unbounded_in_time(client: &reqwest::Client, url: &Url, max_body: usize) -> Result<Fetched, FetchError> {
+    let mut response = client
+        .get(url.clone())
+        .header(http::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| if e.is_timeout() { FetchError::Timeout } else { FetchError::Request(e) })?;
+    // An injected client may follow redirects on its own terms; check where we landed.
+    if !is_allowed(response.url()) {
+        return Err(FetchError::InsecureUrl);
+    }
+    let status = response.status();
+    if status == http::StatusCode::TOO_MANY_REQUESTS || status == http::StatusCode::SERVICE_UNAVAILABLE {
+        return Err(FetchError::RateLimited { retry_after: retry_after(response.headers()) });
+    }
+    if !status.is_success() {
+        return Err(FetchError::Status(status));
+    }
+    if response.content_length().is_some_and(|len| len > max_body as u64) {
+        return Err(FetchError::BodyTooLarge { limit: max_body });
+    }
+    let max_age = max_age(response.headers());
+    let mut body = BytesMut::new();
+    while let Some(chunk) =
+        response.chunk().await.map_err(|e| if e.is_timeout() { FetchError::Timeout } else { FetchError::Request(e) })?
+    {
+        if body.len() + chunk.len() > max_body {
+            return Err(FetchError::BodyTooLarge { limit: max_body });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Fetched { body: body.freeze(), max_age })
+}
+
+/// `Cache-Control: max-age=N` (RFC 9111 §5.2.2.1); `no-store`/`no-cache` read as 0.
+pub(crate) fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
+    let mut found = None;
+    for value in headers.get_all(http::header::CACHE_CONTROL) {
+        let Ok(value) = value.to_str() else { continue };
+        for directive in value.split(',').map(str::trim) {
+            let (name, arg) = directive.split_once('=').unwrap_or((directive, ""));
+            if name.eq_ignore_ascii_case("max-age") {
+                if let Ok(secs) = arg.trim_matches('"').parse::<u64>() {
+                    found = Some(Duration::from_secs(secs));
+                }
+            } else if name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("no-cache") {
+                return Some(Duration::ZERO);
+            }
+        }
+    }
+    found
+}
+
+/// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_https_or_loopback_http_is_allowed() {
+        for ok in [
+            "https://idp.example",
+            "http://127.0.0.1:8080/x",
+            "http://[::1]/",
+            "http://localhost/",
+            "http://127.9.9.9/",
+        ] {
+            assert!(parse_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://idp.example",
+            "http://10.0.0.1/",
+            "ftp://127.0.0.1/",
+            "file:///etc/passwd",
+            "http://localhost.evil/",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cache_control_and_retry_after_are_read() {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::CACHE_CONTROL, "public, Max-Age=120".parse().unwrap());
+        assert_eq!(max_age(&h), Some(Duration::from_secs(120)));
+        h.insert(http::header::CACHE_CONTROL, "no-store".parse().unwrap());
+        assert_eq!(max_age(&h), Some(Duration::ZERO));
+        h.insert(http::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(http::header::RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(http::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+}

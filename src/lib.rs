@@ -1,0 +1,31 @@
+#![doc = include_str!("../docs/crate.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod algorithm;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
+pub mod bearer;
+pub mod discovery;
+mod error;
+mod fetch;
+pub mod jwk;
+pub mod jwks;
+mod secret;
+pub mod validate;
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
+
+pub use algorithm::{Algorithm, KeyFamily, UnknownAlgorithm};
+pub use bearer::{BearerAuth, BearerAuthLayer};
+pub use error::{BuildError, FetchError};
+pub use jwk::{Jwk, JwkError, KeySet};
+pub use jwks::{KeyStore, KeyStoreBuilder};
+pub use secret::Secret;
+pub use validate::{Claims, TypPolicy, ValidationError, Validator, ValidatorBuilder};
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

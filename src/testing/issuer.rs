@@ -1,0 +1,463 @@
+//! The issuer handle, its builder, and the state its server shares with it.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::AbortHandle;
+
+use super::grants::Grants;
+use super::keyring::{KeyRing, STARTUP_ALGORITHMS};
+use super::{Endpoint, Fault, TestKey, TokenBuilder, server};
+use crate::Algorithm;
+
+/// A real OAuth 2.0 authorization server on 127.0.0.1 for tests, benchmarks and
+/// demos.
+///
+/// It serves OpenID Connect discovery and RFC 8414 metadata, a JWK Set with one key
+/// per asymmetric algorithm, and a token endpoint with the `client_credentials`,
+/// `refresh_token` and `authorization_code` grants. Tokens can also be minted
+/// directly with [`TestIssuer::mint`], keys rotated, and faults injected per
+/// endpoint.
+///
+/// The handle is cheap to clone. The server stops, and its open connections are
+/// dropped, when the last handle is dropped.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
+///
+/// # async fn demo() -> std::io::Result<()> {
+/// let issuer = TestIssuer::builder()
+///     .path_prefix("/auth/realms/provider")
+///     .audience("my-api")
+///     .start()
+///     .await?;
+///
+/// // A valid RS256 access token for `my-api`, and some that are not.
+/// let token = issuer.mint().scope("read write").sign();
+/// let expired = issuer.mint().expired().sign();
+///
+/// // Make the JWKS endpoint slow, then rotate keys.
+/// issuer.set_fault(Endpoint::Jwks, Fault::Delay(Duration::from_secs(2)));
+/// issuer.rotate_keys();
+/// assert_eq!(issuer.requests(Endpoint::Jwks), 0);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TestIssuer {
+    handle: Arc<Handle>,
+}
+
+/// Owns the server task: dropping the last handle aborts it.
+struct Handle {
+    shared: Arc<Shared>,
+    server: AbortHandle,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestIssuer {
+    /// The client id registered by default.
+    pub const DEFAULT_CLIENT_ID: &'static str = "test-client";
+    /// The secret of [`TestIssuer::DEFAULT_CLIENT_ID`].
+    pub const DEFAULT_CLIENT_SECRET: &'static str = "test-secret";
+    /// The default `aud` of issued tokens.
+    pub const DEFAULT_AUDIENCE: &'static str = "test-audience";
+
+    /// Starts an issuer with the defaults of [`TestIssuerBuilder`].
+    ///
+    /// # Errors
+    ///
+    /// If no port can be bound on 127.0.0.1.
+    pub async fn start() -> std::io::Result<TestIssuer> {
+        TestIssuer::builder().start().await
+    }
+
+    /// A builder to configure the issuer before starting it.
+    pub fn builder() -> TestIssuerBuilder {
+        TestIssuerBuilder::default()
+    }
+
+    /// The issuer identifier, `http://127.0.0.1:PORT` followed by the path prefix:
+    /// the `iss` of every token and the base of discovery.
+    pub fn issuer(&self) -> &str {
+        &self.shared().issuer
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared().addr
+    }
+
+    /// The URL of the JWK Set.
+    pub fn jwks_uri(&self) -> String {
+        self.shared().jwks_uri()
+    }
+
+    /// The URL of the token endpoint.
+    pub fn token_endpoint(&self) -> String {
+        self.shared().token_endpoint()
+    }
+
+    /// The default `aud` of minted and issued tokens.
+    pub fn audience(&self) -> &str {
+        &self.shared().audience
+    }
+
+    /// A builder for a token signed by this issuer: by default a valid access token
+    /// with the configured signing algorithm and this issuer's `iss` and audience.
+    pub fn mint(&self) -> TokenBuilder {
+        TokenBuilder::new(Arc::clone(self.shared()))
+    }
+
+    /// The key that currently signs tokens for `alg`.
+    ///
+    /// An algorithm without a key yet (the issuer starts with keys for RS256,
+    /// PS256, ES256, ES384, ES512 and EdDSA, plus the signing algorithm) gets one
+    /// now, published from then on. For an HMAC algorithm this is a shared secret
+    /// that is never published; configure the validator with
+    /// [`TestKey::hmac_secret`].
+    pub fn current_key(&self, alg: Algorithm) -> TestKey {
+        self.shared().current_key(alg)
+    }
+
+    /// The document the JWKS endpoint serves now (the override, when one is set).
+    pub fn jwks(&self) -> Value {
+        self.shared().keys().jwks()
+    }
+
+    /// Gives every asymmetric algorithm a new current key. The previous keys stay
+    /// published, as during a real rotation, until [`TestIssuer::retire_old_keys`].
+    ///
+    /// This generates keys on the calling thread (RSA takes tens of milliseconds).
+    pub fn rotate_keys(&self) {
+        let algorithms = self.shared().keys().rotating_algorithms();
+        let keys = algorithms.into_iter().map(TestKey::generate).collect();
+        self.shared().keys().rotate(keys);
+    }
+
+    /// Unpublishes the keys that rotations replaced. Keys added with
+    /// [`TestIssuer::publish_key`] stay.
+    pub fn retire_old_keys(&self) {
+        self.shared().keys().retire();
+    }
+
+    /// Publishes `key` in the JWK Set (replacing a published key with the same
+    /// `kid`). Tokens signed with it via [`TokenBuilder::sign_with`] then verify.
+    pub fn publish_key(&self, key: &TestKey) {
+        self.shared().keys().publish(key.clone());
+    }
+
+    /// Removes the key with this `kid` from the JWK Set, even a current key: tokens
+    /// it signs then carry an unknown `kid`.
+    pub fn unpublish_key(&self, kid: &str) {
+        self.shared().keys().unpublish(kid);
+    }
+
+    /// Serves this raw JSON at the JWKS endpoint instead of the key set, for hostile
+    /// key-set tests; `None` serves the keys again.
+    pub fn set_jwks_override(&self, jwks: Option<Value>) {
+        self.shared().keys().set_override(jwks);
+    }
+
+    /// Makes `endpoint` misbehave until the fault is cleared.
+    pub fn set_fault(&self, endpoint: Endpoint, fault: Fault) {
+        self.shared().faults()[endpoint.index()] = Some(fault);
+    }
+
+    /// Lets `endpoint` behave normally again.
+    pub fn clear_fault(&self, endpoint: Endpoint) {
+        self.shared().faults()[endpoint.index()] = None;
+    }
+
+    /// Lets every endpoint behave normally again.
+    pub fn clear_faults(&self) {
+        *self.shared().faults() = Default::default();
+    }
+
+    /// How many requests reached `endpoint`, whatever the method and including
+    /// those answered by a fault.
+    pub fn requests(&self, endpoint: Endpoint) -> u64 {
+        self.shared().counters[endpoint.index()].load(Ordering::SeqCst)
+    }
+
+    /// Sets every request counter to zero.
+    pub fn reset_counters(&self) {
+        for counter in &self.shared().counters {
+            counter.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Registers a confidential client for the token endpoint, or changes its secret.
+    pub fn register_client(&self, client_id: &str, secret: &str) {
+        self.shared().grants().register_client(client_id, secret);
+    }
+
+    /// Issues a one-time authorization code, as if `subject` had just approved
+    /// `client_id` at the authorization endpoint (RFC 6749 §4.1.2). It is valid for
+    /// ten minutes at the token endpoint with the same `redirect_uri`.
+    pub fn issue_code(&self, client_id: &str, redirect_uri: &str, scope: &str, subject: &str) -> String {
+        self.shared().grants().issue_code(client_id, redirect_uri, scope, subject)
+    }
+
+    /// Issues a refresh token of a new family to `client_id`. It rotates on every
+    /// use, and a reused one revokes its family.
+    pub fn issue_refresh_token(&self, client_id: &str, scope: &str, subject: &str) -> String {
+        self.shared().grants().issue_refresh_token(client_id, scope, subject)
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+}
+
+impl fmt::Debug for TestIssuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestIssuer").field("issuer", &self.issuer()).field("addr", &self.addr()).finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`TestIssuer`]; from [`TestIssuer::builder`].
+#[must_use]
+pub struct TestIssuerBuilder {
+    bind: SocketAddr,
+    path_prefix: String,
+    token_path: String,
+    audience: String,
+    token_lifetime: Duration,
+    jwks_max_age: Option<u64>,
+    clients: Vec<(String, String)>,
+    access_token_typ: String,
+    signing_alg: Algorithm,
+}
+
+impl Default for TestIssuerBuilder {
+    fn default() -> Self {
+        TestIssuerBuilder {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            path_prefix: String::new(),
+            token_path: "/token".to_owned(),
+            audience: TestIssuer::DEFAULT_AUDIENCE.to_owned(),
+            token_lifetime: Duration::from_secs(300),
+            jwks_max_age: Some(300),
+            clients: Vec::new(),
+            access_token_typ: "at+jwt".to_owned(),
+            signing_alg: Algorithm::RS256,
+        }
+    }
+}
+
+impl TestIssuerBuilder {
+    /// The address to listen on; default `127.0.0.1:0` (a free port).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// A path under which the issuer lives, like Keycloak's `/auth/realms/NAME`: the
+    /// issuer becomes `http://127.0.0.1:PORT{prefix}` and every endpoint moves under
+    /// it. Default: none.
+    pub fn path_prefix(mut self, prefix: &str) -> Self {
+        self.path_prefix = normalize_path(prefix);
+        self
+    }
+
+    /// The token endpoint's path under the prefix; default `/token`.
+    pub fn token_path(mut self, path: &str) -> Self {
+        self.token_path = normalize_path(path);
+        self
+    }
+
+    /// The default `aud` of tokens; default [`TestIssuer::DEFAULT_AUDIENCE`].
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = audience.into();
+        self
+    }
+
+    /// How long issued and minted tokens live; default 300 s.
+    pub fn token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.token_lifetime = lifetime;
+        self
+    }
+
+    /// The `Cache-Control: max-age` of the JWK Set in seconds, or `None` to send no
+    /// `Cache-Control`; default `Some(300)`.
+    pub fn jwks_max_age(mut self, max_age: Option<u64>) -> Self {
+        self.jwks_max_age = max_age;
+        self
+    }
+
+    /// Registers a confidential client. May be repeated; the first call replaces the
+    /// default client ([`TestIssuer::DEFAULT_CLIENT_ID`] with
+    /// [`TestIssuer::DEFAULT_CLIENT_SECRET`]).
+    pub fn client(mut self, client_id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.clients.push((client_id.into(), secret.into()));
+        self
+    }
+
+    /// The `typ` header of access tokens; default `at+jwt` (RFC 9068 §2.1). Keycloak
+    /// sends `JWT`.
+    pub fn access_token_typ(mut self, typ: impl Into<String>) -> Self {
+        self.access_token_typ = typ.into();
+        self
+    }
+
+    /// The algorithm of tokens from the token endpoint and of [`TestIssuer::mint`]
+    /// by default; default RS256.
+    pub fn signing_alg(mut self, alg: Algorithm) -> Self {
+        self.signing_alg = alg;
+        self
+    }
+
+    /// Generates the keys, binds the listener and starts serving.
+    ///
+    /// # Errors
+    ///
+    /// If the address cannot be bound.
+    pub async fn start(self) -> std::io::Result<TestIssuer> {
+        let listener = TcpListener::bind(self.bind).await?;
+        let addr = listener.local_addr()?;
+
+        let mut algorithms = STARTUP_ALGORITHMS.to_vec();
+        if !algorithms.contains(&self.signing_alg) {
+            algorithms.push(self.signing_alg);
+        }
+        let mut keys = KeyRing::default();
+        for key in generate_keys(algorithms).await? {
+            keys.install(key);
+        }
+
+        let mut grants = Grants::default();
+        if self.clients.is_empty() {
+            grants.register_client(TestIssuer::DEFAULT_CLIENT_ID, TestIssuer::DEFAULT_CLIENT_SECRET);
+        }
+        for (id, secret) in &self.clients {
+            grants.register_client(id, secret);
+        }
+
+        let shared = Arc::new(Shared {
+            issuer: format!("http://{addr}{}", self.path_prefix),
+            addr,
+            prefix: self.path_prefix,
+            token_path: self.token_path,
+            audience: self.audience,
+            token_lifetime: self.token_lifetime,
+            jwks_max_age: self.jwks_max_age,
+            access_token_typ: self.access_token_typ,
+            signing_alg: self.signing_alg,
+            keys: Mutex::new(keys),
+            faults: Mutex::default(),
+            counters: Default::default(),
+            grants: Mutex::new(grants),
+        });
+        let server = tokio::spawn(server::serve(listener, Arc::clone(&shared))).abort_handle();
+        Ok(TestIssuer { handle: Arc::new(Handle { shared, server }) })
+    }
+}
+
+impl fmt::Debug for TestIssuerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let client_ids: Vec<&str> = self.clients.iter().map(|(id, _)| id.as_str()).collect();
+        f.debug_struct("TestIssuerBuilder")
+            .field("bind", &self.bind)
+            .field("path_prefix", &self.path_prefix)
+            .field("token_path", &self.token_path)
+            .field("audience", &self.audience)
+            .field("token_lifetime", &self.token_lifetime)
+            .field("jwks_max_age", &self.jwks_max_age)
+            .field("client_ids", &client_ids)
+            .field("access_token_typ", &self.access_token_typ)
+            .field("signing_alg", &self.signing_alg)
+            .finish()
+    }
+}
+
+/// Generates one key per algorithm on the blocking pool, in parallel, so that RSA
+/// generation neither stalls the runtime nor runs one key after another.
+async fn generate_keys(algorithms: Vec<Algorithm>) -> std::io::Result<Vec<TestKey>> {
+    let tasks: Vec<_> =
+        algorithms.into_iter().map(|alg| tokio::task::spawn_blocking(move || TestKey::generate(alg))).collect();
+    let mut keys = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        keys.push(task.await.map_err(std::io::Error::other)?);
+    }
+    Ok(keys)
+}
+
+/// `""` or `/a/b`: one leading slash, no trailing one.
+fn normalize_path(path: &str) -> String {
+    let trimmed = path.trim_matches('/');
+    if trimmed.is_empty() { String::new() } else { format!("/{trimmed}") }
+}
+
+/// The state the server and the handles share.
+pub(crate) struct Shared {
+    pub(crate) issuer: String,
+    pub(crate) addr: SocketAddr,
+    pub(crate) prefix: String,
+    pub(crate) token_path: String,
+    pub(crate) audience: String,
+    pub(crate) token_lifetime: Duration,
+    pub(crate) jwks_max_age: Option<u64>,
+    pub(crate) access_token_typ: String,
+    pub(crate) signing_alg: Algorithm,
+    keys: Mutex<KeyRing>,
+    faults: Mutex<[Option<Fault>; Endpoint::COUNT]>,
+    counters: [AtomicU64; Endpoint::COUNT],
+    grants: Mutex<Grants>,
+}
+
+impl Shared {
+    pub(crate) fn jwks_uri(&self) -> String {
+        format!("{}/jwks", self.issuer)
+    }
+
+    pub(crate) fn token_endpoint(&self) -> String {
+        format!("{}{}", self.issuer, self.token_path)
+    }
+
+    pub(crate) fn current_key(&self, alg: Algorithm) -> TestKey {
+        if let Some(key) = self.keys().current(alg) {
+            return key;
+        }
+        // Generate without holding the lock; if another caller won the race, its key
+        // stays current and this one is discarded.
+        let key = TestKey::generate(alg);
+        self.keys().install(key)
+    }
+
+    pub(crate) fn record_request(&self, endpoint: Endpoint) {
+        self.counters[endpoint.index()].fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn fault(&self, endpoint: Endpoint) -> Option<Fault> {
+        self.faults()[endpoint.index()].clone()
+    }
+
+    pub(crate) fn keys(&self) -> MutexGuard<'_, KeyRing> {
+        lock(&self.keys)
+    }
+
+    pub(crate) fn grants(&self) -> MutexGuard<'_, Grants> {
+        lock(&self.grants)
+    }
+
+    fn faults(&self) -> MutexGuard<'_, [Option<Fault>; Endpoint::COUNT]> {
+        lock(&self.faults)
+    }
+}
+
+/// Every critical section leaves the state consistent, so a panic elsewhere while
+/// holding a lock is no reason to stop serving.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,294 @@
+//! The token endpoint (RFC 6749 §3.2): client authentication and the three grants.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use super::TokenBuilder;
+use super::client_auth::ClientCredentials;
+use super::grants::{Grant, GrantError};
+use super::issuer::Shared;
+use super::response::{Body, json};
+
+/// The largest request body the endpoint accepts.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// How much of an oversized body is read and discarded before answering 413: the
+/// client gets the answer instead of a connection reset by unread data.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Answers a `POST` to the token endpoint.
+pub(crate) async fn token(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body> {
+    let mut response = match exchange(&shared, request).await {
+        Ok(body) => json(StatusCode::OK, &body),
+        Err(error) => error.into_response(),
+    };
+    // RFC 6749 §5.1: token responses must not be cached.
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+async fn exchange(shared: &Arc<Shared>, request: Request<Incoming>) -> Result<Value, OAuthError> {
+    let (parts, body) = request.into_parts();
+    let body = read_body(body).await?;
+    // RFC 6749 §3.2: parameters are sent form-encoded (Appendix B).
+    let is_form = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(OAuthError::invalid_request("content type must be application/x-www-form-urlencoded"));
+    }
+    let params = Params::parse(&body);
+    let client_id = authenticate(shared, &parts.headers, &params)?;
+    match params.single("grant_type")? {
+        Some("client_credentials") => client_credentials(shared, &client_id, &params),
+        Some("refresh_token") => refresh_token(shared, &client_id, &params),
+        Some("authorization_code") => authorization_code(shared, &client_id, &params),
+        Some(_) => {
+            Err(OAuthError::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type is not supported"))
+        }
+        None => Err(OAuthError::invalid_request("missing grant_type")),
+    }
+}
+
+async fn read_body(mut body: Incoming) -> Result<Vec<u8>, OAuthError> {
+    let mut buffer = Vec::new();
+    let mut seen = 0_usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| OAuthError::invalid_request("the request body could not be read"))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+        if seen <= BODY_LIMIT {
+            buffer.extend_from_slice(&data);
+        }
+    }
+    if seen > BODY_LIMIT {
+        return Err(OAuthError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            "the request body is larger than 64 KiB",
+        ));
+    }
+    Ok(buffer)
+}
+
+/// RFC 6749 §2.3: exactly one authentication method, and the client must be known
+/// with that secret. Returns the authenticated client id.
+fn authenticate(shared: &Shared, headers: &HeaderMap, params: &Params) -> Result<String, OAuthError> {
+    let mut authorization = headers.get_all(AUTHORIZATION).iter();
+    let basic = match (authorization.next(), authorization.next()) {
+        (None, _) => None,
+        (Some(value), None) => Some(
+            ClientCredentials::from_basic(value.as_bytes())
+                .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?,
+        ),
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::invalid_request("more than one Authorization header"));
+        }
+    };
+    let posted_id = params.single("client_id")?;
+    let posted_secret = params.single("client_secret")?;
+    let credentials = match (basic, posted_secret) {
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::invalid_request("the client used more than one authentication method"));
+        }
+        (Some(basic), None) => {
+            if posted_id.is_some_and(|id| id != basic.client_id) {
+                return Err(OAuthError::invalid_request("client_id does not match the Authorization header"));
+            }
+            basic
+        }
+        (None, Some(secret)) => ClientCredentials {
+            client_id: posted_id
+                .ok_or_else(|| OAuthError::invalid_request("client_secret without client_id"))?
+                .to_owned(),
+            secret: secret.to_owned(),
+        },
+        (None, None) => return Err(OAuthError::invalid_client("client authentication required")),
+    };
+    if !shared.grants().authenticate(&credentials.client_id, &credentials.secret) {
+        return Err(OAuthError::invalid_client("unknown client or wrong secret"));
+    }
+    Ok(credentials.client_id)
+}
+
+/// RFC 6749 §4.4, with the target audience from RFC 8707 `resource` or the
+/// Auth0-style `audience` parameter.
+fn client_credentials(shared: &Arc<Shared>, client_id: &str, params: &Params) -> Result<Value, OAuthError> {
+    let scope = params.scope()?.unwrap_or_default();
+    let resources = params.all("resource");
+    for resource in &resources {
+        // RFC 8707 §2: an absolute URI without a fragment.
+        if url::Url::parse(resource).map_or(true, |url| url.fragment().is_some()) {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                "resource must be an absolute URI without a fragment",
+            ));
+        }
+    }
+    let audience = match resources.as_slice() {
+        [] => Value::from(params.single("audience")?.unwrap_or(&shared.audience)),
+        [one] => Value::from(*one),
+        many => Value::from(many.to_vec()),
+    };
+    let access_token = access_token(shared, client_id, client_id, audience, scope);
+    // RFC 6749 §4.4.3: no refresh token for this grant.
+    Ok(token_response(shared, access_token, scope))
+}
+
+/// RFC 6749 §6.
+fn refresh_token(shared: &Arc<Shared>, client_id: &str, params: &Params) -> Result<Value, OAuthError> {
+    let token = params.single("refresh_token")?.ok_or_else(|| OAuthError::invalid_request("missing refresh_token"))?;
+    let scope = params.scope()?;
+    let grant = shared.grants().refresh(client_id, token, scope)?;
+    Ok(grant_response(shared, client_id, grant, None))
+}
+
+/// RFC 6749 §4.1.3, answered with an OpenID Connect ID token as well.
+fn authorization_code(shared: &Arc<Shared>, client_id: &str, params: &Params) -> Result<Value, OAuthError> {
+    let code = params.single("code")?.ok_or_else(|| OAuthError::invalid_request("missing code"))?;
+    let redirect_uri =
+        params.single("redirect_uri")?.ok_or_else(|| OAuthError::invalid_request("missing redirect_uri"))?;
+    let grant = shared.grants().redeem_code(client_id, code, redirect_uri)?;
+    // OpenID Connect Core 1.0 §2: the ID token is for the client itself.
+    let id_token = TokenBuilder::new(Arc::clone(shared))
+        .subject(&grant.subject)
+        .audience(client_id)
+        .without_claim("client_id")
+        .without_claim("scope")
+        .header("typ", "JWT")
+        .sign();
+    Ok(grant_response(shared, client_id, grant, Some(id_token)))
+}
+
+fn grant_response(shared: &Arc<Shared>, client_id: &str, grant: Grant, id_token: Option<String>) -> Value {
+    let audience = Value::from(shared.audience.as_str());
+    let access_token = access_token(shared, client_id, &grant.subject, audience, &grant.scope);
+    let mut response = token_response(shared, access_token, &grant.scope);
+    response["refresh_token"] = grant.refresh_token.into();
+    if let Some(id_token) = id_token {
+        response["id_token"] = id_token.into();
+    }
+    response
+}
+
+/// An RFC 9068 access token.
+fn access_token(shared: &Arc<Shared>, client_id: &str, subject: &str, audience: Value, scope: &str) -> String {
+    let token = TokenBuilder::new(Arc::clone(shared)).subject(subject).audience(audience).claim("client_id", client_id);
+    let token = if scope.is_empty() { token.without_claim("scope") } else { token.scope(scope) };
+    token.sign()
+}
+
+/// RFC 6749 §5.1.
+fn token_response(shared: &Shared, access_token: String, scope: &str) -> Value {
+    let mut response = json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": shared.token_lifetime.as_secs(),
+    });
+    if !scope.is_empty() {
+        response["scope"] = scope.into();
+    }
+    response
+}
+
+/// The form parameters of a token request.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(body: &[u8]) -> Params {
+        Params(url::form_urlencoded::parse(body).into_owned().collect())
+    }
+
+    /// A parameter that may appear at most once; an empty value counts as absent
+    /// (both RFC 6749 §3.2).
+    fn single(&self, name: &str) -> Result<Option<&str>, OAuthError> {
+        match self.all(name).as_slice() {
+            [] => Ok(None),
+            [value] => Ok(Some(value)),
+            _ => Err(OAuthError::invalid_request(format!("parameter {name} is repeated"))),
+        }
+    }
+
+    /// Every non-empty value of a parameter that may repeat, like RFC 8707 `resource`.
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.0.iter().filter(|(key, value)| key == name && !value.is_empty()).map(|(_, value)| value.as_str()).collect()
+    }
+
+    /// The `scope` parameter, checked against the grammar of RFC 6749 §3.3:
+    /// scope-tokens of `%x21 / %x23-5B / %x5D-7E` separated by single spaces.
+    fn scope(&self) -> Result<Option<&str>, OAuthError> {
+        let scope = self.single("scope")?;
+        let well_formed = |scope: &str| {
+            scope
+                .split(' ')
+                .all(|token| !token.is_empty() && token.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E)))
+        };
+        match scope {
+            Some(scope) if !well_formed(scope) => {
+                Err(OAuthError::new(StatusCode::BAD_REQUEST, "invalid_scope", "scope is malformed"))
+            }
+            _ => Ok(scope),
+        }
+    }
+}
+
+/// An error response of RFC 6749 §5.2.
+#[derive(Debug)]
+struct OAuthError {
+    status: StatusCode,
+    code: &'static str,
+    description: Cow<'static, str>,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, code: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
+        OAuthError { status, code, description: description.into() }
+    }
+
+    fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
+        OAuthError::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    fn invalid_client(description: &'static str) -> Self {
+        OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let mut response = json(self.status, &json!({"error": self.code, "error_description": self.description}));
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6749 §5.2: a 401 carries the authentication scheme to use.
+            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"test-issuer\""));
+        }
+        response
+    }
+}
+
+impl From<GrantError> for OAuthError {
+    fn from(error: GrantError) -> Self {
+        match error {
+            GrantError::InvalidGrant(description) => {
+                OAuthError::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+            }
+            GrantError::InvalidScope(description) => {
+                OAuthError::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
+            }
+        }
+    }
+}

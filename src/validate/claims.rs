@@ -1,0 +1,464 @@
+//! Claims: the registered ones the policy checks, and the ready [`Claims`] type.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::ValidationError;
+
+/// A string that borrows from the input when it has no escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// A claim that is a string or an array of strings (`aud`, RFC 7519 §4.1.3; `scp`).
+pub(crate) struct StringOrList<'a>(pub(crate) Vec<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for StringOrList<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = StringOrList<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(StringOrList(vec![Cow::Borrowed(v)]))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(StringOrList(vec![Cow::Owned(v.to_owned())]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
+                while let Some(Str(item)) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(StringOrList(items))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// Seconds since the epoch (RFC 7519 §2 NumericDate); fractions are truncated.
+#[derive(Clone, Copy)]
+pub(crate) struct NumericDate(pub(crate) i64);
+
+impl<'de> Deserialize<'de> for NumericDate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = NumericDate;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a NumericDate")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(NumericDate(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(NumericDate(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                // `as` saturates, which is the right reading of an absurd date.
+                Ok(NumericDate(v.floor() as i64))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The registered claims the policy needs, read in one pass without copying.
+#[derive(Default)]
+pub(crate) struct Registered<'a> {
+    pub(crate) iss: Option<Cow<'a, str>>,
+    pub(crate) aud: Option<StringOrList<'a>>,
+    pub(crate) exp: Option<i64>,
+    pub(crate) nbf: Option<i64>,
+    pub(crate) iat: Option<i64>,
+    /// Read for tracing only.
+    pub(crate) sub: Option<Cow<'a, str>>,
+    pub(crate) client_id: Option<Cow<'a, str>>,
+}
+
+impl<'a> Registered<'a> {
+    pub(crate) fn parse(json: &'a [u8]) -> Result<Registered<'a>, ValidationError> {
+        let field = Cell::new(None);
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let parsed = RegisteredSeed { field: &field }.deserialize(&mut de).and_then(|r| de.end().map(|()| r));
+        parsed.map_err(|_| match field.get() {
+            Some(name) => ValidationError::InvalidClaim(name),
+            None => ValidationError::Malformed("payload is not a JSON object"),
+        })
+    }
+}
+
+/// Remembers which claim was being read, so that an error names it.
+struct RegisteredSeed<'c> {
+    field: &'c Cell<Option<&'static str>>,
+}
+
+impl<'de> DeserializeSeed<'de> for RegisteredSeed<'_> {
+    type Value = Registered<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RegisteredSeed<'_> {
+    type Value = Registered<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JWT claims set")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        fn once<T, E: de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
+            // RFC 7519 §4: duplicate claim names are rejected rather than guessed at.
+            match slot.replace(value) {
+                None => Ok(()),
+                Some(_) => Err(E::custom("duplicate claim")),
+            }
+        }
+        let mut out = Registered::default();
+        while let Some(Str(key)) = map.next_key()? {
+            match &*key {
+                "iss" => {
+                    self.field.set(Some("iss"));
+                    let Str(v) = map.next_value()?;
+                    once(&mut out.iss, v)?;
+                }
+                "aud" => {
+                    self.field.set(Some("aud"));
+                    once(&mut out.aud, map.next_value()?)?;
+                }
+                "exp" => {
+                    self.field.set(Some("exp"));
+                    once(&mut out.exp, map.next_value::<NumericDate>()?.0)?;
+                }
+                "nbf" => {
+                    self.field.set(Some("nbf"));
+                    once(&mut out.nbf, map.next_value::<NumericDate>()?.0)?;
+                }
+                "iat" => {
+                    self.field.set(Some("iat"));
+                    once(&mut out.iat, map.next_value::<NumericDate>()?.0)?;
+                }
+                // StringOrURI (RFC 7519 §4.1.2), RFC 9068 §2.2 and OIDC's `azp` are all
+                // strings; they are read for tracing.
+                "sub" => {
+                    // Not security-relevant here, and Keycloak sends `sub` twice: RFC 7519
+                    // §4 allows taking the lexically last.
+                    self.field.set(Some("sub"));
+                    let Str(v) = map.next_value()?;
+                    out.sub = Some(v);
+                }
+                "client_id" => {
+                    self.field.set(Some("client_id"));
+                    let Str(v) = map.next_value()?;
+                    out.client_id = Some(v);
+                }
+                "azp" => {
+                    self.field.set(Some("azp"));
+                    let Str(v) = map.next_value()?;
+                    out.client_id.get_or_insert(v);
+                }
+                _ => {
+                    self.field.set(None);
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        self.field.set(None);
+        Ok(out)
+    }
+}
+
+/// The claims of a validated access token: the registered ones typed, the rest kept
+/// as JSON and reachable with [`Claims::get`].
+///
+/// Scopes come from `scope` (a space-separated string, RFC 8693 §4.2 / RFC 9068 §2.2.3)
+/// or, failing that, `scp` (a string or an array, as Entra ID and Okta send).
+/// `Serialize` writes the token's claims exactly as they were.
+///
+/// ```
+/// use tower_oauth::Claims;
+///
+/// let claims: Claims = serde_json::from_str(
+///     r#"{"iss":"https://idp","sub":"alice","aud":["api"],"exp":2000000000,
+///         "scope":"read write","tenant":"acme"}"#,
+/// )?;
+/// assert_eq!(claims.subject(), Some("alice"));
+/// assert!(claims.scopes().contains("write"));
+/// assert_eq!(claims.get::<String>("tenant").as_deref(), Some("acme"));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Claims(std::sync::Arc<ClaimsInner>);
+
+struct ClaimsInner {
+    iss: Option<String>,
+    sub: Option<String>,
+    aud: Vec<String>,
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+    jti: Option<String>,
+    client_id: Option<String>,
+    scopes: Scopes,
+    raw: Box<RawValue>,
+}
+
+impl Claims {
+    /// `iss`: who issued the token.
+    pub fn issuer(&self) -> Option<&str> {
+        self.0.iss.as_deref()
+    }
+
+    /// `sub`: whom the token is about (a user, or the client itself).
+    pub fn subject(&self) -> Option<&str> {
+        self.0.sub.as_deref()
+    }
+
+    /// `aud`: the audiences, whether the token sent a string or an array.
+    pub fn audience(&self) -> &[String] {
+        &self.0.aud
+    }
+
+    /// `exp`, in seconds since the epoch.
+    pub fn expires_at(&self) -> Option<i64> {
+        self.0.exp
+    }
+
+    /// `nbf`, in seconds since the epoch.
+    pub fn not_before(&self) -> Option<i64> {
+        self.0.nbf
+    }
+
+    /// `iat`, in seconds since the epoch.
+    pub fn issued_at(&self) -> Option<i64> {
+        self.0.iat
+    }
+
+    /// `jti`: the token's unique id.
+    pub fn token_id(&self) -> Option<&str> {
+        self.0.jti.as_deref()
+    }
+
+    /// The OAuth client the token was issued to: `client_id` (RFC 9068 §2.2), or
+    /// `azp` when the issuer sends only that (Keycloak, OIDC).
+    pub fn client_id(&self) -> Option<&str> {
+        self.0.client_id.as_deref()
+    }
+
+    /// The granted scopes.
+    pub fn scopes(&self) -> &Scopes {
+        &self.0.scopes
+    }
+
+    /// Whether the token grants `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.0.scopes.contains(scope)
+    }
+
+    /// Any claim, deserialized on demand; `None` when absent or of another type.
+    pub fn get<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+        #[derive(Deserialize)]
+        struct Any<'a>(#[serde(borrow)] std::collections::HashMap<Cow<'a, str>, &'a RawValue>);
+        let Any(map) = serde_json::from_str(self.0.raw.get()).ok()?;
+        serde_json::from_str(map.get(name)?.get()).ok()
+    }
+
+    /// The claims as the token carried them, as JSON text.
+    pub fn as_json(&self) -> &str {
+        self.0.raw.get()
+    }
+}
+
+impl fmt::Debug for Claims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claims")
+            .field("iss", &self.0.iss)
+            .field("sub", &self.0.sub)
+            .field("aud", &self.0.aud)
+            .field("exp", &self.0.exp)
+            .field("client_id", &self.0.client_id)
+            .field("scopes", &self.0.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'de> Deserialize<'de> for Claims {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        let mut claims = de.deserialize_map(ClaimsVisitor).map_err(de::Error::custom)?;
+        claims.raw = raw;
+        Ok(Claims(std::sync::Arc::new(claims)))
+    }
+}
+
+/// Reads the typed members in one pass. Duplicates are not rejected here: the
+/// [`Validator`](crate::Validator) already refused duplicate `iss`, `aud`, `exp`, `nbf`
+/// and `iat`, and for the rest RFC 7519 §4 allows the lexically last (Keycloak sends
+/// `sub` twice).
+struct ClaimsVisitor;
+
+impl<'de> Visitor<'de> for ClaimsVisitor {
+    type Value = ClaimsInner;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JWT claims set")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ClaimsInner, A::Error> {
+        let mut c = ClaimsInner {
+            iss: None,
+            sub: None,
+            aud: Vec::new(),
+            exp: None,
+            nbf: None,
+            iat: None,
+            jti: None,
+            client_id: None,
+            scopes: Scopes::default(),
+            raw: Box::default(),
+        };
+        let (mut azp, mut scope, mut scp) = (None, None, None);
+        while let Some(Str(key)) = map.next_key()? {
+            let string = |s: Str<'_>| Some(s.0.into_owned());
+            match &*key {
+                "iss" => c.iss = string(map.next_value()?),
+                "sub" => c.sub = string(map.next_value()?),
+                "jti" => c.jti = string(map.next_value()?),
+                "client_id" => c.client_id = string(map.next_value()?),
+                "azp" => azp = string(map.next_value()?),
+                "scope" => scope = string(map.next_value()?),
+                "aud" => {
+                    let list: StringOrList<'_> = map.next_value()?;
+                    c.aud = list.0.into_iter().map(Cow::into_owned).collect();
+                }
+                "scp" => {
+                    let list: StringOrList<'_> = map.next_value()?;
+                    scp = Some(list.0.join(" "));
+                }
+                "exp" => c.exp = Some(map.next_value::<NumericDate>()?.0),
+                "nbf" => c.nbf = Some(map.next_value::<NumericDate>()?.0),
+                "iat" => c.iat = Some(map.next_value::<NumericDate>()?.0),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        c.client_id = c.client_id.or(azp);
+        c.scopes = Scopes(scope.or(scp).unwrap_or_default());
+        Ok(c)
+    }
+}
+
+impl Serialize for Claims {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.raw.serialize(s)
+    }
+}
+
+/// The scopes a token grants (RFC 6749 §3.3 scope tokens, which never contain spaces).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Scopes(String);
+
+impl Scopes {
+    /// Whether `scope` is granted (exact, case-sensitive match).
+    pub fn contains(&self, scope: &str) -> bool {
+        self.iter().any(|s| s == scope)
+    }
+
+    /// Whether every one of `scopes` is granted.
+    pub fn contains_all<'s>(&self, scopes: impl IntoIterator<Item = &'s str>) -> bool {
+        scopes.into_iter().all(|s| self.contains(s))
+    }
+
+    /// Each scope.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.split_ascii_whitespace()
+    }
+
+    /// Whether no scope is granted.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// The scopes as one space-separated string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_claims_name_the_bad_claim() {
+        assert!(matches!(Registered::parse(br#"{"exp":"soon"}"#), Err(ValidationError::InvalidClaim("exp"))));
+        assert!(matches!(Registered::parse(br#"{"aud":5}"#), Err(ValidationError::InvalidClaim("aud"))));
+        assert!(matches!(Registered::parse(br#"{"iss":"a","iss":"b"}"#), Err(ValidationError::InvalidClaim("iss"))));
+        assert!(matches!(Registered::parse(br#"[1]"#), Err(ValidationError::Malformed(_))));
+        assert!(matches!(Registered::parse(br#"{"a":1} x"#), Err(ValidationError::Malformed(_))));
+        let r = Registered::parse(br#"{"iss":"i\u0073s","aud":["a","b"],"exp":1.9,"other":{"x":[1]}}"#).unwrap();
+        assert_eq!(r.iss.as_deref(), Some("iss"));
+        assert_eq!(r.aud.unwrap().0, ["a", "b"]);
+        assert_eq!(r.exp, Some(1));
+    }
+
+    #[test]
+    fn scopes_come_from_scope_or_scp() {
+        let c: Claims = serde_json::from_str(r#"{"scp":["a","b"]}"#).unwrap();
+        assert!(c.scopes().contains_all(["a", "b"]));
+        let c: Claims = serde_json::from_str(r#"{"scp":"a"}"#).unwrap();
+        assert!(c.has_scope("a"));
+        let c: Claims = serde_json::from_str(r#"{"scope":"x  y","scp":["a"]}"#).unwrap();
+        assert_eq!(c.scopes().iter().collect::<Vec<_>>(), ["x", "y"]);
+        assert!(!c.has_scope("a"));
+        assert!(!c.has_scope("x y"));
+    }
+
+    #[test]
+    fn claims_serialize_as_they_came() {
+        let json = r#"{"sub":"s","azp":"client","n":[1,2]}"#;
+        let c: Claims = serde_json::from_str(json).unwrap();
+        assert_eq!(serde_json::to_string(&c).unwrap(), json);
+        assert_eq!(c.client_id(), Some("client"));
+        assert_eq!(c.get::<Vec<u8>>("n"), Some(vec![1, 2]));
+        assert_eq!(c.get::<String>("n"), None);
+    }
+}

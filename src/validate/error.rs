@@ -1,0 +1,97 @@
+use std::fmt;
+
+use crate::Algorithm;
+
+/// Why a token was not accepted.
+///
+/// Every variant but [`KeysUnavailable`](Self::KeysUnavailable) means the token is bad
+/// (RFC 6750 `invalid_token`); `KeysUnavailable` means the server cannot judge it yet.
+/// `Display` never includes the token or any part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ValidationError {
+    /// The token is longer than the configured limit (default 16 KiB).
+    TokenTooLarge,
+    /// The token is not a compact JWS: wrong number of segments, bad base64url, or a
+    /// header or payload that is not a JSON object of the right shape.
+    Malformed(&'static str),
+    /// The token is a JWE (five segments) and no decryption is configured.
+    EncryptedToken,
+    /// The header says `alg: none`; unsigned tokens are never accepted (RFC 8725 §3.1).
+    AlgorithmNone,
+    /// The header names an algorithm this crate does not implement.
+    UnsupportedAlgorithm,
+    /// The algorithm is real but not in this validator's allow-list.
+    AlgorithmNotAllowed(Algorithm),
+    /// The header has a `crit` member naming an extension this crate does not process
+    /// (RFC 7515 §4.1.11), or `crit` is malformed.
+    UnsupportedCriticalHeader,
+    /// The header asks for an unencoded payload (`b64: false`, RFC 7797).
+    UnencodedPayload,
+    /// The `typ` header does not fit the configured [`TypPolicy`](crate::TypPolicy).
+    InvalidType,
+    /// No key in the issuer's set has the token's `kid`, even after one refresh.
+    /// A rotated-away key, a token from another issuer, or a forged `kid`.
+    UnknownKey,
+    /// A key with the token's `kid` exists but cannot be used with the token's `alg`
+    /// (an algorithm-confusion attempt, or a key restricted to another `alg`).
+    KeyAlgorithmMismatch,
+    /// The signature does not verify with the selected key.
+    InvalidSignature,
+    /// `iss` is missing or is not one of the trusted issuers (exact match).
+    UntrustedIssuer,
+    /// `aud` is missing or contains none of the accepted audiences.
+    InvalidAudience,
+    /// A required claim is absent.
+    MissingClaim(&'static str),
+    /// A claim has the wrong type (say, a string `exp`).
+    InvalidClaim(&'static str),
+    /// `exp` is in the past, beyond the leeway.
+    Expired,
+    /// `nbf` is in the future, beyond the leeway.
+    NotYetValid,
+    /// `iat` is in the future, beyond the leeway.
+    IssuedInFuture,
+    /// The claims did not deserialize into the application's claims type.
+    ClaimsType,
+    /// No key set has ever been loaded for the issuer (the key source is down since
+    /// start-up). Answer 503, not 401: the token may well be valid.
+    KeysUnavailable,
+}
+
+impl ValidationError {
+    /// Whether the fault is on the server's side (no keys yet) rather than the token's.
+    pub fn is_server_error(&self) -> bool {
+        matches!(self, ValidationError::KeysUnavailable)
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ValidationError::TokenTooLarge => f.write_str("token is too large"),
+            ValidationError::Malformed(what) => write!(f, "malformed token: {what}"),
+            ValidationError::EncryptedToken => f.write_str("encrypted tokens are not accepted"),
+            ValidationError::AlgorithmNone => f.write_str("unsigned token"),
+            ValidationError::UnsupportedAlgorithm => f.write_str("unsupported algorithm"),
+            ValidationError::AlgorithmNotAllowed(alg) => write!(f, "algorithm {alg} is not allowed"),
+            ValidationError::UnsupportedCriticalHeader => f.write_str("unsupported critical header"),
+            ValidationError::UnencodedPayload => f.write_str("unencoded payload is not accepted"),
+            ValidationError::InvalidType => f.write_str("invalid token type"),
+            ValidationError::UnknownKey => f.write_str("unknown signing key"),
+            ValidationError::KeyAlgorithmMismatch => f.write_str("key cannot be used with this algorithm"),
+            ValidationError::InvalidSignature => f.write_str("invalid signature"),
+            ValidationError::UntrustedIssuer => f.write_str("untrusted issuer"),
+            ValidationError::InvalidAudience => f.write_str("invalid audience"),
+            ValidationError::MissingClaim(claim) => write!(f, "missing claim `{claim}`"),
+            ValidationError::InvalidClaim(claim) => write!(f, "invalid claim `{claim}`"),
+            ValidationError::Expired => f.write_str("token has expired"),
+            ValidationError::NotYetValid => f.write_str("token is not yet valid"),
+            ValidationError::IssuedInFuture => f.write_str("token is issued in the future"),
+            ValidationError::ClaimsType => f.write_str("claims do not match the expected type"),
+            ValidationError::KeysUnavailable => f.write_str("signing keys are unavailable"),
+        }
+    }
+}
+
+impl std::error::Error for ValidationError {}

@@ -1,0 +1,140 @@
+//! The compact JWS layer (RFC 7515 §7.1): segments, header rules and the signature,
+//! below any claims policy.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+
+use super::ValidationError;
+use super::header::Header;
+use crate::jwk::{B64, Jwk};
+use crate::{Algorithm, KeySet};
+
+/// A compact JWS split into its segments, with the header decoded.
+pub(crate) struct Compact<'t> {
+    pub(crate) signing_input: &'t [u8],
+    pub(crate) header_json: Vec<u8>,
+    payload_b64: &'t str,
+    signature_b64: &'t str,
+}
+
+impl<'t> Compact<'t> {
+    /// Exactly three segments of strict base64url (five would be a JWE, RFC 7516 §7.1).
+    pub(crate) fn split(token: &'t str) -> Result<Compact<'t>, ValidationError> {
+        let mut parts = token.splitn(4, '.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(if token.bytes().filter(|&b| b == b'.').count() == 4 {
+                ValidationError::EncryptedToken
+            } else {
+                ValidationError::Malformed("not three segments")
+            });
+        };
+        let header_json = B64.decode(header_b64).map_err(|_| ValidationError::Malformed("header is not base64url"))?;
+        let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+        Ok(Compact { signing_input, header_json, payload_b64, signature_b64 })
+    }
+
+    pub(crate) fn payload(&self) -> Result<Vec<u8>, ValidationError> {
+        B64.decode(self.payload_b64).map_err(|_| ValidationError::Malformed("payload is not base64url"))
+    }
+
+    pub(crate) fn signature(&self) -> Result<Vec<u8>, ValidationError> {
+        B64.decode(self.signature_b64).map_err(|_| ValidationError::Malformed("signature is not base64url"))
+    }
+}
+
+/// The header rules that do not depend on the claims: a real, allowed algorithm, and
+/// no extension we would have to process.
+pub(crate) fn checked_algorithm(
+    header: &Header<'_>,
+    allowed: impl Fn(Algorithm) -> bool,
+) -> Result<Algorithm, ValidationError> {
+    let alg = header.algorithm()?;
+    if !allowed(alg) {
+        return Err(ValidationError::AlgorithmNotAllowed(alg));
+    }
+    header.check_extensions()?;
+    Ok(alg)
+}
+
+/// Finds the key for (`kid`, `alg`) and verifies. With a `kid`, only keys with that
+/// `kid` are tried; without one, each key that fits `alg` (sets are small and bounded).
+pub(crate) fn verify_signature(
+    keys: &KeySet,
+    kid: Option<&str>,
+    alg: Algorithm,
+    signing_input: &[u8],
+    signature: &[u8],
+) -> Result<Arc<Jwk>, ValidationError> {
+    let mut candidates = keys.candidates(kid, alg).peekable();
+    if candidates.peek().is_none() {
+        return Err(match kid {
+            Some(kid) if keys.contains_kid(kid) => ValidationError::KeyAlgorithmMismatch,
+            // No such kid, or no kid and no key of the right family: a new key may be
+            // on its way, so the caller may refresh once.
+            _ => ValidationError::UnknownKey,
+        });
+    }
+    candidates.find(|key| key.verify(alg, signing_input, signature)).cloned().ok_or(ValidationError::InvalidSignature)
+}
+
+/// A JWS whose signature verified; its payload is not interpreted.
+#[derive(Debug)]
+pub struct VerifiedJws {
+    alg: Algorithm,
+    key: Arc<Jwk>,
+    header: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl VerifiedJws {
+    /// The algorithm the signature was made with.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The key that verified it.
+    pub fn key(&self) -> &Arc<Jwk> {
+        &self.key
+    }
+
+    /// The protected header, as JSON.
+    pub fn header_json(&self) -> &[u8] {
+        &self.header
+    }
+
+    /// The payload bytes.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+/// Verifies a compact JWS with `keys`, applying every header rule of the
+/// [`Validator`](crate::Validator) but none of its claims policy: for signed payloads
+/// that are not access tokens, and for conformance tests.
+///
+/// ```
+/// use tower_oauth::{Algorithm, KeySet};
+/// use tower_oauth::validate::verify_jws;
+///
+/// // RFC 7520 §4.4 (HS256); HMAC keys need the `trusted` entry point.
+/// let keys = KeySet::from_jwks_trusted(br#"{"keys":[{"kty":"oct",
+///   "kid":"018c0ae5-4d9b-471b-bfd6-eef314bc7037","use":"sig","alg":"HS256",
+///   "k":"hJtXIZ2uSN5kbQfbtTNWbpdmhkV8FJG-Onbc6mxCcYg"}]}"#)?;
+/// let jws = "eyJhbGciOiJIUzI1NiIsImtpZCI6IjAxOGMwYWU1LTRkOWItNDcxYi1iZmQ2LWVlZjMxNGJjNzAzNyJ9.SXTigJlzIGEgZGFuZ2Vyb3VzIGJ1c2luZXNzLCBGcm9kbywgZ29pbmcgb3V0IHlvdXIgZG9vci4gWW91IHN0ZXAgb250byB0aGUgcm9hZCwgYW5kIGlmIHlvdSBkb24ndCBrZWVwIHlvdXIgZmVldCwgdGhlcmXigJlzIG5vIGtub3dpbmcgd2hlcmUgeW91IG1pZ2h0IGJlIHN3ZXB0IG9mZiB0by4.s0h6KThzkfBBBkLspW1h84VsJZFTsPPqMDA7g1Md7p0";
+/// let verified = verify_jws(jws, &keys, &[Algorithm::HS256])?;
+/// assert!(verified.payload().starts_with("It’s a dangerous business".as_bytes()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn verify_jws(token: &str, keys: &KeySet, algorithms: &[Algorithm]) -> Result<VerifiedJws, ValidationError> {
+    let compact = Compact::split(token)?;
+    let header = Header::parse(&compact.header_json)?;
+    let alg = checked_algorithm(&header, |alg| algorithms.contains(&alg))?;
+    let payload = compact.payload()?;
+    let signature = compact.signature()?;
+    let key = verify_signature(keys, header.kid.as_deref(), alg, compact.signing_input, &signature)?;
+    drop(header);
+    Ok(VerifiedJws { alg, key, header: compact.header_json, payload })
+}

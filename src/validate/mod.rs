@@ -1,0 +1,45 @@
+//! Access-token validation: JWS signatures with keys from the issuer, then the claims
+//! policy (RFC 8725, RFC 9068, RFC 7519).
+//!
+//! # Rules
+//! - The token is at most 16 KiB, has exactly three strict-base64url segments, and a
+//!   header and payload that are JSON objects without duplicate members.
+//! - `alg` is in the allow-list (asymmetric algorithms by default) and fits the key:
+//!   its `kty`/`crv`, and its `alg` and `use` when present. `none` is never accepted;
+//!   HMAC only with configured secrets. `jku`, `x5u`, `jwk` and `x5c` are never
+//!   followed: keys come only from the issuer's configured key store.
+//! - A `crit` header (other than `b64` with `b64: true`) and `b64: false` are rejected.
+//! - `typ`: [`TypPolicy::Lenient`] by default, [`TypPolicy::Rfc9068`] on request.
+//! - `iss` equals a trusted issuer exactly, and the signature verifies with *that*
+//!   issuer's keys; `aud` contains an accepted audience; `exp` is required; `exp`,
+//!   `nbf` and `iat` are checked with a leeway (60 s by default).
+//! - An unknown `kid` waits for one shared, rate-limited key refresh
+//!   ([`KeyStore`](crate::KeyStore)), so a key rotation never fails a request.
+//!
+//! # Example
+//! ```no_run
+//! use tower_oauth::{Claims, Validator};
+//!
+//! # async fn run(token: &str) -> Result<(), Box<dyn std::error::Error>> {
+//! let validator = Validator::builder()
+//!     .issuer("https://login.example.com/realms/main")
+//!     .audience("https://api.example.com")
+//!     .build()?;
+//!
+//! let claims: Claims = validator.validate(token).await?;
+//! println!("{} may {}", claims.subject().unwrap_or("?"), claims.scopes().as_str());
+//! # Ok(()) }
+//! ```
+
+mod claims;
+mod error;
+mod header;
+mod jws;
+mod validator;
+
+pub use claims::{Claims, Scopes};
+pub use error::ValidationError;
+pub use header::TypPolicy;
+pub use jws::{VerifiedJws, verify_jws};
+pub(crate) use validator::{Attempt, Verified};
+pub use validator::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_SIZE, Validator, ValidatorBuilder};
