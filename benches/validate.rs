@@ -1,2 +1,329 @@
-//! Placeholder until the validation benchmarks land.
-fn main() {}
+//! Validation benchmarks: the crypto floor, `jsonwebtoken`, the `Validator` and the
+//! Tower service side by side per algorithm, the verified-token cache, and 1 vs 2
+//! threads sharing one `Validator`.
+//!
+//! Tokens are signed locally with `TestKey`; nothing touches the network. Run with
+//! `cargo bench --bench validate`.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::Barrier;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::{hmac, signature};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Empty;
+use serde_json::{Value, json};
+use tower::{Layer as _, Service};
+use tower_oauth::bearer::VerifiedTokenCache;
+use tower_oauth::testing::TestKey;
+use tower_oauth::{Algorithm, BearerAuthLayer, Claims, Jwk, KeySet, KeyStore, Secret, Validator};
+
+const ISSUER: &str = "https://login.example.com/realms/main";
+const AUDIENCE: &str = "https://api.example.com";
+/// 2100-01-01T00:00:00Z: the tokens never expire during a run.
+const EXP: u64 = 4_102_444_800;
+
+/// The crypto backend's verify with a pre-parsed key: the lower bound.
+enum Floor {
+    Public(signature::ParsedPublicKey),
+    Hmac(hmac::Key),
+}
+
+impl Floor {
+    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Floor::Public(key) => key.verify_sig(message, signature).is_ok(),
+            Floor::Hmac(key) => hmac::verify(key, message, signature).is_ok(),
+        }
+    }
+}
+
+/// One algorithm's token and every verifier of it, built outside the timed loops.
+struct Case {
+    name: &'static str,
+    token: String,
+    signing_input: Vec<u8>,
+    signature: Vec<u8>,
+    floor: Floor,
+    jwt_key: jsonwebtoken::DecodingKey,
+    jwt_validation: jsonwebtoken::Validation,
+    validator: Validator,
+}
+
+fn b64d(s: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(s).expect("base64url")
+}
+
+fn jwk_str<'a>(jwk: &'a Value, name: &str) -> &'a str {
+    jwk[name].as_str().unwrap_or_else(|| panic!("jwk member {name}"))
+}
+
+/// A payload shaped like a real access token (~400 bytes).
+fn payload() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+    json!({
+        "iss": ISSUER,
+        "sub": "f3b2c1d0-8e7a-4b6c-9d5e-1a2b3c4d5e6f",
+        "aud": [AUDIENCE, "account"],
+        "exp": EXP,
+        "iat": now - 10,
+        "nbf": now - 10,
+        "auth_time": now - 20,
+        "jti": "0b8f6a1e-3c5d-4e7f-8a9b-0c1d2e3f4a5b",
+        "client_id": "orders-frontend",
+        "azp": "orders-frontend",
+        "scope": "orders:read orders:write profile",
+        "sid": "6d2f1c9e-4a3b-4c8d-9e7f-5a6b7c8d9e0f",
+        "acr": "1",
+        "preferred_username": "service-account-orders-frontend",
+    })
+    .to_string()
+}
+
+fn case(name: &'static str, alg: Algorithm, jwt_alg: jsonwebtoken::Algorithm) -> Case {
+    let key = TestKey::generate(alg);
+    let kid = key.kid().to_owned();
+    let header = json!({"alg": alg.as_str(), "typ": "at+jwt", "kid": kid}).to_string();
+    let token = key.sign_compact(&header, &payload());
+    let (signing_input, signature_b64) = token.rsplit_once('.').expect("three segments");
+    let signature = b64d(signature_b64);
+    let jwk = key.public_jwk();
+
+    let (floor, jwt_key, set) = match alg {
+        Algorithm::HS256 => {
+            let secret = key.hmac_secret().expect("hmac secret");
+            let floor = Floor::Hmac(hmac::Key::new(hmac::HMAC_SHA256, secret));
+            let jwt_key = jsonwebtoken::DecodingKey::from_secret(secret);
+            let set = KeySet::from_keys([Jwk::hmac(alg, &Secret::new(secret), Some(&kid)).expect("hmac jwk")]);
+            (floor, jwt_key, set)
+        }
+        _ => {
+            let (floor, jwt_key) = match alg {
+                Algorithm::RS256 => {
+                    let (n, e) = (jwk_str(&jwk, "n"), jwk_str(&jwk, "e"));
+                    let components = signature::RsaPublicKeyComponents { n: b64d(n), e: b64d(e) };
+                    let parsed =
+                        components.to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256).expect("rsa key");
+                    (parsed, jsonwebtoken::DecodingKey::from_rsa_components(n, e).expect("jwt rsa key"))
+                }
+                Algorithm::ES256 => {
+                    let (x, y) = (jwk_str(&jwk, "x"), jwk_str(&jwk, "y"));
+                    let mut point = vec![0x04];
+                    point.extend(b64d(x));
+                    point.extend(b64d(y));
+                    let parsed =
+                        signature::ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).expect("ec key");
+                    (parsed, jsonwebtoken::DecodingKey::from_ec_components(x, y).expect("jwt ec key"))
+                }
+                Algorithm::EdDSA => {
+                    let x = jwk_str(&jwk, "x");
+                    let parsed = signature::ParsedPublicKey::new(&signature::ED25519, b64d(x)).expect("ed key");
+                    (parsed, jsonwebtoken::DecodingKey::from_ed_components(x).expect("jwt ed key"))
+                }
+                _ => unreachable!("no case for {alg}"),
+            };
+            let set = KeySet::from_jwks(json!({ "keys": [jwk] }).to_string().as_bytes()).expect("jwks");
+            (Floor::Public(floor), jwt_key, set)
+        }
+    };
+    assert_eq!(set.len(), 1, "{name}: the key set holds the key");
+
+    let validator = Validator::builder()
+        .issuer_with_keys(ISSUER, KeyStore::from_key_set(set))
+        .audience(AUDIENCE)
+        .algorithms([alg])
+        .build()
+        .expect("validator");
+
+    let mut jwt_validation = jsonwebtoken::Validation::new(jwt_alg);
+    jwt_validation.set_issuer(&[ISSUER]);
+    jwt_validation.set_audience(&[AUDIENCE]);
+
+    let case = Case {
+        name,
+        signing_input: signing_input.as_bytes().to_vec(),
+        signature,
+        floor,
+        jwt_key,
+        jwt_validation,
+        validator,
+        token,
+    };
+    // Every path accepts the token before anything is timed.
+    assert!(case.floor.verify(&case.signing_input, &case.signature), "{name}: floor");
+    jsonwebtoken::decode::<Value>(&case.token, &case.jwt_key, &case.jwt_validation).expect("jsonwebtoken accepts");
+    let claims = case.validator.validate_with_current_keys(&case.token).expect("validator accepts");
+    assert_eq!(claims.scopes().as_str(), "orders:read orders:write profile");
+    case
+}
+
+fn cases() -> Vec<Case> {
+    let cases = vec![
+        case("RS256", Algorithm::RS256, jsonwebtoken::Algorithm::RS256),
+        case("ES256", Algorithm::ES256, jsonwebtoken::Algorithm::ES256),
+        case("EdDSA", Algorithm::EdDSA, jsonwebtoken::Algorithm::EdDSA),
+        case("HS256", Algorithm::HS256, jsonwebtoken::Algorithm::HS256),
+    ];
+    for c in &cases {
+        eprintln!("{}: token {} bytes, payload {} bytes", c.name, c.token.len(), payload().len());
+    }
+    cases
+}
+
+/// The Tower service under test: the bearer layer over an inner service that is
+/// ready at once and answers an empty 200.
+fn service(
+    layer: BearerAuthLayer,
+) -> impl Service<Request<()>, Response = Response<impl Sized>, Error = Infallible> + Clone + Send + 'static {
+    let inner =
+        tower::service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) });
+    layer.layer(inner)
+}
+
+/// One request through the service: `poll_ready`, `call`, and one poll of the
+/// response future with a no-op waker (the inner future is ready at once).
+fn one_request<S, B>(svc: &mut S, auth: &HeaderValue) -> StatusCode
+where
+    S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    let Poll::Ready(Ok(())) = svc.poll_ready(&mut cx) else { panic!("service not ready") };
+    let mut request = Request::new(());
+    request.headers_mut().insert(header::AUTHORIZATION, auth.clone());
+    let future = pin!(svc.call(request));
+    match future.poll(&mut cx) {
+        Poll::Ready(Ok(response)) => response.status(),
+        Poll::Pending => panic!("response future pending"),
+    }
+}
+
+fn bearer(token: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("Bearer {token}")).expect("header value")
+}
+
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group.sample_size(50).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+}
+
+fn per_algorithm(c: &mut Criterion, cases: &[Case]) {
+    for case in cases {
+        let mut group = c.benchmark_group(case.name);
+        configure(&mut group);
+
+        group.bench_function("floor", |b| {
+            b.iter(|| black_box(case.floor.verify(black_box(&case.signing_input), black_box(&case.signature))))
+        });
+        group.bench_function("jsonwebtoken", |b| {
+            b.iter(|| {
+                jsonwebtoken::decode::<Value>(black_box(&case.token), &case.jwt_key, &case.jwt_validation)
+                    .expect("valid")
+            })
+        });
+        group.bench_function("validator", |b| {
+            b.iter(|| -> Claims { case.validator.validate_with_current_keys(black_box(&case.token)).expect("valid") })
+        });
+
+        let mut svc = service(BearerAuthLayer::new(case.validator.clone()));
+        let auth = bearer(&case.token);
+        assert_eq!(one_request(&mut svc, &auth), StatusCode::OK, "{}: service accepts", case.name);
+        group.bench_function("tower_service", |b| b.iter(|| one_request(&mut svc, black_box(&auth))));
+        group.finish();
+    }
+}
+
+fn cache(c: &mut Criterion, rs256: &Case) {
+    let mut group = c.benchmark_group("cache");
+    configure(&mut group);
+    let auth = bearer(&rs256.token);
+
+    let mut uncached = service(BearerAuthLayer::new(rs256.validator.clone()));
+    assert_eq!(one_request(&mut uncached, &auth), StatusCode::OK);
+    group.bench_function("RS256/uncached", |b| b.iter(|| one_request(&mut uncached, black_box(&auth))));
+
+    let mut cached = service(BearerAuthLayer::new(rs256.validator.clone()).cache(VerifiedTokenCache::default()));
+    assert_eq!(one_request(&mut cached, &auth), StatusCode::OK);
+    group.bench_function("RS256/cached", |b| b.iter(|| one_request(&mut cached, black_box(&auth))));
+    group.finish();
+}
+
+/// Runs `iters` operations split over `threads` threads, each with its own clone of
+/// `state`, and returns the wall time from the common start to the last finish
+/// (thread start-up excluded), so the figure is time per operation of the whole
+/// machine: half with two threads if nothing shared serialises them.
+fn parallel<T: Clone + Send>(iters: u64, threads: u64, state: &T, op: impl Fn(&mut T) + Sync) -> Duration {
+    let barrier = Barrier::new(threads as usize);
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let n = iters / threads + u64::from(t < iters % threads);
+                let mut state = state.clone();
+                let (barrier, op) = (&barrier, &op);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        op(&mut state);
+                    }
+                    (start, Instant::now())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("bench thread")).collect()
+    });
+    let start = spans.iter().map(|s| s.0).min().expect("one thread");
+    let end = spans.iter().map(|s| s.1).max().expect("one thread");
+    end - start
+}
+
+fn throughput(c: &mut Criterion, cases: &[Case]) {
+    let mut group = c.benchmark_group("throughput");
+    configure(&mut group);
+    group.throughput(Throughput::Elements(1));
+    for case in cases.iter().filter(|c| matches!(c.name, "RS256" | "ES256")) {
+        for threads in [1u64, 2] {
+            let id = format!("{}/validator/{threads}_thread{}", case.name, if threads > 1 { "s" } else { "" });
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    parallel(iters, threads, &case.validator, |v| {
+                        let claims: Claims = v.validate_with_current_keys(black_box(&case.token)).expect("valid");
+                        black_box(claims);
+                    })
+                })
+            });
+        }
+    }
+    // The cached service: every thread hits the same entry.
+    if let Some(rs256) = cases.iter().find(|c| c.name == "RS256") {
+        let auth = bearer(&rs256.token);
+        let mut svc = service(BearerAuthLayer::new(rs256.validator.clone()).cache(VerifiedTokenCache::default()));
+        assert_eq!(one_request(&mut svc, &auth), StatusCode::OK);
+        for threads in [1u64, 2] {
+            let id = format!("RS256/cached_service/{threads}_thread{}", if threads > 1 { "s" } else { "" });
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    parallel(iters, threads, &svc, |svc| {
+                        black_box(one_request(svc, black_box(&auth)));
+                    })
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let cases = cases();
+    per_algorithm(c, &cases);
+    cache(c, &cases[0]);
+    throughput(c, &cases);
+}
+
+criterion_group!(validate, benches);
+criterion_main!(validate);

@@ -351,6 +351,14 @@ fn rsa_verifier(n: &[u8], e: &[u8], alg: Option<Algorithm>) -> Result<Verifier, 
     if e.is_empty() {
         return Err(JwkError::InvalidEncoding("e"));
     }
+    // An RSA modulus is odd, and so is a usable public exponent, which is at least 3:
+    // e = 1 would make every "signature" the plain encoded digest.
+    if n[n.len() - 1] & 1 == 0 {
+        return Err(JwkError::InvalidKey);
+    }
+    if e[e.len() - 1] & 1 == 0 || e == [1] {
+        return Err(JwkError::InvalidKey);
+    }
     let bits = (n.len() - 1) * 8 + (8 - n[0].leading_zeros() as usize);
     if bits < MIN_RSA_BITS {
         return Err(JwkError::RsaKeyTooSmall { bits });
@@ -570,9 +578,21 @@ mod tests {
 
     #[test]
     fn small_rsa_key_is_refused() {
-        let n = B64.encode([0xff; 128]); // 1024 bits
+        let n = B64.encode([0xc3; 128]); // 1024 bits
         let json = format!(r#"{{"kty":"RSA","n":"{n}","e":"AQAB"}}"#);
         assert_eq!(Jwk::from_json(json.as_bytes()).unwrap_err(), JwkError::RsaKeyTooSmall { bits: 1024 });
+    }
+
+    #[test]
+    fn rsa_exponent_one_and_even_values_are_invalid() {
+        let n = B64.encode([0xc3; 256]);
+        for e in ["AQ", "Ag", "AAE"] {
+            let json = format!(r#"{{"kty":"RSA","n":"{n}","e":"{e}"}}"#);
+            assert_eq!(Jwk::from_json(json.as_bytes()).unwrap_err(), JwkError::InvalidKey, "e={e}");
+        }
+        let even_n = B64.encode([0xc2; 256]);
+        let json = format!(r#"{{"kty":"RSA","n":"{even_n}","e":"AQAB"}}"#);
+        assert_eq!(Jwk::from_json(json.as_bytes()).unwrap_err(), JwkError::InvalidKey);
     }
 
     #[test]

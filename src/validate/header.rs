@@ -2,30 +2,33 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use std::marker::PhantomData;
+
+use serde::Deserializer as _;
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 
 use super::ValidationError;
+use super::claims::Str;
 use crate::Algorithm;
 
 /// The members this crate acts on. `jku`, `x5u`, `jwk` and `x5c` are deliberately not
 /// read: a key named by the token itself is never fetched or trusted (RFC 8725 §3.10).
-#[derive(Deserialize)]
+#[derive(Default)]
 pub(crate) struct Header<'a> {
-    #[serde(borrow)]
     alg: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     pub(crate) kid: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     pub(crate) typ: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     crit: Option<Vec<Cow<'a, str>>>,
     b64: Option<bool>,
 }
 
 impl<'a> Header<'a> {
+    /// RFC 7515 §4: the header is a JSON object; §5.2 lets us reject duplicate members,
+    /// which we do for every member, known or not, so no two parsers can disagree on it.
     pub(crate) fn parse(json: &'a [u8]) -> Result<Header<'a>, ValidationError> {
-        // serde's derive rejects duplicate members, which RFC 7515 §5.2 allows us to do.
-        serde_json::from_slice(json).map_err(|_| ValidationError::Malformed("header is not a JOSE header"))
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let header = de.deserialize_map(HeaderVisitor(PhantomData)).and_then(|h| de.end().map(|()| h));
+        header.map_err(|_| ValidationError::Malformed("header is not a JOSE header"))
     }
 
     /// The algorithm, refusing `none` and unknown names.
@@ -51,6 +54,42 @@ impl<'a> Header<'a> {
             }
         }
         Ok(())
+    }
+}
+
+struct HeaderVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for HeaderVisitor<'a> {
+    type Value = Header<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JOSE header object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header<'a>, A::Error> {
+        let mut header = Header::default();
+        // Headers have a handful of members: a linear scan beats hashing.
+        let mut seen: Vec<Cow<'a, str>> = Vec::with_capacity(4);
+        while let Some(Str(name)) = map.next_key::<Str<'a>>()? {
+            if seen.contains(&name) {
+                return Err(de::Error::custom("duplicate header member"));
+            }
+            match &*name {
+                "alg" => header.alg = Some(map.next_value::<Str<'a>>()?.0),
+                "kid" => header.kid = Some(map.next_value::<Str<'a>>()?.0),
+                "typ" => header.typ = Some(map.next_value::<Str<'a>>()?.0),
+                "crit" => {
+                    let names: Vec<Str<'a>> = map.next_value()?;
+                    header.crit = Some(names.into_iter().map(|s| s.0).collect());
+                }
+                "b64" => header.b64 = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            seen.push(name);
+        }
+        Ok(header)
     }
 }
 
@@ -109,6 +148,17 @@ mod tests {
     #[test]
     fn duplicate_header_members_are_malformed() {
         assert!(Header::parse(br#"{"alg":"RS256","alg":"none"}"#).is_err());
+        assert!(Header::parse(br#"{"alg":"RS256","x":1,"x":2}"#).is_err());
+    }
+
+    #[test]
+    fn a_header_must_be_an_object() {
+        // serde would read a struct from an array; a JOSE header is an object (RFC 7515 §4).
+        assert!(Header::parse(br#"["HS256",null,null,null,null]"#).is_err());
+        assert!(Header::parse(br#""RS256""#).is_err());
+        assert!(Header::parse(br#"{"alg":"RS256"} {}"#).is_err());
+        assert!(Header::parse(br#"{"alg":"RS256","kid":7}"#).is_err());
+        assert_eq!(Header::parse(br#"{"alg":"RS256","kid":"a\u0062"}"#).unwrap().kid.as_deref(), Some("ab"));
     }
 
     #[test]
