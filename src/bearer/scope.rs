@@ -41,9 +41,22 @@ pub struct RequireScopeLayer<C = Claims> {
     _claims: PhantomData<fn() -> C>,
 }
 
-impl<C> RequireScopeLayer<C> {
-    /// Requires every scope in `scopes`.
+impl RequireScopeLayer<Claims> {
+    /// Requires every scope in `scopes`, read from [`Claims`].
     pub fn new<I, T>(scopes: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        RequireScopeLayer::for_claims(scopes)
+    }
+}
+
+impl<C> RequireScopeLayer<C> {
+    /// Requires every scope in `scopes`, read from the application's claims type `C`
+    /// (the one its [`Validator`](crate::Validator) was built with):
+    /// `RequireScopeLayer::<MyClaims>::for_claims(["admin"])`.
+    pub fn for_claims<I, T>(scopes: I) -> Self
     where
         I: IntoIterator<Item = T>,
         T: AsRef<str>,
@@ -80,7 +93,7 @@ pub struct RequireScope<S, C = Claims> {
     _claims: PhantomData<fn() -> C>,
 }
 
-impl<S, C> RequireScope<S, C> {
+impl<S> RequireScope<S, Claims> {
     /// Wraps `inner`, requiring every scope in `scopes`.
     pub fn new<I, T>(inner: S, scopes: I) -> Self
     where
@@ -89,7 +102,9 @@ impl<S, C> RequireScope<S, C> {
     {
         RequireScopeLayer::new(scopes).layer(inner)
     }
+}
 
+impl<S, C> RequireScope<S, C> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner

@@ -1,0 +1,120 @@
+//! An axum API protected by `BearerAuthLayer`, configured from the environment.
+//!
+//! Run with: `OAUTH_ISSUER=https://idp.example OAUTH_AUDIENCE=my-api cargo run --example resource_server`
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `OAUTH_ISSUER` | issuer URL (discovery); `iss` must equal it |
+//! | `OAUTH_ISSUERS` | comma list of trusted issuers, instead of `OAUTH_ISSUER` |
+//! | `OAUTH_JWKS_URI` | overrides the discovered `jwks_uri` (single issuer) |
+//! | `OAUTH_AUDIENCE` | required; `aud` must contain it |
+//! | `OAUTH_ALGORITHMS` | comma list; default: the asymmetric algorithms |
+//! | `OAUTH_REQUIRE_AT_JWT` | `1`: strict RFC 9068 `typ` |
+//! | `OAUTH_ADMIN_SCOPE` | scope `/admin` requires; default `admin` |
+//! | `OAUTH_TOKEN_CACHE` | `1`: the verified-token cache |
+//! | `LISTEN` | default `127.0.0.1:3000` |
+//!
+//! Try it against the test issuer (`cargo run --example test_issuer` prints a token):
+//! ```text
+//! curl -i localhost:3000/healthz
+//! curl -i localhost:3000/me                                   # 401
+//! curl -i -H "Authorization: Bearer $TOKEN" localhost:3000/me # 200 and the claims
+//! curl -i -H "Authorization: Bearer $TOKEN" localhost:3000/admin
+//! ```
+
+use std::env;
+use std::process::ExitCode;
+
+use axum::routing::get;
+use axum::{Json, Router};
+use tower_oauth::bearer::{RequireScopeLayer, VerifiedTokenCache};
+use tower_oauth::{Algorithm, BearerAuthLayer, Claims, KeyStore, TypPolicy, Validator};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_env_filter(env_filter()).with_writer(std::io::stderr).init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn env_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_oauth=info".into())
+}
+
+fn var(name: &str) -> Option<String> {
+    env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let audience = var("OAUTH_AUDIENCE").ok_or("OAUTH_AUDIENCE is required")?;
+    let mut builder = Validator::builder().audience(audience);
+    match (var("OAUTH_ISSUERS"), var("OAUTH_ISSUER")) {
+        (Some(issuers), _) => {
+            for issuer in list(&issuers) {
+                builder = builder.issuer(issuer);
+            }
+        }
+        (None, Some(issuer)) => {
+            builder = match var("OAUTH_JWKS_URI") {
+                Some(jwks_uri) => {
+                    let keys = KeyStore::builder().issuer(&issuer).jwks_uri(jwks_uri).build()?;
+                    builder.issuer_with_keys(issuer, keys)
+                }
+                None => builder.issuer(issuer),
+            };
+        }
+        (None, None) => return Err("OAUTH_ISSUER (or OAUTH_ISSUERS) is required".into()),
+    }
+    if let Some(algorithms) = var("OAUTH_ALGORITHMS") {
+        let algorithms = list(&algorithms).map(str::parse).collect::<Result<Vec<Algorithm>, _>>()?;
+        builder = builder.algorithms(algorithms);
+    }
+    if var("OAUTH_REQUIRE_AT_JWT").as_deref() == Some("1") {
+        builder = builder.typ(TypPolicy::Rfc9068);
+    }
+    for unsupported in ["OAUTH_DECRYPTION_KEYS", "OAUTH_INTROSPECTION_URL"] {
+        if var(unsupported).is_some() {
+            return Err(format!("{unsupported} is not supported by this version").into());
+        }
+    }
+    let admin_scope = var("OAUTH_ADMIN_SCOPE").unwrap_or_else(|| "admin".to_owned());
+    let mut auth = BearerAuthLayer::new(builder.build()?).realm("resource_server");
+    if var("OAUTH_TOKEN_CACHE").as_deref() == Some("1") {
+        auth = auth.cache(VerifiedTokenCache::default());
+    }
+
+    let app = Router::new()
+        .route("/admin", get(admin))
+        .route_layer(RequireScopeLayer::new([admin_scope]))
+        .route("/me", get(me))
+        .layer(auth)
+        .route("/healthz", get(|| async { "ok" }));
+
+    let listen = var("LISTEN").unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    Ok(())
+}
+
+/// The validated claims, as the token carried them.
+async fn me(claims: Claims) -> Json<Claims> {
+    Json(claims)
+}
+
+async fn admin(claims: Claims) -> String {
+    format!("hello admin {}\n", claims.subject().unwrap_or("?"))
+}
+
+async fn shutdown() {
+    let _ = tokio::signal::ctrl_c().await;
+}
