@@ -213,6 +213,7 @@ impl<C: DeserializeOwned> Validator<C> {
             span.record("kid", header.kid.as_deref());
             span.record("sub", registered.sub.as_deref());
             span.record("client_id", registered.client_id.as_deref());
+            tracing::trace!(parent: span, %alg, "signature verified");
         }
 
         // RFC 7519 §4.1.3: `aud` is a string or an array; one match is enough.
