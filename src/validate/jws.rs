@@ -25,10 +25,11 @@ impl<'t> Compact<'t> {
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(if token.bytes().filter(|&b| b == b'.').count() == 4 {
-                ValidationError::EncryptedToken
-            } else {
-                ValidationError::Malformed("not three segments")
+            return Err(match token.bytes().filter(|&b| b == b'.').count() {
+                4 => ValidationError::EncryptedToken,
+                // Many issuers hand out opaque tokens unless asked for JWTs (RFC 9068).
+                0 => ValidationError::Malformed("not a JWT (an opaque token?)"),
+                _ => ValidationError::Malformed("not three segments"),
             });
         };
         let header_json = B64.decode(header_b64).map_err(|_| ValidationError::Malformed("header is not base64url"))?;
