@@ -46,34 +46,47 @@ pub(crate) fn parse_url(s: &str) -> Result<Url, FetchError> {
     if is_allowed(&url) { Ok(url) } else { Err(FetchError::InsecureUrl) }
 }
 
-/// The default client: no ambient redirects off https, at most five hops.
+/// The default client: at most five redirects, never from https down to http (not even
+/// to loopback: an https host must not steer us to a local service), and never to plain
+/// http off loopback. Time limits are set per fetch, not here, so a configured timeout
+/// above the default is honoured.
 pub(crate) fn default_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            let downgrade = attempt.url().scheme() == "http"
+                && attempt.previous().iter().any(|previous| previous.scheme() == "https");
             if attempt.previous().len() >= MAX_REDIRECTS {
                 attempt.error("too many redirects")
-            } else if !is_allowed(attempt.url()) {
-                // SSRF guard: a redirect must not downgrade to plain http off loopback.
+            } else if downgrade || !is_allowed(attempt.url()) {
+                // SSRF guard: a redirect must not lead to plain http off loopback, nor
+                // from https down to http.
                 attempt.error("redirect to an insecure url")
             } else {
                 attempt.follow()
             }
         }))
-        .timeout(DEFAULT_TIMEOUT)
         .build()
 }
 
 /// GETs `url` as JSON within `limits`.
 pub(crate) async fn get(client: &reqwest::Client, url: &Url, limits: Limits) -> Result<Fetched, FetchError> {
-    match tokio::time::timeout(limits.timeout, get_unbounded_in_time(client, url, limits.max_body)).await {
+    match tokio::time::timeout(limits.timeout, get_unbounded_in_time(client, url, limits.max_body, limits.timeout))
+        .await
+    {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout),
     }
 }
 
-async fn get_unbounded_in_time(client: &reqwest::Client, url: &Url, max_body: usize) -> Result<Fetched, FetchError> {
+async fn get_unbounded_in_time(
+    client: &reqwest::Client,
+    url: &Url,
+    max_body: usize,
+    timeout: Duration,
+) -> Result<Fetched, FetchError> {
     let mut response = client
         .get(url.clone())
+        .timeout(timeout)
         .header(http::header::ACCEPT, "application/json")
         .send()
         .await

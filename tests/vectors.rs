@@ -371,18 +371,18 @@ fn wycheproof_invalid_jws_vectors_fail_for_the_right_reason() {
     let cases = run_wycheproof(WYCHEPROOF_JWS);
     let expected: &[(u64, ValidationError)] = &[
         // Structure.
-        (3, InvalidSignature),                          // empty signature segment
-        (4, Malformed("not three segments")),           // missing signature and its dot
-        (6, InvalidSignature),                          // empty payload segment
-        (7, Malformed("not three segments")),           // missing payload and its dot
-        (10, Malformed("not three segments")),          // missing header and its dot
-        (9, Malformed("header is not a JOSE header")),  // empty header segment
-        (11, Malformed("header is not a JOSE header")), // `.Zm9v.`
-        (12, Malformed("not three segments")),
-        (13, Malformed("not three segments")), // the empty string
-        (14, Malformed("not three segments")), // a fourth, empty segment
-        (15, Malformed("not three segments")), // a fourth segment
-        (17, Malformed("not three segments")), // JSON serialization, not compact
+        (3, InvalidSignature),                                      // empty signature segment
+        (4, Malformed("not three segments")),                       // missing signature and its dot
+        (6, InvalidSignature),                                      // empty payload segment
+        (7, Malformed("not three segments")),                       // missing payload and its dot
+        (10, Malformed("not three segments")),                      // missing header and its dot
+        (9, Malformed("header is not a JOSE header")),              // empty header segment
+        (11, Malformed("header is not a JOSE header")),             // `.Zm9v.`
+        (12, Malformed("not a JWT (an opaque token?)")),            // no dot at all
+        (13, Malformed("not a JWT (an opaque token?)")),            // the empty string
+        (14, Malformed("not three segments")),                      // a fourth, empty segment
+        (15, Malformed("not three segments")),                      // a fourth segment
+        (17, Malformed("not a compact JWT (JSON serialization?)")), // JSON serialization, not compact
         // Header and key selection.
         (8, UnknownKey),             // `kid` modified to one the set does not have
         (16, AlgorithmNone),         // `alg: none`, empty signature

@@ -53,7 +53,7 @@ impl Schedule {
     /// After `failures` failures in a row: 1 s doubling up to the interval, with ±20 %
     /// jitter so a fleet does not retry in step; never sooner than `Retry-After`.
     fn after_failure(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
-        let backoff = Duration::from_secs(1u64 << failures.min(16)).min(self.interval);
+        let backoff = Duration::from_secs(1u64 << failures.saturating_sub(1).min(16)).min(self.interval);
         let jittered = backoff.mul_f64(0.8 + fastrand::f64() * 0.4);
         retry_after.map_or(jittered, |ra| jittered.max(ra.min(self.max)))
     }
@@ -74,15 +74,20 @@ impl Refresher {
         };
         let mut failures = 0u32;
         let mut delay = Duration::ZERO;
+        let mut first = true;
         loop {
-            tokio::select! {
-                biased;
-                _ = &mut stop => return,
-                () = wake.notified() => {}
-                () = tokio::time::sleep(delay) => {}
+            // The first fetch starts at once; a wake-up that arrives meanwhile stays
+            // pending as a permit and triggers the next one.
+            if !first {
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => return,
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(delay) => {}
+                }
             }
             let Some(handle) = Handle::upgrade(&shared) else { return };
-            handle.begin();
+            handle.begin(std::mem::take(&mut first));
             let outcome = tokio::time::timeout(self.limits.timeout, self.fetch(&mut jwks_uri)).await;
             let outcome = outcome.unwrap_or(Err(FetchError::Timeout));
             match outcome {
@@ -143,7 +148,7 @@ mod tests {
         let s = Schedule::default();
         for failures in 1..40 {
             let d = s.after_failure(failures, None);
-            let base = Duration::from_secs(1u64 << failures.min(16)).min(s.interval);
+            let base = Duration::from_secs(1u64 << (failures - 1).min(16)).min(s.interval);
             assert!(d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2), "{failures}: {d:?}");
         }
         assert!(s.after_failure(1, Some(Duration::from_secs(120))) >= Duration::from_secs(120));

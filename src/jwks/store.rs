@@ -1,5 +1,5 @@
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -26,19 +26,34 @@ pub(super) struct Shared {
 
 struct Remote {
     wake: Arc<Notify>,
-    /// Bumped after every fetch attempt, good or bad; waiters watch it.
-    generation: watch::Sender<u64>,
-    in_flight: AtomicBool,
-    /// When the last on-demand fetch was claimed, in ms since `epoch` (`u64::MAX`: never).
-    last_on_demand: AtomicU64,
-    epoch: Instant,
+    /// Fetches started so far, counted by the task as each begins.
+    started: AtomicU64,
+    /// Fetches finished so far, and whether the last one succeeded; waiters watch it.
+    completed: watch::Sender<Progress>,
+    /// The cold path's one decision: claim, join or refuse an on-demand fetch. A lock
+    /// is fine here: only requests with an unknown `kid` come this way, and they hold it
+    /// for a few instructions, never across an await.
+    on_demand: Mutex<OnDemand>,
     cooldown: Duration,
-    /// How long a request waits for an on-demand fetch.
+    /// How long a request waits for an on-demand fetch: the one in flight, then its own.
     wait: Duration,
-    fetches: AtomicU64,
     failures: AtomicU64,
     /// Dropped with the last handle, which tells the task to stop.
     _stop: oneshot::Sender<()>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    completed: u64,
+    last_ok: bool,
+}
+
+#[derive(Debug, Default)]
+struct OnDemand {
+    /// When the last on-demand fetch was claimed.
+    last: Option<Instant>,
+    /// The fetch number that claim waits for (one that starts after the claim).
+    target: u64,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -82,7 +97,7 @@ impl KeyStore {
 
     /// The number of fetch attempts so far (discovery and JWKS together count as one).
     pub fn fetch_attempts(&self) -> u64 {
-        self.shared.remote.as_ref().map_or(0, |r| r.fetches.load(Ordering::Relaxed))
+        self.shared.remote.as_ref().map_or(0, |r| r.started.load(Ordering::Relaxed))
     }
 
     /// The number of failed fetch attempts so far.
@@ -93,51 +108,55 @@ impl KeyStore {
     /// Waits until a key set is loaded, up to `timeout`; returns whether one is.
     pub async fn wait_until_loaded(&self, timeout: Duration) -> bool {
         let Some(remote) = &self.shared.remote else { return self.is_loaded() };
-        let mut rx = remote.generation.subscribe();
-        let loaded = tokio::time::timeout(timeout, async {
-            while !self.is_loaded() {
-                if rx.changed().await.is_err() {
-                    break;
-                }
-            }
-        });
-        let _ = loaded.await;
+        let mut rx = remote.completed.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|_| self.is_loaded())).await;
         self.is_loaded()
     }
 
-    /// Fetches now, bypassing the schedule and the cooldown, and waits for the result
-    /// (bounded by the fetch timeout). Returns whether the fetch succeeded.
+    /// Fetches now, bypassing the schedule and the cooldown, and waits for that fetch (one
+    /// that starts after this call, so it sees keys published before it). Returns whether
+    /// it succeeded; `false` too when it did not finish within the wait bound.
     pub async fn refresh(&self) -> bool {
         let Some(remote) = &self.shared.remote else { return self.is_loaded() };
-        let failures = remote.failures.load(Ordering::Acquire);
-        let mut rx = remote.generation.subscribe();
-        rx.borrow_and_update();
+        let mut rx = remote.completed.subscribe();
+        let target = remote.started.load(Ordering::Acquire) + 1;
         remote.wake.notify_one();
-        let changed = tokio::time::timeout(remote.wait, rx.changed()).await;
-        matches!(changed, Ok(Ok(()))) && remote.failures.load(Ordering::Acquire) == failures
+        match tokio::time::timeout(remote.wait, rx.wait_for(|p| p.completed >= target)).await {
+            Ok(Ok(progress)) => progress.last_ok,
+            _ => false,
+        }
     }
 
-    /// Called by a request whose token names a `kid` the set lacks (or when no set is
-    /// loaded). Joins a fetch in flight, or starts one if the cooldown allows, and
-    /// waits for it; returns at once when neither applies.
+    /// Called by a request whose token names a `kid` the set lacks, or when no set is
+    /// loaded. Waits for a fetch that can have the key, sharing it with every other such
+    /// request, and starting one at most once per cooldown; returns at once when the
+    /// cooldown allows no fetch.
     pub(crate) async fn refresh_for_unknown_kid(&self) {
         let Some(remote) = &self.shared.remote else { return };
-        let mut rx = remote.generation.subscribe();
-        rx.borrow_and_update();
-        if !remote.in_flight.load(Ordering::Acquire) {
-            let now = remote.epoch.elapsed().as_millis() as u64;
-            let last = remote.last_on_demand.load(Ordering::Acquire);
-            let cooled = last == u64::MAX || now.saturating_sub(last) >= remote.cooldown.as_millis() as u64;
-            if !cooled {
-                return;
-            }
-            // One request claims the fetch; the others that raced it just wait for it.
-            if remote.last_on_demand.compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        let mut rx = remote.completed.subscribe();
+        let target = {
+            let mut on_demand = remote.on_demand.lock().unwrap_or_else(|e| e.into_inner());
+            let started = remote.started.load(Ordering::Acquire);
+            let completed = rx.borrow().completed;
+            if !self.is_loaded() && started > completed {
+                // The first fetch is under way: any fetch will do.
+                started
+            } else if on_demand.target > completed {
+                // Another request claimed a fetch that has not finished: join it.
+                on_demand.target
+            } else if on_demand.last.is_none_or(|at| at.elapsed() >= remote.cooldown) {
+                // Claim a fetch that starts after now, so it sees the new key even if an
+                // older (scheduled) fetch is running at this moment.
+                on_demand.last = Some(Instant::now());
+                on_demand.target = started + 1;
                 tracing::debug!("unknown kid: fetching keys on demand");
                 remote.wake.notify_one();
+                on_demand.target
+            } else {
+                return;
             }
-        }
-        let _ = tokio::time::timeout(remote.wait, rx.changed()).await;
+        };
+        let _ = tokio::time::timeout(remote.wait, rx.wait_for(|p| p.completed >= target)).await;
     }
 }
 
@@ -240,13 +259,12 @@ impl KeyStoreBuilder {
             keys: ArcSwapOption::empty(),
             remote: Some(Remote {
                 wake: wake.clone(),
-                generation: watch::Sender::new(0),
-                in_flight: AtomicBool::new(true),
-                last_on_demand: AtomicU64::new(u64::MAX),
-                epoch: Instant::now(),
+                // The first fetch counts as started now, so early requests join it.
+                started: AtomicU64::new(1),
+                completed: watch::Sender::new(Progress::default()),
+                on_demand: Mutex::new(OnDemand::default()),
                 cooldown: self.cooldown,
-                wait: self.limits.timeout + Duration::from_secs(1),
-                fetches: AtomicU64::new(0),
+                wait: self.limits.timeout * 2 + Duration::from_secs(1),
                 failures: AtomicU64::new(0),
                 _stop: stop_tx,
             }),
@@ -272,22 +290,27 @@ impl Handle {
         weak.upgrade().map(Handle)
     }
 
-    pub(super) fn begin(&self) {
+    /// Counts a fetch as started; the very first was counted at build time.
+    pub(super) fn begin(&self, first: bool) {
         if let Some(r) = &self.0.remote {
-            r.in_flight.store(true, Ordering::Release);
-            r.fetches.fetch_add(1, Ordering::Relaxed);
+            if !first {
+                r.started.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
 
     pub(super) fn finish(&self, keys: Option<KeySet>) {
         let Some(r) = &self.0.remote else { return };
+        let ok = keys.is_some();
         match keys {
             Some(keys) => self.0.keys.store(Some(Arc::new(keys))),
             None => {
                 r.failures.fetch_add(1, Ordering::Release);
             }
         }
-        r.in_flight.store(false, Ordering::Release);
-        r.generation.send_modify(|g| *g += 1);
+        r.completed.send_modify(|p| {
+            p.completed += 1;
+            p.last_ok = ok;
+        });
     }
 }

@@ -27,6 +27,7 @@ impl<'t> Compact<'t> {
         else {
             return Err(match token.bytes().filter(|&b| b == b'.').count() {
                 4 => ValidationError::EncryptedToken,
+                0 if token.starts_with('{') => ValidationError::Malformed("not a compact JWT (JSON serialization?)"),
                 // Many issuers hand out opaque tokens unless asked for JWTs (RFC 9068).
                 0 => ValidationError::Malformed("not a JWT (an opaque token?)"),
                 _ => ValidationError::Malformed("not three segments"),
