@@ -33,7 +33,7 @@ const EXP: u64 = 4_102_444_800;
 /// The crypto backend's verify with a pre-parsed key: the lower bound.
 enum Floor {
     Public(signature::ParsedPublicKey),
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
 }
 
 impl Floor {
@@ -99,7 +99,7 @@ fn case(name: &'static str, alg: Algorithm, jwt_alg: jsonwebtoken::Algorithm) ->
     let (floor, jwt_key, set) = match alg {
         Algorithm::HS256 => {
             let secret = key.hmac_secret().expect("hmac secret");
-            let floor = Floor::Hmac(hmac::Key::new(hmac::HMAC_SHA256, secret));
+            let floor = Floor::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret)));
             let jwt_key = jsonwebtoken::DecodingKey::from_secret(secret);
             let set = KeySet::from_keys([Jwk::hmac(alg, &Secret::new(secret), Some(&kid)).expect("hmac jwk")]);
             (floor, jwt_key, set)
@@ -287,6 +287,17 @@ fn throughput(c: &mut Criterion, cases: &[Case]) {
     configure(&mut group);
     group.throughput(Throughput::Elements(1));
     for case in cases.iter().filter(|c| matches!(c.name, "RS256" | "ES256")) {
+        // The crypto floor alone, for comparison: does the backend itself scale?
+        for threads in [1u64, 2] {
+            let id = format!("{}/floor/{threads}_thread{}", case.name, if threads > 1 { "s" } else { "" });
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    parallel(iters, threads, &(), |()| {
+                        black_box(case.floor.verify(black_box(&case.signing_input), black_box(&case.signature)));
+                    })
+                })
+            });
+        }
         for threads in [1u64, 2] {
             let id = format!("{}/validator/{threads}_thread{}", case.name, if threads > 1 { "s" } else { "" });
             group.bench_function(id, |b| {

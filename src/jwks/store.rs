@@ -292,10 +292,8 @@ impl Handle {
 
     /// Counts a fetch as started; the very first was counted at build time.
     pub(super) fn begin(&self, first: bool) {
-        if let Some(r) = &self.0.remote {
-            if !first {
-                r.started.fetch_add(1, Ordering::AcqRel);
-            }
+        if let Some(r) = self.0.remote.as_ref().filter(|_| !first) {
+            r.started.fetch_add(1, Ordering::AcqRel);
         }
     }
 
