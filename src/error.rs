@@ -15,6 +15,9 @@ pub enum BuildError {
     MissingAudience,
     /// The algorithm allow-list is empty.
     NoAlgorithms,
+    /// Encryption is required but no decryption keys were configured (or the `jwe`
+    /// feature is off): every token would be rejected.
+    NoDecryptionKeys,
     /// Neither an issuer (for discovery) nor a JWKS URI was given to a key store.
     MissingKeySource,
     /// A URL does not parse.
@@ -34,6 +37,7 @@ impl fmt::Display for BuildError {
             BuildError::DuplicateIssuer => f.write_str("issuer configured twice"),
             BuildError::MissingAudience => f.write_str("no audience configured"),
             BuildError::NoAlgorithms => f.write_str("no algorithm allowed"),
+            BuildError::NoDecryptionKeys => f.write_str("encryption required but no decryption keys configured"),
             BuildError::MissingKeySource => f.write_str("no issuer or jwks uri configured"),
             BuildError::InvalidUrl => f.write_str("invalid url"),
             BuildError::InsecureUrl => f.write_str("url must be https (http only on loopback)"),

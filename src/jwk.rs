@@ -59,6 +59,8 @@ pub enum JwkError {
     AlgorithmMismatch,
     /// `use` or `key_ops` say the key is not for verifying signatures.
     NotForSignatures,
+    /// `use` or `key_ops` say the key is not for decryption.
+    NotForDecryption,
     /// A required member is absent.
     MissingParameter(&'static str),
     /// A member is not strict base64url, or has the wrong length for its curve.
@@ -85,6 +87,7 @@ impl fmt::Display for JwkError {
             JwkError::UnsupportedAlgorithm => f.write_str("unsupported key algorithm"),
             JwkError::AlgorithmMismatch => f.write_str("key algorithm does not match the key type"),
             JwkError::NotForSignatures => f.write_str("key is not for signature verification"),
+            JwkError::NotForDecryption => f.write_str("key is not for decryption"),
             JwkError::MissingParameter(p) => write!(f, "missing key parameter `{p}`"),
             JwkError::InvalidEncoding(p) => write!(f, "invalid encoding of key parameter `{p}`"),
             JwkError::RsaKeyTooSmall { bits } => {

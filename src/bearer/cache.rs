@@ -97,15 +97,18 @@ impl<C: Clone> VerifiedTokenCache<C> {
     }
 
     pub(crate) fn insert(&self, token: &str, verified: Verified<C>) -> C {
+        // Only signed tokens are cached: the cache forgets a token when its signing key
+        // leaves the set, which needs a signing key to follow.
+        let Some(signer) = verified.signer else { return verified.claims };
         let claims = verified.claims.clone();
         let entry = Entry {
             claims: verified.claims,
             expires_at: verified.expires_at,
             not_before: verified.not_before,
             leeway: verified.leeway,
-            alg: verified.alg,
-            kid: verified.key.kid().map(Into::into),
-            thumbprint: *verified.key.thumbprint(),
+            alg: signer.alg,
+            kid: signer.key.kid().map(Into::into),
+            thumbprint: *signer.key.thumbprint(),
             keys: verified.keys,
         };
         self.entries.insert(token.into(), Arc::new(entry));

@@ -237,6 +237,8 @@ pub struct TestIssuerBuilder {
     jwks_max_age: Option<u64>,
     clients: Vec<(String, String)>,
     access_token_typ: String,
+    #[cfg(feature = "jwe")]
+    access_token_encryption: Option<super::TestEncryptionKey>,
     signing_alg: Algorithm,
 }
 
@@ -251,6 +253,8 @@ impl Default for TestIssuerBuilder {
             jwks_max_age: Some(300),
             clients: Vec::new(),
             access_token_typ: "at+jwt".to_owned(),
+            #[cfg(feature = "jwe")]
+            access_token_encryption: None,
             signing_alg: Algorithm::RS256,
         }
     }
@@ -304,6 +308,17 @@ impl TestIssuerBuilder {
         self
     }
 
+    /// Encrypts the access tokens the token endpoint issues to `key` (A256GCM, `cty:
+    /// JWT`, the signed token inside), like an issuer whose access tokens are JWEs. ID
+    /// tokens stay signed only. Tokens from [`TestIssuer::mint`] are not affected; use
+    /// [`TokenBuilder::encrypt`](super::TokenBuilder::encrypt) for those.
+    #[cfg(feature = "jwe")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwe")))]
+    pub fn encrypt_access_tokens(mut self, key: super::TestEncryptionKey) -> Self {
+        self.access_token_encryption = Some(key);
+        self
+    }
+
     /// The `typ` header of access tokens; default `at+jwt` (RFC 9068 §2.1). Keycloak
     /// sends `JWT`.
     pub fn access_token_typ(mut self, typ: impl Into<String>) -> Self {
@@ -353,6 +368,8 @@ impl TestIssuerBuilder {
             token_lifetime: self.token_lifetime,
             jwks_max_age: self.jwks_max_age,
             access_token_typ: self.access_token_typ,
+            #[cfg(feature = "jwe")]
+            access_token_encryption: self.access_token_encryption,
             signing_alg: self.signing_alg,
             keys: Mutex::new(keys),
             faults: Mutex::default(),
@@ -409,6 +426,8 @@ pub(crate) struct Shared {
     pub(crate) token_lifetime: Duration,
     pub(crate) jwks_max_age: Option<u64>,
     pub(crate) access_token_typ: String,
+    #[cfg(feature = "jwe")]
+    pub(crate) access_token_encryption: Option<super::TestEncryptionKey>,
     pub(crate) signing_alg: Algorithm,
     keys: Mutex<KeyRing>,
     faults: Mutex<[Option<Fault>; Endpoint::COUNT]>,

@@ -35,6 +35,8 @@
 //! ```
 
 mod client_auth;
+#[cfg(feature = "jwe")]
+mod encryption;
 mod fault;
 mod grants;
 mod issuer;
@@ -45,6 +47,9 @@ mod server;
 mod token;
 mod token_endpoint;
 
+#[cfg(feature = "jwe")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwe")))]
+pub use encryption::TestEncryptionKey;
 pub use fault::{Endpoint, Fault};
 pub use issuer::{TestIssuer, TestIssuerBuilder};
 pub use key::TestKey;

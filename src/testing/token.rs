@@ -187,6 +187,14 @@ impl TokenBuilder {
         key.sign_compact(&header, &self.claims_json())
     }
 
+    /// Signs, then encrypts the signed token to `key` (A256GCM, `cty: JWT`): a nested
+    /// JWE access token (RFC 7519 §5.2), as issuers that encrypt access tokens send.
+    #[cfg(feature = "jwe")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwe")))]
+    pub fn encrypt(self, key: &super::TestEncryptionKey) -> String {
+        key.encrypt(self.sign().as_bytes(), "A256GCM", Some("JWT"))
+    }
+
     /// An unsecured JWT (RFC 7519 §6): `alg: "none"`, no `kid`, and an empty
     /// signature segment.
     pub fn unsigned(self) -> String {

@@ -192,6 +192,10 @@ fn grant_response(shared: &Arc<Shared>, client_id: &str, grant: Grant, id_token:
 fn access_token(shared: &Arc<Shared>, client_id: &str, subject: &str, audience: Value, scope: &str) -> String {
     let token = TokenBuilder::new(Arc::clone(shared)).subject(subject).audience(audience).claim("client_id", client_id);
     let token = if scope.is_empty() { token.without_claim("scope") } else { token.scope(scope) };
+    #[cfg(feature = "jwe")]
+    if let Some(key) = &shared.access_token_encryption {
+        return token.encrypt(key);
+    }
     token.sign()
 }
 

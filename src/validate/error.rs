@@ -54,6 +54,19 @@ pub enum ValidationError {
     IssuedInFuture,
     /// The claims did not deserialize into the application's claims type.
     ClaimsType,
+    /// The JWE's `alg`, `enc`, `zip` or `crit` is not accepted (RSA1_5, PBES2,
+    /// compression, an unknown algorithm). Rejected before any private-key operation.
+    UnsupportedEncryption(&'static str),
+    /// No configured decryption key matches the JWE's `kid` and `alg`. Rejected before
+    /// any private-key operation.
+    NoDecryptionKey,
+    /// Decryption failed: the token was encrypted to another key, or was tampered with.
+    DecryptionFailed,
+    /// The JWE carries claims directly, without an inner signature, and that was not
+    /// allowed (it never is for asymmetric key management).
+    UnsignedEncryptedToken,
+    /// A plain JWS arrived where encryption is required (RFC 9068 §4).
+    EncryptionRequired,
     /// No key set has ever been loaded for the issuer (the key source is down since
     /// start-up). Answer 503, not 401: the token may well be valid.
     KeysUnavailable,
@@ -89,6 +102,11 @@ impl fmt::Display for ValidationError {
             ValidationError::NotYetValid => f.write_str("token is not yet valid"),
             ValidationError::IssuedInFuture => f.write_str("token is issued in the future"),
             ValidationError::ClaimsType => f.write_str("claims do not match the expected type"),
+            ValidationError::UnsupportedEncryption(what) => write!(f, "unsupported encryption: {what}"),
+            ValidationError::NoDecryptionKey => f.write_str("no decryption key for this token"),
+            ValidationError::DecryptionFailed => f.write_str("decryption failed"),
+            ValidationError::UnsignedEncryptedToken => f.write_str("encrypted token is not signed"),
+            ValidationError::EncryptionRequired => f.write_str("token must be encrypted"),
             ValidationError::KeysUnavailable => f.write_str("signing keys are unavailable"),
         }
     }

@@ -20,6 +20,10 @@ pub(crate) struct Header<'a> {
     pub(crate) typ: Option<Cow<'a, str>>,
     crit: Option<Vec<Cow<'a, str>>>,
     b64: Option<bool>,
+    /// JWE only (RFC 7516 §4.1): content encryption, compression, content type.
+    pub(crate) enc: Option<Cow<'a, str>>,
+    pub(crate) zip: Option<Cow<'a, str>>,
+    pub(crate) cty: Option<Cow<'a, str>>,
 }
 
 impl<'a> Header<'a> {
@@ -29,6 +33,12 @@ impl<'a> Header<'a> {
         let mut de = serde_json::Deserializer::from_slice(json);
         let header = de.deserialize_map(HeaderVisitor(PhantomData)).and_then(|h| de.end().map(|()| h));
         header.map_err(|_| ValidationError::Malformed("header is not a JOSE header"))
+    }
+
+    /// The raw `alg` name (JWE algorithms are not JWS [`Algorithm`]s).
+    #[cfg_attr(not(feature = "jwe"), allow(dead_code))]
+    pub(crate) fn alg_name(&self) -> Option<&str> {
+        self.alg.as_deref()
     }
 
     /// The algorithm, refusing `none` and unknown names.
@@ -83,6 +93,9 @@ impl<'de: 'a, 'a> Visitor<'de> for HeaderVisitor<'a> {
                     header.crit = Some(names.into_iter().map(|s| s.0).collect());
                 }
                 "b64" => header.b64 = Some(map.next_value()?),
+                "enc" => header.enc = Some(map.next_value::<Str<'a>>()?.0),
+                "zip" => header.zip = Some(map.next_value::<Str<'a>>()?.0),
+                "cty" => header.cty = Some(map.next_value::<Str<'a>>()?.0),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }

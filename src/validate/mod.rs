@@ -34,12 +34,17 @@
 mod claims;
 mod error;
 mod header;
+#[cfg(feature = "jwe")]
+mod jwe;
 mod jws;
 mod validator;
 
 pub use claims::{Claims, Scopes};
 pub use error::ValidationError;
 pub use header::TypPolicy;
+#[cfg(feature = "jwe")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwe")))]
+pub use jwe::{DecryptedJwe, DecryptionKeys};
 pub use jws::{VerifiedJws, verify_jws};
 pub(crate) use validator::{Attempt, Verified};
-pub use validator::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_SIZE, Validator, ValidatorBuilder};
+pub use validator::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_SIZE, Dangerous, Validator, ValidatorBuilder};

@@ -57,6 +57,16 @@ struct Inner {
     leeway: i64,
     typ: TypPolicy,
     max_token_size: usize,
+    require_encryption: bool,
+    #[cfg(feature = "jwe")]
+    jwe: Option<JweConfig>,
+}
+
+#[cfg(feature = "jwe")]
+struct JweConfig {
+    keys: super::DecryptionKeys,
+    policy: super::jwe::JwePolicy,
+    accept_unsigned: bool,
 }
 
 struct TrustedIssuer {
@@ -99,11 +109,17 @@ pub(crate) struct Verified<C> {
     pub(crate) expires_at: i64,
     pub(crate) not_before: Option<i64>,
     pub(crate) leeway: i64,
-    pub(crate) alg: Algorithm,
-    /// The key that verified the signature and the store it came from, so a cache can
-    /// forget tokens whose key left the set.
-    pub(crate) key: Arc<Jwk>,
+    /// What verified the signature (none for an allowed unsigned JWE) and the store it
+    /// came from, so a cache can forget tokens whose key left the set.
+    pub(crate) signer: Option<Signer>,
     pub(crate) keys: KeyStore,
+}
+
+/// The algorithm and key a token's signature verified with.
+#[derive(Debug)]
+pub(crate) struct Signer {
+    pub(crate) alg: Algorithm,
+    pub(crate) key: Arc<Jwk>,
 }
 
 impl Validator<Claims> {
@@ -184,6 +200,49 @@ impl<C: DeserializeOwned> Validator<C> {
         if token.len() > inner.max_token_size {
             return Err(ValidationError::TokenTooLarge.into());
         }
+        // RFC 7516 §7.1: five segments make a JWE.
+        if token.bytes().filter(|&b| b == b'.').count() == 4 {
+            return self.check_encrypted(token, now, span);
+        }
+        if inner.require_encryption {
+            return Err(ValidationError::EncryptionRequired.into());
+        }
+        self.check_signed(token, now, span)
+    }
+
+    #[cfg(not(feature = "jwe"))]
+    fn check_encrypted(&self, _token: &str, _now: SystemTime, _span: &tracing::Span) -> Result<Verified<C>, Check> {
+        Err(ValidationError::EncryptedToken.into())
+    }
+
+    /// Decrypt, then verify the inner JWS exactly like a plain token (RFC 9068 §4,
+    /// RFC 7519 §5.2); a JWE with claims directly inside passes only when allowed, and
+    /// only for symmetric key management.
+    #[cfg(feature = "jwe")]
+    fn check_encrypted(&self, token: &str, now: SystemTime, span: &tracing::Span) -> Result<Verified<C>, Check> {
+        let Some(jwe) = &self.inner.jwe else { return Err(ValidationError::EncryptedToken.into()) };
+        let decrypted = jwe.keys.decrypt_with(token, jwe.policy)?;
+        let (nested, symmetric) = (decrypted.is_nested(), decrypted.was_symmetric());
+        let payload = decrypted.into_payload();
+        if nested {
+            let signed = std::str::from_utf8(&payload).map_err(|_| ValidationError::Malformed("nested token"))?;
+            if signed.bytes().filter(|&b| b == b'.').count() != 2 {
+                // Never a JWE inside a JWE, and never an unsecured inner token.
+                return Err(ValidationError::Malformed("nested token is not a JWS").into());
+            }
+            return self.check_signed(signed, now, span);
+        }
+        if !(jwe.accept_unsigned && symmetric) {
+            return Err(ValidationError::UnsignedEncryptedToken.into());
+        }
+        let registered = Registered::parse(&payload)?;
+        let issuer = self.trusted_issuer(&registered)?;
+        self.check_claims(&payload, &registered, issuer, None, now)
+    }
+
+    /// A compact JWS: header rules, the issuer's key, the signature, then the claims.
+    fn check_signed(&self, token: &str, now: SystemTime, span: &tracing::Span) -> Result<Verified<C>, Check> {
+        let inner = &*self.inner;
         let compact = Compact::split(token)?;
         let header = Header::parse(&compact.header_json)?;
         let alg = checked_algorithm(&header, |alg| inner.algorithms.contains(alg))?;
@@ -191,11 +250,7 @@ impl<C: DeserializeOwned> Validator<C> {
         let payload = compact.payload()?;
         let signature = compact.signature()?;
         let registered = Registered::parse(&payload)?;
-
-        // Pick the issuer by the unverified `iss`; nothing is trusted until the
-        // signature verifies with that issuer's own keys.
-        let iss = registered.iss.as_deref().ok_or(ValidationError::MissingClaim("iss"))?;
-        let issuer = inner.issuers.iter().find(|i| *i.issuer == *iss).ok_or(ValidationError::UntrustedIssuer)?;
+        let issuer = self.trusted_issuer(&registered)?;
 
         let guard = issuer.keys.load();
         let Some(keys) = guard.as_deref() else {
@@ -209,13 +264,32 @@ impl<C: DeserializeOwned> Validator<C> {
         )?;
         drop(guard);
         if !span.is_disabled() {
-            span.record("iss", iss);
+            span.record("iss", &*issuer.issuer);
             span.record("kid", header.kid.as_deref());
             span.record("sub", registered.sub.as_deref());
             span.record("client_id", registered.client_id.as_deref());
             tracing::trace!(parent: span, %alg, "signature verified");
         }
+        self.check_claims(&payload, &registered, issuer, Some(Signer { alg, key }), now)
+    }
 
+    /// Picks the issuer by the unverified `iss`; nothing is trusted until the signature
+    /// verifies with that issuer's own keys.
+    fn trusted_issuer(&self, registered: &Registered<'_>) -> Result<&TrustedIssuer, ValidationError> {
+        let iss = registered.iss.as_deref().ok_or(ValidationError::MissingClaim("iss"))?;
+        self.inner.issuers.iter().find(|i| *i.issuer == *iss).ok_or(ValidationError::UntrustedIssuer)
+    }
+
+    /// The claims policy: `aud`, `exp`, `nbf`, `iat`, then the application's type.
+    fn check_claims(
+        &self,
+        payload: &[u8],
+        registered: &Registered<'_>,
+        issuer: &TrustedIssuer,
+        signer: Option<Signer>,
+        now: SystemTime,
+    ) -> Result<Verified<C>, Check> {
+        let inner = &*self.inner;
         // RFC 7519 §4.1.3: `aud` is a string or an array; one match is enough.
         let aud = registered.aud.as_ref().ok_or(ValidationError::MissingClaim("aud"))?;
         if !aud.0.iter().any(|a| inner.audiences.iter().any(|ok| **ok == **a)) {
@@ -232,14 +306,13 @@ impl<C: DeserializeOwned> Validator<C> {
         if registered.iat.is_some_and(|iat| iat > now.saturating_add(inner.leeway)) {
             return Err(ValidationError::IssuedInFuture.into());
         }
-        let claims = serde_json::from_slice(&payload).map_err(|_| ValidationError::ClaimsType)?;
+        let claims = serde_json::from_slice(payload).map_err(|_| ValidationError::ClaimsType)?;
         Ok(Verified {
             claims,
             expires_at: exp,
             not_before: registered.nbf,
             leeway: inner.leeway,
-            alg,
-            key,
+            signer,
             keys: issuer.keys.clone(),
         })
     }
@@ -267,7 +340,40 @@ pub struct ValidatorBuilder<C = Claims> {
     typ: TypPolicy,
     max_token_size: usize,
     http_client: Option<reqwest::Client>,
+    require_encryption: bool,
+    #[cfg(feature = "jwe")]
+    decryption_keys: Option<super::DecryptionKeys>,
+    dangerous: Dangerous,
     _claims: PhantomData<fn() -> C>,
+}
+
+/// Switches that weaken validation, each for a known reason; set them through
+/// [`ValidatorBuilder::dangerous`] so they stand out in review.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+#[cfg_attr(not(feature = "jwe"), allow(dead_code))]
+pub struct Dangerous {
+    allow_rsa1_5: bool,
+    accept_unsigned_encrypted_claims: bool,
+}
+
+impl Dangerous {
+    /// Accepts JWE tokens with `alg: RSA1_5` (RSAES-PKCS1-v1_5), which is open to
+    /// Bleichenbacher's padding-oracle attack (RFC 8725 §3.2). Only for an issuer that
+    /// cannot do better, and never together with verbose errors.
+    pub fn allow_rsa1_5(&mut self) -> &mut Self {
+        self.allow_rsa1_5 = true;
+        self
+    }
+
+    /// Accepts a JWE that carries claims directly, without an inner signature, when it
+    /// was encrypted with a symmetric key (`dir`, AES key wrap): the sender must then
+    /// hold the same secret as this server. Never for asymmetric key management, where
+    /// anyone with the public key could mint such a token.
+    pub fn accept_unsigned_encrypted_claims(&mut self) -> &mut Self {
+        self.accept_unsigned_encrypted_claims = true;
+        self
+    }
 }
 
 impl<C> std::fmt::Debug for ValidatorBuilder<C> {
@@ -293,8 +399,41 @@ impl<C> ValidatorBuilder<C> {
             typ: TypPolicy::default(),
             max_token_size: DEFAULT_MAX_TOKEN_SIZE,
             http_client: None,
+            require_encryption: false,
+            #[cfg(feature = "jwe")]
+            decryption_keys: None,
+            dangerous: Dangerous::default(),
             _claims: PhantomData,
         }
+    }
+
+    /// Accepts JWE access tokens encrypted to one of `keys`: they are decrypted, and the
+    /// inner JWS is validated exactly like a plain token.
+    #[cfg(feature = "jwe")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwe")))]
+    pub fn decryption_keys(mut self, keys: super::DecryptionKeys) -> Self {
+        self.decryption_keys = Some(keys);
+        self
+    }
+
+    /// Rejects plain (unencrypted) JWS tokens: for deployments where access tokens must
+    /// not be readable by clients (RFC 9068 §4 allows encrypting them).
+    pub fn require_encryption(mut self) -> Self {
+        self.require_encryption = true;
+        self
+    }
+
+    /// Weakens the defaults for a known reason; see [`Dangerous`].
+    ///
+    /// ```
+    /// # use tower_oauth::Validator;
+    /// let builder = Validator::builder().dangerous(|d| {
+    ///     d.allow_rsa1_5();
+    /// });
+    /// ```
+    pub fn dangerous(mut self, configure: impl FnOnce(&mut Dangerous)) -> Self {
+        configure(&mut self.dangerous);
+        self
     }
 
     /// Trusts an issuer whose keys are found through discovery
@@ -368,6 +507,10 @@ impl<C> ValidatorBuilder<C> {
             typ: self.typ,
             max_token_size: self.max_token_size,
             http_client: self.http_client,
+            require_encryption: self.require_encryption,
+            #[cfg(feature = "jwe")]
+            decryption_keys: self.decryption_keys,
+            dangerous: self.dangerous,
             _claims: PhantomData,
         }
     }
@@ -388,6 +531,13 @@ impl<C> ValidatorBuilder<C> {
         }
         if algorithms.0 == 0 {
             return Err(BuildError::NoAlgorithms);
+        }
+        #[cfg(feature = "jwe")]
+        let has_decryption_keys = self.decryption_keys.is_some();
+        #[cfg(not(feature = "jwe"))]
+        let has_decryption_keys = false;
+        if self.require_encryption && !has_decryption_keys {
+            return Err(BuildError::NoDecryptionKeys);
         }
         let mut issuers: Vec<TrustedIssuer> = Vec::with_capacity(self.issuers.len());
         for (issuer, keys) in self.issuers {
@@ -417,6 +567,13 @@ impl<C> ValidatorBuilder<C> {
                 leeway: i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX),
                 typ: self.typ,
                 max_token_size: self.max_token_size,
+                require_encryption: self.require_encryption,
+                #[cfg(feature = "jwe")]
+                jwe: self.decryption_keys.map(|keys| JweConfig {
+                    keys,
+                    policy: super::jwe::JwePolicy { allow_rsa1_5: self.dangerous.allow_rsa1_5 },
+                    accept_unsigned: self.dangerous.accept_unsigned_encrypted_claims,
+                }),
             }),
             _claims: PhantomData,
         })
