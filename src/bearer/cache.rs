@@ -19,8 +19,17 @@ use crate::validate::Verified;
 ///
 /// Off by default: it trades memory for CPU, and a revoked key is noticed only at the
 /// next key refresh, as without the cache.
+///
+/// Clones share the same entries, so an application can keep a handle to watch
+/// [`len`](Self::len) while the layer uses the cache.
 pub struct VerifiedTokenCache<C> {
-    entries: quick_cache::sync::Cache<Box<str>, Arc<Entry<C>>, TokenWeight>,
+    entries: Arc<quick_cache::sync::Cache<Box<str>, Arc<Entry<C>>, TokenWeight>>,
+}
+
+impl<C> Clone for VerifiedTokenCache<C> {
+    fn clone(&self) -> Self {
+        VerifiedTokenCache { entries: self.entries.clone() }
+    }
 }
 
 struct Entry<C> {
@@ -64,7 +73,8 @@ impl<C: Clone> VerifiedTokenCache<C> {
     /// A cache holding at most `bytes` of tokens (plus a fixed allowance per entry).
     pub fn with_capacity(bytes: u64) -> Self {
         let estimated_items = usize::try_from(bytes / 1536).unwrap_or(usize::MAX).max(16);
-        VerifiedTokenCache { entries: quick_cache::sync::Cache::with_weighter(estimated_items, bytes, TokenWeight) }
+        let entries = quick_cache::sync::Cache::with_weighter(estimated_items, bytes, TokenWeight);
+        VerifiedTokenCache { entries: Arc::new(entries) }
     }
 
     /// The number of cached tokens.

@@ -19,7 +19,7 @@ pub(crate) struct Config<C> {
     pub(crate) validator: Validator<C>,
     pub(crate) style: Arc<ResponseStyle>,
     pub(crate) allow_query: bool,
-    pub(crate) cache: Option<Arc<VerifiedTokenCache<C>>>,
+    pub(crate) cache: Option<VerifiedTokenCache<C>>,
 }
 
 impl<C> Clone for Config<C> {
@@ -77,7 +77,7 @@ impl<C> BearerAuthLayer<C> {
     /// check. Entries still go through the time checks, end at `exp`, and are dropped
     /// once their key leaves the issuer's key set.
     pub fn cache(mut self, cache: VerifiedTokenCache<C>) -> Self {
-        self.config_mut().cache = Some(Arc::new(cache));
+        self.config_mut().cache = Some(cache);
         self
     }
 

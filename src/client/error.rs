@@ -1,0 +1,419 @@
+//! Why a token could not be had: the token endpoint's answer, the exchange, or the cache.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::error::FetchError;
+
+/// Obtaining an access token failed.
+///
+/// Errors are cheap to clone (the cache hands the same failure to every caller that
+/// waited for one fetch). `Display` never shows a secret, a token or the response body:
+/// at most the RFC 6749 §5.2 error code and a sanitized, truncated description.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The token endpoint answered with an RFC 6749 §5.2 error (`invalid_client`,
+    /// `invalid_grant`, …). Retrying will not help until the configuration, the grant or
+    /// the client registration changes.
+    OAuth(ErrorResponse),
+    /// 400 without an RFC 6749 error body: the request is malformed for this server.
+    BadRequest,
+    /// 401 without an RFC 6749 error body: the client id or secret is wrong, or the
+    /// server wants another authentication method (`basic` or `post`).
+    Unauthorized,
+    /// 403: the client may not use this endpoint or grant.
+    Forbidden,
+    /// 404: the token URL is wrong (Keycloak: check the realm in the path).
+    NotFound,
+    /// 405: the endpoint does not take `POST`; the URL is probably not a token endpoint.
+    MethodNotAllowed,
+    /// 406: the server cannot answer `application/json`.
+    NotAcceptable,
+    /// 415: the server does not take `application/x-www-form-urlencoded`.
+    UnsupportedMediaType,
+    /// 429: too many requests. The cache waits at least `retry_after` before it tries
+    /// again (bounded).
+    RateLimited {
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// 5xx: the server failed (503 may carry `Retry-After`, honoured like 429's).
+    ServerError {
+        /// The status, 500 to 599.
+        status: StatusCode,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// Any other status that is not a success, a redirect among them (token requests
+    /// never follow redirects: they would carry the credentials elsewhere).
+    UnexpectedStatus(StatusCode),
+    /// The exchange took longer than the timeout (default 10 s), or a caller waited
+    /// longer than the cache's wait bound.
+    Timeout,
+    /// The request failed: connection refused or reset, TLS, DNS.
+    Transport(Arc<reqwest::Error>),
+    /// The response body exceeded the limit (default 64 KiB).
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The success response is not what RFC 6749 §5.1 describes.
+    InvalidResponse(InvalidResponse),
+    /// The token is not a bearer token (RFC 6749 §7.1): this crate only attaches
+    /// `Bearer` tokens, so a `DPoP` or `MAC` token cannot be used.
+    UnsupportedTokenType(String),
+    /// Finding the token endpoint through the issuer's metadata failed.
+    Discovery(Arc<FetchError>),
+    /// A URL (the configured or discovered token endpoint) is not https and not loopback.
+    InsecureUrl,
+    /// The grant needs a refresh token and has none: the code exchange returned none,
+    /// or the refresh token was spent without a new one.
+    NoRefreshToken,
+    /// A forced refresh was refused because another one happened within the cooldown:
+    /// a new token was just obtained and the API rejected it too.
+    Throttled,
+    /// The cache's background task is not running (its runtime shut down).
+    Stopped,
+}
+
+/// Which rule of RFC 6749 §5.1 a success response broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidResponse {
+    /// The body is not a JSON object.
+    NotJson,
+    /// `access_token` is missing, empty or not a string.
+    MissingAccessToken,
+    /// `access_token` has characters an `Authorization` header cannot carry.
+    MalformedAccessToken,
+    /// `token_type` is missing or not a string.
+    MissingTokenType,
+    /// `expires_in` is not a non-negative integer (or a string of one).
+    InvalidExpiresIn,
+    /// `refresh_token` is not a string.
+    InvalidRefreshToken,
+    /// `scope` is not a string.
+    InvalidScope,
+}
+
+impl fmt::Display for InvalidResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InvalidResponse::NotJson => "body is not a json object",
+            InvalidResponse::MissingAccessToken => "no access_token",
+            InvalidResponse::MalformedAccessToken => "access_token is not a valid header value",
+            InvalidResponse::MissingTokenType => "no token_type",
+            InvalidResponse::InvalidExpiresIn => "expires_in is not a non-negative integer",
+            InvalidResponse::InvalidRefreshToken => "refresh_token is not a string",
+            InvalidResponse::InvalidScope => "scope is not a string",
+        })
+    }
+}
+
+impl TokenError {
+    /// The HTTP status the token endpoint answered, for errors that come from one.
+    pub fn status(&self) -> Option<StatusCode> {
+        Some(match self {
+            TokenError::OAuth(response) => response.status,
+            TokenError::BadRequest => StatusCode::BAD_REQUEST,
+            TokenError::Unauthorized => StatusCode::UNAUTHORIZED,
+            TokenError::Forbidden => StatusCode::FORBIDDEN,
+            TokenError::NotFound => StatusCode::NOT_FOUND,
+            TokenError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            TokenError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+            TokenError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            TokenError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            TokenError::ServerError { status, .. } | TokenError::UnexpectedStatus(status) => *status,
+            _ => return None,
+        })
+    }
+
+    /// How long the server asked us to wait (429, 503), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TokenError::RateLimited { retry_after } | TokenError::ServerError { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The RFC 6749 §5.2 error, when the server sent one.
+    pub fn oauth(&self) -> Option<&ErrorResponse> {
+        match self {
+            TokenError::OAuth(response) => Some(response),
+            _ => None,
+        }
+    }
+
+    /// Whether the same request may succeed later without any change: rate limits,
+    /// server errors, timeouts and transport failures.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            TokenError::RateLimited { .. }
+                | TokenError::ServerError { .. }
+                | TokenError::Timeout
+                | TokenError::Transport(_)
+                | TokenError::Discovery(_)
+        )
+    }
+
+    /// The error for a non-success `status` without a usable RFC 6749 error body.
+    pub(crate) fn from_status(status: StatusCode, retry_after: Option<Duration>) -> TokenError {
+        match status.as_u16() {
+            400 => TokenError::BadRequest,
+            401 => TokenError::Unauthorized,
+            403 => TokenError::Forbidden,
+            404 => TokenError::NotFound,
+            405 => TokenError::MethodNotAllowed,
+            406 => TokenError::NotAcceptable,
+            415 => TokenError::UnsupportedMediaType,
+            429 => TokenError::RateLimited { retry_after },
+            500..=599 => TokenError::ServerError { status, retry_after },
+            _ => TokenError::UnexpectedStatus(status),
+        }
+    }
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenError::OAuth(response) => write!(f, "token endpoint refused the request: {response}"),
+            TokenError::BadRequest => f.write_str("token endpoint answered 400 bad request"),
+            TokenError::Unauthorized => f.write_str("token endpoint answered 401: client authentication failed"),
+            TokenError::Forbidden => f.write_str("token endpoint answered 403 forbidden"),
+            TokenError::NotFound => f.write_str("token endpoint answered 404: wrong token url"),
+            TokenError::MethodNotAllowed => f.write_str("token endpoint answered 405: not a token endpoint"),
+            TokenError::NotAcceptable => f.write_str("token endpoint answered 406: cannot answer json"),
+            TokenError::UnsupportedMediaType => f.write_str("token endpoint answered 415: form body not accepted"),
+            TokenError::RateLimited { retry_after: Some(d) } => {
+                write!(f, "token endpoint rate limited us; retry after {} s", d.as_secs())
+            }
+            TokenError::RateLimited { retry_after: None } => f.write_str("token endpoint rate limited us"),
+            TokenError::ServerError { status, .. } => write!(f, "token endpoint failed with {}", status.as_u16()),
+            TokenError::UnexpectedStatus(status) => {
+                write!(f, "token endpoint answered unexpected status {}", status.as_u16())
+            }
+            TokenError::Timeout => f.write_str("token request timed out"),
+            TokenError::Transport(_) => f.write_str("token request failed"),
+            TokenError::BodyTooLarge { limit } => write!(f, "token response body over {limit} bytes"),
+            TokenError::InvalidResponse(what) => write!(f, "invalid token response: {what}"),
+            TokenError::UnsupportedTokenType(kind) => write!(f, "unsupported token type {kind:?}, expected Bearer"),
+            TokenError::Discovery(_) => f.write_str("could not discover the token endpoint"),
+            TokenError::InsecureUrl => f.write_str("token url must be https (http only on loopback)"),
+            TokenError::NoRefreshToken => f.write_str("no refresh token to renew the access token with"),
+            TokenError::Throttled => f.write_str("token was refreshed moments ago; not refreshing again yet"),
+            TokenError::Stopped => f.write_str("token cache is not running"),
+        }
+    }
+}
+
+impl std::error::Error for TokenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TokenError::Transport(error) => Some(&**error),
+            TokenError::Discovery(error) => Some(&**error),
+            _ => None,
+        }
+    }
+}
+
+/// An RFC 6749 §5.2 error response, sanitized: the server's text is stripped of control
+/// characters and truncated, so it can be logged as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    status: StatusCode,
+    code: ErrorCode,
+    description: Option<String>,
+    uri: Option<String>,
+}
+
+/// The longest `error` code kept.
+const MAX_CODE: usize = 64;
+/// The longest `error_description` or `error_uri` kept.
+const MAX_TEXT: usize = 256;
+
+impl ErrorResponse {
+    /// Reads an RFC 6749 §5.2 body: a JSON object with a string `error`. `None` when the
+    /// body is anything else.
+    pub(crate) fn parse(status: StatusCode, body: &[u8]) -> Option<ErrorResponse> {
+        let serde_json::Value::Object(object) = serde_json::from_slice(body).ok()? else { return None };
+        let code = object.get("error")?.as_str()?;
+        let code = sanitize(code, MAX_CODE);
+        if code.is_empty() {
+            return None;
+        }
+        let text = |name: &str| {
+            object.get(name).and_then(serde_json::Value::as_str).map(|s| sanitize(s, MAX_TEXT)).filter(|s| !s.is_empty())
+        };
+        Some(ErrorResponse {
+            status,
+            code: ErrorCode::from_code(code),
+            description: text("error_description"),
+            uri: text("error_uri"),
+        })
+    }
+
+    /// The HTTP status it came with (400, or 401 for `invalid_client`, usually).
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The `error` code.
+    pub fn code(&self) -> &ErrorCode {
+        &self.code
+    }
+
+    /// The `error_description`: server-controlled text, control characters removed,
+    /// at most 256 characters.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// The `error_uri`, sanitized like the description.
+    pub fn uri(&self) -> Option<&str> {
+        self.uri.as_deref()
+    }
+}
+
+impl fmt::Display for ErrorResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code.as_str())?;
+        if let Some(description) = &self.description {
+            write!(f, " ({description})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The `error` code of an RFC 6749 §5.2 response.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request is missing a parameter, repeats one, or is otherwise malformed.
+    InvalidRequest,
+    /// Client authentication failed: unknown client, wrong secret, or a method the
+    /// client is not registered for.
+    InvalidClient,
+    /// The code or refresh token is invalid, expired, revoked or was issued to another
+    /// client (or a rotated refresh token was reused).
+    InvalidGrant,
+    /// The client may not use this grant type.
+    UnauthorizedClient,
+    /// The server does not support this grant type.
+    UnsupportedGrantType,
+    /// The scope is invalid, unknown, or exceeds what was granted.
+    InvalidScope,
+    /// RFC 8707 §2: the `resource` is invalid or not allowed for this client.
+    InvalidTarget,
+    /// Any other code, kept as sent (sanitized).
+    Other(String),
+}
+
+impl ErrorCode {
+    fn from_code(code: String) -> ErrorCode {
+        match code.as_str() {
+            "invalid_request" => ErrorCode::InvalidRequest,
+            "invalid_client" => ErrorCode::InvalidClient,
+            "invalid_grant" => ErrorCode::InvalidGrant,
+            "unauthorized_client" => ErrorCode::UnauthorizedClient,
+            "unsupported_grant_type" => ErrorCode::UnsupportedGrantType,
+            "invalid_scope" => ErrorCode::InvalidScope,
+            "invalid_target" => ErrorCode::InvalidTarget,
+            _ => ErrorCode::Other(code),
+        }
+    }
+
+    /// The code as it appears on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::Other(code) => code,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Server-controlled text made safe to log: control characters (newlines, escape
+/// sequences) and bidirectional overrides are dropped, and the result is cut at `max`
+/// characters, with `…` marking the cut.
+pub(crate) fn sanitize(text: &str, max: usize) -> String {
+    let keep = |c: &char| !c.is_control() && !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let mut kept = text.chars().filter(keep);
+    let mut out: String = kept.by_ref().take(max).collect();
+    if kept.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc6749_error_bodies_are_typed_and_sanitized() {
+        let body = br#"{"error":"invalid_client","error_description":"bad\r\nsecret\u001b[31m","error_uri":"https://x/e"}"#;
+        let error = ErrorResponse::parse(StatusCode::UNAUTHORIZED, body).unwrap();
+        assert_eq!(error.code(), &ErrorCode::InvalidClient);
+        assert_eq!(error.description(), Some("badsecret[31m"));
+        assert_eq!(error.uri(), Some("https://x/e"));
+        assert_eq!(error.to_string(), "invalid_client (badsecret[31m)");
+
+        let other = ErrorResponse::parse(StatusCode::BAD_REQUEST, br#"{"error":"slow_down"}"#).unwrap();
+        assert_eq!(other.code(), &ErrorCode::Other("slow_down".into()));
+        for not_oauth in [&b"{}"[..], b"[]", b"{\"error\":1}", b"{\"error\":\"\"}", b"<html>", b""] {
+            assert_eq!(ErrorResponse::parse(StatusCode::BAD_REQUEST, not_oauth), None);
+        }
+    }
+
+    #[test]
+    fn long_descriptions_are_truncated_on_a_char_boundary() {
+        let long = "é".repeat(1000);
+        let body = serde_json::json!({"error": "invalid_grant", "error_description": long}).to_string();
+        let error = ErrorResponse::parse(StatusCode::BAD_REQUEST, body.as_bytes()).unwrap();
+        assert_eq!(error.description().unwrap().chars().count(), MAX_TEXT + 1);
+    }
+
+    #[test]
+    fn statuses_map_to_their_variants() {
+        let cases = [
+            (400, "BadRequest"),
+            (401, "Unauthorized"),
+            (403, "Forbidden"),
+            (404, "NotFound"),
+            (405, "MethodNotAllowed"),
+            (406, "NotAcceptable"),
+            (415, "UnsupportedMediaType"),
+            (429, "RateLimited"),
+            (500, "ServerError"),
+            (502, "ServerError"),
+            (302, "UnexpectedStatus"),
+            (418, "UnexpectedStatus"),
+        ];
+        for (code, variant) in cases {
+            let status = StatusCode::from_u16(code).unwrap();
+            let error = TokenError::from_status(status, None);
+            assert!(format!("{error:?}").starts_with(variant), "{code}: {error:?}");
+            assert_eq!(error.status(), Some(status));
+        }
+        let limited = TokenError::from_status(StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(3)));
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(3)));
+        assert!(limited.is_transient());
+        assert!(!TokenError::Unauthorized.is_transient());
+    }
+}
