@@ -41,18 +41,25 @@ pub(crate) fn bearer_token<'r>(headers: &'r HeaderMap, uri: &Uri, allow_query: b
     if query.is_some() {
         return Err(Rejection::InvalidRequest("token in both the header and the query"));
     }
-    let value = value.to_str().map_err(|_| Rejection::InvalidRequest("authorization header is not ASCII"))?;
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    // Work on bytes: the token is scanned once for separators (SIMD), and only the
+    // token is checked for UTF-8; its base64url is checked by the validator.
+    let value = value.as_bytes();
+    let (scheme, rest) = match memchr::memchr(b' ', value) {
+        Some(space) => (&value[..space], &value[space + 1..]),
+        None => (value, &b""[..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(Rejection::MissingCredentials);
     }
-    let token = rest.trim_start_matches(' ');
+    let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+    let token = &rest[start..];
     if token.is_empty() {
         return Err(Rejection::InvalidRequest("empty bearer token"));
     }
-    if token.contains([' ', ',', '\t']) {
+    if memchr::memchr3(b' ', b',', b'\t', token).is_some() {
         return Err(Rejection::InvalidRequest("several credentials in one header"));
     }
+    let token = std::str::from_utf8(token).map_err(|_| Rejection::InvalidRequest("authorization header is not ASCII"))?;
     Ok(Found::Token(token))
 }
 

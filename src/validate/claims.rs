@@ -99,9 +99,13 @@ pub(crate) struct Registered<'a> {
     pub(crate) exp: Option<i64>,
     pub(crate) nbf: Option<i64>,
     pub(crate) iat: Option<i64>,
-    /// Read for tracing only.
+    /// Informational: for tracing, and for [`Claims`] built in the same pass.
     pub(crate) sub: Option<Cow<'a, str>>,
     pub(crate) client_id: Option<Cow<'a, str>>,
+    azp: Option<Cow<'a, str>>,
+    jti: Option<Cow<'a, str>>,
+    scope: Option<Cow<'a, str>>,
+    scp: Option<StringOrList<'a>>,
 }
 
 impl<'a> Registered<'a> {
@@ -185,7 +189,21 @@ impl<'de> Visitor<'de> for RegisteredSeed<'_> {
                 "azp" => {
                     self.field.set(Some("azp"));
                     let Str(v) = map.next_value()?;
-                    out.client_id.get_or_insert(v);
+                    out.azp = Some(v);
+                }
+                "jti" => {
+                    self.field.set(Some("jti"));
+                    let Str(v) = map.next_value()?;
+                    out.jti = Some(v);
+                }
+                "scope" => {
+                    self.field.set(Some("scope"));
+                    let Str(v) = map.next_value()?;
+                    out.scope = Some(v);
+                }
+                "scp" => {
+                    self.field.set(Some("scp"));
+                    out.scp = Some(map.next_value()?);
                 }
                 _ => {
                     self.field.set(None);
@@ -194,6 +212,9 @@ impl<'de> Visitor<'de> for RegisteredSeed<'_> {
             }
         }
         self.field.set(None);
+        if out.client_id.is_none() {
+            out.client_id = out.azp.take();
+        }
         Ok(out)
     }
 }
@@ -230,7 +251,8 @@ struct ClaimsInner {
     jti: Option<String>,
     client_id: Option<String>,
     scopes: Scopes,
-    raw: Box<RawValue>,
+    /// The claims set as the token carried it (valid JSON).
+    raw: Box<str>,
 }
 
 impl Claims {
@@ -289,13 +311,36 @@ impl Claims {
     pub fn get<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
         #[derive(Deserialize)]
         struct Any<'a>(#[serde(borrow)] std::collections::HashMap<Cow<'a, str>, &'a RawValue>);
-        let Any(map) = serde_json::from_str(self.0.raw.get()).ok()?;
+        let Any(map) = serde_json::from_str(&self.0.raw).ok()?;
         serde_json::from_str(map.get(name)?.get()).ok()
     }
 
     /// The claims as the token carried them, as JSON text.
     pub fn as_json(&self) -> &str {
-        self.0.raw.get()
+        &self.0.raw
+    }
+
+    /// Builds the claims from the validator's own pass over `raw`, which already read
+    /// every member these need: no second parse.
+    pub(crate) fn from_registered(registered: &Registered<'_>, raw: String) -> Claims {
+        let own = |s: &Option<Cow<'_, str>>| s.as_deref().map(str::to_owned);
+        let scopes = match (&registered.scope, &registered.scp) {
+            (Some(scope), _) => Scopes(scope.to_string()),
+            (None, Some(list)) => Scopes(list.0.join(" ")),
+            (None, None) => Scopes::default(),
+        };
+        Claims(std::sync::Arc::new(ClaimsInner {
+            iss: own(&registered.iss),
+            sub: own(&registered.sub),
+            aud: registered.aud.as_ref().map(|a| a.0.iter().map(|s| s.to_string()).collect()).unwrap_or_default(),
+            exp: registered.exp,
+            nbf: registered.nbf,
+            iat: registered.iat,
+            jti: own(&registered.jti),
+            client_id: own(&registered.client_id),
+            scopes,
+            raw: raw.into_boxed_str(),
+        }))
     }
 }
 
@@ -317,7 +362,7 @@ impl<'de> Deserialize<'de> for Claims {
         let raw = Box::<RawValue>::deserialize(d)?;
         let mut de = serde_json::Deserializer::from_str(raw.get());
         let mut claims = de.deserialize_map(ClaimsVisitor).map_err(de::Error::custom)?;
-        claims.raw = raw;
+        claims.raw = Box::<str>::from(raw);
         Ok(Claims(std::sync::Arc::new(claims)))
     }
 }
@@ -382,7 +427,9 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
 
 impl Serialize for Claims {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.raw.serialize(s)
+        // Already valid JSON: written out as it is.
+        let raw: &RawValue = serde_json::from_str(&self.0.raw).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
     }
 }
 

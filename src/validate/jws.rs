@@ -42,8 +42,27 @@ impl<'t> Compact<'t> {
         B64.decode(self.payload_b64).map_err(|_| ValidationError::Malformed("payload is not base64url"))
     }
 
-    pub(crate) fn signature(&self) -> Result<Vec<u8>, ValidationError> {
-        B64.decode(self.signature_b64).map_err(|_| ValidationError::Malformed("signature is not base64url"))
+    /// Decodes the signature into `buf`, without allocating: an RSA-8192 signature, the
+    /// largest we verify, is 1024 bytes (1366 base64url characters).
+    pub(crate) fn signature<'b>(&self, buf: &'b mut SignatureBuf) -> Result<&'b [u8], ValidationError> {
+        if self.signature_b64.len() > MAX_SIGNATURE_B64 {
+            return Err(ValidationError::Malformed("signature is too long"));
+        }
+        let len = B64
+            .decode_slice(self.signature_b64, &mut buf.0)
+            .map_err(|_| ValidationError::Malformed("signature is not base64url"))?;
+        Ok(&buf.0[..len])
+    }
+}
+
+const MAX_SIGNATURE_B64: usize = 1366;
+
+/// Room for the largest signature; base64's size estimate rounds up to whole quanta.
+pub(crate) struct SignatureBuf([u8; MAX_SIGNATURE_B64.div_ceil(4) * 3]);
+
+impl SignatureBuf {
+    pub(crate) fn new() -> SignatureBuf {
+        SignatureBuf([0; MAX_SIGNATURE_B64.div_ceil(4) * 3])
     }
 }
 
@@ -135,8 +154,9 @@ pub fn verify_jws(token: &str, keys: &KeySet, algorithms: &[Algorithm]) -> Resul
     let header = Header::parse(&compact.header_json)?;
     let alg = checked_algorithm(&header, |alg| algorithms.contains(&alg))?;
     let payload = compact.payload()?;
-    let signature = compact.signature()?;
-    let key = verify_signature(keys, header.kid.as_deref(), alg, compact.signing_input, &signature)?;
+    let mut buf = SignatureBuf::new();
+    let signature = compact.signature(&mut buf)?;
+    let key = verify_signature(keys, header.kid.as_deref(), alg, compact.signing_input, signature)?;
     drop(header);
     Ok(VerifiedJws { alg, key, header: compact.header_json, payload })
 }
