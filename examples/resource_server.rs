@@ -10,6 +10,7 @@
 //! | `OAUTH_AUDIENCE` | required; `aud` must contain it |
 //! | `OAUTH_ALGORITHMS` | comma list; default: the asymmetric algorithms |
 //! | `OAUTH_REQUIRE_AT_JWT` | `1`: strict RFC 9068 `typ` |
+//! | `OAUTH_DECRYPTION_KEYS` | path to a JWK Set of private keys; JWE tokens are accepted only when set |
 //! | `OAUTH_ADMIN_SCOPE` | scope `/admin` requires; default `admin` |
 //! | `OAUTH_TOKEN_CACHE` | `1`: the verified-token cache |
 //! | `LISTEN` | default `127.0.0.1:3000` |
@@ -28,6 +29,7 @@ use std::process::ExitCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use tower_oauth::bearer::{RequireScopeLayer, VerifiedTokenCache};
+use tower_oauth::validate::DecryptionKeys;
 use tower_oauth::{Algorithm, BearerAuthLayer, Claims, KeyStore, TypPolicy, Validator};
 
 #[tokio::main]
@@ -81,7 +83,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     if var("OAUTH_REQUIRE_AT_JWT").as_deref() == Some("1") {
         builder = builder.typ(TypPolicy::Rfc9068);
     }
-    for unsupported in ["OAUTH_DECRYPTION_KEYS", "OAUTH_INTROSPECTION_URL"] {
+    if let Some(path) = var("OAUTH_DECRYPTION_KEYS") {
+        let jwks = std::fs::read(&path).map_err(|e| format!("OAUTH_DECRYPTION_KEYS: cannot read {path}: {e}"))?;
+        builder = builder.decryption_keys(DecryptionKeys::from_jwks(&jwks)?);
+    }
+    for unsupported in ["OAUTH_INTROSPECTION_URL"] {
         if var(unsupported).is_some() {
             return Err(format!("{unsupported} is not supported by this version").into());
         }
