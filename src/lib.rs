@@ -6,11 +6,15 @@ mod algorithm;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 pub mod bearer;
+pub mod client;
 pub mod discovery;
 mod error;
 mod fetch;
 pub mod jwk;
 pub mod jwks;
+#[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
+pub mod reqwest;
 mod secret;
 pub mod validate;
 
@@ -20,6 +24,7 @@ pub mod testing;
 
 pub use algorithm::{Algorithm, KeyFamily, UnknownAlgorithm};
 pub use bearer::{BearerAuth, BearerAuthLayer};
+pub use client::{ClientCredentials, ClientCredentialsLayer, TokenCache, TokenEndpoint};
 pub use error::{BuildError, FetchError};
 pub use jwk::{Jwk, JwkError, KeySet};
 pub use jwks::{KeyStore, KeyStoreBuilder};

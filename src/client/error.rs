@@ -247,7 +247,11 @@ impl ErrorResponse {
             return None;
         }
         let text = |name: &str| {
-            object.get(name).and_then(serde_json::Value::as_str).map(|s| sanitize(s, MAX_TEXT)).filter(|s| !s.is_empty())
+            object
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .map(|s| sanitize(s, MAX_TEXT))
+                .filter(|s| !s.is_empty())
         };
         Some(ErrorResponse {
             status,
@@ -352,7 +356,9 @@ impl fmt::Display for ErrorCode {
 /// sequences) and bidirectional overrides are dropped, and the result is cut at `max`
 /// characters, with `…` marking the cut.
 pub(crate) fn sanitize(text: &str, max: usize) -> String {
-    let keep = |c: &char| !c.is_control() && !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let keep = |c: &char| {
+        !c.is_control() && !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
     let mut kept = text.chars().filter(keep);
     let mut out: String = kept.by_ref().take(max).collect();
     if kept.next().is_some() {
@@ -367,7 +373,8 @@ mod tests {
 
     #[test]
     fn rfc6749_error_bodies_are_typed_and_sanitized() {
-        let body = br#"{"error":"invalid_client","error_description":"bad\r\nsecret\u001b[31m","error_uri":"https://x/e"}"#;
+        let body =
+            br#"{"error":"invalid_client","error_description":"bad\r\nsecret\u001b[31m","error_uri":"https://x/e"}"#;
         let error = ErrorResponse::parse(StatusCode::UNAUTHORIZED, body).unwrap();
         assert_eq!(error.code(), &ErrorCode::InvalidClient);
         assert_eq!(error.description(), Some("badsecret[31m"));

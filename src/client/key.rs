@@ -137,7 +137,8 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.scope(), Some("a b"));
         assert_eq!(a.resources(), ["x", "y"]);
-        let none = CacheKey::new("https://e", "c", GrantKind::ClientCredentials, Some("   "), Vec::<String>::new(), None);
+        let none =
+            CacheKey::new("https://e", "c", GrantKind::ClientCredentials, Some("   "), Vec::<String>::new(), None);
         assert_eq!(none.scope(), None);
     }
 }

@@ -1,0 +1,380 @@
+//! `TokenCache`: the current token in an `ArcSwap`, kept fresh by one background task.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::{Notify, oneshot, watch};
+
+use super::refresher::{Policy, Refresher};
+use super::{AccessToken, CacheKey, TokenError, TokenSource};
+use crate::error::BuildError;
+
+/// One access token, shared by every clone of the handle and refreshed ahead of expiry
+/// by one background task.
+///
+/// - **Reads never lock.** The token lives in an `ArcSwap`; [`cached`](Self::cached) and
+///   the layers read it without waiting, whatever the refresher is doing.
+/// - **Refreshed ahead of expiry**, by default at 80 % of the lifetime but no later
+///   than 60 s before expiry, and never before half of it (a 300 s token is refreshed
+///   at 240 s, a 60 s one at 30 s, a 1 h one at 48 min). Requests keep using the
+///   current token meanwhile, so none waits after the first.
+/// - **Single flight.** Only the background task fetches, one fetch at a time: callers
+///   of a cold cache share one fetch, and a rotating refresh token is never spent twice.
+/// - **Outages.** A failed fetch is retried with exponential backoff (1 s doubling up to
+///   60 s, ±20 % jitter), never sooner than the server's `Retry-After` (429, 503; honoured
+///   up to 5 min). The current token serves until its real expiry; after that, callers
+///   get the last error at once until the next attempt is due.
+/// - **Rejected tokens.** [`force_refresh`](Self::force_refresh) with the token an API
+///   rejected fetches a new one, once for many callers, and not at all when the token
+///   was replaced since; a second forced refresh within 5 s is refused
+///   ([`TokenError::Throttled`]), so an API that rejects every token cannot make the
+///   cache hammer the token endpoint.
+///
+/// The background task runs on the Tokio runtime that built the cache and stops when
+/// the last handle (including those held by layers) is dropped.
+///
+/// ```no_run
+/// use tower_oauth::client::{TokenCache, TokenEndpoint};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let endpoint = TokenEndpoint::builder("https://idp.example/token", "my-service", "s3cret")
+///     .scope("orders:read")
+///     .build()?;
+/// let cache = TokenCache::new(endpoint)?;
+///
+/// let token = cache.token().await?; // the first call fetches; later ones read the cache
+/// println!("token {} lives {:?}", token.generation(), token.lifetime());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TokenCache {
+    shared: Arc<Shared>,
+}
+
+pub(super) struct Shared {
+    current: ArcSwapOption<AccessToken>,
+    key: CacheKey,
+    /// The cold path's decisions. Only callers without a usable token and the
+    /// refresher take it, for a few instructions and never across an await.
+    control: Mutex<Control>,
+    wake: Arc<Notify>,
+    /// Completed fetches, and how the last one ended; waiters watch it.
+    progress: watch::Sender<Progress>,
+    attempts: AtomicU64,
+    failures: AtomicU64,
+    force_cooldown: Duration,
+    wait: Duration,
+    /// Dropped with the last handle, which tells the task to stop.
+    _stop: oneshot::Sender<()>,
+}
+
+#[derive(Debug, Default)]
+struct Control {
+    /// Callers need a token of a generation above this one (0: any valid token).
+    demand: Option<u64>,
+    /// No fetch before this instant: the backoff after a failure.
+    retry_at: Option<Instant>,
+    last_error: Option<TokenError>,
+    /// When a forced refresh was last granted.
+    last_forced: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+struct Progress {
+    completed: u64,
+    outcome: Result<(), TokenError>,
+}
+
+impl TokenCache {
+    /// A cache with the default schedule, fed by `source`.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::NoRuntime`] outside a Tokio runtime.
+    pub fn new(source: impl TokenSource) -> Result<TokenCache, BuildError> {
+        TokenCache::builder(source).build()
+    }
+
+    /// A builder to tune the schedule before starting the cache.
+    pub fn builder(source: impl TokenSource) -> TokenCacheBuilder {
+        TokenCacheBuilder { source: Box::new(source), policy: Policy::default(), force_cooldown: FORCE_COOLDOWN }
+    }
+
+    /// What the tokens are for.
+    pub fn key(&self) -> &CacheKey {
+        &self.shared.key
+    }
+
+    /// The current token if it is still valid; never waits, never fetches.
+    pub fn cached(&self) -> Option<Arc<AccessToken>> {
+        self.shared.valid(Instant::now(), 0)
+    }
+
+    /// The hot path of the layers: a guard on the current token, valid or not.
+    pub(crate) fn load(&self) -> arc_swap::Guard<Option<Arc<AccessToken>>> {
+        self.shared.current.load()
+    }
+
+    /// A valid token: the cached one, or, on a cold or expired cache, the result of the
+    /// one fetch that every waiting caller shares.
+    ///
+    /// # Errors
+    ///
+    /// The error of the fetch it waited for, the last error at once while the cache
+    /// backs off after a failure, or [`TokenError::Timeout`] after 30 s.
+    pub async fn token(&self) -> Result<Arc<AccessToken>, TokenError> {
+        if let Some(token) = self.cached() {
+            return Ok(token);
+        }
+        self.obtain(0, false).await
+    }
+
+    /// Replaces the current token with a new one now, whatever its age. Concurrent
+    /// calls share one fetch.
+    ///
+    /// # Errors
+    ///
+    /// As [`token`](Self::token).
+    pub async fn refresh(&self) -> Result<Arc<AccessToken>, TokenError> {
+        let generation = self.shared.current.load().as_ref().map_or(0, |t| t.generation());
+        self.obtain(generation, false).await
+    }
+
+    /// A token other than `rejected`, which an API refused (a 401): the current one if
+    /// the cache has replaced `rejected` since, or else a new one from one refresh that
+    /// every caller with the same rejected token shares.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::Throttled`] when a forced refresh happened less than 5 s ago (the
+    /// API rejected that fresh token too; another refresh would not help), or as
+    /// [`token`](Self::token).
+    pub async fn force_refresh(&self, rejected: &AccessToken) -> Result<Arc<AccessToken>, TokenError> {
+        self.force_refresh_generation(rejected.generation()).await
+    }
+
+    pub(crate) async fn force_refresh_generation(&self, rejected: u64) -> Result<Arc<AccessToken>, TokenError> {
+        if let Some(token) = self.shared.valid(Instant::now(), rejected) {
+            return Ok(token);
+        }
+        self.obtain(rejected, true).await
+    }
+
+    /// How many fetches the cache has started.
+    pub fn fetch_attempts(&self) -> u64 {
+        self.shared.attempts.load(Ordering::Relaxed)
+    }
+
+    /// How many fetches have failed.
+    pub fn fetch_failures(&self) -> u64 {
+        self.shared.failures.load(Ordering::Relaxed)
+    }
+
+    /// Waits for a valid token of a generation above `newer_than`, asking the
+    /// refresher for a fetch when needed.
+    async fn obtain(&self, newer_than: u64, forced: bool) -> Result<Arc<AccessToken>, TokenError> {
+        let shared = &*self.shared;
+        let mut progress = shared.progress.subscribe();
+        let deadline = Instant::now() + shared.wait;
+        let mut first = true;
+        loop {
+            {
+                let mut control = shared.control();
+                // Mark what has been seen first, then look at the token: a fetch that
+                // completes after this point wakes us below.
+                let outcome = progress.borrow_and_update().outcome.clone();
+                let now = Instant::now();
+                if let Some(token) = shared.valid(now, newer_than) {
+                    return Ok(token);
+                }
+                if !first && let Err(error) = outcome {
+                    return Err(error);
+                }
+                if control.retry_at.is_some_and(|at| now < at) {
+                    return Err(control.last_error.clone().unwrap_or(TokenError::Stopped));
+                }
+                if forced && first {
+                    if control.last_forced.is_some_and(|at| now.duration_since(at) < shared.force_cooldown) {
+                        return Err(TokenError::Throttled);
+                    }
+                    control.last_forced = Some(now);
+                }
+                control.demand = Some(control.demand.map_or(newer_than, |d| d.max(newer_than)));
+            }
+            first = false;
+            shared.wake.notify_one();
+            match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), progress.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(TokenError::Stopped),
+                Err(_) => return Err(TokenError::Timeout),
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn control(&self) -> MutexGuard<'_, Control> {
+        // Every critical section leaves the state consistent.
+        self.control.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn valid(&self, now: Instant, newer_than: u64) -> Option<Arc<AccessToken>> {
+        let current = self.current.load();
+        current.as_ref().filter(|t| t.is_valid_at(now) && t.generation() > newer_than).cloned()
+    }
+
+    /// Called by the refresher when woken: whether callers need a fetch now. Clears a
+    /// demand that is met, or that must wait for the backoff (its callers were told).
+    pub(super) fn take_demand(&self, now: Instant) -> bool {
+        let mut control = self.control();
+        let Some(newer_than) = control.demand.take() else { return false };
+        let met = self.valid(now, newer_than).is_some();
+        let backing_off = control.retry_at.is_some_and(|at| now < at);
+        !met && !backing_off
+    }
+
+    pub(super) fn begin_fetch(&self) {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Publishes a new token: first the token, then the progress that wakes waiters.
+    pub(super) fn succeeded(&self, token: AccessToken) {
+        let generation = token.generation();
+        self.current.store(Some(Arc::new(token)));
+        {
+            let mut control = self.control();
+            control.retry_at = None;
+            control.last_error = None;
+            if control.demand.is_some_and(|d| d < generation) {
+                control.demand = None;
+            }
+        }
+        self.progress.send_modify(|p| {
+            p.completed += 1;
+            p.outcome = Ok(());
+        });
+    }
+
+    pub(super) fn failed(&self, error: TokenError, retry_at: Instant) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut control = self.control();
+            control.retry_at = Some(retry_at);
+            control.last_error = Some(error.clone());
+        }
+        self.progress.send_modify(|p| {
+            p.completed += 1;
+            p.outcome = Err(error);
+        });
+    }
+}
+
+/// How long after a forced refresh another one is refused.
+const FORCE_COOLDOWN: Duration = Duration::from_secs(5);
+/// How long a caller waits for a fetch.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Configures a [`TokenCache`]; from [`TokenCache::builder`].
+#[must_use]
+pub struct TokenCacheBuilder {
+    source: Box<dyn TokenSource>,
+    policy: Policy,
+    force_cooldown: Duration,
+}
+
+impl TokenCacheBuilder {
+    /// Refresh at this fraction of the lifetime; default 0.8. Clamped to `0.0..=1.0`.
+    pub fn refresh_at(mut self, fraction: f64) -> Self {
+        self.policy.refresh_at = clamp_fraction(fraction, self.policy.refresh_at);
+        self
+    }
+
+    /// ...but no later than this long before expiry; default 60 s.
+    pub fn refresh_margin(mut self, margin: Duration) -> Self {
+        self.policy.margin = margin;
+        self
+    }
+
+    /// ...and never before this fraction of the lifetime, whatever the margin; default
+    /// 0.5, so a 60 s token is refreshed at 30 s. Clamped to `0.0..=1.0`.
+    pub fn refresh_not_before(mut self, fraction: f64) -> Self {
+        self.policy.not_before = clamp_fraction(fraction, self.policy.not_before);
+        self
+    }
+
+    /// The lifetime of a token whose response has no `expires_in`; default 5 min.
+    pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
+        self.policy.default_lifetime = lifetime;
+        self
+    }
+
+    /// The backoff after failures: `initial`, doubling up to `max`; default 1 s and
+    /// 60 s. A `Retry-After` is honoured up to `max(max, 5 min)`.
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.policy.backoff_initial = initial.max(Duration::from_millis(1));
+        self.policy.backoff_max = max.max(self.policy.backoff_initial);
+        self
+    }
+
+    /// How long after a forced refresh (a 401) another one is refused; default 5 s.
+    pub fn force_refresh_cooldown(mut self, cooldown: Duration) -> Self {
+        self.force_cooldown = cooldown;
+        self
+    }
+
+    /// Starts the background task on the current Tokio runtime. The first fetch
+    /// happens when a token is first needed.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::NoRuntime`] outside a Tokio runtime.
+    pub fn build(self) -> Result<TokenCache, BuildError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let wake = Arc::new(Notify::new());
+        let (progress, _) = watch::channel(Progress { completed: 0, outcome: Ok(()) });
+        let shared = Arc::new(Shared {
+            current: ArcSwapOption::empty(),
+            key: self.source.key().clone(),
+            control: Mutex::new(Control::default()),
+            wake: wake.clone(),
+            progress,
+            attempts: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            force_cooldown: self.force_cooldown,
+            wait: WAIT,
+            _stop: stop_tx,
+        });
+        let refresher = Refresher { source: self.source, policy: self.policy };
+        runtime.spawn(refresher.run(Arc::downgrade(&shared), wake, stop_rx));
+        Ok(TokenCache { shared })
+    }
+}
+
+fn clamp_fraction(fraction: f64, default: f64) -> f64 {
+    if fraction.is_nan() { default } else { fraction.clamp(0.0, 1.0) }
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let current = self.shared.current.load();
+        f.debug_struct("TokenCache")
+            .field("key", &self.shared.key)
+            .field("token", &*current)
+            .field("fetch_attempts", &self.fetch_attempts())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for TokenCacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCacheBuilder")
+            .field("key", self.source.key())
+            .field("policy", &self.policy)
+            .field("force_cooldown", &self.force_cooldown)
+            .finish()
+    }
+}

@@ -1,0 +1,606 @@
+//! The built-in token source: an OAuth 2.0 token endpoint (RFC 6749 §3.2).
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::BytesMut;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, StatusCode};
+use url::Url;
+
+use super::key::{CacheKey, GrantKind, normalize_scope};
+use super::source::{FetchFuture, TokenSource};
+use super::{TokenError, TokenResponse};
+use crate::discovery;
+use crate::error::BuildError;
+use crate::fetch::{self, Limits};
+use crate::{FetchError, Secret};
+
+/// The default cap on a token response body.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+
+/// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AuthMethod {
+    /// `client_secret_basic`: HTTP Basic with the id and secret form-urlencoded first.
+    /// The default, and the method every server must support.
+    #[default]
+    ClientSecretBasic,
+    /// `client_secret_post`: `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+/// An OAuth 2.0 token endpoint and the client's credentials and grant: the
+/// [`TokenSource`] a [`TokenCache`](super::TokenCache) normally uses.
+///
+/// Every request is a `POST` of `application/x-www-form-urlencoded` parameters with
+/// `Accept: application/json`, bounded by a timeout (default 10 s) and a response body
+/// cap (default 64 KiB), to an https URL (or http on loopback). Redirects are not
+/// followed: a redirected token request would carry the credentials somewhere else.
+///
+/// Grants:
+/// - `client_credentials` (RFC 6749 §4.4), the default;
+/// - `refresh_token` (§6) from [`refresh_token`](TokenEndpointBuilder::refresh_token):
+///   each response's new refresh token replaces the old one (rotation), and `scope` is
+///   sent when configured (a subset of the original grant);
+/// - an authorization code (§4.1.3) from
+///   [`authorization_code`](TokenEndpointBuilder::authorization_code), exchanged once,
+///   then refreshed with the refresh token it returned.
+///
+/// `Debug` shows neither the secret nor any token.
+///
+/// ```no_run
+/// use tower_oauth::client::{AuthMethod, TokenEndpoint};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut endpoint = TokenEndpoint::builder("https://idp.example/oauth2/token", "my-service", "s3cret")
+///     .auth_method(AuthMethod::ClientSecretPost)
+///     .scope("orders:read")
+///     .resource("https://orders.example")
+///     .build()?;
+/// let response = endpoint.request_token().await?;
+/// println!("expires in {:?}", response.expires_in());
+/// # Ok(()) }
+/// ```
+pub struct TokenEndpoint {
+    client: reqwest::Client,
+    location: Location,
+    client_id: String,
+    secret: Secret,
+    method: AuthMethod,
+    /// The precomputed `Authorization: Basic …` value for `client_secret_basic`.
+    basic: Option<HeaderValue>,
+    grant: GrantState,
+    key: CacheKey,
+    limits: Limits,
+}
+
+enum Location {
+    Url(Url),
+    Issuer { issuer: String, discovered: Option<Url> },
+}
+
+enum GrantState {
+    ClientCredentials,
+    /// `None` once a server answered without a refresh token where one was needed.
+    RefreshToken(Option<Secret>),
+    Code {
+        code: Secret,
+        redirect_uri: String,
+    },
+}
+
+impl TokenEndpoint {
+    /// Configures a token endpoint at `token_url` for the client `client_id` with
+    /// `client_secret`.
+    pub fn builder(
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<Secret>,
+    ) -> TokenEndpointBuilder {
+        TokenEndpointBuilder::new(Target::Url(token_url.into()), client_id.into(), client_secret.into())
+    }
+
+    /// Like [`builder`](Self::builder), with the token endpoint found in `issuer`'s
+    /// metadata (OpenID Connect discovery, then RFC 8414) at the first request. The
+    /// metadata must name the same issuer, and the endpoint must be https (or loopback).
+    pub fn discover(
+        issuer: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<Secret>,
+    ) -> TokenEndpointBuilder {
+        TokenEndpointBuilder::new(Target::Issuer(issuer.into()), client_id.into(), client_secret.into())
+    }
+
+    /// What the tokens are for.
+    pub fn key(&self) -> &CacheKey {
+        &self.key
+    }
+
+    /// Requests a token now, and advances the grant: a returned refresh token replaces
+    /// the previous one, and an authorization code is used only once.
+    ///
+    /// Calling this while a [`TokenCache`](super::TokenCache) uses the same grant
+    /// elsewhere would spend a rotating refresh token twice; the cache owns its source
+    /// for that reason.
+    ///
+    /// # Errors
+    ///
+    /// A [`TokenError`] saying what failed: the server's RFC 6749 error, a status, the
+    /// exchange, or the response.
+    pub async fn request_token(&mut self) -> Result<TokenResponse, TokenError> {
+        let url = self.token_url().await?;
+        let body = self.form()?;
+        let result = self.post(&url, body).await;
+        match &result {
+            Ok(response) => self.grant.advance(response),
+            // Anything but the server's considered answer may mean the endpoint moved:
+            // look it up again next time.
+            Err(error) if error.oauth().is_none() => {
+                if let Location::Issuer { discovered, .. } = &mut self.location {
+                    *discovered = None;
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn token_url(&mut self) -> Result<Url, TokenError> {
+        match &mut self.location {
+            Location::Url(url) => Ok(url.clone()),
+            Location::Issuer { discovered: Some(url), .. } => Ok(url.clone()),
+            Location::Issuer { issuer, discovered } => {
+                let limits = Limits { timeout: self.limits.timeout, max_body: fetch::DEFAULT_MAX_BODY };
+                let metadata = discovery::discover(&self.client, issuer, limits)
+                    .await
+                    .map_err(|e| TokenError::Discovery(e.into()))?;
+                let endpoint = metadata.token_endpoint.ok_or(TokenError::Discovery(
+                    FetchError::InvalidDocument("metadata has no token_endpoint").into(),
+                ))?;
+                let url = fetch::parse_url(&endpoint).map_err(|error| match error {
+                    FetchError::InsecureUrl => TokenError::InsecureUrl,
+                    other => TokenError::Discovery(other.into()),
+                })?;
+                Ok(discovered.insert(url).clone())
+            }
+        }
+    }
+
+    /// The form body (RFC 6749 Appendix B). It holds secrets; it lives only as long as
+    /// the request.
+    fn form(&self) -> Result<Vec<u8>, TokenError> {
+        let mut form = Form::default();
+        match &self.grant {
+            GrantState::ClientCredentials => {
+                form.pair("grant_type", b"client_credentials");
+                self.extras(&mut form, true);
+            }
+            GrantState::RefreshToken(Some(token)) => {
+                form.pair("grant_type", b"refresh_token");
+                form.pair("refresh_token", token.expose());
+                self.extras(&mut form, true);
+            }
+            GrantState::RefreshToken(None) => return Err(TokenError::NoRefreshToken),
+            GrantState::Code { code, redirect_uri } => {
+                // RFC 6749 §4.1.3: the scope was settled at the authorization request.
+                form.pair("grant_type", b"authorization_code");
+                form.pair("code", code.expose());
+                form.pair("redirect_uri", redirect_uri.as_bytes());
+                self.extras(&mut form, false);
+            }
+        }
+        if self.method == AuthMethod::ClientSecretPost {
+            form.pair("client_id", self.client_id.as_bytes());
+            form.pair("client_secret", self.secret.expose());
+        }
+        Ok(form.0)
+    }
+
+    fn extras(&self, form: &mut Form, with_scope: bool) {
+        if with_scope && let Some(scope) = &self.key.scope {
+            form.pair("scope", scope.as_bytes());
+        }
+        // RFC 8707 §2: one `resource` parameter per resource.
+        for resource in &self.key.resources {
+            form.pair("resource", resource.as_bytes());
+        }
+        if let Some(audience) = &self.key.audience {
+            form.pair("audience", audience.as_bytes());
+        }
+    }
+
+    async fn post(&self, url: &Url, body: Vec<u8>) -> Result<TokenResponse, TokenError> {
+        let exchange = async {
+            let mut request = self
+                .client
+                .post(url.clone())
+                .timeout(self.limits.timeout)
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))
+                .header(ACCEPT, HeaderValue::from_static("application/json"))
+                .body(body);
+            if let Some(basic) = &self.basic {
+                request = request.header(AUTHORIZATION, basic.clone());
+            }
+            let mut response = request.send().await.map_err(transport)?;
+            // An injected client may follow redirects on its own terms; check where we landed.
+            if !fetch::is_allowed(response.url()) {
+                return Err(TokenError::InsecureUrl);
+            }
+            let status = response.status();
+            let retry_after = fetch::retry_after(response.headers());
+            let body = read_capped(&mut response, self.limits.max_body).await;
+            if status.is_success() {
+                return TokenResponse::parse(&body?);
+            }
+            // RFC 6749 §5.2: errors come as 400 (401 for invalid_client) with a JSON
+            // body; a body that is not one, or too large, leaves the status to speak.
+            let oauth = match (status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS, body) {
+                (true, Ok(body)) => super::error::ErrorResponse::parse(status, &body),
+                _ => None,
+            };
+            Err(oauth.map_or_else(|| TokenError::from_status(status, retry_after), TokenError::OAuth))
+        };
+        match tokio::time::timeout(self.limits.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(TokenError::Timeout),
+        }
+    }
+}
+
+fn transport(error: reqwest::Error) -> TokenError {
+    if error.is_timeout() { TokenError::Timeout } else { TokenError::Transport(error.into()) }
+}
+
+async fn read_capped(response: &mut reqwest::Response, max_body: usize) -> Result<bytes::Bytes, TokenError> {
+    if response.content_length().is_some_and(|len| len > max_body as u64) {
+        return Err(TokenError::BodyTooLarge { limit: max_body });
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > max_body {
+            return Err(TokenError::BodyTooLarge { limit: max_body });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+impl GrantState {
+    /// RFC 6749 §6: a new refresh token replaces the old one, which the client must
+    /// discard; without one, the old one stays in use.
+    fn advance(&mut self, response: &TokenResponse) {
+        let fresh = response.refresh_token().cloned();
+        match self {
+            GrantState::ClientCredentials => {}
+            GrantState::RefreshToken(current) => {
+                if fresh.is_some() {
+                    *current = fresh;
+                }
+            }
+            GrantState::Code { .. } => *self = GrantState::RefreshToken(fresh),
+        }
+    }
+}
+
+impl TokenSource for TokenEndpoint {
+    fn key(&self) -> &CacheKey {
+        &self.key
+    }
+
+    fn fetch(&mut self) -> FetchFuture<'_> {
+        Box::pin(self.request_token())
+    }
+}
+
+impl fmt::Debug for TokenEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenEndpoint")
+            .field("key", &self.key)
+            .field("client_secret", &"***")
+            .field("auth_method", &self.method)
+            .field("timeout", &self.limits.timeout)
+            .field("max_body", &self.limits.max_body)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `application/x-www-form-urlencoded` pairs, values as bytes (a secret need not be
+/// UTF-8).
+#[derive(Default)]
+struct Form(Vec<u8>);
+
+impl Form {
+    fn pair(&mut self, name: &str, value: &[u8]) {
+        if !self.0.is_empty() {
+            self.0.push(b'&');
+        }
+        self.0.extend(url::form_urlencoded::byte_serialize(name.as_bytes()).flat_map(str::bytes));
+        self.0.push(b'=');
+        self.0.extend(url::form_urlencoded::byte_serialize(value).flat_map(str::bytes));
+    }
+}
+
+/// `client_secret_basic`: RFC 6749 §2.3.1 form-urlencodes the id and the secret
+/// (Appendix B) before RFC 7617 joins them with `:` and base64-encodes them, so a `:`
+/// or `%` in either survives the trip.
+pub(crate) fn basic_authorization(client_id: &str, secret: &[u8]) -> HeaderValue {
+    let mut credentials = Vec::with_capacity(client_id.len() + secret.len() + 1);
+    credentials.extend(url::form_urlencoded::byte_serialize(client_id.as_bytes()).flat_map(str::bytes));
+    credentials.push(b':');
+    credentials.extend(url::form_urlencoded::byte_serialize(secret).flat_map(str::bytes));
+    let mut value = HeaderValue::try_from(format!("Basic {}", STANDARD.encode(credentials)))
+        .expect("base64 is always a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
+enum Target {
+    Url(String),
+    Issuer(String),
+}
+
+/// Configures a [`TokenEndpoint`]; from [`TokenEndpoint::builder`] or
+/// [`TokenEndpoint::discover`].
+#[must_use]
+pub struct TokenEndpointBuilder {
+    target: Target,
+    client_id: String,
+    secret: Secret,
+    method: AuthMethod,
+    grant: GrantState,
+    scope: Option<String>,
+    resources: Vec<String>,
+    audience: Option<String>,
+    http_client: Option<reqwest::Client>,
+    limits: Limits,
+}
+
+impl TokenEndpointBuilder {
+    fn new(target: Target, client_id: String, secret: Secret) -> Self {
+        TokenEndpointBuilder {
+            target,
+            client_id,
+            secret,
+            method: AuthMethod::default(),
+            grant: GrantState::ClientCredentials,
+            scope: None,
+            resources: Vec::new(),
+            audience: None,
+            http_client: None,
+            limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: DEFAULT_MAX_BODY },
+        }
+    }
+
+    /// How the client authenticates; default [`AuthMethod::ClientSecretBasic`].
+    pub fn auth_method(mut self, method: AuthMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// The `scope` to request (space-separated). For a refresh token, a subset of the
+    /// original grant (RFC 6749 §6); unset, the server grants the original scope.
+    pub fn scope(mut self, scope: &str) -> Self {
+        self.scope = normalize_scope(scope);
+        self
+    }
+
+    /// An RFC 8707 `resource` (an absolute URI without a fragment) the token is for.
+    /// May be repeated.
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resources.push(resource.into());
+        self
+    }
+
+    /// The `audience` parameter that Auth0-style servers use instead of `resource`.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Uses the `refresh_token` grant with this refresh token, which is replaced by
+    /// each new one the server returns.
+    pub fn refresh_token(mut self, refresh_token: impl Into<Secret>) -> Self {
+        self.grant = GrantState::RefreshToken(Some(refresh_token.into()));
+        self
+    }
+
+    /// Exchanges this authorization code (with the `redirect_uri` of the authorization
+    /// request) at the first request, then renews with the refresh token it returns.
+    pub fn authorization_code(mut self, code: impl Into<Secret>, redirect_uri: impl Into<String>) -> Self {
+        self.grant = GrantState::Code { code: code.into(), redirect_uri: redirect_uri.into() };
+        self
+    }
+
+    /// The time limit of one exchange (and of discovery); default 10 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.limits.timeout = timeout;
+        self
+    }
+
+    /// The largest response body read; default 64 KiB.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.limits.max_body = bytes;
+        self
+    }
+
+    /// The HTTP client for custom roots, mTLS or a proxy. It should not follow
+    /// redirects (the default client does not); a response from an insecure URL is
+    /// refused all the same.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidUrl`] for a URL or resource that does not parse (or a
+    /// resource with a fragment, RFC 8707 §2), [`BuildError::InsecureUrl`] for plain
+    /// http off loopback, [`BuildError::MissingIssuer`] for an empty issuer, and
+    /// [`BuildError::HttpClient`] when the default client cannot be built.
+    pub fn build(self) -> Result<TokenEndpoint, BuildError> {
+        let url_error = |error| match error {
+            FetchError::InsecureUrl => BuildError::InsecureUrl,
+            _ => BuildError::InvalidUrl,
+        };
+        let (location, endpoint) = match self.target {
+            Target::Url(url) => {
+                let url = fetch::parse_url(&url).map_err(url_error)?;
+                let endpoint = url.to_string();
+                (Location::Url(url), endpoint)
+            }
+            Target::Issuer(issuer) if issuer.trim().is_empty() => return Err(BuildError::MissingIssuer),
+            Target::Issuer(issuer) => {
+                fetch::parse_url(&issuer).map_err(url_error)?;
+                (Location::Issuer { issuer: issuer.clone(), discovered: None }, issuer)
+            }
+        };
+        for resource in &self.resources {
+            if Url::parse(resource).map_or(true, |url| url.fragment().is_some()) {
+                return Err(BuildError::InvalidUrl);
+            }
+        }
+        let client = match self.http_client {
+            Some(client) => client,
+            None => reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(BuildError::HttpClient)?,
+        };
+        let grant = match &self.grant {
+            GrantState::ClientCredentials => GrantKind::ClientCredentials,
+            GrantState::RefreshToken(_) => GrantKind::RefreshToken,
+            GrantState::Code { .. } => GrantKind::AuthorizationCode,
+        };
+        let key = CacheKey::new(
+            endpoint,
+            self.client_id.clone(),
+            grant,
+            self.scope.as_deref(),
+            self.resources,
+            self.audience.as_deref(),
+        );
+        let basic = (self.method == AuthMethod::ClientSecretBasic)
+            .then(|| basic_authorization(&self.client_id, self.secret.expose()));
+        Ok(TokenEndpoint {
+            client,
+            location,
+            client_id: self.client_id,
+            secret: self.secret,
+            method: self.method,
+            basic,
+            grant: self.grant,
+            key,
+            limits: self.limits,
+        })
+    }
+}
+
+impl fmt::Debug for TokenEndpointBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = match &self.target {
+            Target::Url(url) | Target::Issuer(url) => url,
+        };
+        f.debug_struct("TokenEndpointBuilder")
+            .field("target", target)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"***")
+            .field("auth_method", &self.method)
+            .field("scope", &self.scope)
+            .field("resources", &self.resources)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_form_urlencoded_before_base64() {
+        // The Keycloak sample (seed 001): nothing to encode.
+        assert_eq!(
+            basic_authorization("cop-client-id", b"cop-client-secret"),
+            "Basic Y29wLWNsaWVudC1pZDpjb3AtY2xpZW50LXNlY3JldA=="
+        );
+        let value = basic_authorization("svc:special", b"p@ss:w+rd%/ &=");
+        let decoded = STANDARD.decode(&value.as_bytes()[6..]).unwrap();
+        assert_eq!(decoded, b"svc%3Aspecial:p%40ss%3Aw%2Brd%25%2F+%26%3D");
+        assert!(value.is_sensitive());
+    }
+
+    fn form_of(builder: TokenEndpointBuilder) -> String {
+        String::from_utf8(builder.build().unwrap().form().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn each_grant_sends_its_parameters() {
+        let base = || TokenEndpoint::builder("https://idp.example/token", "c", "s");
+        assert_eq!(form_of(base()), "grant_type=client_credentials");
+        assert_eq!(
+            form_of(
+                base()
+                    .scope("b a")
+                    .resource("https://r2.example")
+                    .resource("https://r1.example")
+                    .audience("aud")
+                    .auth_method(AuthMethod::ClientSecretPost)
+            ),
+            "grant_type=client_credentials&scope=a+b&resource=https%3A%2F%2Fr1.example\
+             &resource=https%3A%2F%2Fr2.example&audience=aud&client_id=c&client_secret=s"
+        );
+        assert_eq!(
+            form_of(base().refresh_token("r&1").scope("read")),
+            "grant_type=refresh_token&refresh_token=r%261&scope=read"
+        );
+        assert_eq!(
+            form_of(base().authorization_code("c0de", "https://app/cb").scope("read")),
+            "grant_type=authorization_code&code=c0de&redirect_uri=https%3A%2F%2Fapp%2Fcb"
+        );
+    }
+
+    #[test]
+    fn the_grant_advances_with_rotation() {
+        let mut grant = GrantState::Code { code: Secret::from("c"), redirect_uri: "https://app/cb".into() };
+        let with_refresh = |r: &str| {
+            TokenResponse::parse(
+                format!(r#"{{"access_token":"a","token_type":"Bearer","refresh_token":"{r}"}}"#).as_bytes(),
+            )
+            .unwrap()
+        };
+        let without = TokenResponse::parse(br#"{"access_token":"a","token_type":"Bearer"}"#).unwrap();
+        grant.advance(&with_refresh("r1"));
+        assert!(matches!(&grant, GrantState::RefreshToken(Some(t)) if t.expose() == b"r1"));
+        grant.advance(&without);
+        assert!(matches!(&grant, GrantState::RefreshToken(Some(t)) if t.expose() == b"r1"));
+        grant.advance(&with_refresh("r2"));
+        assert!(matches!(&grant, GrantState::RefreshToken(Some(t)) if t.expose() == b"r2"));
+    }
+
+    #[test]
+    fn insecure_or_malformed_configuration_is_refused() {
+        let build = |url: &str| TokenEndpoint::builder(url, "c", "s").build().map(|_| ());
+        assert!(matches!(build("http://idp.example/token"), Err(BuildError::InsecureUrl)));
+        assert!(matches!(build("not a url"), Err(BuildError::InvalidUrl)));
+        assert!(build("http://127.0.0.1:8080/token").is_ok());
+        let resource = TokenEndpoint::builder("https://idp/token", "c", "s").resource("https://api#frag").build();
+        assert!(matches!(resource, Err(BuildError::InvalidUrl)));
+        assert!(matches!(TokenEndpoint::discover(" ", "c", "s").build(), Err(BuildError::MissingIssuer)));
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let endpoint =
+            TokenEndpoint::builder("https://idp/token", "c", "hunter2").refresh_token("refresh-me").build().unwrap();
+        let debug = format!("{endpoint:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("refresh-me"), "{debug}");
+        let builder = TokenEndpoint::builder("https://idp/token", "c", "hunter2");
+        assert!(!format!("{builder:?}").contains("hunter2"));
+    }
+}

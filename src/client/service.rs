@@ -1,0 +1,139 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::Body;
+use tower_service::Service;
+
+use super::TokenCache;
+use super::future::{BoxError, Replay, ResponseFuture};
+use super::layer::{Attach, ClientCredentialsLayer};
+use super::target::RequestTarget;
+
+/// The service [`ClientCredentialsLayer`] produces: attaches the cached access token and
+/// calls the inner service.
+///
+/// Errors are boxed: the inner service's error as it is, or a
+/// [`TokenError`](super::TokenError) when no token could be had (downcast to tell).
+pub struct ClientCredentials<S> {
+    pub(crate) inner: S,
+    pub(crate) config: Arc<Attach>,
+}
+
+impl<S> ClientCredentials<S> {
+    /// Wraps `inner`, with tokens from `cache` and the layer's defaults.
+    pub fn new(inner: S, cache: TokenCache) -> Self {
+        ClientCredentials { inner, config: ClientCredentialsLayer::new(cache).config }
+    }
+
+    /// A layer with tokens from `cache`; see [`ClientCredentialsLayer`] for its options.
+    pub fn layer(cache: TokenCache) -> ClientCredentialsLayer {
+        ClientCredentialsLayer::new(cache)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone> Clone for ClientCredentials<S> {
+    fn clone(&self) -> Self {
+        ClientCredentials { inner: self.inner.clone(), config: self.config.clone() }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for ClientCredentials<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredentials").field("inner", &self.inner).field("config", &self.config).finish()
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for ClientCredentials<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Default + Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let config = &*self.config;
+        if !config.predicate.allows(&RequestTarget::from_http(&request)) {
+            return ResponseFuture::inner(self.inner.call(request), None);
+        }
+        let cached = {
+            let guard = config.cache.load();
+            guard
+                .as_ref()
+                .filter(|token| token.is_valid_at(Instant::now()))
+                .map(|token| (token.header_value().clone(), token.generation()))
+        };
+        match cached {
+            Some((header, generation)) => {
+                let (request, parts) = attach(request, header, config.retry);
+                let replay =
+                    parts.map(|parts| Replay::new(self.inner.clone(), parts, config.cache.clone(), generation));
+                ResponseFuture::inner(self.inner.call(request), replay)
+            }
+            None => {
+                // The cold path: wait for the cache's one fetch, then call. Take the
+                // service that `poll_ready` readied and leave a clone in its place
+                // (https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services).
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let config = self.config.clone();
+                ResponseFuture::boxed(Box::pin(async move {
+                    let token = config.cache.token().await?;
+                    let (request, parts) = attach(request, token.header_value().clone(), config.retry);
+                    let response = inner.call(request).await.map_err(Into::into)?;
+                    match parts {
+                        Some(parts) if response.status() == StatusCode::UNAUTHORIZED => {
+                            Replay::new(inner, parts, config.cache.clone(), token.generation()).run(response).await
+                        }
+                        _ => Ok(response),
+                    }
+                }))
+            }
+        }
+    }
+}
+
+/// Sets the token, and copies the request head for a replay when retries are on and
+/// the body is known to be empty (so `B::default()` rebuilds it exactly).
+fn attach<B: Body>(
+    request: Request<B>,
+    header: HeaderValue,
+    retry: bool,
+) -> (Request<B>, Option<http::request::Parts>) {
+    let replayable = retry && is_empty(request.body());
+    let (mut parts, body) = request.into_parts();
+    let copy = replayable.then(|| parts.clone());
+    parts.headers.insert(AUTHORIZATION, header);
+    (Request::from_parts(parts, body), copy)
+}
+
+fn is_empty<B: Body>(body: &B) -> bool {
+    body.is_end_stream() || body.size_hint().exact() == Some(0)
+}
