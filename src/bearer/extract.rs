@@ -59,7 +59,8 @@ pub(crate) fn bearer_token<'r>(headers: &'r HeaderMap, uri: &Uri, allow_query: b
     if memchr::memchr3(b' ', b',', b'\t', token).is_some() {
         return Err(Rejection::InvalidRequest("several credentials in one header"));
     }
-    let token = std::str::from_utf8(token).map_err(|_| Rejection::InvalidRequest("authorization header is not ASCII"))?;
+    let token =
+        std::str::from_utf8(token).map_err(|_| Rejection::InvalidRequest("authorization header is not ASCII"))?;
     Ok(Found::Token(token))
 }
 

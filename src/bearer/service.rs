@@ -178,7 +178,10 @@ fn insert_extensions<B, C: Clone + Send + Sync + 'static>(
 ) {
     let extensions = request.extensions_mut();
     extensions.insert(claims);
-    extensions.insert(style.clone());
+    // RequireScope words its 403 like this layer; the default style needs no copy.
+    if style.realm.is_some() || style.verbose {
+        extensions.insert(style.clone());
+    }
 }
 
 fn reject<F, B, E>(

@@ -226,6 +226,9 @@ impl<'de> Visitor<'de> for RegisteredSeed<'_> {
 /// or, failing that, `scp` (a string or an array, as Entra ID and Okta send).
 /// `Serialize` writes the token's claims exactly as they were.
 ///
+/// Cheap to clone (one `Arc`): the claims set is kept once, as the token carried it,
+/// and the typed claims point into it.
+///
 /// ```
 /// use tower_oauth::Claims;
 ///
@@ -242,33 +245,66 @@ impl<'de> Visitor<'de> for RegisteredSeed<'_> {
 pub struct Claims(std::sync::Arc<ClaimsInner>);
 
 struct ClaimsInner {
-    iss: Option<String>,
-    sub: Option<String>,
-    aud: Vec<String>,
+    /// The claims set as the token carried it (valid JSON).
+    raw: Box<str>,
+    iss: Option<Text>,
+    sub: Option<Text>,
+    aud: Vec<Text>,
     exp: Option<i64>,
     nbf: Option<i64>,
     iat: Option<i64>,
-    jti: Option<String>,
-    client_id: Option<String>,
-    scopes: Scopes,
-    /// The claims set as the token carried it (valid JSON).
-    raw: Box<str>,
+    jti: Option<Text>,
+    client_id: Option<Text>,
+    scope: Option<Text>,
+}
+
+/// A string claim: where it sits in the raw claims set, or (when it had escapes, or
+/// is a joined `scp` array) its own text.
+enum Text {
+    At(u32, u32),
+    Owned(Box<str>),
+}
+
+impl Text {
+    /// Locates `value` in `raw`: borrowed values are slices of it.
+    fn of(value: &Cow<'_, str>, raw: &str) -> Text {
+        let start = (value.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
+        match value {
+            Cow::Borrowed(v) if start <= raw.len() && start + v.len() <= raw.len() => {
+                Text::At(start as u32, (start + v.len()) as u32)
+            }
+            _ => Text::Owned(value.as_ref().into()),
+        }
+    }
+}
+
+impl ClaimsInner {
+    fn text<'s>(&'s self, text: &'s Text) -> &'s str {
+        match text {
+            Text::At(start, end) => &self.raw[*start as usize..*end as usize],
+            Text::Owned(s) => s,
+        }
+    }
+
+    fn opt<'s>(&'s self, text: &'s Option<Text>) -> Option<&'s str> {
+        text.as_ref().map(|t| self.text(t))
+    }
 }
 
 impl Claims {
     /// `iss`: who issued the token.
     pub fn issuer(&self) -> Option<&str> {
-        self.0.iss.as_deref()
+        self.0.opt(&self.0.iss)
     }
 
     /// `sub`: whom the token is about (a user, or the client itself).
     pub fn subject(&self) -> Option<&str> {
-        self.0.sub.as_deref()
+        self.0.opt(&self.0.sub)
     }
 
     /// `aud`: the audiences, whether the token sent a string or an array.
-    pub fn audience(&self) -> &[String] {
-        &self.0.aud
+    pub fn audience(&self) -> impl Iterator<Item = &str> {
+        self.0.aud.iter().map(|t| self.0.text(t))
     }
 
     /// `exp`, in seconds since the epoch.
@@ -288,23 +324,23 @@ impl Claims {
 
     /// `jti`: the token's unique id.
     pub fn token_id(&self) -> Option<&str> {
-        self.0.jti.as_deref()
+        self.0.opt(&self.0.jti)
     }
 
     /// The OAuth client the token was issued to: `client_id` (RFC 9068 §2.2), or
     /// `azp` when the issuer sends only that (Keycloak, OIDC).
     pub fn client_id(&self) -> Option<&str> {
-        self.0.client_id.as_deref()
+        self.0.opt(&self.0.client_id)
     }
 
     /// The granted scopes.
-    pub fn scopes(&self) -> &Scopes {
-        &self.0.scopes
+    pub fn scopes(&self) -> Scopes<'_> {
+        Scopes(self.0.opt(&self.0.scope).unwrap_or(""))
     }
 
     /// Whether the token grants `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.0.scopes.contains(scope)
+        self.scopes().contains(scope)
     }
 
     /// Any claim, deserialized on demand; `None` when absent or of another type.
@@ -320,26 +356,29 @@ impl Claims {
         &self.0.raw
     }
 
-    /// Builds the claims from the validator's own pass over `raw`, which already read
-    /// every member these need: no second parse.
-    pub(crate) fn from_registered(registered: &Registered<'_>, raw: String) -> Claims {
-        let own = |s: &Option<Cow<'_, str>>| s.as_deref().map(str::to_owned);
-        let scopes = match (&registered.scope, &registered.scp) {
-            (Some(scope), _) => Scopes(scope.to_string()),
-            (None, Some(list)) => Scopes(list.0.join(" ")),
-            (None, None) => Scopes::default(),
+    /// Builds the claims from the validator's own pass over `raw` (which `registered`
+    /// borrows from): no second parse, and no copy of string claims without escapes.
+    pub(crate) fn from_registered(registered: &Registered<'_>, raw: &str) -> Claims {
+        let owned_raw: Box<str> = raw.into();
+        // Positions found in `raw` hold in its copy too.
+        let text = |v: &Cow<'_, str>| Text::of(v, raw);
+        let opt = |v: &Option<Cow<'_, str>>| v.as_ref().map(text);
+        let scope = match (&registered.scope, &registered.scp) {
+            (Some(scope), _) => Some(text(scope)),
+            (None, Some(list)) => Some(Text::Owned(list.0.join(" ").into())),
+            (None, None) => None,
         };
         Claims(std::sync::Arc::new(ClaimsInner {
-            iss: own(&registered.iss),
-            sub: own(&registered.sub),
-            aud: registered.aud.as_ref().map(|a| a.0.iter().map(|s| s.to_string()).collect()).unwrap_or_default(),
+            iss: opt(&registered.iss),
+            sub: opt(&registered.sub),
+            aud: registered.aud.as_ref().map(|a| a.0.iter().map(text).collect()).unwrap_or_default(),
             exp: registered.exp,
             nbf: registered.nbf,
             iat: registered.iat,
-            jti: own(&registered.jti),
-            client_id: own(&registered.client_id),
-            scopes,
-            raw: raw.into_boxed_str(),
+            jti: opt(&registered.jti),
+            client_id: opt(&registered.client_id),
+            scope,
+            raw: owned_raw,
         }))
     }
 }
@@ -347,81 +386,23 @@ impl Claims {
 impl fmt::Debug for Claims {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Claims")
-            .field("iss", &self.0.iss)
-            .field("sub", &self.0.sub)
-            .field("aud", &self.0.aud)
+            .field("iss", &self.issuer())
+            .field("sub", &self.subject())
+            .field("aud", &self.audience().collect::<Vec<_>>())
             .field("exp", &self.0.exp)
-            .field("client_id", &self.0.client_id)
-            .field("scopes", &self.0.scopes)
+            .field("client_id", &self.client_id())
+            .field("scopes", &self.scopes())
             .finish_non_exhaustive()
     }
 }
 
 impl<'de> Deserialize<'de> for Claims {
+    /// Reads the claims with the validator's own rules (duplicate `iss`, `aud`, `exp`,
+    /// `nbf` or `iat` are refused; for other members the lexically last wins, RFC 7519 §4).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = Box::<RawValue>::deserialize(d)?;
-        let mut de = serde_json::Deserializer::from_str(raw.get());
-        let mut claims = de.deserialize_map(ClaimsVisitor).map_err(de::Error::custom)?;
-        claims.raw = Box::<str>::from(raw);
-        Ok(Claims(std::sync::Arc::new(claims)))
-    }
-}
-
-/// Reads the typed members in one pass. Duplicates are not rejected here: the
-/// [`Validator`](crate::Validator) already refused duplicate `iss`, `aud`, `exp`, `nbf`
-/// and `iat`, and for the rest RFC 7519 §4 allows the lexically last (Keycloak sends
-/// `sub` twice).
-struct ClaimsVisitor;
-
-impl<'de> Visitor<'de> for ClaimsVisitor {
-    type Value = ClaimsInner;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JWT claims set")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ClaimsInner, A::Error> {
-        let mut c = ClaimsInner {
-            iss: None,
-            sub: None,
-            aud: Vec::new(),
-            exp: None,
-            nbf: None,
-            iat: None,
-            jti: None,
-            client_id: None,
-            scopes: Scopes::default(),
-            raw: Box::default(),
-        };
-        let (mut azp, mut scope, mut scp) = (None, None, None);
-        while let Some(Str(key)) = map.next_key()? {
-            let string = |s: Str<'_>| Some(s.0.into_owned());
-            match &*key {
-                "iss" => c.iss = string(map.next_value()?),
-                "sub" => c.sub = string(map.next_value()?),
-                "jti" => c.jti = string(map.next_value()?),
-                "client_id" => c.client_id = string(map.next_value()?),
-                "azp" => azp = string(map.next_value()?),
-                "scope" => scope = string(map.next_value()?),
-                "aud" => {
-                    let list: StringOrList<'_> = map.next_value()?;
-                    c.aud = list.0.into_iter().map(Cow::into_owned).collect();
-                }
-                "scp" => {
-                    let list: StringOrList<'_> = map.next_value()?;
-                    scp = Some(list.0.join(" "));
-                }
-                "exp" => c.exp = Some(map.next_value::<NumericDate>()?.0),
-                "nbf" => c.nbf = Some(map.next_value::<NumericDate>()?.0),
-                "iat" => c.iat = Some(map.next_value::<NumericDate>()?.0),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        c.client_id = c.client_id.or(azp);
-        c.scopes = Scopes(scope.or(scp).unwrap_or_default());
-        Ok(c)
+        let registered = Registered::parse(raw.get().as_bytes()).map_err(de::Error::custom)?;
+        Ok(Claims::from_registered(&registered, raw.get()))
     }
 }
 
@@ -434,10 +415,10 @@ impl Serialize for Claims {
 }
 
 /// The scopes a token grants (RFC 6749 §3.3 scope tokens, which never contain spaces).
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Scopes(String);
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scopes<'a>(&'a str);
 
-impl Scopes {
+impl<'a> Scopes<'a> {
     /// Whether `scope` is granted (exact, case-sensitive match).
     pub fn contains(&self, scope: &str) -> bool {
         self.iter().any(|s| s == scope)
@@ -449,7 +430,7 @@ impl Scopes {
     }
 
     /// Each scope.
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + use<'a> {
         self.0.split_ascii_whitespace()
     }
 
@@ -459,12 +440,12 @@ impl Scopes {
     }
 
     /// The scopes as one space-separated string.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    pub fn as_str(&self) -> &'a str {
+        self.0
     }
 }
 
-impl fmt::Debug for Scopes {
+impl fmt::Debug for Scopes<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
@@ -497,6 +478,19 @@ mod tests {
         assert_eq!(c.scopes().iter().collect::<Vec<_>>(), ["x", "y"]);
         assert!(!c.has_scope("a"));
         assert!(!c.has_scope("x y"));
+    }
+
+    #[test]
+    fn string_claims_point_into_the_raw_text_or_own_their_unescaped_form() {
+        let json = r#"{"iss":"https:\/\/idp","sub":"al\u0069ce","aud":["a","b\"c"],"jti":"j","azp":"cl"}"#;
+        let c: Claims = serde_json::from_str(json).unwrap();
+        assert_eq!(c.issuer(), Some("https://idp"));
+        assert_eq!(c.subject(), Some("alice"));
+        assert_eq!(c.audience().collect::<Vec<_>>(), ["a", "b\"c"]);
+        assert_eq!(c.token_id(), Some("j"));
+        assert_eq!(c.client_id(), Some("cl"));
+        assert!(matches!(c.0.jti, Some(Text::At(..))));
+        assert!(matches!(c.0.sub, Some(Text::Owned(_))));
     }
 
     #[test]

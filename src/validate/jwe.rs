@@ -28,6 +28,7 @@ use josekit::jwk::Jwk as JoseJwk;
 
 use super::ValidationError;
 use super::header::Header;
+use super::jws::dots;
 use crate::JwkError;
 use crate::jwk::{B64, MAX_KEYS, truncate};
 
@@ -290,7 +291,7 @@ impl DecryptionKeys {
 }
 
 fn looks_like_jws(payload: &[u8]) -> bool {
-    payload.starts_with(b"eyJ") && payload.iter().filter(|&&b| b == b'.').count() == 2
+    payload.starts_with(b"eyJ") && dots(payload) == 2
 }
 
 /// `JWT` or `at+jwt`, case-insensitive, `application/` optional (RFC 7515 §4.1.10).

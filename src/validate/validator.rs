@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use super::claims::Registered;
 use super::header::{Header, TypPolicy};
-use super::jws::{Compact, SignatureBuf, checked_algorithm, verify_signature};
+use super::jws::{Compact, SignatureBuf, checked_algorithm, dots, verify_signature};
 use super::{Claims, ValidationError};
 use crate::Algorithm;
 use crate::error::BuildError;
@@ -202,7 +202,7 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
             return Err(ValidationError::TokenTooLarge.into());
         }
         // RFC 7516 §7.1: five segments make a JWE.
-        if token.bytes().filter(|&b| b == b'.').count() == 4 {
+        if dots(token.as_bytes()) == 4 {
             return self.check_encrypted(token, now, span);
         }
         if inner.require_encryption {
@@ -227,7 +227,7 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
         let payload = decrypted.into_payload();
         if nested {
             let signed = std::str::from_utf8(&payload).map_err(|_| ValidationError::Malformed("nested token"))?;
-            if signed.bytes().filter(|&b| b == b'.').count() != 2 {
+            if dots(signed.as_bytes()) != 2 {
                 // Never a JWE inside a JWE, and never an unsecured inner token.
                 return Err(ValidationError::Malformed("nested token is not a JWS").into());
             }
@@ -323,10 +323,13 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
 /// The application's claims type from the payload. The crate's own [`Claims`] is built
 /// from the pass the policy already made (one parse per token instead of three); any
 /// other type goes through serde.
-fn claims_from<C: DeserializeOwned + 'static>(payload: &[u8], registered: &Registered<'_>) -> Result<C, ValidationError> {
+fn claims_from<C: DeserializeOwned + 'static>(
+    payload: &[u8],
+    registered: &Registered<'_>,
+) -> Result<C, ValidationError> {
     if TypeId::of::<C>() == TypeId::of::<Claims>() {
         let raw = std::str::from_utf8(payload).map_err(|_| ValidationError::Malformed("payload is not UTF-8"))?;
-        let mut slot = Some(Claims::from_registered(registered, raw.to_owned()));
+        let mut slot = Some(Claims::from_registered(registered, raw));
         let claims = (&mut slot as &mut dyn Any).downcast_mut::<Option<C>>().and_then(Option::take);
         return claims.ok_or(ValidationError::ClaimsType);
     }
