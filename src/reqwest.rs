@@ -103,7 +103,12 @@ impl Middleware for ClientCredentialsMiddleware {
         let replay = if config.retry { request.try_clone() } else { None };
         request.headers_mut().insert(AUTHORIZATION, token.header_value().clone());
         let response = next.clone().run(request, extensions).await?;
-        let Some(mut replay) = replay.filter(|_| response.status() == StatusCode::UNAUTHORIZED) else {
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let Some(mut replay) = replay else {
+            // Not replayable: the requests that follow get a new token.
+            config.cache.hint_rejected(token.generation());
             return Ok(response);
         };
         match config.cache.force_refresh(&token).await {

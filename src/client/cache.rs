@@ -173,6 +173,19 @@ impl TokenCache {
         self.shared.failures.load(Ordering::Relaxed)
     }
 
+    /// Tells the cache that an API rejected the token of `generation`, without waiting:
+    /// the refresher fetches a new one (under the same rules as
+    /// [`force_refresh`](Self::force_refresh)) for the requests that follow.
+    pub(crate) fn hint_rejected(&self, generation: u64) {
+        if self.shared.valid(Instant::now(), generation).is_some() {
+            return;
+        }
+        if self.shared.request(generation, true, Instant::now()).is_ok() {
+            tracing::debug!(generation, "the API rejected the token; refreshing it");
+            self.shared.wake.notify_one();
+        }
+    }
+
     /// Waits for a valid token of a generation above `newer_than`, asking the
     /// refresher for a fetch when needed.
     async fn obtain(&self, newer_than: u64, forced: bool) -> Result<Arc<AccessToken>, TokenError> {
@@ -193,16 +206,7 @@ impl TokenCache {
                 if !first && let Err(error) = outcome {
                     return Err(error);
                 }
-                if control.retry_at.is_some_and(|at| now < at) {
-                    return Err(control.last_error.clone().unwrap_or(TokenError::Stopped));
-                }
-                if forced && first {
-                    if control.last_forced.is_some_and(|at| now.duration_since(at) < shared.force_cooldown) {
-                        return Err(TokenError::Throttled);
-                    }
-                    control.last_forced = Some(now);
-                }
-                control.demand = Some(control.demand.map_or(newer_than, |d| d.max(newer_than)));
+                shared.request_locked(&mut control, newer_than, forced && first, now)?;
             }
             first = false;
             shared.wake.notify_one();
@@ -219,6 +223,32 @@ impl Shared {
     fn control(&self) -> MutexGuard<'_, Control> {
         // Every critical section leaves the state consistent.
         self.control.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn request(&self, newer_than: u64, forced: bool, now: Instant) -> Result<(), TokenError> {
+        self.request_locked(&mut self.control(), newer_than, forced, now)
+    }
+
+    /// Registers a demand for a token above `newer_than`, unless the cache is backing
+    /// off (then the last error) or a forced refresh is within its cooldown.
+    fn request_locked(
+        &self,
+        control: &mut Control,
+        newer_than: u64,
+        forced: bool,
+        now: Instant,
+    ) -> Result<(), TokenError> {
+        if control.retry_at.is_some_and(|at| now < at) {
+            return Err(control.last_error.clone().unwrap_or(TokenError::Stopped));
+        }
+        if forced {
+            if control.last_forced.is_some_and(|at| now.duration_since(at) < self.force_cooldown) {
+                return Err(TokenError::Throttled);
+            }
+            control.last_forced = Some(now);
+        }
+        control.demand = Some(control.demand.map_or(newer_than, |d| d.max(newer_than)));
+        Ok(())
     }
 
     fn valid(&self, now: Instant, newer_than: u64) -> Option<Arc<AccessToken>> {

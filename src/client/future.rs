@@ -37,7 +37,7 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
-        Inner { #[pin] future: S::Future, replay: Option<Replay<S, B>> },
+        Inner { #[pin] future: S::Future, attached: Option<Attached<S>> },
         Boxed { future: Boxed<S::Response> },
     }
 }
@@ -46,8 +46,8 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn inner(future: S::Future, replay: Option<Replay<S, B>>) -> Self {
-        ResponseFuture { state: State::Inner { future, replay } }
+    pub(crate) fn inner(future: S::Future, attached: Option<Attached<S>>) -> Self {
+        ResponseFuture { state: State::Inner { future, attached } }
     }
 
     pub(crate) fn boxed(future: Boxed<S::Response>) -> Self {
@@ -69,12 +69,13 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Inner { future, replay } => {
+                StateProj::Inner { future, attached } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    match replay.take() {
-                        Some(replay) if response.status() == StatusCode::UNAUTHORIZED => {
-                            this.state.set(State::Boxed { future: Box::pin(replay.run(response)) });
-                        }
+                    match attached.take() {
+                        Some(attached) if is_rejection(&response) => match attached.on_rejection(&response) {
+                            Some(replay) => this.state.set(State::Boxed { future: Box::pin(replay.run(response)) }),
+                            None => return Poll::Ready(Ok(response)),
+                        },
                         _ => return Poll::Ready(Ok(response)),
                     }
                 }
@@ -90,12 +91,43 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Inner { replay: Some(_), .. } => "inner, replayable",
-            State::Inner { replay: None, .. } => "inner",
+            State::Inner { attached: Some(_), .. } => "inner, token attached",
+            State::Inner { attached: None, .. } => "inner",
             State::Boxed { .. } => "boxed",
         };
         f.debug_struct("ResponseFuture").field("state", &state).finish()
     }
+}
+
+/// A token was attached: which one, and what a retry needs if the request can be
+/// replayed.
+pub(crate) struct Attached<S> {
+    pub(crate) cache: TokenCache,
+    pub(crate) generation: u64,
+    pub(crate) replay: Option<(S, http::request::Parts)>,
+}
+
+impl<S> Attached<S> {
+    /// A 401 can be retried once; otherwise (or for a gRPC UNAUTHENTICATED) the cache
+    /// is told, so the requests that follow get a new token.
+    pub(crate) fn on_rejection<B, R>(self, response: &Response<R>) -> Option<Replay<S, B>> {
+        match self.replay {
+            Some((service, parts)) if response.status() == StatusCode::UNAUTHORIZED => {
+                Some(Replay::new(service, parts, self.cache, self.generation))
+            }
+            _ => {
+                self.cache.hint_rejected(self.generation);
+                None
+            }
+        }
+    }
+}
+
+/// Whether the API refused the token: HTTP 401, or a gRPC UNAUTHENTICATED (16) in the
+/// headers of a trailers-only response.
+pub(crate) fn is_rejection<R>(response: &Response<R>) -> bool {
+    response.status() == StatusCode::UNAUTHORIZED
+        || response.headers().get("grpc-status").is_some_and(|status| status.as_bytes() == b"16")
 }
 
 /// What a 401 retry needs: a clone of the service (made ready when needed), the request

@@ -4,12 +4,12 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::header::AUTHORIZATION;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
 use super::TokenCache;
-use super::future::{BoxError, Replay, ResponseFuture};
+use super::future::{Attached, BoxError, ResponseFuture, is_rejection};
 use super::layer::{Attach, ClientCredentialsLayer};
 use super::target::RequestTarget;
 
@@ -93,9 +93,9 @@ where
         match cached {
             Some((header, generation)) => {
                 let (request, parts) = attach(request, header, config.retry);
-                let replay =
-                    parts.map(|parts| Replay::new(self.inner.clone(), parts, config.cache.clone(), generation));
-                ResponseFuture::inner(self.inner.call(request), replay)
+                let replay = parts.map(|parts| (self.inner.clone(), parts));
+                let attached = Attached { cache: config.cache.clone(), generation, replay };
+                ResponseFuture::inner(self.inner.call(request), Some(attached))
             }
             None => {
                 // The cold path: wait for the cache's one fetch, then call. Take the
@@ -108,11 +108,17 @@ where
                     let token = config.cache.token().await?;
                     let (request, parts) = attach(request, token.header_value().clone(), config.retry);
                     let response = inner.call(request).await.map_err(Into::into)?;
-                    match parts {
-                        Some(parts) if response.status() == StatusCode::UNAUTHORIZED => {
-                            Replay::new(inner, parts, config.cache.clone(), token.generation()).run(response).await
-                        }
-                        _ => Ok(response),
+                    if !is_rejection(&response) {
+                        return Ok(response);
+                    }
+                    let attached = Attached {
+                        cache: config.cache.clone(),
+                        generation: token.generation(),
+                        replay: parts.map(|parts| (inner, parts)),
+                    };
+                    match attached.on_rejection::<B, _>(&response) {
+                        Some(replay) => replay.run(response).await,
+                        None => Ok(response),
                     }
                 }))
             }
