@@ -266,14 +266,14 @@ enum Text {
 }
 
 impl Text {
-    /// Locates `value` in `raw`: borrowed values are slices of it.
-    fn of(value: &Cow<'_, str>, raw: &str) -> Text {
+    /// Locates `value` in `raw`: values the parser could borrow are slices of it;
+    /// unescaped copies live elsewhere and are kept as they are.
+    fn of(value: &str, raw: &str) -> Text {
         let start = (value.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
-        match value {
-            Cow::Borrowed(v) if start <= raw.len() && start + v.len() <= raw.len() => {
-                Text::At(start as u32, (start + v.len()) as u32)
-            }
-            _ => Text::Owned(value.as_ref().into()),
+        if start <= raw.len() && start + value.len() <= raw.len() {
+            Text::At(start as u32, (start + value.len()) as u32)
+        } else {
+            Text::Owned(value.into())
         }
     }
 }

@@ -14,6 +14,15 @@
 //                   the previous ones stay published in the JWKS so tokens they signed remain
 //                   verifiable. Answers {"generation": n, "kids": {"RS256": ..., "ES256": ...}}.
 //   GET  /__stats   how often each endpoint was requested, and the current generation.
+//   GET  /__jwe_keys the resource server's PRIVATE decryption key as a JWK Set (RSA 2048,
+//                   kid, alg RSA-OAEP-256, use enc), for tests/oidc_jwe.rs. The IdP only
+//                   holds the public half in its configuration; this route stands in for the
+//                   resource server's own key store. Test-only, like the rest of this file.
+//
+// Resource servers (RFC 8707 `resource`): https://api.example.test (RS256 JWS),
+// https://es256.example.test (ES256 JWS), https://jwe.example.test (RS256 JWS nested in a
+// JWE: RSA-OAEP-256 + A256GCM to the key above, with its kid) and
+// https://jwe-nokid.example.test (the same, without a kid in the JWE header).
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
@@ -24,9 +33,35 @@ import Provider, { errors } from 'oidc-provider';
 const HOST = '127.0.0.1';
 const API = 'https://api.example.test';
 const API_ES256 = 'https://es256.example.test';
+const API_JWE = 'https://jwe.example.test';
+const API_JWE_NO_KID = 'https://jwe-nokid.example.test';
 const SCOPES = ['read', 'write', 'admin'];
 
 // RFC 9068 JWT access tokens, one signing algorithm per resource server.
+// The resource server's encryption key pair, made once per process (it survives /__rotate,
+// which only rotates the IdP's signing keys). oidc-provider encrypts to the public half.
+const JWE_KID = `rs-enc-${randomBytes(4).toString('hex')}`;
+const jweKeyPair = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const JWE_PRIVATE_JWKS = {
+  keys: [{ ...jweKeyPair.privateKey.export({ format: 'jwk' }), kid: JWE_KID, alg: 'RSA-OAEP-256', use: 'enc' }],
+};
+
+// RFC 9068 JWT access tokens signed, then encrypted (oidc-provider 9: `jwt.encrypt` takes
+// alg, enc, a public KeyObject and an optional kid; with `jwt.sign` too, the plaintext is the
+// signed token and the JWE header carries `cty: "at+jwt"`, `iss` and `aud`).
+function encryptedResource(audience, kid) {
+  return {
+    scope: SCOPES.join(' '),
+    audience,
+    accessTokenFormat: 'jwt',
+    accessTokenTTL: 600,
+    jwt: {
+      sign: { alg: 'RS256' },
+      encrypt: { alg: 'RSA-OAEP-256', enc: 'A256GCM', key: jweKeyPair.publicKey, ...(kid ? { kid } : {}) },
+    },
+  };
+}
+
 const RESOURCE_SERVERS = {
   [API]: {
     scope: SCOPES.join(' '),
@@ -42,6 +77,8 @@ const RESOURCE_SERVERS = {
     accessTokenTTL: 600,
     jwt: { sign: { alg: 'ES256' } },
   },
+  [API_JWE]: encryptedResource(API_JWE, JWE_KID),
+  [API_JWE_NO_KID]: encryptedResource(API_JWE_NO_KID, undefined),
 };
 
 const CLIENTS = [
@@ -149,6 +186,7 @@ const server = createServer((req, res) => {
     return json(res, 200, rotated);
   }
   if (path === '/__stats') return json(res, 200, { ...stats, generation });
+  if (path === '/__jwe_keys') return json(res, 200, JWE_PRIVATE_JWKS);
 
   if (path === '/.well-known/openid-configuration') {
     stats.discovery += 1;
