@@ -78,8 +78,8 @@ struct Control {
     /// No fetch before this instant: the backoff after a failure.
     retry_at: Option<Instant>,
     last_error: Option<TokenError>,
-    /// When a forced refresh was last granted.
-    last_forced: Option<Instant>,
+    /// When a forced refresh was last granted, and for which rejected generation.
+    last_forced: Option<(Instant, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -241,11 +241,15 @@ impl Shared {
         if control.retry_at.is_some_and(|at| now < at) {
             return Err(control.last_error.clone().unwrap_or(TokenError::Stopped));
         }
-        if forced {
-            if control.last_forced.is_some_and(|at| now.duration_since(at) < self.force_cooldown) {
+        match control.last_forced {
+            // Another caller already forced a refresh for this token (or a newer one):
+            // join it.
+            Some((_, rejected)) if forced && newer_than <= rejected => {}
+            Some((at, _)) if forced && now.duration_since(at) < self.force_cooldown => {
                 return Err(TokenError::Throttled);
             }
-            control.last_forced = Some(now);
+            _ if forced => control.last_forced = Some((now, newer_than)),
+            _ => {}
         }
         control.demand = Some(control.demand.map_or(newer_than, |d| d.max(newer_than)));
         Ok(())
