@@ -36,7 +36,32 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
 }
 
 /// A claim that is a string or an array of strings (`aud`, RFC 7519 §4.1.3; `scp`).
-pub(crate) struct StringOrList<'a>(pub(crate) Vec<Cow<'a, str>>);
+pub(crate) struct StringOrList<'a> {
+    /// The first item apart, so the common single audience needs no allocation.
+    first: Option<Cow<'a, str>>,
+    rest: Vec<Cow<'a, str>>,
+}
+
+impl<'a> StringOrList<'a> {
+    fn one(item: Cow<'a, str>) -> Self {
+        StringOrList { first: Some(item), rest: Vec::new() }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Cow<'a, str>> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    fn join(&self) -> String {
+        let mut joined = String::new();
+        for (i, item) in self.iter().enumerate() {
+            if i > 0 {
+                joined.push(' ');
+            }
+            joined.push_str(item);
+        }
+        joined
+    }
+}
 
 impl<'de: 'a, 'a> Deserialize<'de> for StringOrList<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -47,17 +72,21 @@ impl<'de: 'a, 'a> Deserialize<'de> for StringOrList<'a> {
                 f.write_str("a string or an array of strings")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(StringOrList(vec![Cow::Borrowed(v)]))
+                Ok(StringOrList::one(Cow::Borrowed(v)))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(StringOrList(vec![Cow::Owned(v.to_owned())]))
+                Ok(StringOrList::one(Cow::Owned(v.to_owned())))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
+                let mut list = StringOrList { first: None, rest: Vec::new() };
                 while let Some(Str(item)) = seq.next_element()? {
-                    items.push(item);
+                    if list.first.is_none() {
+                        list.first = Some(item);
+                    } else {
+                        list.rest.push(item);
+                    }
                 }
-                Ok(StringOrList(items))
+                Ok(list)
             }
         }
         d.deserialize_any(V(std::marker::PhantomData))
@@ -104,6 +133,7 @@ pub(crate) struct Registered<'a> {
     pub(crate) client_id: Option<Cow<'a, str>>,
     azp: Option<Cow<'a, str>>,
     jti: Option<Cow<'a, str>>,
+    raw_len: usize,
     scope: Option<Cow<'a, str>>,
     scp: Option<StringOrList<'a>>,
 }
@@ -113,6 +143,10 @@ impl<'a> Registered<'a> {
         let field = Cell::new(None);
         let mut de = serde_json::Deserializer::from_slice(json);
         let parsed = RegisteredSeed { field: &field }.deserialize(&mut de).and_then(|r| de.end().map(|()| r));
+        let parsed = parsed.map(|mut r| {
+            r.raw_len = json.len();
+            r
+        });
         parsed.map_err(|_| match field.get() {
             Some(name) => ValidationError::InvalidClaim(name),
             None => ValidationError::Malformed("payload is not a JSON object"),
@@ -246,10 +280,10 @@ pub struct Claims(std::sync::Arc<ClaimsInner>);
 
 struct ClaimsInner {
     /// The claims set as the token carried it (valid JSON).
-    raw: Box<str>,
+    raw: String,
     iss: Option<Text>,
     sub: Option<Text>,
-    aud: Vec<Text>,
+    aud: (Option<Text>, Vec<Text>),
     exp: Option<i64>,
     nbf: Option<i64>,
     iat: Option<i64>,
@@ -266,11 +300,14 @@ enum Text {
 }
 
 impl Text {
-    /// Locates `value` in `raw`: values the parser could borrow are slices of it;
-    /// unescaped copies live elsewhere and are kept as they are.
-    fn of(value: &str, raw: &str) -> Text {
-        let start = (value.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
-        if start <= raw.len() && start + value.len() <= raw.len() {
+    /// Locates `value` in the text starting at `base`: values the parser could borrow
+    /// are slices of it; unescaped copies live elsewhere and are kept as they are. Only
+    /// addresses are compared; nothing is read through `base`.
+    fn of(value: &str, base: *const u8, len: usize) -> Text {
+        let start = (value.as_ptr() as usize).wrapping_sub(base as usize);
+        // A borrowed value lies within the text; a copy is a separate live allocation,
+        // so it cannot overlap it. (`wrapping_sub` puts anything before `base` far out.)
+        if start <= len && value.len() <= len - start && len <= u32::MAX as usize {
             Text::At(start as u32, (start + value.len()) as u32)
         } else {
             Text::Owned(value.into())
@@ -304,7 +341,7 @@ impl Claims {
 
     /// `aud`: the audiences, whether the token sent a string or an array.
     pub fn audience(&self) -> impl Iterator<Item = &str> {
-        self.0.aud.iter().map(|t| self.0.text(t))
+        self.0.aud.0.iter().chain(self.0.aud.1.iter()).map(|t| self.0.text(t))
     }
 
     /// `exp`, in seconds since the epoch.
@@ -357,28 +394,70 @@ impl Claims {
     }
 
     /// Builds the claims from the validator's own pass over `raw` (which `registered`
-    /// borrows from): no second parse, and no copy of string claims without escapes.
+    /// borrows from): no second parse.
     pub(crate) fn from_registered(registered: &Registered<'_>, raw: &str) -> Claims {
-        let owned_raw: Box<str> = raw.into();
-        // Positions found in `raw` hold in its copy too.
-        let text = |v: &Cow<'_, str>| Text::of(v, raw);
+        ClaimsParts::new(registered, raw.as_ptr()).with_raw(raw.to_owned())
+    }
+}
+
+/// Everything [`Claims`] needs but the claims set itself: string claims as positions
+/// in it. Lets the validator drop its borrow of the payload and then move the payload
+/// in, without a copy.
+pub(crate) struct ClaimsParts {
+    iss: Option<Text>,
+    sub: Option<Text>,
+    aud: (Option<Text>, Vec<Text>),
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+    jti: Option<Text>,
+    client_id: Option<Text>,
+    scope: Option<Text>,
+    raw_len: usize,
+}
+
+impl ClaimsParts {
+    /// `base` is where the text `registered` was parsed from starts.
+    pub(crate) fn new(registered: &Registered<'_>, base: *const u8) -> ClaimsParts {
+        let text = |v: &Cow<'_, str>| Text::of(v, base, registered.raw_len);
         let opt = |v: &Option<Cow<'_, str>>| v.as_ref().map(text);
         let scope = match (&registered.scope, &registered.scp) {
             (Some(scope), _) => Some(text(scope)),
-            (None, Some(list)) => Some(Text::Owned(list.0.join(" ").into())),
+            (None, Some(list)) => Some(Text::Owned(list.join().into())),
             (None, None) => None,
         };
-        Claims(std::sync::Arc::new(ClaimsInner {
+        let aud = match &registered.aud {
+            Some(list) => (list.first.as_ref().map(text), list.rest.iter().map(text).collect()),
+            None => (None, Vec::new()),
+        };
+        ClaimsParts {
             iss: opt(&registered.iss),
             sub: opt(&registered.sub),
-            aud: registered.aud.as_ref().map(|a| a.0.iter().map(text).collect()).unwrap_or_default(),
+            aud,
             exp: registered.exp,
             nbf: registered.nbf,
             iat: registered.iat,
             jti: opt(&registered.jti),
             client_id: opt(&registered.client_id),
             scope,
-            raw: owned_raw,
+            raw_len: registered.raw_len,
+        }
+    }
+
+    /// Attaches the claims set the positions refer to: the same text, moved or copied.
+    pub(crate) fn with_raw(self, raw: String) -> Claims {
+        debug_assert_eq!(raw.len(), self.raw_len);
+        Claims(std::sync::Arc::new(ClaimsInner {
+            raw,
+            iss: self.iss,
+            sub: self.sub,
+            aud: self.aud,
+            exp: self.exp,
+            nbf: self.nbf,
+            iat: self.iat,
+            jti: self.jti,
+            client_id: self.client_id,
+            scope: self.scope,
         }))
     }
 }
@@ -464,7 +543,7 @@ mod tests {
         assert!(matches!(Registered::parse(br#"{"a":1} x"#), Err(ValidationError::Malformed(_))));
         let r = Registered::parse(br#"{"iss":"i\u0073s","aud":["a","b"],"exp":1.9,"other":{"x":[1]}}"#).unwrap();
         assert_eq!(r.iss.as_deref(), Some("iss"));
-        assert_eq!(r.aud.unwrap().0, ["a", "b"]);
+        assert_eq!(r.aud.unwrap().iter().map(|s| s.as_ref()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(r.exp, Some(1));
     }
 

@@ -67,6 +67,9 @@ impl<'a> Header<'a> {
     }
 }
 
+/// Real headers have three to six members.
+const MAX_MEMBERS: usize = 24;
+
 struct HeaderVisitor<'a>(PhantomData<&'a ()>);
 
 impl<'de: 'a, 'a> Visitor<'de> for HeaderVisitor<'a> {
@@ -78,11 +81,16 @@ impl<'de: 'a, 'a> Visitor<'de> for HeaderVisitor<'a> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header<'a>, A::Error> {
         let mut header = Header::default();
-        // Headers have a handful of members: a linear scan beats hashing.
-        let mut seen: Vec<Cow<'a, str>> = Vec::with_capacity(4);
+        // Headers have a handful of members: a linear scan of a small array beats
+        // hashing and allocating. More members than that is no header we accept.
+        let mut seen: [Option<Cow<'a, str>>; MAX_MEMBERS] = Default::default();
+        let mut count = 0;
         while let Some(Str(name)) = map.next_key::<Str<'a>>()? {
-            if seen.contains(&name) {
+            if seen[..count].iter().any(|s| s.as_deref() == Some(&*name)) {
                 return Err(de::Error::custom("duplicate header member"));
+            }
+            if count == MAX_MEMBERS {
+                return Err(de::Error::custom("too many header members"));
             }
             match &*name {
                 "alg" => header.alg = Some(map.next_value::<Str<'a>>()?.0),
@@ -100,7 +108,8 @@ impl<'de: 'a, 'a> Visitor<'de> for HeaderVisitor<'a> {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
-            seen.push(name);
+            seen[count] = Some(name);
+            count += 1;
         }
         Ok(header)
     }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
 
-use super::claims::Registered;
+use super::claims::{ClaimsParts, Registered};
 use super::header::{Header, TypPolicy};
 use super::jws::{Compact, SignatureBuf, checked_algorithm, dots, verify_signature};
 use super::{Claims, ValidationError};
@@ -238,14 +238,17 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
         }
         let registered = Registered::parse(&payload)?;
         let issuer = self.trusted_issuer(&registered)?;
-        self.check_claims(&payload, &registered, issuer, None, now)
+        let times = self.check_times(&registered, now)?;
+        let parts = parts_for::<C>(&registered, &payload);
+        drop(registered);
+        self.finish(payload, parts, times, issuer, None)
     }
 
     /// A compact JWS: header rules, the issuer's key, the signature, then the claims.
     fn check_signed(&self, token: &str, now: SystemTime, span: &tracing::Span) -> Result<Verified<C>, Check> {
         let inner = &*self.inner;
         let compact = Compact::split(token)?;
-        let header = Header::parse(&compact.header_json)?;
+        let header = Header::parse(compact.header_json.bytes())?;
         let alg = checked_algorithm(&header, |alg| inner.algorithms.contains(alg))?;
         inner.typ.check(header.typ.as_deref())?;
         let payload = compact.payload()?;
@@ -272,7 +275,10 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
             span.record("client_id", registered.client_id.as_deref());
             tracing::trace!(parent: span, %alg, "signature verified");
         }
-        self.check_claims(&payload, &registered, issuer, Some(Signer { alg, key }), now)
+        let times = self.check_times(&registered, now)?;
+        let parts = parts_for::<C>(&registered, &payload);
+        drop(registered);
+        self.finish(payload, parts, times, issuer, Some(Signer { alg, key }))
     }
 
     /// Picks the issuer by the unverified `iss`; nothing is trusted until the signature
@@ -282,58 +288,70 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
         self.inner.issuers.iter().find(|i| *i.issuer == *iss).ok_or(ValidationError::UntrustedIssuer)
     }
 
-    /// The claims policy: `aud`, `exp`, `nbf`, `iat`, then the application's type.
-    fn check_claims(
-        &self,
-        payload: &[u8],
-        registered: &Registered<'_>,
-        issuer: &TrustedIssuer,
-        signer: Option<Signer>,
-        now: SystemTime,
-    ) -> Result<Verified<C>, Check> {
+    /// The claims policy: `aud`, `exp`, `nbf`, `iat`.
+    fn check_times(&self, registered: &Registered<'_>, now: SystemTime) -> Result<Times, ValidationError> {
         let inner = &*self.inner;
         // RFC 7519 §4.1.3: `aud` is a string or an array; one match is enough.
         let aud = registered.aud.as_ref().ok_or(ValidationError::MissingClaim("aud"))?;
-        if !aud.0.iter().any(|a| inner.audiences.iter().any(|ok| **ok == **a)) {
-            return Err(ValidationError::InvalidAudience.into());
+        if !aud.iter().any(|a| inner.audiences.iter().any(|ok| **ok == **a)) {
+            return Err(ValidationError::InvalidAudience);
         }
         let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let exp = registered.exp.ok_or(ValidationError::MissingClaim("exp"))?;
         if now.saturating_sub(inner.leeway) >= exp {
-            return Err(ValidationError::Expired.into());
+            return Err(ValidationError::Expired);
         }
         if registered.nbf.is_some_and(|nbf| nbf > now.saturating_add(inner.leeway)) {
-            return Err(ValidationError::NotYetValid.into());
+            return Err(ValidationError::NotYetValid);
         }
         if registered.iat.is_some_and(|iat| iat > now.saturating_add(inner.leeway)) {
-            return Err(ValidationError::IssuedInFuture.into());
+            return Err(ValidationError::IssuedInFuture);
         }
-        let claims = claims_from(payload, registered)?;
+        Ok(Times { expires_at: exp, not_before: registered.nbf })
+    }
+
+    /// The application's claims, and what a cache needs to know about the token.
+    fn finish(
+        &self,
+        payload: Vec<u8>,
+        parts: Option<ClaimsParts>,
+        times: Times,
+        issuer: &TrustedIssuer,
+        signer: Option<Signer>,
+    ) -> Result<Verified<C>, Check> {
         Ok(Verified {
-            claims,
-            expires_at: exp,
-            not_before: registered.nbf,
-            leeway: inner.leeway,
+            claims: claims_from(payload, parts)?,
+            expires_at: times.expires_at,
+            not_before: times.not_before,
+            leeway: self.inner.leeway,
             signer,
             keys: issuer.keys.clone(),
         })
     }
 }
 
-/// The application's claims type from the payload. The crate's own [`Claims`] is built
-/// from the pass the policy already made (one parse per token instead of three); any
-/// other type goes through serde.
-fn claims_from<C: DeserializeOwned + 'static>(
-    payload: &[u8],
-    registered: &Registered<'_>,
-) -> Result<C, ValidationError> {
-    if TypeId::of::<C>() == TypeId::of::<Claims>() {
-        let raw = std::str::from_utf8(payload).map_err(|_| ValidationError::Malformed("payload is not UTF-8"))?;
-        let mut slot = Some(Claims::from_registered(registered, raw));
+#[derive(Clone, Copy)]
+struct Times {
+    expires_at: i64,
+    not_before: Option<i64>,
+}
+
+/// The application's claims type. The crate's own [`Claims`] is built from the pass
+/// the policy already made, with the payload moved in: one parse and no copy. Any other
+/// type goes through serde.
+fn claims_from<C: DeserializeOwned + 'static>(payload: Vec<u8>, parts: Option<ClaimsParts>) -> Result<C, ValidationError> {
+    if let Some(parts) = parts {
+        let raw = String::from_utf8(payload).map_err(|_| ValidationError::Malformed("payload is not UTF-8"))?;
+        let mut slot = Some(parts.with_raw(raw));
         let claims = (&mut slot as &mut dyn Any).downcast_mut::<Option<C>>().and_then(Option::take);
         return claims.ok_or(ValidationError::ClaimsType);
     }
-    serde_json::from_slice(payload).map_err(|_| ValidationError::ClaimsType)
+    serde_json::from_slice(&payload).map_err(|_| ValidationError::ClaimsType)
+}
+
+/// The parts of [`Claims`] when `C` is `Claims`, taken before the payload is released.
+fn parts_for<C: 'static>(registered: &Registered<'_>, payload: &[u8]) -> Option<ClaimsParts> {
+    (TypeId::of::<C>() == TypeId::of::<Claims>()).then(|| ClaimsParts::new(registered, payload.as_ptr()))
 }
 
 enum Check {
