@@ -17,6 +17,8 @@ pub(crate) fn dots(token: &[u8]) -> usize {
 }
 
 /// A decoded header: on the stack when it is of the usual size.
+// The large variant is the point: it lives on the stack for one validation.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum HeaderJson {
     Stack([u8; 512], usize),
     Heap(Vec<u8>),
