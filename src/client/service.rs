@@ -128,16 +128,20 @@ where
 
 /// Sets the token, and copies the request head for a replay when retries are on and
 /// the body is known to be empty (so `B::default()` rebuilds it exactly).
+#[inline]
 fn attach<B: Body>(
-    request: Request<B>,
+    mut request: Request<B>,
     header: HeaderValue,
     retry: bool,
 ) -> (Request<B>, Option<http::request::Parts>) {
-    let replayable = retry && is_empty(request.body());
+    if !(retry && is_empty(request.body())) {
+        request.headers_mut().insert(AUTHORIZATION, header);
+        return (request, None);
+    }
     let (mut parts, body) = request.into_parts();
-    let copy = replayable.then(|| parts.clone());
+    let copy = parts.clone();
     parts.headers.insert(AUTHORIZATION, header);
-    (Request::from_parts(parts, body), copy)
+    (Request::from_parts(parts, body), Some(copy))
 }
 
 fn is_empty<B: Body>(body: &B) -> bool {
