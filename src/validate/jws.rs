@@ -16,39 +16,23 @@ pub(crate) fn dots(token: &[u8]) -> usize {
     memchr::memchr_iter(b'.', token).count()
 }
 
-/// A decoded header: on the stack when it is of the usual size.
-// The large variant is the point: it lives on the stack for one validation.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum HeaderJson {
-    Stack([u8; 512], usize),
-    Heap(Vec<u8>),
+/// Room for a decoded header of the usual size, owned by the caller so nothing large
+/// moves; bigger headers (say, with an `x5c` chain) go to the heap.
+pub(crate) struct HeaderBuf {
+    stack: [u8; 512],
+    heap: Vec<u8>,
 }
 
-impl HeaderJson {
-    fn decode(b64: &str) -> Result<HeaderJson, ValidationError> {
-        const BAD: ValidationError = ValidationError::Malformed("header is not base64url");
-        // 680 characters decode to at most 510 bytes, within base64's estimate.
-        if b64.len() <= 680 {
-            let mut buf = [0u8; 512];
-            let len = B64.decode_slice(b64, &mut buf).map_err(|_| BAD)?;
-            Ok(HeaderJson::Stack(buf, len))
-        } else {
-            B64.decode(b64).map(HeaderJson::Heap).map_err(|_| BAD)
-        }
-    }
-
-    pub(crate) fn bytes(&self) -> &[u8] {
-        match self {
-            HeaderJson::Stack(buf, len) => &buf[..*len],
-            HeaderJson::Heap(vec) => vec,
-        }
+impl HeaderBuf {
+    pub(crate) fn new() -> HeaderBuf {
+        HeaderBuf { stack: [0; 512], heap: Vec::new() }
     }
 }
 
 /// A compact JWS split into its segments, with the header decoded.
 pub(crate) struct Compact<'t> {
     pub(crate) signing_input: &'t [u8],
-    pub(crate) header_json: HeaderJson,
+    header_b64: &'t str,
     payload_b64: &'t str,
     signature_b64: &'t str,
 }
@@ -68,9 +52,21 @@ impl<'t> Compact<'t> {
                 _ => ValidationError::Malformed("not three segments"),
             });
         };
-        let header_json = HeaderJson::decode(header_b64)?;
         let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
-        Ok(Compact { signing_input, header_json, payload_b64, signature_b64 })
+        Ok(Compact { signing_input, header_b64, payload_b64, signature_b64 })
+    }
+
+    /// Decodes the header into `buf`.
+    pub(crate) fn header<'b>(&self, buf: &'b mut HeaderBuf) -> Result<&'b [u8], ValidationError> {
+        const BAD: ValidationError = ValidationError::Malformed("header is not base64url");
+        // 680 characters decode to at most 510 bytes, within base64's estimate.
+        if self.header_b64.len() <= 680 {
+            let len = B64.decode_slice(self.header_b64, &mut buf.stack).map_err(|_| BAD)?;
+            Ok(&buf.stack[..len])
+        } else {
+            buf.heap = B64.decode(self.header_b64).map_err(|_| BAD)?;
+            Ok(&buf.heap)
+        }
     }
 
     pub(crate) fn payload(&self) -> Result<Vec<u8>, ValidationError> {
@@ -186,12 +182,14 @@ impl VerifiedJws {
 /// ```
 pub fn verify_jws(token: &str, keys: &KeySet, algorithms: &[Algorithm]) -> Result<VerifiedJws, ValidationError> {
     let compact = Compact::split(token)?;
-    let header = Header::parse(compact.header_json.bytes())?;
+    let mut header_buf = HeaderBuf::new();
+    let header_json = compact.header(&mut header_buf)?;
+    let header = Header::parse(header_json)?;
     let alg = checked_algorithm(&header, |alg| algorithms.contains(&alg))?;
     let payload = compact.payload()?;
     let mut buf = SignatureBuf::new();
     let signature = compact.signature(&mut buf)?;
     let key = verify_signature(keys, header.kid.as_deref(), alg, compact.signing_input, signature)?;
     drop(header);
-    Ok(VerifiedJws { alg, key, header: compact.header_json.bytes().to_vec(), payload })
+    Ok(VerifiedJws { alg, key, header: header_json.to_vec(), payload })
 }

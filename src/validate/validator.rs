@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use super::claims::{ClaimsParts, Registered};
 use super::header::{Header, TypPolicy};
-use super::jws::{Compact, SignatureBuf, checked_algorithm, dots, verify_signature};
+use super::jws::{Compact, HeaderBuf, SignatureBuf, checked_algorithm, dots, verify_signature};
 use super::{Claims, ValidationError};
 use crate::Algorithm;
 use crate::error::BuildError;
@@ -248,7 +248,8 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
     fn check_signed(&self, token: &str, now: SystemTime, span: &tracing::Span) -> Result<Verified<C>, Check> {
         let inner = &*self.inner;
         let compact = Compact::split(token)?;
-        let header = Header::parse(compact.header_json.bytes())?;
+        let mut header_buf = HeaderBuf::new();
+        let header = Header::parse(compact.header(&mut header_buf)?)?;
         let alg = checked_algorithm(&header, |alg| inner.algorithms.contains(alg))?;
         inner.typ.check(header.typ.as_deref())?;
         let payload = compact.payload()?;
