@@ -1,0 +1,198 @@
+//! Calls an API through a reqwest-middleware client that attaches access tokens from a
+//! token endpoint, kept fresh by a `TokenCache`.
+//!
+//! Run with:
+//!
+//! ```text
+//! OAUTH_TOKEN_URL=https://idp.example/oauth2/token OAUTH_CLIENT_ID=my-service OAUTH_CLIENT_SECRET=s3cret \
+//!   TARGET_URL=https://api.example/v1/orders REQUESTS=100 CONCURRENCY=8 cargo run --example client_credentials
+//! ```
+//!
+//! Against the embedded test issuer (`cargo run --example test_issuer` prints its URLs) and
+//! the `resource_server` example:
+//!
+//! ```text
+//! OAUTH_ISSUER=http://127.0.0.1:PORT OAUTH_CLIENT_ID=test-client OAUTH_CLIENT_SECRET=test-secret \
+//!   TARGET_URL=http://127.0.0.1:3000/me cargo run --example client_credentials
+//! ```
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `OAUTH_TOKEN_URL` | the token endpoint; or `OAUTH_ISSUER` to discover it |
+//! | `OAUTH_CLIENT_ID`, `OAUTH_CLIENT_SECRET` | the client's credentials |
+//! | `OAUTH_AUTH_METHOD` | `basic` (default) or `post` |
+//! | `OAUTH_GRANT` | `client_credentials` (default) or `refresh_token` (with `OAUTH_REFRESH_TOKEN`) |
+//! | `OAUTH_SCOPE` | optional |
+//! | `OAUTH_RESOURCE` | optional RFC 8707 resource(s), comma-separated |
+//! | `OAUTH_AUDIENCE` | optional `audience` parameter (Auth0-style servers) |
+//! | `TARGET_URL` | the API to call (`GET`) |
+//! | `REQUESTS`, `CONCURRENCY` | default 1 and 1 |
+//! | `REDIS_URL` | sharing tokens through Redis: not supported by this build |
+//!
+//! It prints one line per failed request and, last, `{"requests":N,"ok":N,"failed":N}`;
+//! it exits non-zero if any request failed.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tower_oauth::client::{AuthMethod, TokenCache, TokenEndpoint};
+use tower_oauth::reqwest::ClientCredentialsMiddleware;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config).await {
+        Ok(summary) => {
+            println!(r#"{{"requests":{},"ok":{},"failed":{}}}"#, summary.requests, summary.ok, summary.failed);
+            if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+struct Config {
+    endpoint: TokenEndpoint,
+    target: String,
+    requests: u64,
+    concurrency: u64,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn required(name: &str) -> Result<String, Error> {
+    var(name).ok_or_else(|| format!("{name} is required").into())
+}
+
+fn count(name: &str, default: u64) -> Result<u64, Error> {
+    match var(name) {
+        None => Ok(default),
+        Some(value) => match value.trim().parse() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("{name} must be a positive integer, not {value:?}").into()),
+        },
+    }
+}
+
+impl Config {
+    fn from_env() -> Result<Config, Error> {
+        if var("REDIS_URL").is_some() {
+            return Err("REDIS_URL is set, but sharing tokens through Redis is not supported by this build".into());
+        }
+        let id = required("OAUTH_CLIENT_ID")?;
+        let secret = required("OAUTH_CLIENT_SECRET")?;
+        let mut builder = match (var("OAUTH_TOKEN_URL"), var("OAUTH_ISSUER")) {
+            (Some(url), _) => TokenEndpoint::builder(url, id, secret),
+            (None, Some(issuer)) => TokenEndpoint::discover(issuer, id, secret),
+            (None, None) => return Err("OAUTH_TOKEN_URL or OAUTH_ISSUER is required".into()),
+        };
+        builder = match var("OAUTH_AUTH_METHOD").as_deref().map(str::trim) {
+            None | Some("basic") => builder.auth_method(AuthMethod::ClientSecretBasic),
+            Some("post") => builder.auth_method(AuthMethod::ClientSecretPost),
+            Some(other) => return Err(format!("OAUTH_AUTH_METHOD must be basic or post, not {other:?}").into()),
+        };
+        builder = match var("OAUTH_GRANT").as_deref().map(str::trim) {
+            None | Some("client_credentials") => builder,
+            Some("refresh_token") => builder.refresh_token(
+                var("OAUTH_REFRESH_TOKEN").ok_or("OAUTH_GRANT=refresh_token needs OAUTH_REFRESH_TOKEN")?,
+            ),
+            Some(other) => {
+                return Err(format!("OAUTH_GRANT must be client_credentials or refresh_token, not {other:?}").into());
+            }
+        };
+        if let Some(scope) = var("OAUTH_SCOPE") {
+            builder = builder.scope(&scope);
+        }
+        if let Some(resources) = var("OAUTH_RESOURCE") {
+            for resource in resources.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                builder = builder.resource(resource);
+            }
+        }
+        if let Some(audience) = var("OAUTH_AUDIENCE") {
+            builder = builder.audience(audience);
+        }
+        Ok(Config {
+            endpoint: builder.build()?,
+            target: required("TARGET_URL")?,
+            requests: count("REQUESTS", 1)?,
+            concurrency: count("CONCURRENCY", 1)?,
+        })
+    }
+}
+
+struct Summary {
+    requests: u64,
+    ok: u64,
+    failed: u64,
+}
+
+async fn run(config: Config) -> Result<Summary, Error> {
+    let cache = TokenCache::new(config.endpoint)?;
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(ClientCredentialsMiddleware::new(cache))
+        .build();
+    let next = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..config.concurrency.min(config.requests) {
+        let (client, target, next, ok, failed) =
+            (client.clone(), config.target.clone(), next.clone(), ok.clone(), failed.clone());
+        let total = config.requests;
+        workers.spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                match client.get(&target).send().await {
+                    Ok(response) if response.status().is_success() => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(response) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        println!("request {} failed: {}", n + 1, response.status());
+                    }
+                    Err(error) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        println!("request {} failed: {}", n + 1, error_chain(&error));
+                    }
+                }
+            }
+        });
+    }
+    while let Some(joined) = workers.join_next().await {
+        joined?;
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    Ok(Summary { requests: ok + failed, ok, failed })
+}
+
+/// The error and its causes on one line (none of them holds a secret or a token).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}

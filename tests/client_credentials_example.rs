@@ -1,0 +1,134 @@
+//! The `client_credentials` example's contract (DESIGN §3), run as a real process: its
+//! environment, its one line per failed request, its closing JSON line and exit code.
+#![cfg(all(feature = "testing", feature = "reqwest-middleware", feature = "axum"))]
+
+mod client_support;
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use axum::Router;
+use axum::routing::get;
+use client_support::{Canned, Server};
+use tower_oauth::testing::{Endpoint, TestIssuer};
+use tower_oauth::{BearerAuthLayer, Validator};
+
+/// The example binary `cargo test` built next to this test's own.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    profile_dir.join("examples").join(name)
+}
+
+async fn run(envs: &[(&str, &str)]) -> Output {
+    let mut command = tokio::process::Command::new(example("client_credentials"));
+    command.env_clear().env("RUST_LOG", "off");
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(60), command.output()).await.unwrap().unwrap()
+}
+
+fn stdout_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect()
+}
+
+async fn protected_api(issuer: &TestIssuer) -> String {
+    let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build().unwrap();
+    let app = Router::new().route("/me", get(|| async { "ok" })).layer(BearerAuthLayer::new(validator));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/me", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_succeeds_with_one_token() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let api = protected_api(&issuer).await;
+    let output = run(&[
+        ("OAUTH_TOKEN_URL", &issuer.token_endpoint()),
+        ("OAUTH_CLIENT_ID", TestIssuer::DEFAULT_CLIENT_ID),
+        ("OAUTH_CLIENT_SECRET", TestIssuer::DEFAULT_CLIENT_SECRET),
+        ("OAUTH_SCOPE", "read"),
+        ("TARGET_URL", &api),
+        ("REQUESTS", "40"),
+        ("CONCURRENCY", "8"),
+    ])
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout_lines(&output), [r#"{"requests":40,"ok":40,"failed":0}"#]);
+    assert_eq!(issuer.requests(Endpoint::Token), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_post_authentication_and_the_refresh_token_grant_work_too() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let api = protected_api(&issuer).await;
+    let refresh = issuer.issue_refresh_token(TestIssuer::DEFAULT_CLIENT_ID, "read write", "dave");
+    let output = run(&[
+        ("OAUTH_ISSUER", issuer.issuer()),
+        ("OAUTH_CLIENT_ID", TestIssuer::DEFAULT_CLIENT_ID),
+        ("OAUTH_CLIENT_SECRET", TestIssuer::DEFAULT_CLIENT_SECRET),
+        ("OAUTH_AUTH_METHOD", "post"),
+        ("OAUTH_GRANT", "refresh_token"),
+        ("OAUTH_REFRESH_TOKEN", &refresh),
+        ("OAUTH_SCOPE", "read"),
+        ("TARGET_URL", &api),
+        ("REQUESTS", "3"),
+    ])
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout_lines(&output), [r#"{"requests":3,"ok":3,"failed":0}"#]);
+    // The example's discovery and the API's own.
+    assert_eq!(issuer.requests(Endpoint::OpenIdConfiguration), 2);
+    assert_eq!(issuer.requests(Endpoint::Token), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_requests_get_a_line_each_and_a_non_zero_exit() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let api = Server::start(Canned::status(503)).await;
+    let output = run(&[
+        ("OAUTH_TOKEN_URL", &issuer.token_endpoint()),
+        ("OAUTH_CLIENT_ID", TestIssuer::DEFAULT_CLIENT_ID),
+        ("OAUTH_CLIENT_SECRET", TestIssuer::DEFAULT_CLIENT_SECRET),
+        ("TARGET_URL", &format!("{}/x", api.url)),
+        ("REQUESTS", "3"),
+    ])
+    .await;
+    assert!(!output.status.success());
+    let lines = stdout_lines(&output);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(lines[..3].iter().all(|l| l.contains("failed") && l.contains("503")), "{lines:?}");
+    assert_eq!(lines[3], r#"{"requests":3,"ok":0,"failed":3}"#);
+
+    // A wrong secret: every request fails with the typed token error, and no secret shows.
+    let output = run(&[
+        ("OAUTH_TOKEN_URL", &issuer.token_endpoint()),
+        ("OAUTH_CLIENT_ID", TestIssuer::DEFAULT_CLIENT_ID),
+        ("OAUTH_CLIENT_SECRET", "not-the-secret"),
+        ("TARGET_URL", &format!("{}/x", api.url)),
+    ])
+    .await;
+    assert!(!output.status.success());
+    let lines = stdout_lines(&output);
+    assert!(lines[0].contains("invalid_client"), "{lines:?}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("not-the-secret"));
+    assert_eq!(lines[1], r#"{"requests":1,"ok":0,"failed":1}"#);
+}
+
+#[tokio::test]
+async fn redis_is_refused_clearly_by_this_build() {
+    let output = run(&[
+        ("OAUTH_TOKEN_URL", "http://127.0.0.1:9/token"),
+        ("OAUTH_CLIENT_ID", "c"),
+        ("OAUTH_CLIENT_SECRET", "s"),
+        ("TARGET_URL", "http://127.0.0.1:9/"),
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+    ])
+    .await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not supported by this build"), "{stderr}");
+}
