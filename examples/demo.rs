@@ -2,20 +2,25 @@
 //!
 //! Run with: `cargo run --example demo`
 //!
-//! It starts the embedded test issuer and an axum API behind `BearerAuthLayer`, then
-//! shows, one line a step: a call without a token (401), a call with a token (200 and the
-//! claims the handler saw), a call missing a scope (403), and a key rotation picked up
-//! without a single failed request. It exits non-zero if any step does not behave.
+//! It starts the embedded test issuer, an axum API behind `BearerAuthLayer`, and a
+//! reqwest-middleware client whose `ClientCredentialsMiddleware` obtains, caches and
+//! attaches tokens. Then it shows, one line a step: a call without a token (401), a call
+//! with a token (200 and the claims the handler saw), a call missing a scope (403), a key
+//! rotation picked up without a single failed request, and short-lived tokens refreshed
+//! ahead of expiry under traffic. It exits non-zero if any step does not behave.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::{Json, Router};
 use reqwest::StatusCode;
+use reqwest_middleware::ClientWithMiddleware;
 use tower_oauth::bearer::RequireScopeLayer;
+use tower_oauth::client::{TokenCache, TokenEndpoint};
+use tower_oauth::reqwest::ClientCredentialsMiddleware;
 use tower_oauth::testing::{Endpoint, TestIssuer};
 use tower_oauth::{BearerAuthLayer, Claims, Validator};
 
@@ -34,7 +39,13 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Error> {
     let issuer = TestIssuer::start().await?;
-    let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build()?;
+    // A second issuer whose tokens live 2 s, to show refreshes ahead of expiry.
+    let short_lived = TestIssuer::builder().token_lifetime(Duration::from_secs(2)).start().await?;
+    let validator = Validator::builder()
+        .issuer(issuer.issuer())
+        .issuer(short_lived.issuer())
+        .audience(issuer.audience())
+        .build()?;
     let app = Router::new()
         .route("/admin", get(|| async { "welcome, admin" }))
         .route_layer(RequireScopeLayer::new(["admin"]))
@@ -45,16 +56,18 @@ async fn run() -> Result<(), Error> {
     tokio::spawn(async move { axum::serve(listener, app).await });
     println!("test issuer at {}, API at {api}", issuer.issuer());
 
-    let http = reqwest::Client::new();
-    let token = client_credentials(&http, &issuer, "read").await?;
+    // The outbound side: a token cache on the issuer's token endpoint (client_credentials,
+    // scope `read`) behind a reqwest-middleware client.
+    let cache = cache_for(&issuer, "read")?;
+    let client = client_with(cache.clone());
 
-    // 1. No token.
-    let response = http.get(format!("{api}/me")).send().await?;
+    // 1. No token (a plain client).
+    let response = reqwest::Client::new().get(format!("{api}/me")).send().await?;
     expect(response.status(), StatusCode::UNAUTHORIZED)?;
     println!("1. no token          -> {} with `www-authenticate: {}`", response.status(), challenge(&response));
 
-    // 2. A token from the issuer's token endpoint (client_credentials).
-    let response = http.get(format!("{api}/me")).bearer_auth(&token).send().await?;
+    // 2. The middleware fetches a token (client_credentials) and attaches it.
+    let response = client.get(format!("{api}/me")).send().await?;
     expect(response.status(), StatusCode::OK)?;
     let claims: serde_json::Value = response.json().await?;
     println!(
@@ -63,36 +76,57 @@ async fn run() -> Result<(), Error> {
     );
 
     // 3. The token lacks the scope /admin requires.
-    let response = http.get(format!("{api}/admin")).bearer_auth(&token).send().await?;
+    let response = client.get(format!("{api}/admin")).send().await?;
     expect(response.status(), StatusCode::FORBIDDEN)?;
     println!("3. missing a scope   -> {} with `www-authenticate: {}`", response.status(), challenge(&response));
 
-    // 4. Rotate the issuer's keys under steady traffic; new tokens carry a kid the API
-    //    has never seen, and the request that sees it waits for one JWKS fetch.
-    let (ok, failed, fetches) = traffic_across_rotation(&http, &issuer, &api).await?;
+    // 4. Rotate the issuer's keys under steady traffic from the client, then have its
+    //    cache fetch a token signed with the new key: the API has never seen its kid, and
+    //    the request that sees it waits for one JWKS fetch.
+    let (ok, failed, fetches) = traffic_across_rotation(&client, &cache, &issuer, &api).await?;
     println!(
         "4. key rotation      -> {ok} requests across the rotation, {failed} failed; the new key took {fetches} JWKS fetch"
     );
     if failed > 0 {
         return Err(format!("{failed} requests failed across the key rotation").into());
     }
+
+    // Tokens that live 2 s, under steady traffic: the cache refreshes each one ahead of
+    // its expiry in the background, so no request waits and none fails.
+    let refresh = traffic_across_refreshes(&short_lived, &api).await?;
+    println!(
+        "   refresh ahead     -> {} requests over {:.1} s with 2 s tokens: {} refreshes, each {:.1} s before expiry; {} failed, slowest {} ms",
+        refresh.ok + refresh.failed,
+        refresh.elapsed.as_secs_f64(),
+        refresh.refreshes,
+        refresh.min_margin.as_secs_f64(),
+        refresh.failed,
+        refresh.slowest.as_millis(),
+    );
+    if refresh.failed > 0 || refresh.refreshes == 0 {
+        return Err("tokens were not refreshed ahead of expiry without failures".into());
+    }
     Ok(())
 }
 
-async fn client_credentials(http: &reqwest::Client, issuer: &TestIssuer, scope: &str) -> Result<String, Error> {
-    let response = http
-        .post(issuer.token_endpoint())
-        .basic_auth(TestIssuer::DEFAULT_CLIENT_ID, Some(TestIssuer::DEFAULT_CLIENT_SECRET))
-        .form(&[("grant_type", "client_credentials"), ("scope", scope)])
-        .send()
-        .await?
-        .error_for_status()?;
-    let body: serde_json::Value = response.json().await?;
-    body["access_token"].as_str().map(str::to_owned).ok_or_else(|| "no access_token in the response".into())
+fn cache_for(issuer: &TestIssuer, scope: &str) -> Result<TokenCache, Error> {
+    let endpoint = TokenEndpoint::builder(
+        issuer.token_endpoint(),
+        TestIssuer::DEFAULT_CLIENT_ID,
+        TestIssuer::DEFAULT_CLIENT_SECRET,
+    )
+    .scope(scope)
+    .build()?;
+    Ok(TokenCache::new(endpoint)?)
+}
+
+fn client_with(cache: TokenCache) -> ClientWithMiddleware {
+    reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).with(ClientCredentialsMiddleware::new(cache)).build()
 }
 
 async fn traffic_across_rotation(
-    http: &reqwest::Client,
+    client: &ClientWithMiddleware,
+    cache: &TokenCache,
     issuer: &TestIssuer,
     api: &str,
 ) -> Result<(u64, u64, u64), Error> {
@@ -101,15 +135,10 @@ async fn traffic_across_rotation(
     let before = issuer.requests(Endpoint::Jwks);
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..4 {
-        let (http, issuer, api, ok, failed) =
-            (http.clone(), issuer.clone(), api.to_owned(), ok.clone(), failed.clone());
+        let (client, api, ok, failed) = (client.clone(), api.to_owned(), ok.clone(), failed.clone());
         workers.spawn(async move {
             for _ in 0..50 {
-                // A fresh token each time: after the rotation it is signed with the new key.
-                let status = match client_credentials(&http, &issuer, "read").await {
-                    Ok(token) => http.get(format!("{api}/me")).bearer_auth(token).send().await.map(|r| r.status()),
-                    Err(_) => Ok(StatusCode::BAD_GATEWAY),
-                };
+                let status = client.get(format!("{api}/me")).send().await.map(|r| r.status());
                 let counter = if matches!(status, Ok(StatusCode::OK)) { &ok } else { &failed };
                 counter.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -118,11 +147,48 @@ async fn traffic_across_rotation(
     }
     tokio::time::sleep(Duration::from_millis(60)).await;
     issuer.rotate_keys();
+    // The next token is signed with the new key.
+    cache.refresh().await?;
     while let Some(joined) = workers.join_next().await {
         joined?;
     }
     let fetches = issuer.requests(Endpoint::Jwks) - before;
     Ok((ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed), fetches))
+}
+
+struct Refreshes {
+    ok: u64,
+    failed: u64,
+    refreshes: u64,
+    /// The smallest time left on the old token when its successor arrived.
+    min_margin: Duration,
+    slowest: Duration,
+    elapsed: Duration,
+}
+
+async fn traffic_across_refreshes(issuer: &TestIssuer, api: &str) -> Result<Refreshes, Error> {
+    let cache = cache_for(issuer, "read")?;
+    let client = client_with(cache.clone());
+    let started = Instant::now();
+    let (mut ok, mut failed, mut slowest) = (0, 0, Duration::ZERO);
+    let mut previous = cache.token().await?;
+    let mut min_margin = Duration::MAX;
+    while started.elapsed() < Duration::from_millis(3500) {
+        let sent = Instant::now();
+        match client.get(format!("{api}/me")).send().await {
+            Ok(response) if response.status() == StatusCode::OK => ok += 1,
+            _ => failed += 1,
+        }
+        slowest = slowest.max(sent.elapsed());
+        let current = cache.cached().ok_or("the cache ran dry")?;
+        if current.generation() != previous.generation() {
+            min_margin = min_margin.min(previous.expires_at().saturating_duration_since(current.obtained_at()));
+            previous = current;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refreshes = previous.generation() - 1;
+    Ok(Refreshes { ok, failed, refreshes, min_margin, slowest, elapsed: started.elapsed() })
 }
 
 fn challenge(response: &reqwest::Response) -> String {
