@@ -1,7 +1,7 @@
 //! A [reqwest-middleware](https://docs.rs/reqwest-middleware) 0.5 `Middleware` that
 //! attaches access tokens from a [`TokenCache`].
 //!
-//! It behaves like [`ClientCredentialsLayer`](crate::client::ClientCredentialsLayer):
+//! It behaves like [`ClientCredentialsLayer`]:
 //! a token goes to https requests (and http ones to loopback) unless
 //! [`attach_if`](ClientCredentialsMiddleware::attach_if) says otherwise, an existing
 //! `Authorization` header is never overwritten, the header is marked sensitive, and a
