@@ -125,6 +125,21 @@ impl KeyAlg {
 /// The content encryptions accepted (RFC 7518 §5.1).
 const ENCRYPTIONS: [&str; 6] = ["A128CBC-HS256", "A192CBC-HS384", "A256CBC-HS512", "A128GCM", "A192GCM", "A256GCM"];
 
+/// The exact initialization vector and tag lengths of a content encryption, in bytes.
+///
+/// Checked before decryption: an empty IV makes the backend panic, and a GCM tag cut
+/// short would be accepted by it (RFC 7518 §5.2.2.1: the tag is half the MAC key;
+/// §5.3: a 96-bit IV and a 128-bit tag).
+fn iv_and_tag_len(enc: &str) -> Option<(usize, usize)> {
+    Some(match enc {
+        "A128CBC-HS256" => (16, 16),
+        "A192CBC-HS384" => (16, 24),
+        "A256CBC-HS512" => (16, 32),
+        "A128GCM" | "A192GCM" | "A256GCM" => (12, 16),
+        _ => return None,
+    })
+}
+
 /// What the caller allows beyond the safe defaults.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct JwePolicy {
@@ -258,8 +273,21 @@ impl DecryptionKeys {
             None => return Err(ValidationError::UnsupportedEncryption("unsupported key management algorithm")),
         };
         let enc = header.enc.as_deref().ok_or(ValidationError::Malformed("jwe header has no enc"))?;
-        if !ENCRYPTIONS.contains(&enc) {
-            return Err(ValidationError::UnsupportedEncryption("unsupported content encryption"));
+        let (iv_len, tag_len) =
+            iv_and_tag_len(enc).ok_or(ValidationError::UnsupportedEncryption("unsupported content encryption"))?;
+        // RFC 7516 §7.1 segments: key, IV, ciphertext, tag. Decoded lengths follow from
+        // the base64url lengths (no padding), so no second decode is needed here.
+        let decoded_len = |segment: &str| segment.len() / 4 * 3 + (segment.len() % 4).saturating_sub(1);
+        if decoded_len(segments[2]) != iv_len {
+            return Err(ValidationError::Malformed("jwe initialization vector has the wrong length"));
+        }
+        if decoded_len(segments[4]) != tag_len {
+            return Err(ValidationError::Malformed("jwe authentication tag has the wrong length"));
+        }
+        // Direct key agreement and `dir` carry no encrypted key; every other mode does.
+        let direct = matches!(alg, KeyAlg::Dir | KeyAlg::EcdhEs);
+        if direct != segments[1].is_empty() {
+            return Err(ValidationError::Malformed("jwe encrypted key is missing or unexpected"));
         }
         if header.zip.is_some() {
             return Err(ValidationError::UnsupportedEncryption("compressed payloads are refused"));
@@ -311,9 +339,10 @@ fn parse_ring(json: &[u8]) -> Result<KeyRing, JwkError> {
         let kid = map.get("kid").and_then(|v| v.as_str()).map(|s| s.into());
         match key_algs(&map) {
             Ok(algs) => {
-                // josekit insists on a matching `kid` when the JWK has one; the
-                // selection by `kid` is ours, so hand it the key without.
+                // josekit insists that a JWK's `kid` and `alg` match the token's; both
+                // checks are ours (above and in `decrypt_with`), so hand it the bare key.
                 map.remove("kid");
+                map.remove("alg");
                 let jwk = match JoseJwk::from_map(map) {
                     Ok(jwk) => jwk,
                     Err(_) => {
@@ -369,6 +398,11 @@ fn key_algs(map: &serde_json::Map<String, serde_json::Value>) -> Result<Vec<KeyA
         _ => return Err(JwkError::UnsupportedKeyType),
     };
     match str_of("alg") {
+        // Some issuers name a `dir` key by the content encryption it serves (RFC 7520
+        // §5.6 does): the key is then a direct key of that size.
+        Some(name) if ENCRYPTIONS.contains(&name) && kty == "oct" => {
+            if fitting.contains(&KeyAlg::Dir) { Ok(vec![KeyAlg::Dir]) } else { Err(JwkError::AlgorithmMismatch) }
+        }
         Some(name) => {
             let alg = KeyAlg::from_name(name).ok_or(JwkError::UnsupportedAlgorithm)?;
             if fitting.contains(&alg) { Ok(vec![alg]) } else { Err(JwkError::AlgorithmMismatch) }
