@@ -125,6 +125,18 @@ impl KeyAlg {
 /// The content encryptions accepted (RFC 7518 §5.1).
 const ENCRYPTIONS: [&str; 6] = ["A128CBC-HS256", "A192CBC-HS384", "A256CBC-HS512", "A128GCM", "A192GCM", "A256GCM"];
 
+/// The content-encryption key length of `enc`, in bytes (RFC 7518 §5.2.3–5.2.5, §5.3).
+fn enc_key_len(enc: &str) -> Option<usize> {
+    Some(match enc {
+        "A128GCM" => 16,
+        "A192GCM" => 24,
+        "A256GCM" | "A128CBC-HS256" => 32,
+        "A192CBC-HS384" => 48,
+        "A256CBC-HS512" => 64,
+        _ => return None,
+    })
+}
+
 /// The exact initialization vector and tag lengths of a content encryption, in bytes.
 ///
 /// Checked before decryption: an empty IV makes the backend panic, and a GCM tag cut
@@ -149,6 +161,8 @@ pub(crate) struct JwePolicy {
 struct DecryptionKey {
     kid: Option<Box<str>>,
     alg: KeyAlg,
+    /// A `dir` key named by its content encryption serves only that one.
+    enc: Option<&'static str>,
     decrypter: Box<dyn JweDecrypter>,
 }
 
@@ -297,7 +311,9 @@ impl DecryptionKeys {
 
         let ring = self.ring.load();
         let kid = header.kid.as_deref();
-        let candidates = ring.keys.iter().filter(|key| key.alg == alg && (kid.is_none() || key.kid.as_deref() == kid));
+        let candidates = ring.keys.iter().filter(|key| {
+            key.alg == alg && (kid.is_none() || key.kid.as_deref() == kid) && key.enc.is_none_or(|e| e == enc)
+        });
         // One private-key operation at most per candidate; a `kid` narrows it to one,
         // and without one only keys of the token's algorithm are tried.
         let mut tried = false;
@@ -337,6 +353,7 @@ fn parse_ring(json: &[u8]) -> Result<KeyRing, JwkError> {
     let mut ring = KeyRing::default();
     for (index, mut map) in set.keys.into_iter().take(MAX_KEYS).enumerate() {
         let kid = map.get("kid").and_then(|v| v.as_str()).map(|s| s.into());
+        let enc = map.get("alg").and_then(|v| v.as_str()).and_then(|a| ENCRYPTIONS.iter().copied().find(|e| *e == a));
         match key_algs(&map) {
             Ok(algs) => {
                 // josekit insists that a JWK's `kid` and `alg` match the token's; both
@@ -352,7 +369,7 @@ fn parse_ring(json: &[u8]) -> Result<KeyRing, JwkError> {
                 };
                 for alg in algs {
                     match alg.decrypter(&jwk) {
-                        Ok(decrypter) => ring.keys.push(DecryptionKey { kid: kid.clone(), alg, decrypter }),
+                        Ok(decrypter) => ring.keys.push(DecryptionKey { kid: kid.clone(), alg, enc, decrypter }),
                         Err(_) => tracing::warn!(index, ?alg, "decryption key does not fit this algorithm"),
                     }
                 }
@@ -401,7 +418,8 @@ fn key_algs(map: &serde_json::Map<String, serde_json::Value>) -> Result<Vec<KeyA
         // Some issuers name a `dir` key by the content encryption it serves (RFC 7520
         // §5.6 does): the key is then a direct key of that size.
         Some(name) if ENCRYPTIONS.contains(&name) && kty == "oct" => {
-            if fitting.contains(&KeyAlg::Dir) { Ok(vec![KeyAlg::Dir]) } else { Err(JwkError::AlgorithmMismatch) }
+            let key_len = B64.decode(str_of("k").unwrap_or_default()).map_or(0, |k| k.len());
+            if Some(key_len) == enc_key_len(name) { Ok(vec![KeyAlg::Dir]) } else { Err(JwkError::AlgorithmMismatch) }
         }
         Some(name) => {
             let alg = KeyAlg::from_name(name).ok_or(JwkError::UnsupportedAlgorithm)?;
@@ -441,5 +459,9 @@ mod tests {
         assert_eq!(oct(&[1; 16], Some("A128KW")).unwrap(), [KeyAlg::A128Kw]);
         assert_eq!(oct(&[1; 16], Some("A256KW")).unwrap_err(), JwkError::AlgorithmMismatch);
         assert_eq!(oct(&[1; 32], Some("PBES2-HS256+A128KW")).unwrap_err(), JwkError::UnsupportedAlgorithm);
+        // A `dir` key named by its content encryption must have that key's length.
+        assert_eq!(oct(&[1; 16], Some("A128GCM")).unwrap(), [KeyAlg::Dir]);
+        assert_eq!(oct(&[1; 16], Some("A256GCM")).unwrap_err(), JwkError::AlgorithmMismatch);
+        assert_eq!(oct(&[1; 32], Some("A128CBC-HS256")).unwrap(), [KeyAlg::Dir]);
     }
 }
