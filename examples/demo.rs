@@ -6,8 +6,9 @@
 //! reqwest-middleware client whose `ClientCredentialsMiddleware` obtains, caches and
 //! attaches tokens. Then it shows, one line a step: a call without a token (401), a call
 //! with a token (200 and the claims the handler saw), a call missing a scope (403), a key
-//! rotation picked up without a single failed request, and short-lived tokens refreshed
-//! ahead of expiry under traffic. It exits non-zero if any step does not behave.
+//! rotation picked up without a single failed request, an encrypted (JWE) access token
+//! accepted, and short-lived tokens refreshed ahead of expiry under traffic. It exits
+//! non-zero if any step does not behave.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,7 +22,8 @@ use reqwest_middleware::ClientWithMiddleware;
 use tower_oauth::bearer::RequireScopeLayer;
 use tower_oauth::client::{TokenCache, TokenEndpoint};
 use tower_oauth::reqwest::ClientCredentialsMiddleware;
-use tower_oauth::testing::{Endpoint, TestIssuer};
+use tower_oauth::testing::{Endpoint, TestEncryptionKey, TestIssuer};
+use tower_oauth::validate::DecryptionKeys;
 use tower_oauth::{BearerAuthLayer, Claims, Validator};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -41,10 +43,15 @@ async fn run() -> Result<(), Error> {
     let issuer = TestIssuer::start().await?;
     // A second issuer whose tokens live 2 s, to show refreshes ahead of expiry.
     let short_lived = TestIssuer::builder().token_lifetime(Duration::from_secs(2)).start().await?;
+    // A third issuer encrypts its access tokens to the API's key, as some banks' do.
+    let api_key = TestEncryptionKey::generate("RSA-OAEP-256");
+    let encrypting = TestIssuer::builder().encrypt_access_tokens(api_key.clone()).start().await?;
     let validator = Validator::builder()
         .issuer(issuer.issuer())
         .issuer(short_lived.issuer())
+        .issuer(encrypting.issuer())
         .audience(issuer.audience())
+        .decryption_keys(DecryptionKeys::from_jwks(api_key.private_jwks().as_bytes())?)
         .build()?;
     let app = Router::new()
         .route("/admin", get(|| async { "welcome, admin" }))
@@ -83,13 +90,32 @@ async fn run() -> Result<(), Error> {
     // 4. Rotate the issuer's keys under steady traffic from the client, then have its
     //    cache fetch a token signed with the new key: the API has never seen its kid, and
     //    the request that sees it waits for one JWKS fetch.
-    let (ok, failed, fetches) = traffic_across_rotation(&client, &cache, &issuer, &api).await?;
+    let rotation = traffic_across_rotation(&client, &cache, &issuer, &api).await?;
     println!(
-        "4. key rotation      -> {ok} requests across the rotation, {failed} failed; the new key took {fetches} JWKS fetch"
+        "4. key rotation      -> {} requests across the rotation ({} with the new key's token), {} failed; the new kid took {} JWKS fetch",
+        rotation.ok + rotation.failed,
+        rotation.after,
+        rotation.failed,
+        rotation.fetches
     );
-    if failed > 0 {
-        return Err(format!("{failed} requests failed across the key rotation").into());
+    if rotation.failed > 0 || rotation.fetches != 1 {
+        return Err("the key rotation was not picked up with one fetch and no failure".into());
     }
+
+    // 5. An encrypted access token: the middleware attaches it like any other; the API
+    //    decrypts it, then verifies the signed token inside.
+    let jwe_cache = cache_for(&encrypting, "read")?;
+    let segments = jwe_cache.token().await?.expose().split('.').count();
+    let response = client_with(jwe_cache).get(format!("{api}/me")).send().await?;
+    expect(response.status(), StatusCode::OK)?;
+    let claims: serde_json::Value = response.json().await?;
+    if segments != 5 || claims["iss"] != encrypting.issuer() {
+        return Err("the encrypted token was not what was accepted".into());
+    }
+    println!(
+        "5. encrypted token   -> 200 OK; a {segments}-segment JWE (RSA-OAEP-256 + A256GCM) decrypted, its inner RS256 token verified; sub={}",
+        claims["sub"]
+    );
 
     // Tokens that live 2 s, under steady traffic: the cache refreshes each one ahead of
     // its expiry in the background, so no request waits and none fails.
@@ -124,20 +150,30 @@ fn client_with(cache: TokenCache) -> ClientWithMiddleware {
     reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).with(ClientCredentialsMiddleware::new(cache)).build()
 }
 
+struct Rotation {
+    ok: u64,
+    failed: u64,
+    /// Requests made with the token signed by the new key.
+    after: u64,
+    fetches: u64,
+}
+
 async fn traffic_across_rotation(
     client: &ClientWithMiddleware,
     cache: &TokenCache,
     issuer: &TestIssuer,
     api: &str,
-) -> Result<(u64, u64, u64), Error> {
+) -> Result<Rotation, Error> {
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let before = issuer.requests(Endpoint::Jwks);
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..4 {
-        let (client, api, ok, failed) = (client.clone(), api.to_owned(), ok.clone(), failed.clone());
+        let (client, api, ok, failed, stop) =
+            (client.clone(), api.to_owned(), ok.clone(), failed.clone(), stop.clone());
         workers.spawn(async move {
-            for _ in 0..50 {
+            while !stop.load(Ordering::Relaxed) {
                 let status = client.get(format!("{api}/me")).send().await.map(|r| r.status());
                 let counter = if matches!(status, Ok(StatusCode::OK)) { &ok } else { &failed };
                 counter.fetch_add(1, Ordering::Relaxed);
@@ -147,13 +183,20 @@ async fn traffic_across_rotation(
     }
     tokio::time::sleep(Duration::from_millis(60)).await;
     issuer.rotate_keys();
-    // The next token is signed with the new key.
+    // The cache's next token is signed with the new key: the API has never seen its kid.
     cache.refresh().await?;
+    let at_rotation = ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < at_rotation + 100 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
     while let Some(joined) = workers.join_next().await {
         joined?;
     }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     let fetches = issuer.requests(Endpoint::Jwks) - before;
-    Ok((ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed), fetches))
+    Ok(Rotation { ok, failed, after: ok + failed - at_rotation, fetches })
 }
 
 struct Refreshes {
