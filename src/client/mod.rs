@@ -74,6 +74,7 @@ pub use endpoint::{AuthMethod, DEFAULT_MAX_BODY, TokenEndpoint, TokenEndpointBui
 pub use error::{ErrorCode, ErrorResponse, InvalidResponse, TokenError};
 pub use future::{BoxError, ResponseFuture};
 pub use key::{CacheKey, GrantKind};
+#[cfg(feature = "reqwest-middleware")]
 pub(crate) use layer::Attach;
 pub use layer::ClientCredentialsLayer;
 pub use response::TokenResponse;
