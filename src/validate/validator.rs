@@ -340,7 +340,10 @@ struct Times {
 /// The application's claims type. The crate's own [`Claims`] is built from the pass
 /// the policy already made, with the payload moved in: one parse and no copy. Any other
 /// type goes through serde.
-fn claims_from<C: DeserializeOwned + 'static>(payload: Vec<u8>, parts: Option<ClaimsParts>) -> Result<C, ValidationError> {
+fn claims_from<C: DeserializeOwned + 'static>(
+    payload: Vec<u8>,
+    parts: Option<ClaimsParts>,
+) -> Result<C, ValidationError> {
     if let Some(parts) = parts {
         let raw = String::from_utf8(payload).map_err(|_| ValidationError::Malformed("payload is not UTF-8"))?;
         let mut slot = Some(parts.with_raw(raw));
