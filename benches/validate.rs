@@ -5,30 +5,21 @@
 //! Tokens are signed locally with `TestKey`; nothing touches the network. Run with
 //! `cargo bench --bench validate`.
 
-use std::convert::Infallible;
+#[path = "support/mod.rs"]
+mod support;
+
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Barrier;
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::{hmac, signature};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
-use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
-use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::Empty;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use http::StatusCode;
 use serde_json::{Value, json};
-use tower::{Layer as _, Service};
+use support::{AUDIENCE, ISSUER, b64d, bearer, configure, one_request, payload, service};
 use tower_oauth::bearer::VerifiedTokenCache;
 use tower_oauth::testing::TestKey;
 use tower_oauth::{Algorithm, BearerAuthLayer, Claims, Jwk, KeySet, KeyStore, Secret, Validator};
-
-const ISSUER: &str = "https://login.example.com/realms/main";
-const AUDIENCE: &str = "https://api.example.com";
-/// 2100-01-01T00:00:00Z: the tokens never expire during a run.
-const EXP: u64 = 4_102_444_800;
 
 /// The crypto backend's verify with a pre-parsed key: the lower bound.
 enum Floor {
@@ -57,34 +48,8 @@ struct Case {
     validator: Validator,
 }
 
-fn b64d(s: &str) -> Vec<u8> {
-    URL_SAFE_NO_PAD.decode(s).expect("base64url")
-}
-
 fn jwk_str<'a>(jwk: &'a Value, name: &str) -> &'a str {
     jwk[name].as_str().unwrap_or_else(|| panic!("jwk member {name}"))
-}
-
-/// A payload shaped like a real access token (~400 bytes).
-fn payload() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
-    json!({
-        "iss": ISSUER,
-        "sub": "f3b2c1d0-8e7a-4b6c-9d5e-1a2b3c4d5e6f",
-        "aud": [AUDIENCE, "account"],
-        "exp": EXP,
-        "iat": now - 10,
-        "nbf": now - 10,
-        "auth_time": now - 20,
-        "jti": "0b8f6a1e-3c5d-4e7f-8a9b-0c1d2e3f4a5b",
-        "client_id": "orders-frontend",
-        "azp": "orders-frontend",
-        "scope": "orders:read orders:write profile",
-        "sid": "6d2f1c9e-4a3b-4c8d-9e7f-5a6b7c8d9e0f",
-        "acr": "1",
-        "preferred_username": "service-account-orders-frontend",
-    })
-    .to_string()
 }
 
 fn case(name: &'static str, alg: Algorithm, jwt_alg: jsonwebtoken::Algorithm) -> Case {
@@ -175,41 +140,6 @@ fn cases() -> Vec<Case> {
         eprintln!("{}: token {} bytes, payload {} bytes", c.name, c.token.len(), payload().len());
     }
     cases
-}
-
-/// The Tower service under test: the bearer layer over an inner service that is
-/// ready at once and answers an empty 200.
-fn service(
-    layer: BearerAuthLayer,
-) -> impl Service<Request<()>, Response = Response<impl Sized>, Error = Infallible> + Clone + Send + 'static {
-    let inner =
-        tower::service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) });
-    layer.layer(inner)
-}
-
-/// One request through the service: `poll_ready`, `call`, and one poll of the
-/// response future with a no-op waker (the inner future is ready at once).
-fn one_request<S, B>(svc: &mut S, auth: &HeaderValue) -> StatusCode
-where
-    S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    let Poll::Ready(Ok(())) = svc.poll_ready(&mut cx) else { panic!("service not ready") };
-    let mut request = Request::new(());
-    request.headers_mut().insert(header::AUTHORIZATION, auth.clone());
-    let future = pin!(svc.call(request));
-    match future.poll(&mut cx) {
-        Poll::Ready(Ok(response)) => response.status(),
-        Poll::Pending => panic!("response future pending"),
-    }
-}
-
-fn bearer(token: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("Bearer {token}")).expect("header value")
-}
-
-fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
-    group.sample_size(50).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
 }
 
 fn per_algorithm(c: &mut Criterion, cases: &[Case]) {

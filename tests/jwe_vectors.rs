@@ -24,72 +24,30 @@
 //! vectors now fail as `Malformed` where they used to reach decryption.
 #![cfg(feature = "jwe")]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
+use support::vectors::{
+    Case, Counts, Disagreement, Label, Ours, case, check_labels, json_files, jwks, key_set, load, str_at, token_text,
+    untrusted_key_set,
+};
 use tower_oauth::validate::{DecryptionKeys, verify_jws};
 use tower_oauth::{Algorithm, KeySet, KeyStore, ValidationError, Validator};
 
 // ---------------------------------------------------------------------------------------
-// Helpers (no vector data lives in this file, only expectations about it)
+// Helpers (no vector data lives in this file, only expectations about it; the shared ones
+// are in tests/support/vectors.rs)
 // ---------------------------------------------------------------------------------------
-
-fn vectors_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors")
-}
-
-fn load(relative: &str) -> Value {
-    let path = vectors_dir().join(relative);
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
-
-/// The `*.json` files of a vector folder, sorted by name.
-fn json_files(folder: &str) -> Vec<String> {
-    let dir = vectors_dir().join(folder);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-        .map(|entry| entry.expect("a directory entry").file_name().into_string().expect("a UTF-8 file name"))
-        .filter(|name| name.ends_with(".json"))
-        .collect();
-    names.sort();
-    names
-}
-
-fn str_at<'v>(value: &'v Value, pointer: &str) -> &'v str {
-    value.pointer(pointer).and_then(Value::as_str).unwrap_or_else(|| panic!("no string at {pointer}"))
-}
-
-/// The JWKs in a vector's key slot: one JWK, a JWK Set, or a list of JWKs.
-fn jwk_list(key: &Value) -> Vec<Value> {
-    match key {
-        Value::Array(list) => list.clone(),
-        Value::Object(object) if object.contains_key("keys") => {
-            object["keys"].as_array().expect("`keys` is an array").clone()
-        }
-        single => vec![single.clone()],
-    }
-}
-
-/// A vector's key slot as a JWK Set document.
-fn jwks(key: &Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({ "keys": jwk_list(key) })).expect("serializable")
-}
 
 /// A vector's private key(s) as [`DecryptionKeys`], through the public entry point.
 fn decryption_keys(key: &Value) -> DecryptionKeys {
     DecryptionKeys::from_jwks(&jwks(key)).expect("a JWK Set document")
-}
-
-/// The public members of a vector's signing key, as a [`KeySet`] (private members are
-/// ignored by the parser, so the key slot can be passed as is).
-fn verifying_keys(key: &Value) -> KeySet {
-    KeySet::from_jwks(&jwks(key)).expect("a JWK Set document")
 }
 
 fn unhex(hex: &str) -> Vec<u8> {
@@ -112,15 +70,6 @@ fn flip_tag_bit(token: &str) -> String {
     let mut tag = b64d(tag);
     tag[0] ^= 1;
     format!("{rest}.{}", URL_SAFE_NO_PAD.encode(tag))
-}
-
-/// A token as a vector gives it: a string (normally compact; Wycheproof also puts a JSON
-/// serialization in a string) or a JSON serialization object, handed over as its text.
-fn token_text(token: &Value) -> String {
-    match token {
-        Value::String(token) => token.clone(),
-        object => object.to_string(),
-    }
 }
 
 /// Runs `op`, turning a panic into [`Ours::Panics`] so one bad vector cannot hide the rest.
@@ -161,55 +110,11 @@ const ENCRYPTED_KEY: ValidationError = ValidationError::Malformed("jwe encrypted
 // Wycheproof: running a file and comparing with its labels
 // ---------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Label {
-    Valid,
-    Invalid,
-    Acceptable,
-}
-
-/// What this crate does with a vector.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Ours {
-    Accepts,
-    Rejects(ValidationError),
-    /// A panic: never a correct answer, whatever the label.
-    Panics,
-}
-
-/// A vector whose label this crate does not follow, and why.
-struct Disagreement {
-    tc_id: u64,
-    ours: Ours,
-    why: &'static str,
-}
-
-#[derive(Debug)]
-struct Case {
-    tc_id: u64,
-    group: String,
-    comment: String,
-    flags: Vec<String>,
-    label: Label,
-    /// `jwe` or `jws`.
-    kind: &'static str,
-    ours: Ours,
-}
-
-fn label(test: &Value) -> Label {
-    match test["result"].as_str() {
-        Some("valid") => Label::Valid,
-        Some("invalid") => Label::Invalid,
-        Some("acceptable") => Label::Acceptable,
-        other => panic!("tcId {}: unknown result {other:?}", test["tcId"]),
-    }
-}
-
 /// Runs every test of a Wycheproof JOSE file: a `jwe` through [`DecryptionKeys::decrypt`]
 /// with the group's private key(s); a `jws` through `verify_jws` with the group's public key
 /// (or its private one when there is none: `oct` keys, configured by the caller, so loaded
 /// through the trusted entry point as `tests/vectors.rs` does).
-fn run_wycheproof(relative: &str) -> Vec<Case> {
+fn run_wycheproof(relative: &str) -> Vec<Case<&'static str>> {
     let file = load(relative);
     let mut cases = Vec::new();
     for group in file["testGroups"].as_array().expect("testGroups") {
@@ -227,105 +132,24 @@ fn run_wycheproof(relative: &str) -> Vec<Case> {
                 ("jwe", ours)
             } else {
                 let key = group.get("public").or_else(|| group.get("private")).expect("a group with a key");
-                let keys = jwk_list(key);
-                let document = serde_json::to_vec(&json!({ "keys": keys })).expect("serializable");
-                let keys = if keys.iter().any(|k| k["kty"] == "oct") {
-                    KeySet::from_jwks_trusted(&document)
-                } else {
-                    KeySet::from_jwks(&document)
-                }
-                .expect("a JWK Set document");
+                let keys = key_set(key);
                 let text = token_text(&test["jws"]);
                 ("jws", outcome(|| verify_jws(&text, &keys, &Algorithm::ALL)).0)
             };
-            cases.push(Case {
-                tc_id,
-                group: group["comment"].as_str().unwrap_or_default().to_owned(),
-                comment: test["comment"].as_str().unwrap_or_default().to_owned(),
-                flags: test["flags"]
-                    .as_array()
-                    .map(|flags| flags.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                    .unwrap_or_default(),
-                label: label(test),
-                kind,
-                ours,
-            });
+            cases.push(Case::new(group, test, kind, ours));
         }
     }
     assert_eq!(Some(cases.len() as u64), file["numberOfTests"].as_u64(), "{relative}: numberOfTests");
     cases
 }
 
-#[derive(Debug, Default)]
-struct Summary {
-    valid: usize,
-    invalid: usize,
-    acceptable: usize,
-    agreements: usize,
-    documented: usize,
-    by_kind: BTreeMap<&'static str, usize>,
-}
-
-/// Compares every case with its label; panics listing every unexplained disagreement,
-/// every stale table entry, and every entry whose recorded behaviour is no longer ours.
-fn compare_with_labels(name: &str, cases: &[Case], table: &[Disagreement]) -> Summary {
-    let mut documented: BTreeMap<u64, &Disagreement> = BTreeMap::new();
-    for entry in table {
-        assert!(documented.insert(entry.tc_id, entry).is_none(), "{name}: tcId {} is in the table twice", entry.tc_id);
-    }
-    let mut summary = Summary::default();
-    let mut problems = Vec::new();
-    for case in cases {
-        *summary.by_kind.entry(case.kind).or_default() += 1;
-        match case.label {
-            Label::Valid => summary.valid += 1,
-            Label::Invalid => summary.invalid += 1,
-            Label::Acceptable => summary.acceptable += 1,
-        }
-        let agrees = match (case.label, &case.ours) {
-            (_, Ours::Panics) => false,
-            (Label::Valid, ours) => *ours == Ours::Accepts,
-            (Label::Invalid, ours) => *ours != Ours::Accepts,
-            (Label::Acceptable, _) => true,
-        };
-        match (agrees, documented.remove(&case.tc_id)) {
-            (true, None) => summary.agreements += 1,
-            (true, Some(entry)) => problems.push(format!(
-                "tcId {} ({}) is in the disagreement table but now agrees with its label ({:?}, ours {:?}); \
-                 remove the entry ({})",
-                case.tc_id, case.comment, case.label, case.ours, entry.why
-            )),
-            (false, Some(entry)) if entry.ours == case.ours => summary.documented += 1,
-            (false, Some(entry)) => problems.push(format!(
-                "tcId {} ({}): the table says we do {:?}, but we now do {:?}",
-                case.tc_id, case.comment, entry.ours, case.ours
-            )),
-            (false, None) => problems.push(format!(
-                "tcId {} [{}] {} {:?} ({}): labelled {:?}, but we do {:?}",
-                case.tc_id, case.group, case.comment, case.flags, case.kind, case.label, case.ours
-            )),
-        }
-    }
-    for (tc_id, entry) in documented {
-        problems.push(format!("tcId {tc_id} is in the disagreement table but not in the file ({})", entry.why));
-    }
-    assert!(problems.is_empty(), "{name}: {} problem(s):\n{}", problems.len(), problems.join("\n"));
-    eprintln!(
-        "{name}: {} vectors {:?} ({} valid, {} invalid, {} acceptable); {} agree with their label, \
-         {} documented disagreements",
-        cases.len(),
-        summary.by_kind,
-        summary.valid,
-        summary.invalid,
-        summary.acceptable,
-        summary.agreements,
-        summary.documented,
-    );
-    summary
-}
-
-fn case(cases: &[Case], tc_id: u64) -> &Case {
-    cases.iter().find(|c| c.tc_id == tc_id).unwrap_or_else(|| panic!("no tcId {tc_id}"))
+/// Compares every case with its label ([`check_labels`]: panics listing every unexplained
+/// disagreement, every stale table entry, and every entry whose recorded behaviour is no
+/// longer ours), and counts the JWEs and the JWSs.
+fn compare_with_labels(name: &str, cases: &[Case<&'static str>], table: &[Disagreement]) -> Counts<&'static str> {
+    let counts = check_labels(name, cases, table);
+    eprintln!("{name}: {} vectors {:?} {counts}", cases.len(), counts.by_kind);
+    counts
 }
 
 // ---------------------------------------------------------------------------------------
@@ -778,13 +602,13 @@ fn rfc7520_nested_jws_in_jwe_decrypts_and_its_signature_verifies() {
     assert_eq!(decrypted.payload(), inner.as_bytes());
 
     // The inner JWS verifies with the signer's RSA public key (PS256).
-    let signer = verifying_keys(&vector["sign"]["input"]["key"]);
+    let signer = untrusted_key_set(&vector["sign"]["input"]["key"]);
     let jws = verify_jws(std::str::from_utf8(decrypted.payload()).unwrap(), &signer, &[Algorithm::PS256])
         .expect("the nested JWS verifies");
     assert_eq!(jws.payload(), str_at(&vector, "/sign/input/payload").as_bytes());
     assert_eq!(jws.algorithm(), Algorithm::PS256);
     // Not with another RSA key (RFC 7520 §4.1's).
-    let other = verifying_keys(&load("rfc7520/jws/4_1.rsa_v15_signature.json")["input"]["key"]);
+    let other = untrusted_key_set(&load("rfc7520/jws/4_1.rsa_v15_signature.json")["input"]["key"]);
     assert_eq!(
         verify_jws(inner, &other, &[Algorithm::PS256]).unwrap_err(),
         ValidationError::InvalidSignature,

@@ -14,82 +14,20 @@
 //! Only compact serialization is a bearer-token format, so a JSON serialization vector is
 //! handed to the compact-only API as its JSON text and must be refused.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+mod support;
 
-use serde_json::{Value, json};
+use serde_json::Value;
+use support::vectors::{
+    Case, Counts, Disagreement, Kind, Label, Ours, case, check_labels, json_files, jwk_list, key_set, load, str_at,
+    token_text, untrusted_key_set,
+};
 use tower_oauth::validate::{VerifiedJws, verify_jws};
 use tower_oauth::{Algorithm, Jwk, JwkError, KeyFamily, KeySet, ValidationError};
 
 // ---------------------------------------------------------------------------------------
-// Helpers (no vector data lives in this file, only expectations about it)
+// Helpers (no vector data lives in this file, only expectations about it; the shared ones
+// are in tests/support/vectors.rs)
 // ---------------------------------------------------------------------------------------
-
-fn vectors_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors")
-}
-
-fn load(relative: &str) -> Value {
-    let path = vectors_dir().join(relative);
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
-
-/// The `*.json` files of a vector folder, sorted by name.
-fn json_files(folder: &str) -> Vec<String> {
-    let dir = vectors_dir().join(folder);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-        .map(|entry| entry.expect("a directory entry").file_name().into_string().expect("a UTF-8 file name"))
-        .filter(|name| name.ends_with(".json"))
-        .collect();
-    names.sort();
-    names
-}
-
-fn str_at<'v>(value: &'v Value, pointer: &str) -> &'v str {
-    value.pointer(pointer).and_then(Value::as_str).unwrap_or_else(|| panic!("no string at {pointer}"))
-}
-
-/// The JWKs in a vector's key slot: one JWK, a JWK Set, or a list of JWKs (RFC 7520 §4.8).
-fn jwk_list(key: &Value) -> Vec<Value> {
-    match key {
-        Value::Array(list) => list.clone(),
-        Value::Object(object) if object.contains_key("keys") => {
-            object["keys"].as_array().expect("`keys` is an array").clone()
-        }
-        single => vec![single.clone()],
-    }
-}
-
-/// The keys a vector configures, as a [`KeySet`].
-///
-/// A vector's key is configured by the caller, not fetched from an issuer, so a set that
-/// holds an `oct` key is loaded through the trusted entry point (symmetric keys are
-/// skipped otherwise). Everything else goes through the public-key entry point. Private
-/// members (`d`, `p`, …) are ignored by the parser.
-fn key_set(key: &Value) -> KeySet {
-    let keys = jwk_list(key);
-    let symmetric = keys.iter().any(|k| k["kty"] == "oct");
-    let document = serde_json::to_vec(&json!({ "keys": keys })).expect("serializable");
-    let parsed = if symmetric { KeySet::from_jwks_trusted(&document) } else { KeySet::from_jwks(&document) };
-    parsed.expect("a JWK Set document")
-}
-
-fn untrusted_key_set(key: &Value) -> KeySet {
-    let document = serde_json::to_vec(&json!({ "keys": jwk_list(key) })).expect("serializable");
-    KeySet::from_jwks(&document).expect("a JWK Set document")
-}
-
-/// A JWS as a vector gives it: a string (normally compact; Wycheproof also puts a JSON
-/// serialization in a string) or a JSON serialization object, which is handed to the
-/// compact-only API as its JSON text.
-fn token_text(jws: &Value) -> String {
-    match jws {
-        Value::String(token) => token.clone(),
-        object => object.to_string(),
-    }
-}
 
 fn is_json_serialization(jws: &Value) -> bool {
     match jws {
@@ -106,39 +44,19 @@ fn verify(jws: &Value, keys: &KeySet) -> Result<VerifiedJws, ValidationError> {
 // Wycheproof: running a file and comparing with its labels
 // ---------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Label {
-    Valid,
-    Invalid,
-    Acceptable,
+/// Whether a JWS vector is a JSON serialization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct JsonSerialization(bool);
+
+impl Kind for JsonSerialization {
+    /// A JSON serialization labelled valid: not a bearer token format, so the compact-only
+    /// API refusing it is the intended disagreement.
+    fn excused(self, label: Label) -> bool {
+        self.0 && label == Label::Valid
+    }
 }
 
-/// What this crate does with a vector.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Ours {
-    Accepts,
-    Rejects(ValidationError),
-}
-
-/// A vector whose label this crate does not follow, and why.
-struct Disagreement {
-    tc_id: u64,
-    ours: Ours,
-    why: &'static str,
-}
-
-#[derive(Debug)]
-struct Case {
-    tc_id: u64,
-    group: String,
-    comment: String,
-    flags: Vec<String>,
-    label: Label,
-    json_serialization: bool,
-    ours: Ours,
-}
-
-fn run_wycheproof(relative: &str) -> Vec<Case> {
+fn run_wycheproof(relative: &str) -> Vec<Case<JsonSerialization>> {
     let file = load(relative);
     let mut cases = Vec::new();
     for group in file["testGroups"].as_array().expect("testGroups") {
@@ -150,115 +68,35 @@ fn run_wycheproof(relative: &str) -> Vec<Case> {
                 Ok(_) => Ours::Accepts,
                 Err(error) => Ours::Rejects(error),
             };
-            cases.push(Case {
-                tc_id: test["tcId"].as_u64().expect("tcId"),
-                group: group["comment"].as_str().unwrap_or_default().to_owned(),
-                comment: test["comment"].as_str().unwrap_or_default().to_owned(),
-                flags: test["flags"]
-                    .as_array()
-                    .map(|flags| flags.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                    .unwrap_or_default(),
-                label: match test["result"].as_str() {
-                    Some("valid") => Label::Valid,
-                    Some("invalid") => Label::Invalid,
-                    Some("acceptable") => Label::Acceptable,
-                    other => panic!("tcId {}: unknown result {other:?}", test["tcId"]),
-                },
-                json_serialization: is_json_serialization(jws),
-                ours,
-            });
+            cases.push(Case::new(group, test, JsonSerialization(is_json_serialization(jws)), ours));
         }
     }
     assert_eq!(Some(cases.len() as u64), file["numberOfTests"].as_u64(), "{relative}: numberOfTests");
     cases
 }
 
-#[derive(Debug, Default)]
-struct Summary {
-    valid: usize,
-    invalid: usize,
-    acceptable: usize,
-    agreements: usize,
-    documented: usize,
-    json_serialization_valid: usize,
-    acceptable_accepted: Vec<u64>,
-    acceptable_rejected: Vec<u64>,
-}
-
-/// Compares every case with its label; panics listing every unexplained disagreement,
-/// every stale table entry, and every entry whose recorded behaviour is no longer ours.
-fn compare_with_labels(name: &str, cases: &[Case], table: &[Disagreement]) -> Summary {
-    let mut documented: BTreeMap<u64, &Disagreement> = BTreeMap::new();
-    for entry in table {
-        assert!(documented.insert(entry.tc_id, entry).is_none(), "{name}: tcId {} is in the table twice", entry.tc_id);
-    }
-    let mut summary = Summary::default();
-    let mut problems = Vec::new();
-    for case in cases {
-        match case.label {
-            Label::Valid => summary.valid += 1,
-            Label::Invalid => summary.invalid += 1,
-            Label::Acceptable => summary.acceptable += 1,
-        }
-        let agrees = match (case.label, &case.ours) {
-            (Label::Valid, ours) => *ours == Ours::Accepts,
-            (Label::Invalid, ours) => *ours != Ours::Accepts,
-            (Label::Acceptable, Ours::Accepts) => {
-                summary.acceptable_accepted.push(case.tc_id);
-                true
-            }
-            (Label::Acceptable, Ours::Rejects(_)) => {
-                summary.acceptable_rejected.push(case.tc_id);
-                true
-            }
-        };
-        let entry = documented.remove(&case.tc_id);
-        match (agrees, entry) {
-            (true, None) => summary.agreements += 1,
-            (true, Some(entry)) => problems.push(format!(
-                "tcId {} ({}) is in the disagreement table but now agrees with its label ({:?}, ours {:?}); \
-                 remove the entry ({})",
-                case.tc_id, case.comment, case.label, case.ours, entry.why
-            )),
-            (false, Some(entry)) if entry.ours == case.ours => summary.documented += 1,
-            (false, Some(entry)) => problems.push(format!(
-                "tcId {} ({}): the table says we do {:?}, but we now do {:?}",
-                case.tc_id, case.comment, entry.ours, case.ours
-            )),
-            // A JSON serialization labelled valid: not a bearer token format, so the
-            // compact-only API refusing it is the intended disagreement.
-            (false, None) if case.json_serialization && case.label == Label::Valid => {
-                summary.json_serialization_valid += 1
-            }
-            (false, None) => problems.push(format!(
-                "tcId {} [{}] {} {:?}: labelled {:?}, but we do {:?}",
-                case.tc_id, case.group, case.comment, case.flags, case.label, case.ours
-            )),
-        }
-    }
-    for (tc_id, entry) in documented {
-        problems.push(format!("tcId {tc_id} is in the disagreement table but not in the file ({})", entry.why));
-    }
-    assert!(problems.is_empty(), "{name}: {} problem(s):\n{}", problems.len(), problems.join("\n"));
+/// Compares every case with its label ([`check_labels`]: panics listing every unexplained
+/// disagreement, every stale table entry, and every entry whose recorded behaviour is no
+/// longer ours), and reports what the `acceptable` vectors got.
+fn compare_with_labels(
+    name: &str,
+    cases: &[Case<JsonSerialization>],
+    table: &[Disagreement],
+) -> Counts<JsonSerialization> {
+    let counts = check_labels(name, cases, table);
+    let acceptable = |accepted: bool| -> Vec<u64> {
+        let acceptable = cases.iter().filter(|case| case.label == Label::Acceptable);
+        acceptable.filter(|case| (case.ours == Ours::Accepts) == accepted).map(|case| case.tc_id).collect()
+    };
     eprintln!(
-        "{name}: {} vectors ({} valid, {} invalid, {} acceptable); {} agree with their label, \
-         {} documented disagreements, {} valid JSON serializations refused; acceptable accepted {:?}, \
+        "{name}: {} vectors {counts}, {} valid JSON serializations refused; acceptable accepted {:?}, \
          acceptable rejected {:?}",
         cases.len(),
-        summary.valid,
-        summary.invalid,
-        summary.acceptable,
-        summary.agreements,
-        summary.documented,
-        summary.json_serialization_valid,
-        summary.acceptable_accepted,
-        summary.acceptable_rejected,
+        counts.excused,
+        acceptable(true),
+        acceptable(false),
     );
-    summary
-}
-
-fn case(cases: &[Case], tc_id: u64) -> &Case {
-    cases.iter().find(|c| c.tc_id == tc_id).unwrap_or_else(|| panic!("no tcId {tc_id}"))
+    counts
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,235 @@
+//! An independent IdP for the interoperability tests: node-oidc-provider (npm `oidc-provider`,
+//! pinned in `tests/oidc/package-lock.json`), run by `tests/oidc/idp.mjs` on 127.0.0.1; and
+//! the API under test, which checks its tokens with [`BearerAuthLayer`].
+//!
+//! Needs Node.js and `npm ci` in `tests/oidc`: `scripts/test` provisions both.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+#[cfg(feature = "axum")]
+use tower_oauth::BearerAuthLayer;
+
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type TestResult = Result<(), Error>;
+
+// The resource servers (RFC 8707 `resource`) and clients `idp.mjs` configures.
+
+/// The plain RS256 resource (a compact JWS access token).
+pub(crate) const API: &str = "https://api.example.test";
+/// The plain ES256 resource.
+pub(crate) const API_ES256: &str = "https://es256.example.test";
+/// The encrypted resource: JWS nested in a JWE, with the key's `kid` in the JWE header.
+pub(crate) const API_JWE: &str = "https://jwe.example.test";
+/// The same, without a `kid` in the JWE header.
+pub(crate) const API_JWE_NO_KID: &str = "https://jwe-nokid.example.test";
+pub(crate) const CLIENT: (&str, &str) = ("rs-test", "rs-secret");
+/// Every character here must be form-urlencoded in Basic auth (RFC 6749 §2.3.1).
+pub(crate) const SPECIAL_CLIENT: (&str, &str) = ("svc:special", "p@ss:w+rd%/ &=");
+
+/// How long the IdP may take to print its `ISSUER=` line (Node start-up, key generation).
+pub(crate) const IDP_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Any one HTTP exchange.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn oidc_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("oidc")
+}
+
+pub(crate) fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(REQUEST_TIMEOUT).build().expect("a plain HTTP client builds")
+}
+
+/// The IdP process; killed when dropped (and it exits by itself when its stdin closes).
+pub(crate) struct IdpProcess {
+    pub(crate) issuer: String,
+    _stdin: ChildStdin,
+    _child: Child,
+}
+
+impl IdpProcess {
+    /// Runs `node tests/oidc/idp.mjs` and waits for the `ISSUER=` line it prints once it
+    /// listens. Its stderr goes through the test harness's capture (shown when a test fails).
+    pub(crate) async fn start() -> Result<IdpProcess, Error> {
+        let dir = oidc_dir();
+        if !dir.join("node_modules").join("oidc-provider").is_dir() {
+            return Err(format!(
+                "{} has no node_modules/oidc-provider: run `scripts/test` (it runs `npm ci` there), \
+                 or `npm ci --no-audit --no-fund` in that directory",
+                dir.display()
+            )
+            .into());
+        }
+        let mut child = Command::new("node")
+            .arg(dir.join("idp.mjs"))
+            .current_dir(&dir)
+            .env_remove("IDP_PORT")
+            .env_remove("IDP_IGNORE_STDIN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("could not run `node` (install Node.js >= 20; scripts/test checks for it): {e}"))?;
+        let stdin = child.stdin.take().ok_or("no stdin pipe")?;
+        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+        let stderr = child.stderr.take().ok_or("no stderr pipe")?;
+        let pid = child.id().unwrap_or_default();
+
+        // The IdP's log, through the test harness's capture: shown when a test fails.
+        let log = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[idp pid {pid}] {line}");
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+
+        let mut lines = BufReader::new(stdout).lines();
+        let issuer = tokio::time::timeout(IDP_START_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(issuer) = line.strip_prefix("ISSUER=") {
+                    return Ok(Some(issuer.trim().to_owned()));
+                }
+            }
+            Ok::<_, std::io::Error>(None)
+        })
+        .await;
+        let issuer = match issuer {
+            Ok(Ok(Some(issuer))) => issuer,
+            other => {
+                // Let a crashed IdP finish writing its stderr before quoting it.
+                let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+                let log = log.lock().expect("log lock").join("\n");
+                return Err(format!(
+                    "the IdP did not announce its issuer within {IDP_START_TIMEOUT:?} ({other:?}, exit status {status:?}); \
+                     its stderr:\n{log}"
+                )
+                .into());
+            }
+        };
+        assert!(issuer.starts_with("http://127.0.0.1:"), "the IdP listens on loopback only: {issuer}");
+        // Drain the rest of stdout so the IdP never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(IdpProcess { issuer, _stdin: stdin, _child: child })
+    }
+}
+
+/// The running IdP with its token endpoint, found by discovery.
+pub(crate) struct Idp {
+    pub(crate) issuer: String,
+    token_endpoint: String,
+    http: reqwest::Client,
+    _process: IdpProcess,
+}
+
+impl Idp {
+    pub(crate) async fn start() -> Result<Idp, Error> {
+        let process = IdpProcess::start().await?;
+        let issuer = process.issuer.clone();
+        let http = http_client();
+        let metadata: Value = http
+            .get(format!("{issuer}/.well-known/openid-configuration"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        assert_eq!(metadata["issuer"], issuer.as_str(), "discovery names the issuer");
+        let token_endpoint = metadata["token_endpoint"].as_str().ok_or("no token_endpoint in discovery")?.to_owned();
+        Ok(Idp { issuer, token_endpoint, http, _process: process })
+    }
+
+    /// A client_credentials token for `resource`, the client authenticated with
+    /// `client_secret_basic`.
+    pub(crate) async fn token(&self, client: (&str, &str), resource: &str, scope: &str) -> Result<String, Error> {
+        let response = self
+            .http
+            .post(&self.token_endpoint)
+            .header(reqwest::header::AUTHORIZATION, basic(client.0, client.1))
+            .form(&[("grant_type", "client_credentials"), ("resource", resource), ("scope", scope)])
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if status != StatusCode::OK {
+            return Err(format!("token endpoint answered {status}: {body}").into());
+        }
+        assert_eq!(body["token_type"], "Bearer", "{body}");
+        Ok(body["access_token"].as_str().ok_or_else(|| format!("no access_token in {body}"))?.to_owned())
+    }
+
+    /// Rotates the signing keys; the answer names the new `kids` by algorithm.
+    pub(crate) async fn rotate(&self) -> Result<Value, Error> {
+        Ok(self.http.post(format!("{}/__rotate", self.issuer)).send().await?.error_for_status()?.json().await?)
+    }
+
+    /// How often each endpoint was requested: `discovery`, `jwks`, `token`.
+    pub(crate) async fn stats(&self) -> Result<Value, Error> {
+        Ok(self.http.get(format!("{}/__stats", self.issuer)).send().await?.error_for_status()?.json().await?)
+    }
+
+    /// The resource server's private decryption keys, as a JWK Set document.
+    pub(crate) async fn decryption_jwks(&self) -> Result<Vec<u8>, Error> {
+        let url = format!("{}/__jwe_keys", self.issuer);
+        Ok(self.http.get(url).send().await?.error_for_status()?.bytes().await?.to_vec())
+    }
+}
+
+/// `client_secret_basic` per RFC 6749 §2.3.1: form-urlencode id and secret, join with
+/// `:`, base64.
+pub(crate) fn basic(client_id: &str, secret: &str) -> String {
+    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!("Basic {}", STANDARD.encode(format!("{}:{}", encode(client_id), encode(secret))))
+}
+
+/// A compact token's segment decoded as JSON (0: the header, 1: a JWS payload).
+pub(crate) fn segment(token: &str, index: usize) -> Value {
+    let part = token.split('.').nth(index).expect("a segment");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("JSON")
+}
+
+/// The API under test on 127.0.0.1: `/me` answers with the claims the layer validated.
+#[cfg(feature = "axum")]
+pub(crate) async fn serve(layer: BearerAuthLayer) -> Result<String, Error> {
+    use axum::routing::get;
+    use axum::{Json, Router};
+    use tower_oauth::Claims;
+
+    let app = Router::new().route("/me", get(|claims: Claims| async move { Json(claims) })).layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/me", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
+}
+
+/// What the API under test answered.
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) challenge: Option<String>,
+    pub(crate) json: Value,
+}
+
+/// One request to the API under test, with the token as a bearer credential if given.
+pub(crate) async fn call(http: &reqwest::Client, url: &str, token: Option<&str>) -> Result<Reply, Error> {
+    let mut request = http.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    let challenge =
+        response.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = response.bytes().await?;
+    Ok(Reply { status, challenge, json: serde_json::from_slice(&body).unwrap_or(Value::Null) })
+}
