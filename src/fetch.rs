@@ -118,6 +118,21 @@ async fn get_unbounded_in_time(
     Ok(Fetched { body: body.freeze(), max_age })
 }
 
+/// The delay after `failures` failures in a row: `initial` doubling up to `max`, with
+/// ±20 % jitter so a fleet does not retry in step, and never sooner than the server's
+/// `Retry-After` (itself capped at `retry_after_cap`).
+pub(crate) fn backoff(
+    failures: u32,
+    initial: Duration,
+    max: Duration,
+    retry_after: Option<Duration>,
+    retry_after_cap: Duration,
+) -> Duration {
+    let doubled = initial.saturating_mul(1 << failures.saturating_sub(1).min(20));
+    let jittered = doubled.min(max).mul_f64(0.8 + fastrand::f64() * 0.4);
+    retry_after.map_or(jittered, |ra| jittered.max(ra.min(retry_after_cap)))
+}
+
 /// `Cache-Control: max-age=N` (RFC 9111 §5.2.2.1); `no-store`/`no-cache` read as 0.
 pub(crate) fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
     let mut found = None;

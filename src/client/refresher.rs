@@ -54,10 +54,8 @@ impl Policy {
     /// `backoff_max`, with ±20 % jitter so a fleet does not retry in step; never sooner
     /// than the server's `Retry-After` (bounded).
     pub(super) fn after_failure(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
-        let doubled = self.backoff_initial.saturating_mul(1 << failures.saturating_sub(1).min(20));
-        let backoff = doubled.min(self.backoff_max).mul_f64(0.8 + fastrand::f64() * 0.4);
         let cap = MAX_RETRY_AFTER.max(self.backoff_max);
-        retry_after.map_or(backoff, |ra| backoff.max(ra.min(cap)))
+        crate::fetch::backoff(failures, self.backoff_initial, self.backoff_max, retry_after, cap)
     }
 }
 

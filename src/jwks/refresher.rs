@@ -53,9 +53,7 @@ impl Schedule {
     /// After `failures` failures in a row: 1 s doubling up to the interval, with ±20 %
     /// jitter so a fleet does not retry in step; never sooner than `Retry-After`.
     fn after_failure(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
-        let backoff = Duration::from_secs(1u64 << failures.saturating_sub(1).min(16)).min(self.interval);
-        let jittered = backoff.mul_f64(0.8 + fastrand::f64() * 0.4);
-        retry_after.map_or(jittered, |ra| jittered.max(ra.min(self.max)))
+        fetch::backoff(failures, Duration::from_secs(1), self.interval, retry_after, self.max)
     }
 }
 

@@ -281,15 +281,8 @@ pub struct Claims(std::sync::Arc<ClaimsInner>);
 struct ClaimsInner {
     /// The claims set as the token carried it (valid JSON).
     raw: String,
-    iss: Option<Text>,
-    sub: Option<Text>,
-    aud: (Option<Text>, Vec<Text>),
-    exp: Option<i64>,
-    nbf: Option<i64>,
-    iat: Option<i64>,
-    jti: Option<Text>,
-    client_id: Option<Text>,
-    scope: Option<Text>,
+    /// The typed claims; string claims as positions in `raw`.
+    parts: ClaimsParts,
 }
 
 /// A string claim: where it sits in the raw claims set, or (when it had escapes, or
@@ -331,48 +324,48 @@ impl ClaimsInner {
 impl Claims {
     /// `iss`: who issued the token.
     pub fn issuer(&self) -> Option<&str> {
-        self.0.opt(&self.0.iss)
+        self.0.opt(&self.0.parts.iss)
     }
 
     /// `sub`: whom the token is about (a user, or the client itself).
     pub fn subject(&self) -> Option<&str> {
-        self.0.opt(&self.0.sub)
+        self.0.opt(&self.0.parts.sub)
     }
 
     /// `aud`: the audiences, whether the token sent a string or an array.
     pub fn audience(&self) -> impl Iterator<Item = &str> {
-        self.0.aud.0.iter().chain(self.0.aud.1.iter()).map(|t| self.0.text(t))
+        self.0.parts.aud.0.iter().chain(self.0.parts.aud.1.iter()).map(|t| self.0.text(t))
     }
 
     /// `exp`, in seconds since the epoch.
     pub fn expires_at(&self) -> Option<i64> {
-        self.0.exp
+        self.0.parts.exp
     }
 
     /// `nbf`, in seconds since the epoch.
     pub fn not_before(&self) -> Option<i64> {
-        self.0.nbf
+        self.0.parts.nbf
     }
 
     /// `iat`, in seconds since the epoch.
     pub fn issued_at(&self) -> Option<i64> {
-        self.0.iat
+        self.0.parts.iat
     }
 
     /// `jti`: the token's unique id.
     pub fn token_id(&self) -> Option<&str> {
-        self.0.opt(&self.0.jti)
+        self.0.opt(&self.0.parts.jti)
     }
 
     /// The OAuth client the token was issued to: `client_id` (RFC 9068 §2.2), or
     /// `azp` when the issuer sends only that (Keycloak, OIDC).
     pub fn client_id(&self) -> Option<&str> {
-        self.0.opt(&self.0.client_id)
+        self.0.opt(&self.0.parts.client_id)
     }
 
     /// The granted scopes.
     pub fn scopes(&self) -> Scopes<'_> {
-        Scopes(self.0.opt(&self.0.scope).unwrap_or(""))
+        Scopes(self.0.opt(&self.0.parts.scope).unwrap_or(""))
     }
 
     /// Whether the token grants `scope`.
@@ -447,18 +440,7 @@ impl ClaimsParts {
     /// Attaches the claims set the positions refer to: the same text, moved or copied.
     pub(crate) fn with_raw(self, raw: String) -> Claims {
         debug_assert_eq!(raw.len(), self.raw_len);
-        Claims(std::sync::Arc::new(ClaimsInner {
-            raw,
-            iss: self.iss,
-            sub: self.sub,
-            aud: self.aud,
-            exp: self.exp,
-            nbf: self.nbf,
-            iat: self.iat,
-            jti: self.jti,
-            client_id: self.client_id,
-            scope: self.scope,
-        }))
+        Claims(std::sync::Arc::new(ClaimsInner { raw, parts: self }))
     }
 }
 
@@ -468,7 +450,7 @@ impl fmt::Debug for Claims {
             .field("iss", &self.issuer())
             .field("sub", &self.subject())
             .field("aud", &self.audience().collect::<Vec<_>>())
-            .field("exp", &self.0.exp)
+            .field("exp", &self.0.parts.exp)
             .field("client_id", &self.client_id())
             .field("scopes", &self.scopes())
             .finish_non_exhaustive()
@@ -568,8 +550,8 @@ mod tests {
         assert_eq!(c.audience().collect::<Vec<_>>(), ["a", "b\"c"]);
         assert_eq!(c.token_id(), Some("j"));
         assert_eq!(c.client_id(), Some("cl"));
-        assert!(matches!(c.0.jti, Some(Text::At(..))));
-        assert!(matches!(c.0.sub, Some(Text::Owned(_))));
+        assert!(matches!(c.0.parts.jti, Some(Text::At(..))));
+        assert!(matches!(c.0.parts.sub, Some(Text::Owned(_))));
     }
 
     #[test]
