@@ -355,12 +355,10 @@ async fn tokens_of_a_retired_key_are_rejected_as_unknown_after_a_refresh() -> Te
 
 /// Several requests that carry the new `kid` at the same moment, right after a rotation.
 ///
-/// The first claims the on-demand fetch and waits for it. The others see no fetch "in
-/// flight" yet (the background task has been woken but has not run `begin()`), and the
-/// cooldown that the first one just claimed makes them give up at once, so they are
-/// rejected with `UnknownKey` although the fetch that would admit them is under way.
-/// A current-thread runtime makes the window deterministic; on a multi-thread runtime
-/// it is the time the refresher task takes to be scheduled.
+/// The first claims the on-demand fetch; the others must join that claimed fetch, even
+/// before the background task has started it, rather than give up because the cooldown
+/// was just used. (Regression: they were once rejected with `UnknownKey` in that window;
+/// a current-thread runtime makes the window deterministic.)
 #[tokio::test]
 
 async fn concurrent_requests_with_a_freshly_rotated_kid_all_wait_for_the_fetch() -> TestResult {
@@ -416,10 +414,9 @@ async fn store_with_a_fetch_under_way(
     Ok((store, jwks, server, earlier))
 }
 
-/// `refresh()` promises to fetch now and wait for the result. When a fetch is already
-/// under way it waits for *that* one instead, which may have read the key set before
-/// the caller published a key, and returns `true` without it. (A second fetch does
-/// follow, but only after `refresh()` has returned.)
+/// `refresh()` fetches now and waits for a fetch that starts after the call, so a key
+/// published before the call is loaded when it returns `true`, even if an older fetch
+/// was under way. (Regression: it once waited for that older fetch instead.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn refresh_loads_keys_published_before_it_was_called() -> TestResult {
@@ -436,9 +433,9 @@ async fn refresh_loads_keys_published_before_it_was_called() -> TestResult {
     Ok(())
 }
 
-/// The same root cause on the request path: a token with a new `kid` that arrives while
-/// an older fetch is under way joins that fetch (`in_flight`), which cannot contain the
-/// key, and is then rejected without a fetch of its own: a rotation turns into a 401.
+/// The same rule on the request path: a token with a new `kid` that arrives while an
+/// older fetch is under way gets a fetch that starts after it, and validates. (Regression:
+/// it once joined the older fetch, which could not contain the key, and got a 401.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn a_new_kid_that_arrives_during_an_older_fetch_still_validates() -> TestResult {
@@ -673,10 +670,8 @@ async fn retry_after_postpones_the_next_scheduled_fetch() -> TestResult {
     Ok(())
 }
 
-/// The module docs say a failed fetch is retried after "1 s doubling up to the
-/// interval", but `Schedule::after_failure` computes `1 << failures` seconds with
-/// `failures` already counting the failure just made, so the first retry comes after
-/// 2 s (±20 %), the second after 4 s, and so on.
+/// A failed fetch is retried after "1 s doubling up to the interval", as the module docs
+/// say: the first retry comes after about 1 s (±20 %), not 2 s as it once did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn the_first_retry_after_a_failure_comes_after_about_one_second() -> TestResult {
@@ -692,9 +687,9 @@ async fn the_first_retry_after_a_failure_comes_after_about_one_second() -> TestR
     Ok(())
 }
 
-/// `.timeout(d)` promises a limit of `d` for one refresh, but the default HTTP client
-/// is built with reqwest's own `timeout(10 s)`, so any configured timeout above 10 s
-/// is silently cut to 10 s per request. (Slow: about 10.5 s.)
+/// `.timeout(d)` is the limit for one refresh, also above 10 s: the default HTTP client
+/// sets no timeout of its own that would cut it short (it once did, at reqwest's 10 s).
+/// Slow: about 10.5 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn a_configured_timeout_above_ten_seconds_is_honoured() -> TestResult {
