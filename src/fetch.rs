@@ -29,16 +29,24 @@ pub(crate) struct Fetched {
 
 /// Whether `url` may be fetched: https anywhere, http only to a loopback host.
 pub(crate) fn is_allowed(url: &Url) -> bool {
-    match url.scheme() {
-        "https" => true,
-        "http" => match url.host() {
-            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            None => false,
-        },
-        _ => false,
+    is_allowed_origin(url.scheme(), url.host_str())
+}
+
+/// The same rule on a scheme and host as they appear in a URI (an IPv6 host may keep
+/// its brackets): shared by every fetch and by the outbound token predicate.
+pub(crate) fn is_allowed_origin(scheme: &str, host: Option<&str>) -> bool {
+    let Some(host) = host.filter(|h| !h.is_empty()) else { return false };
+    if scheme.eq_ignore_ascii_case("https") {
+        return true;
     }
+    if !scheme.eq_ignore_ascii_case("http") {
+        return false;
+    }
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 pub(crate) fn parse_url(s: &str) -> Result<Url, FetchError> {

@@ -23,6 +23,21 @@ fn validator(issuer: &TestIssuer, key: &TestEncryptionKey) -> Validator {
     Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).decryption_keys(keys(key)).build().unwrap()
 }
 
+/// A validator on `issuer` with `key`, weakened by `configure` (see `Dangerous`).
+fn dangerous_validator(
+    issuer: &TestIssuer,
+    key: &TestEncryptionKey,
+    configure: impl FnOnce(&mut tower_oauth::validate::Dangerous),
+) -> Validator {
+    Validator::builder()
+        .issuer(issuer.issuer())
+        .audience(issuer.audience())
+        .decryption_keys(keys(key))
+        .dangerous(configure)
+        .build()
+        .unwrap()
+}
+
 fn members(pairs: &[(&str, Value)]) -> Map<String, Value> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
 }
@@ -90,15 +105,9 @@ async fn rsa1_5_is_refused_unless_dangerously_allowed() {
     let token = issuer.mint().encrypt(&key);
     let refused = validator(&issuer, &key).validate(&token).await.unwrap_err();
     assert!(matches!(refused, ValidationError::UnsupportedEncryption(_)), "{refused:?}");
-    let dangerous = Validator::builder()
-        .issuer(issuer.issuer())
-        .audience(issuer.audience())
-        .decryption_keys(keys(&key))
-        .dangerous(|d| {
-            d.allow_rsa1_5();
-        })
-        .build()
-        .unwrap();
+    let dangerous = dangerous_validator(&issuer, &key, |d| {
+        d.allow_rsa1_5();
+    });
     assert!(dangerous.validate(&token).await.is_ok());
 }
 
@@ -177,15 +186,9 @@ async fn an_unsigned_inner_token_is_always_rejected() {
     let issuer = TestIssuer::start().await.unwrap();
     let key = TestEncryptionKey::generate("A256KW");
     let unsigned = key.encrypt(issuer.mint().unsigned().as_bytes(), "A256GCM", Some("JWT"));
-    let lenient = Validator::builder()
-        .issuer(issuer.issuer())
-        .audience(issuer.audience())
-        .decryption_keys(keys(&key))
-        .dangerous(|d| {
-            d.accept_unsigned_encrypted_claims();
-        })
-        .build()
-        .unwrap();
+    let lenient = dangerous_validator(&issuer, &key, |d| {
+        d.accept_unsigned_encrypted_claims();
+    });
     assert_eq!(lenient.validate(&unsigned).await.unwrap_err(), ValidationError::AlgorithmNone);
 }
 
@@ -199,15 +202,9 @@ async fn claims_encrypted_without_a_signature_pass_only_when_allowed_and_symmetr
         let token = key.encrypt(claims.as_bytes(), "A256GCM", None);
         let strict = validator(&issuer, &key);
         assert_eq!(strict.validate(&token).await.unwrap_err(), ValidationError::UnsignedEncryptedToken, "{alg}");
-        let lenient = Validator::builder()
-            .issuer(issuer.issuer())
-            .audience(issuer.audience())
-            .decryption_keys(keys(&key))
-            .dangerous(|d| {
-                d.accept_unsigned_encrypted_claims();
-            })
-            .build()
-            .unwrap();
+        let lenient = dangerous_validator(&issuer, &key, |d| {
+            d.accept_unsigned_encrypted_claims();
+        });
         let result = lenient.validate(&token).await;
         if alg == "RSA-OAEP-256" {
             // Anyone with the public key could have made it.

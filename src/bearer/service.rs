@@ -107,7 +107,7 @@ where
         }
         match config.validator.attempt(token, now, &span) {
             Attempt::Done(Ok(verified)) => {
-                let claims = self.remember(token, verified);
+                let claims = remember(&self.config, token, verified);
                 drop(found);
                 self.call_inner(request, claims)
             }
@@ -146,10 +146,6 @@ impl<S, C> BearerAuth<S, C>
 where
     C: Clone + Send + Sync + 'static,
 {
-    fn remember(&self, token: &str, verified: Verified<C>) -> C {
-        remember(&self.config, token, verified)
-    }
-
     fn call_inner<ReqBody, ResBody>(
         &mut self,
         mut request: Request<ReqBody>,

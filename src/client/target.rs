@@ -1,7 +1,6 @@
 //! Where a token may go: the request's destination, and the rule that decides.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method};
@@ -93,20 +92,8 @@ impl<'a> RequestTarget<'a> {
     /// address (`127.1`, `0x7f.0.0.1`) count as not loopback: the rule only errs towards
     /// not attaching.
     pub fn is_secure(&self) -> bool {
-        match self.scheme {
-            Some(scheme) if scheme.eq_ignore_ascii_case("https") => self.host.is_some_and(|h| !h.is_empty()),
-            Some(scheme) if scheme.eq_ignore_ascii_case("http") => self.host.is_some_and(is_loopback_host),
-            _ => false,
-        }
+        self.scheme.is_some_and(|scheme| crate::fetch::is_allowed_origin(scheme, self.host))
     }
-}
-
-fn is_loopback_host(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl fmt::Debug for RequestTarget<'_> {

@@ -206,34 +206,20 @@ impl<'de> Visitor<'de> for RegisteredSeed<'_> {
                     self.field.set(Some("iat"));
                     once(&mut out.iat, map.next_value::<NumericDate>()?.0)?;
                 }
-                // StringOrURI (RFC 7519 §4.1.2), RFC 9068 §2.2 and OIDC's `azp` are all
-                // strings; they are read for tracing.
-                "sub" => {
-                    // Not security-relevant here, and Keycloak sends `sub` twice: RFC 7519
-                    // §4 allows taking the lexically last.
-                    self.field.set(Some("sub"));
+                // StringOrURI (RFC 7519 §4.1.2), RFC 9068 §2.2 and OIDC's `azp`: strings,
+                // not checked by the policy, so the lexically last wins (RFC 7519 §4;
+                // Keycloak sends `sub` twice).
+                "sub" | "client_id" | "azp" | "jti" | "scope" => {
+                    let (name, slot) = match &*key {
+                        "sub" => ("sub", &mut out.sub),
+                        "client_id" => ("client_id", &mut out.client_id),
+                        "azp" => ("azp", &mut out.azp),
+                        "jti" => ("jti", &mut out.jti),
+                        _ => ("scope", &mut out.scope),
+                    };
+                    self.field.set(Some(name));
                     let Str(v) = map.next_value()?;
-                    out.sub = Some(v);
-                }
-                "client_id" => {
-                    self.field.set(Some("client_id"));
-                    let Str(v) = map.next_value()?;
-                    out.client_id = Some(v);
-                }
-                "azp" => {
-                    self.field.set(Some("azp"));
-                    let Str(v) = map.next_value()?;
-                    out.azp = Some(v);
-                }
-                "jti" => {
-                    self.field.set(Some("jti"));
-                    let Str(v) = map.next_value()?;
-                    out.jti = Some(v);
-                }
-                "scope" => {
-                    self.field.set(Some("scope"));
-                    let Str(v) = map.next_value()?;
-                    out.scope = Some(v);
+                    *slot = Some(v);
                 }
                 "scp" => {
                     self.field.set(Some("scp"));
