@@ -68,7 +68,12 @@ async fn fetch_one(
     limits: Limits,
 ) -> Result<ProviderMetadata, FetchError> {
     let fetched = fetch::get(client, url, limits).await?;
-    let metadata: ProviderMetadata = serde_json::from_slice(&fetched.body)
+    parse_metadata(&fetched.body, issuer)
+}
+
+/// Reads a metadata document and checks that it names `issuer`.
+pub(crate) fn parse_metadata(body: &[u8], issuer: &str) -> Result<ProviderMetadata, FetchError> {
+    let metadata: ProviderMetadata = serde_json::from_slice(body)
         .map_err(|_| FetchError::InvalidDocument("metadata is not a JSON object with an issuer"))?;
     if metadata.issuer != issuer {
         return Err(FetchError::IssuerMismatch);

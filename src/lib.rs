@@ -10,6 +10,8 @@ pub mod client;
 pub mod discovery;
 mod error;
 mod fetch;
+#[cfg(feature = "fuzzing")]
+mod fuzzing;
 pub mod jwk;
 pub mod jwks;
 #[cfg(feature = "reqwest-middleware")]
@@ -26,6 +28,9 @@ pub use algorithm::{Algorithm, KeyFamily, UnknownAlgorithm};
 pub use bearer::{BearerAuth, BearerAuthLayer};
 pub use client::{ClientCredentials, ClientCredentialsLayer, TokenCache, TokenEndpoint};
 pub use error::{BuildError, FetchError};
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use fuzzing::__fuzz;
 pub use jwk::{Jwk, JwkError, KeySet};
 pub use jwks::{KeyStore, KeyStoreBuilder};
 pub use secret::Secret;

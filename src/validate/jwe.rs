@@ -200,11 +200,22 @@ impl std::fmt::Debug for DecryptionKeys {
 }
 
 /// A decrypted JWE: the plaintext and what the header said about it.
-#[derive(Debug)]
+///
+/// `Debug` shows the plaintext's length only: it is usually a signed access token.
 pub struct DecryptedJwe {
     payload: Vec<u8>,
     nested: bool,
     symmetric: bool,
+}
+
+impl std::fmt::Debug for DecryptedJwe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecryptedJwe")
+            .field("payload_len", &self.payload.len())
+            .field("nested", &self.nested)
+            .field("symmetric", &self.symmetric)
+            .finish()
+    }
 }
 
 impl DecryptedJwe {
@@ -302,6 +313,21 @@ impl DecryptionKeys {
         let direct = matches!(alg, KeyAlg::Dir | KeyAlg::EcdhEs);
         if direct != segments[1].is_empty() {
             return Err(ValidationError::Malformed("jwe encrypted key is missing or unexpected"));
+        }
+        // RFC 3394 §2.2.1, RFC 7518 §4.4: an AES-wrapped key is the content-encryption key
+        // (its length set by `enc`) plus an 8-byte integrity block. josekit computes
+        // `len - 8` and panics on a shorter segment, so the length is checked here.
+        let wrapped = matches!(
+            alg,
+            KeyAlg::A128Kw
+                | KeyAlg::A192Kw
+                | KeyAlg::A256Kw
+                | KeyAlg::EcdhEsA128Kw
+                | KeyAlg::EcdhEsA192Kw
+                | KeyAlg::EcdhEsA256Kw
+        );
+        if wrapped && enc_key_len(enc).is_some_and(|len| decoded_len(segments[1]) != len + 8) {
+            return Err(ValidationError::Malformed("jwe encrypted key has the wrong length"));
         }
         if header.zip.is_some() {
             return Err(ValidationError::UnsupportedEncryption("compressed payloads are refused"));
