@@ -10,6 +10,7 @@ pub mod client;
 pub mod discovery;
 mod error;
 mod fetch;
+pub mod introspect;
 pub mod jwk;
 pub mod jwks;
 #[cfg(feature = "reqwest-middleware")]
