@@ -131,11 +131,13 @@ async fn get_unbounded_in_time(
     Ok(Fetched { body: body.freeze(), max_age })
 }
 
-/// The answer to a form POST: its status, its `Retry-After`, and its body (or why the
-/// body could not be read, which matters only for some statuses).
-pub(crate) struct Posted {
+/// The answer to a credentialed request: its status, its `Retry-After`, its
+/// `Content-Type`, and its body (or why the body could not be read, which matters only
+/// for some statuses).
+pub(crate) struct Reply {
     pub(crate) status: http::StatusCode,
     pub(crate) retry_after: Option<Duration>,
+    pub(crate) content_type: Option<HeaderValue>,
     pub(crate) body: Result<Bytes, FetchError>,
 }
 
@@ -152,14 +154,32 @@ pub(crate) async fn post_form(
     authorization: Option<&HeaderValue>,
     form: Vec<u8>,
     limits: Limits,
-) -> Result<Posted, FetchError> {
+) -> Result<Reply, FetchError> {
+    let request = client
+        .post(url.clone())
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))
+        .body(form);
+    exchange(request, authorization, limits).await
+}
+
+/// GETs `url` with an `Authorization` header (a bearer token, for userinfo), within
+/// `limits`, under the same rules as [`post_form`].
+pub(crate) async fn get_authorized(
+    client: &reqwest::Client,
+    url: &Url,
+    authorization: &HeaderValue,
+    limits: Limits,
+) -> Result<Reply, FetchError> {
+    exchange(client.get(url.clone()), Some(authorization), limits).await
+}
+
+async fn exchange(
+    request: reqwest::RequestBuilder,
+    authorization: Option<&HeaderValue>,
+    limits: Limits,
+) -> Result<Reply, FetchError> {
     let exchange = async {
-        let mut request = client
-            .post(url.clone())
-            .timeout(limits.timeout)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))
-            .header(ACCEPT, HeaderValue::from_static("application/json"))
-            .body(form);
+        let mut request = request.timeout(limits.timeout).header(ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(authorization) = authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
         }
@@ -170,8 +190,9 @@ pub(crate) async fn post_form(
         }
         let status = response.status();
         let retry_after = retry_after(response.headers());
+        let content_type = response.headers().get(CONTENT_TYPE).cloned();
         let body = read_capped(&mut response, limits.max_body).await;
-        Ok(Posted { status, retry_after, body })
+        Ok(Reply { status, retry_after, content_type, body })
     };
     match tokio::time::timeout(limits.timeout, exchange).await {
         Ok(result) => result,

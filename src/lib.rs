@@ -17,6 +17,7 @@ pub mod jwks;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub mod reqwest;
 mod secret;
+pub mod userinfo;
 pub mod validate;
 
 #[cfg(feature = "testing")]

@@ -45,12 +45,12 @@
 
 mod body;
 mod cache;
-mod extract;
+pub(crate) mod extract;
 mod future;
 mod layer;
 mod rejection;
 mod scope;
-mod service;
+pub(crate) mod service;
 
 pub use body::ResponseBody;
 pub use cache::VerifiedTokenCache;

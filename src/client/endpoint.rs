@@ -213,7 +213,7 @@ impl TokenEndpoint {
         let posted = fetch::post_form(&self.client, url, self.basic.as_ref(), body, self.limits)
             .await
             .map_err(exchange_error)?;
-        let fetch::Posted { status, retry_after, body } = posted;
+        let fetch::Reply { status, retry_after, body, .. } = posted;
         if status.is_success() {
             return TokenResponse::parse(&body.map_err(exchange_error)?);
         }

@@ -97,6 +97,13 @@ impl<V: Clone> FlightCache<V> {
         }
     }
 
+    /// The kept, unexpired answer for `token`, without waiting for anything: the fast
+    /// path of a hit.
+    pub(crate) fn get(&self, token: &str) -> Option<V> {
+        let entry = self.entries.get(&token_hash(token))?;
+        (entry.expires.is_some() && entry.usable(Instant::now())).then(|| entry.value.clone())
+    }
+
     /// Forgets the answer for `token`.
     pub(crate) fn remove(&self, token: &str) {
         self.entries.remove(&token_hash(token));

@@ -39,7 +39,7 @@
 //! # Ok(()) }
 //! ```
 
-mod cache;
+pub(crate) mod cache;
 mod error;
 mod introspector;
 

@@ -1,0 +1,299 @@
+//! RFC 7662 introspection against the embedded test issuer: answers, client
+//! authentication, the answer cache, single flight, and every way the endpoint can fail.
+#![cfg(feature = "testing")]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tower_oauth::introspect::{AuthMethod, IntrospectionError, Introspector, IntrospectorBuilder};
+use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Every failure below resolves well within this; it only proves nothing hangs.
+const NO_HANG: Duration = Duration::from_secs(10);
+
+fn builder(issuer: &TestIssuer) -> IntrospectorBuilder {
+    Introspector::builder(
+        issuer.introspection_endpoint(),
+        TestIssuer::DEFAULT_CLIENT_ID,
+        TestIssuer::DEFAULT_CLIENT_SECRET,
+    )
+}
+
+fn claims(json: &str) -> Value {
+    serde_json::from_str(json).expect("introspected claims are JSON")
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+#[tokio::test]
+async fn an_active_opaque_token_comes_back_with_its_claims() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    let token = issuer.mint().subject("alice").scope("read write").expires_in(Duration::from_secs(120)).opaque();
+    assert!(!token.contains('.'), "opaque tokens are not JWTs");
+    let introspected = builder(&issuer).build()?.introspect(&token).await?;
+    let claims = claims(introspected.claims_json());
+    assert_eq!(claims["active"], true);
+    assert_eq!(claims["token_type"], "Bearer");
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["scope"], "read write");
+    assert_eq!(claims["iss"], issuer.issuer());
+    assert_eq!(claims["aud"], issuer.audience());
+    let exp = introspected.expires_at().expect("exp is an integer");
+    assert_eq!(claims["exp"], exp);
+    assert!((now() + 110..=now() + 130).contains(&exp), "{exp}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_token_endpoint_can_issue_opaque_tokens_that_introspect() -> TestResult {
+    let issuer = TestIssuer::builder().opaque_access_tokens().start().await?;
+    let response: Value = reqwest::Client::new()
+        .post(issuer.token_endpoint())
+        .basic_auth(TestIssuer::DEFAULT_CLIENT_ID, Some(TestIssuer::DEFAULT_CLIENT_SECRET))
+        .form(&[("grant_type", "client_credentials"), ("scope", "read")])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = response["access_token"].as_str().expect("an access token");
+    assert!(!token.contains('.'), "{token}");
+    let introspected = builder(&issuer).build()?.introspect(token).await?;
+    let claims = claims(introspected.claims_json());
+    assert_eq!((&claims["client_id"], &claims["scope"]), (&TestIssuer::DEFAULT_CLIENT_ID.into(), &"read".into()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_expired_revoked_and_forged_tokens_are_inactive() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    // No caching: each answer is the endpoint's current one.
+    let introspector = builder(&issuer).max_ttl(Duration::ZERO).negative_ttl(Duration::ZERO).build()?;
+
+    let unknown = "f3Zp1uGkq0t8W2yXoJbNQm";
+    assert_eq!(introspector.introspect(unknown).await, Err(IntrospectionError::Inactive));
+    let expired = issuer.mint().expired().opaque();
+    assert_eq!(introspector.introspect(&expired).await, Err(IntrospectionError::Inactive));
+    let forged = issuer.mint().tampered_signature();
+    assert_eq!(introspector.introspect(&forged).await, Err(IntrospectionError::Inactive));
+
+    // The issuer's own JWTs introspect too, until revoked.
+    for token in [issuer.mint().opaque(), issuer.mint().sign()] {
+        assert!(introspector.introspect(&token).await.is_ok());
+        issuer.revoke(&token);
+        assert_eq!(introspector.introspect(&token).await, Err(IntrospectionError::Inactive));
+    }
+    // Nothing is asked about tokens no server would accept.
+    let before = issuer.requests(Endpoint::Introspection);
+    assert_eq!(introspector.introspect("").await, Err(IntrospectionError::Inactive));
+    assert_eq!(introspector.introspect(&"a".repeat(17 * 1024)).await, Err(IntrospectionError::Inactive));
+    assert_eq!(issuer.requests(Endpoint::Introspection), before);
+    Ok(())
+}
+
+#[tokio::test]
+async fn basic_credentials_are_form_urlencoded_and_post_works_too() -> TestResult {
+    // Every character of this secret must be encoded (RFC 6749 §2.3.1) to authenticate.
+    let (id, secret) = ("svc:special", "p@ss:w+rd%/ &=");
+    let issuer = TestIssuer::builder().client(id, secret).start().await?;
+    let token = issuer.mint().opaque();
+    for method in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
+        let introspector =
+            Introspector::builder(issuer.introspection_endpoint(), id, secret).auth_method(method).build()?;
+        assert!(introspector.introspect(&token).await.is_ok(), "{method:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_a_server_error_that_names_no_secret() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    let token = issuer.mint().opaque();
+    let introspector =
+        Introspector::builder(issuer.introspection_endpoint(), TestIssuer::DEFAULT_CLIENT_ID, "hunter2-wrong")
+            .build()?;
+    let error = introspector.introspect(&token).await.unwrap_err();
+    assert!(matches!(error, IntrospectionError::Rejected { status, .. } if status == 401), "{error:?}");
+    assert!(error.is_server_error(), "a misconfiguration is a 503, not the token's fault");
+    for shown in [error.to_string(), format!("{error:?}"), format!("{introspector:?}")] {
+        assert!(!shown.contains("hunter2") && !shown.contains(&token), "{shown}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_active_answer_is_reused_and_ends_no_later_than_exp() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    let introspector = builder(&issuer).build()?;
+    let token = issuer.mint().opaque();
+    for _ in 0..5 {
+        introspector.introspect(&token).await?;
+    }
+    assert_eq!(issuer.requests(Endpoint::Introspection), 1);
+    assert_eq!((introspector.requests(), introspector.cached()), (1, 1));
+
+    // Until `exp`, and never after it: this token's answer ends with it.
+    let short = issuer.mint().expires_in(Duration::from_secs(1)).opaque();
+    introspector.introspect(&short).await?;
+    introspector.introspect(&short).await?;
+    assert_eq!(issuer.requests(Endpoint::Introspection), 2);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(introspector.introspect(&short).await, Err(IntrospectionError::Inactive));
+    assert_eq!(issuer.requests(Endpoint::Introspection), 3);
+
+    // `forget` drops an answer, say after a revocation notice.
+    issuer.revoke(&token);
+    assert!(introspector.introspect(&token).await.is_ok(), "still cached");
+    introspector.forget(&token);
+    assert_eq!(introspector.introspect(&token).await, Err(IntrospectionError::Inactive));
+    Ok(())
+}
+
+#[tokio::test]
+async fn max_ttl_bounds_how_long_a_revoked_token_is_accepted() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    let introspector = builder(&issuer).max_ttl(Duration::from_secs(1)).build()?;
+    let token = issuer.mint().expires_in(Duration::from_secs(3600)).opaque();
+    introspector.introspect(&token).await?;
+    issuer.revoke(&token);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(introspector.introspect(&token).await, Err(IntrospectionError::Inactive));
+    assert_eq!(issuer.requests(Endpoint::Introspection), 2);
+
+    let uncached = builder(&issuer).max_ttl(Duration::ZERO).build()?;
+    let token = issuer.mint().opaque();
+    uncached.introspect(&token).await?;
+    uncached.introspect(&token).await?;
+    assert_eq!(uncached.requests(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn inactive_answers_are_cached_briefly_or_not_at_all() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    let cached = builder(&issuer).build()?;
+    for _ in 0..5 {
+        assert_eq!(cached.introspect("junk-token-1").await, Err(IntrospectionError::Inactive));
+    }
+    assert_eq!(cached.requests(), 1);
+
+    let short = builder(&issuer).negative_ttl(Duration::from_millis(300)).build()?;
+    short.introspect("junk-token-2").await.unwrap_err();
+    short.introspect("junk-token-2").await.unwrap_err();
+    assert_eq!(short.requests(), 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    short.introspect("junk-token-2").await.unwrap_err();
+    assert_eq!(short.requests(), 2);
+
+    let off = builder(&issuer).negative_ttl(Duration::ZERO).build()?;
+    off.introspect("junk-token-3").await.unwrap_err();
+    off.introspect("junk-token-3").await.unwrap_err();
+    assert_eq!(off.requests(), 2);
+    assert_eq!(off.cached(), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_introspections_of_one_token_make_one_request() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    // Slow enough that every caller arrives while the one request is in flight.
+    issuer.set_fault(Endpoint::Introspection, Fault::Delay(Duration::from_millis(300)));
+    let introspector = builder(&issuer).build()?;
+    let token: Arc<str> = issuer.mint().subject("alice").opaque().into();
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (introspector, token) = (introspector.clone(), token.clone());
+            tokio::spawn(async move { introspector.introspect(&token).await })
+        })
+        .collect();
+    for task in tasks {
+        let introspected = task.await??;
+        assert_eq!(claims(introspected.claims_json())["sub"], "alice");
+    }
+    assert_eq!(issuer.requests(Endpoint::Introspection), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_waiting_on_a_failing_request_share_its_failure() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    issuer.set_fault(Endpoint::Introspection, Fault::Stall);
+    let introspector = builder(&issuer).timeout(Duration::from_millis(500)).build()?;
+    let token: Arc<str> = issuer.mint().opaque().into();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (introspector, token) = (introspector.clone(), token.clone());
+            tokio::spawn(async move { introspector.introspect(&token).await })
+        })
+        .collect();
+    for task in tasks {
+        let error = task.await?.unwrap_err();
+        assert!(matches!(error, IntrospectionError::Unavailable { .. }), "{error:?}");
+    }
+    assert!(started.elapsed() < NO_HANG, "{:?}", started.elapsed());
+    assert_eq!(issuer.requests(Endpoint::Introspection), 1, "one flight, shared");
+    assert_eq!(introspector.cached(), 0, "failures are not kept");
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_outage_is_unavailable_never_inactive_and_is_not_cached() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    let introspector = builder(&issuer).timeout(Duration::from_millis(500)).max_body(4096).build()?;
+    let token = issuer.mint().opaque();
+    let faults = [
+        Fault::Down,
+        Fault::Status(500),
+        Fault::Status(503),
+        Fault::Status(404),
+        Fault::TooManyRequests { retry_after: Some(7) },
+        Fault::Garbage,
+        Fault::Oversized(64 * 1024),
+        Fault::Stall,
+        Fault::Delay(Duration::from_secs(5)),
+    ];
+    for fault in faults {
+        issuer.set_fault(Endpoint::Introspection, fault.clone());
+        let started = Instant::now();
+        let error = introspector.introspect(&token).await.unwrap_err();
+        assert!(started.elapsed() < NO_HANG, "{fault:?} took {:?}", started.elapsed());
+        assert!(error.is_server_error(), "{fault:?}: {error:?}");
+        assert_ne!(error, IntrospectionError::Inactive);
+        assert!(!error.to_string().contains(&token), "{error}");
+        if let Fault::TooManyRequests { .. } = fault {
+            assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
+        }
+    }
+    issuer.clear_fault(Endpoint::Introspection);
+    assert!(introspector.introspect(&token).await.is_ok(), "the outage left nothing behind");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_endpoint_can_be_discovered() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    let introspector =
+        Introspector::discover(issuer.issuer(), TestIssuer::DEFAULT_CLIENT_ID, TestIssuer::DEFAULT_CLIENT_SECRET)
+            .build()?;
+    assert_eq!(issuer.requests(Endpoint::OpenIdConfiguration), 0, "discovery is lazy");
+    introspector.introspect(&issuer.mint().opaque()).await?;
+    introspector.introspect(&issuer.mint().opaque()).await?;
+    assert_eq!(issuer.requests(Endpoint::OpenIdConfiguration), 1, "discovered once");
+    assert_eq!(issuer.requests(Endpoint::Introspection), 2);
+
+    // Discovery down: unavailable, and retried at the next introspection.
+    let issuer = TestIssuer::start().await?;
+    let introspector = Introspector::discover(issuer.issuer(), "test-client", "test-secret").build()?;
+    issuer.set_fault(Endpoint::OpenIdConfiguration, Fault::Status(500));
+    issuer.set_fault(Endpoint::OAuthServerMetadata, Fault::Status(500));
+    let error = introspector.introspect(&issuer.mint().opaque()).await.unwrap_err();
+    assert!(matches!(error, IntrospectionError::Unavailable { .. }), "{error:?}");
+    issuer.clear_faults();
+    assert!(introspector.introspect(&issuer.mint().opaque()).await.is_ok());
+    Ok(())
+}
