@@ -34,6 +34,7 @@
 mod claims;
 mod error;
 mod header;
+mod issuers;
 #[cfg(feature = "jwe")]
 mod jwe;
 mod jws;
@@ -42,6 +43,8 @@ mod validator;
 pub use claims::{Claims, Scopes};
 pub use error::ValidationError;
 pub use header::TypPolicy;
+pub(crate) use issuers::TrustedIssuer;
+pub use issuers::{DEFAULT_MAX_DISCOVERED_ISSUERS, Issuer, IssuerPattern, Issuers};
 #[cfg(feature = "jwe")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwe")))]
 pub use jwe::{DecryptedJwe, DecryptionKeys};
