@@ -348,11 +348,12 @@ fn is_tenant(segment: &str) -> bool {
         && segment.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
-/// The URL reads back exactly as written: nothing for a parser to normalise, and no
-/// userinfo, query or fragment.
+/// The URL reads back exactly as written (but for the `/` an empty path gets, as in
+/// `https://accounts.example`): nothing for a parser to normalise, and no userinfo,
+/// query or fragment.
 fn is_canonical(url: &Url, text: &str) -> bool {
-    url.as_str() == text
-        && url.username().is_empty()
+    let same = url.as_str() == text || (url.path() == "/" && url.as_str().strip_suffix('/') == Some(text));
+    same && url.username().is_empty()
         && url.password().is_none()
         && url.query().is_none()
         && url.fragment().is_none()
