@@ -297,3 +297,92 @@ async fn the_endpoint_can_be_discovered() -> TestResult {
     assert!(introspector.introspect(&issuer.mint().opaque()).await.is_ok());
     Ok(())
 }
+
+mod through_the_bearer_layer {
+    //! Introspected claims meet the same policy as a JWT's, and the outcomes map to
+    //! RFC 6750 answers.
+
+    use std::convert::Infallible;
+
+    use http::{Request, Response, StatusCode, header};
+    use tower::{Layer as _, ServiceExt as _};
+    use tower_oauth::bearer::RequireScopeLayer;
+    use tower_oauth::{BearerAuthLayer, Validator};
+
+    use super::*;
+
+    /// The status and `WWW-Authenticate` and `Retry-After` of one request with `token`
+    /// through the bearer layer (and, with `scope`, a scope requirement).
+    async fn answer(
+        validator: &Validator,
+        token: &str,
+        scope: Option<&str>,
+    ) -> (StatusCode, Option<String>, Option<String>) {
+        let inner = tower::service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(String::new())) });
+        let mut request = Request::new(());
+        request.headers_mut().insert(header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        let layer = BearerAuthLayer::new(validator.clone());
+        match scope {
+            Some(scope) => outcome(layer.layer(RequireScopeLayer::new([scope]).layer(inner)).oneshot(request).await),
+            None => outcome(layer.layer(inner).oneshot(request).await),
+        }
+    }
+
+    fn outcome<B>(response: Result<Response<B>, Infallible>) -> (StatusCode, Option<String>, Option<String>) {
+        let response = response.unwrap();
+        let header = |name| response.headers().get(name).map(|v: &http::HeaderValue| v.to_str().unwrap().to_owned());
+        (response.status(), header(header::WWW_AUTHENTICATE), header(header::RETRY_AFTER))
+    }
+
+    fn validator(issuer: &TestIssuer, introspector: Introspector) -> Validator {
+        Validator::builder()
+            .issuer(issuer.issuer())
+            .audience(issuer.audience())
+            .introspection_fallback(introspector)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn iss_aud_and_scope_of_introspected_claims_are_enforced() -> TestResult {
+        let issuer = TestIssuer::start().await?;
+        let validator = validator(&issuer, builder(&issuer).build()?);
+        let invalid = Some(r#"Bearer error="invalid_token""#.to_owned());
+
+        let good = issuer.mint().scope("read admin").opaque();
+        assert_eq!(answer(&validator, &good, None).await.0, StatusCode::OK);
+        assert_eq!(answer(&validator, &good, Some("admin")).await.0, StatusCode::OK);
+
+        let reader = issuer.mint().scope("read").opaque();
+        let (status, challenge, _) = answer(&validator, &reader, Some("admin")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(challenge.is_some_and(|c| c.contains("insufficient_scope")));
+
+        for bad in [
+            issuer.mint().audience("someone-elses-api").opaque(),
+            issuer.mint().issuer("https://evil.example").opaque(),
+            issuer.mint().expired().opaque(),
+            "never-issued".to_owned(),
+        ] {
+            assert_eq!(answer(&validator, &bad, None).await, (StatusCode::UNAUTHORIZED, invalid.clone(), None));
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_introspection_outage_is_503_with_retry_after_never_401() -> TestResult {
+        let issuer = TestIssuer::start().await?;
+        let validator = validator(&issuer, builder(&issuer).timeout(Duration::from_millis(500)).build()?);
+        let token = issuer.mint().opaque();
+        for fault in [Fault::Down, Fault::Status(500), Fault::TooManyRequests { retry_after: Some(7) }, Fault::Garbage]
+        {
+            issuer.set_fault(Endpoint::Introspection, fault.clone());
+            let (status, _, retry_after) = answer(&validator, &token, None).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{fault:?}");
+            assert!(retry_after.is_some(), "{fault:?}");
+        }
+        issuer.clear_fault(Endpoint::Introspection);
+        assert_eq!(answer(&validator, &token, None).await.0, StatusCode::OK);
+        Ok(())
+    }
+}
