@@ -25,6 +25,8 @@ use tower_oauth::{BearerAuthLayer, Validator};
 
 fn introspection(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    // The key store's refresher is spawned on this runtime.
+    let _entered = rt.enter();
     let issuer = rt.block_on(TestIssuer::start()).expect("the test issuer starts");
     let introspector = Introspector::builder(
         issuer.introspection_endpoint(),
