@@ -396,6 +396,8 @@ async fn the_introspection_fallback_accepts_answers_only_for_trusted_issuers() {
         .unwrap();
     // `other` vouches for its own opaque token, but `other` is no trusted issuer.
     let opaque = other.mint_opaque();
+    assert_eq!(validator.validate_with_current_keys(&opaque).unwrap_err(), ValidationError::IntrospectionRequired);
+    assert_eq!(other.requests(Endpoint::Introspection), 0);
     assert_eq!(validator.validate(&opaque).await.unwrap_err(), ValidationError::UntrustedIssuer);
     assert_eq!(other.requests(Endpoint::Introspection), 1);
 

@@ -472,6 +472,9 @@ pub struct Issuers {
     http_client: Option<reqwest::Client>,
     lazy: bool,
     max_discovered: usize,
+    /// Whether reaching the bound was logged at `warn` yet: once is enough to alert an
+    /// operator, and a flood of tokens must not flood the log.
+    limit_logged: AtomicBool,
     /// Serialises changes (a cold path) so none is lost; readers never take it.
     writer: Mutex<()>,
 }
@@ -505,6 +508,7 @@ impl Issuers {
             http_client: config.http_client,
             lazy: config.lazy,
             max_discovered: config.max_discovered,
+            limit_logged: AtomicBool::new(false),
             writer: Mutex::new(()),
         };
         let mut list: Vec<Arc<TrustedIssuer>> = Vec::with_capacity(config.issuers.len());
@@ -667,10 +671,14 @@ impl Issuers {
                     None => return Err(ValidationError::UntrustedIssuer),
                 };
                 if current.discovered >= self.max_discovered {
-                    tracing::warn!(
-                        limit = self.max_discovered,
-                        "an issuer matches a trusted pattern, but the bound on discovered issuers is reached"
-                    );
+                    if self.limit_logged.swap(true, Ordering::Relaxed) {
+                        tracing::debug!(limit = self.max_discovered, "bound on discovered issuers reached");
+                    } else {
+                        tracing::warn!(
+                            limit = self.max_discovered,
+                            "an issuer matches a trusted pattern, but the bound on discovered issuers is reached"
+                        );
+                    }
                     return Err(ValidationError::IssuerLimit);
                 }
                 if Url::parse(iss).map_or(true, |url| !is_canonical(&url, iss)) {
