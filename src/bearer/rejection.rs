@@ -247,6 +247,37 @@ mod tests {
     }
 
     #[test]
+    fn server_errors_are_503_with_the_failing_servers_retry_after_and_no_challenge() {
+        use crate::introspect::IntrospectionError;
+        use std::time::Duration;
+        let outage = |retry_after| {
+            Rejection::from_validation(ValidationError::Introspection(IntrospectionError::Unavailable {
+                retry_after,
+                reason: "status 503",
+            }))
+        };
+        for (retry_after, secs) in [
+            (None, 5),
+            (Some(Duration::from_millis(1500)), 2),
+            (Some(Duration::ZERO), 1),
+            (Some(Duration::from_secs(86400)), 3600),
+        ] {
+            let rejection = outage(retry_after);
+            assert_eq!(rejection.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let response = rejection.into_response::<()>(&style(Some("api"), false), false);
+            assert_eq!(response.headers()[header::RETRY_AFTER], secs.to_string().as_str(), "{retry_after:?}");
+            assert!(response.headers().get(header::WWW_AUTHENTICATE).is_none());
+        }
+        let grpc = outage(None).into_response::<()>(&style(None, false), true);
+        assert_eq!(grpc.headers()["grpc-status"], "14");
+        assert_eq!(grpc.headers()["grpc-message"], "temporarily%20unavailable");
+        assert_eq!(Rejection::from_validation(ValidationError::IssuerLimit).grpc_status(), 14);
+        assert_eq!(Rejection::from_validation(ValidationError::KeysUnavailable), Rejection::Unavailable);
+        let inactive = Rejection::from_validation(ValidationError::Introspection(IntrospectionError::Inactive));
+        assert_eq!((inactive.status(), inactive.error_code()), (StatusCode::UNAUTHORIZED, Some("invalid_token")));
+    }
+
+    #[test]
     fn quoted_values_cannot_break_out() {
         assert_eq!(quoted_text("a\"b\\c\r\nd é"), "a?b?c??d ?");
         let s = style(Some("evil\", error=\"x"), true);
