@@ -19,7 +19,9 @@
 //! [`max_ttl`](UserinfoLayerBuilder::max_ttl) (default 5 min). Failures (the endpoint
 //! down, slow, answering garbage or refusing the token, a `sub` that differs) are not
 //! kept; what happens to the request is the [`FailurePolicy`]: a 503 with
-//! `Retry-After` by default, or the request goes on without `UserInfo`.
+//! `Retry-After` by default, or the request goes on without `UserInfo`. A
+//! [discovered](UserinfoLayer::discover) endpoint is looked up once, by one request at a
+//! time, and after a failed lookup not again until a backoff has elapsed.
 //!
 //! Only JSON answers are supported; a signed or encrypted userinfo response
 //! (`application/jwt`, Core 1.0 §5.3.2) counts as a failure.
@@ -61,7 +63,8 @@ use crate::bearer::{Rejection, ResponseBody, ResponseFuture, ResponseStyle};
 use crate::error::BuildError;
 use crate::fetch::{self, Limits};
 use crate::introspect::cache::{Fetched, FlightCache};
-use crate::{Claims, FetchError, discovery};
+use crate::introspect::endpoint::{Location, Member};
+use crate::{Claims, FetchError};
 
 /// The default cap on a userinfo response body.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
@@ -176,6 +179,11 @@ pub enum FailurePolicy {
 #[derive(Clone, Copy)]
 enum Failure {
     Unavailable(&'static str),
+    /// Discovery of the endpoint failed, and is not tried again for `retry_after`.
+    Undiscovered {
+        reason: &'static str,
+        retry_after: Duration,
+    },
     /// The answer is about another subject (Core 1.0 §5.3.2).
     SubjectMismatch,
 }
@@ -183,8 +191,16 @@ enum Failure {
 impl Failure {
     fn reason(self) -> &'static str {
         match self {
-            Failure::Unavailable(reason) => reason,
+            Failure::Unavailable(reason) | Failure::Undiscovered { reason, .. } => reason,
             Failure::SubjectMismatch => "the answer is about another subject than the token",
+        }
+    }
+
+    /// The wait to announce in `Retry-After`, when this failure knows it.
+    fn retry_after(self) -> Option<Duration> {
+        match self {
+            Failure::Undiscovered { retry_after, .. } => Some(retry_after),
+            _ => None,
         }
     }
 }
@@ -208,11 +224,6 @@ struct Shared {
     requests: AtomicU64,
 }
 
-enum Location {
-    Url(Url),
-    Issuer { issuer: String, discovered: tokio::sync::OnceCell<Url> },
-}
-
 impl UserinfoLayer {
     /// Configures the layer for the userinfo endpoint at `url`.
     pub fn builder(url: impl Into<String>) -> UserinfoLayerBuilder {
@@ -220,8 +231,14 @@ impl UserinfoLayer {
     }
 
     /// Like [`builder`](Self::builder), with the endpoint found as `userinfo_endpoint`
-    /// in `issuer`'s metadata at the first request; a failed discovery is retried at
-    /// the next one.
+    /// in `issuer`'s metadata at the first request.
+    ///
+    /// One discovery runs at a time, and concurrent requests wait for it. After a
+    /// failed discovery, requests fail at once (a 503 whose `Retry-After` is the time
+    /// left, under [`FailurePolicy::Unavailable`]) until a backoff elapses: 1 s
+    /// doubling up to 1 min with jitter, and never sooner than the metadata endpoint's
+    /// `Retry-After`. An outage of the metadata endpoint thus costs the issuer a few
+    /// requests, not one per incoming request.
     pub fn discover(issuer: impl Into<String>) -> UserinfoLayerBuilder {
         UserinfoLayerBuilder::new(Target::Issuer(issuer.into()))
     }
@@ -239,12 +256,8 @@ impl UserinfoLayer {
 
 impl fmt::Debug for UserinfoLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let target = match &self.shared.location {
-            Location::Url(url) => url.as_str(),
-            Location::Issuer { issuer, .. } => issuer,
-        };
         f.debug_struct("UserinfoLayer")
-            .field("target", &target)
+            .field("target", &self.shared.location.target())
             .field("max_ttl", &self.shared.max_ttl)
             .field("policy", &self.shared.policy)
             .field("cached", &self.shared.cache.len())
@@ -348,7 +361,14 @@ where
                     if shared.policy == FailurePolicy::Unavailable {
                         let style = request.extensions().get::<Arc<ResponseStyle>>().cloned().unwrap_or_default();
                         let grpc = crate::bearer::service::is_grpc(&request);
-                        return Ok(Rejection::Unavailable.into_response(&style, grpc));
+                        let mut response = Rejection::Unavailable.into_response(&style, grpc);
+                        if let Some(wait) = failure.retry_after() {
+                            // Whole seconds (RFC 9110 §10.2.3), rounded up so that a
+                            // client that waits as told finds the backoff over.
+                            let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).clamp(1, 3600);
+                            response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+                        }
+                        return Ok(response);
                     }
                 }
             }
@@ -408,25 +428,10 @@ impl Shared {
     }
 
     async fn endpoint(&self) -> Result<&Url, Failure> {
-        match &self.location {
-            Location::Url(url) => Ok(url),
-            Location::Issuer { issuer, discovered } => {
-                discovered
-                    .get_or_try_init(|| async {
-                        let limits = Limits { timeout: self.limits.timeout, max_body: fetch::DEFAULT_MAX_BODY };
-                        let metadata = discovery::discover(&self.client, issuer, limits).await.map_err(|error| {
-                            tracing::warn!(%error, %issuer, "userinfo endpoint discovery failed");
-                            Failure::Unavailable("discovery failed")
-                        })?;
-                        let endpoint = metadata
-                            .userinfo_endpoint
-                            .ok_or(Failure::Unavailable("no userinfo_endpoint in the issuer's metadata"))?;
-                        fetch::parse_url(&endpoint)
-                            .map_err(|_| Failure::Unavailable("discovered userinfo_endpoint is insecure or invalid"))
-                    })
-                    .await
-            }
-        }
+        self.location
+            .endpoint(&self.client, self.limits.timeout)
+            .await
+            .map_err(|refused| Failure::Undiscovered { reason: refused.reason, retry_after: refused.retry_after })
     }
 }
 
@@ -517,7 +522,7 @@ impl UserinfoLayerBuilder {
             Target::Issuer(issuer) if issuer.trim().is_empty() => return Err(BuildError::MissingIssuer),
             Target::Issuer(issuer) => {
                 fetch::parse_url(&issuer).map_err(url_error)?;
-                Location::Issuer { issuer, discovered: tokio::sync::OnceCell::new() }
+                Location::issuer(issuer, Member::Userinfo)
             }
         };
         let client = match self.http_client {

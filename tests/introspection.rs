@@ -286,15 +286,110 @@ async fn the_endpoint_can_be_discovered() -> TestResult {
     assert_eq!(issuer.requests(Endpoint::OpenIdConfiguration), 1, "discovered once");
     assert_eq!(issuer.requests(Endpoint::Introspection), 2);
 
-    // Discovery down: unavailable, and retried at the next introspection.
+    // Discovery down: unavailable, and tried again once the backoff it names is over.
     let issuer = TestIssuer::start().await?;
     let introspector = Introspector::discover(issuer.issuer(), "test-client", "test-secret").build()?;
     issuer.set_fault(Endpoint::OpenIdConfiguration, Fault::Status(500));
     issuer.set_fault(Endpoint::OAuthServerMetadata, Fault::Status(500));
     let error = introspector.introspect(&issuer.mint().opaque()).await.unwrap_err();
     assert!(matches!(error, IntrospectionError::Unavailable { .. }), "{error:?}");
+    let backoff = error.retry_after().expect("the time until discovery is tried again");
+    assert!(backoff <= FIRST_BACKOFF_MAX, "{backoff:?}");
     issuer.clear_faults();
+    tokio::time::sleep(backoff).await;
     assert!(introspector.introspect(&issuer.mint().opaque()).await.is_ok());
+    assert_eq!(issuer.requests(Endpoint::OpenIdConfiguration), 2);
+    Ok(())
+}
+
+/// The longest wait after a first failed discovery: 1 s, plus 20 % jitter.
+const FIRST_BACKOFF_MAX: Duration = Duration::from_millis(1200);
+
+/// The most discoveries that a backoff of 1 s doubling (less 20 % jitter at most)
+/// lets happen within `elapsed`: one at once, then one more each time the shortest
+/// possible wait has passed.
+fn most_discoveries(elapsed: Duration) -> u64 {
+    let (mut discoveries, mut wait, mut next) = (1, Duration::from_millis(800), Duration::ZERO);
+    loop {
+        next += wait;
+        if next > elapsed {
+            return discoveries;
+        }
+        discoveries += 1;
+        wait *= 2;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_introspections_share_one_discovery_whether_it_succeeds_or_fails() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    let concurrently = |introspector: Introspector| {
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (introspector, token) = (introspector.clone(), issuer.mint().opaque());
+                tokio::spawn(async move { introspector.introspect(&token).await })
+            })
+            .collect();
+        async move {
+            let mut results = Vec::new();
+            for task in tasks {
+                results.push(task.await.expect("no panic"));
+            }
+            results
+        }
+    };
+    let discover = || {
+        Introspector::discover(issuer.issuer(), TestIssuer::DEFAULT_CLIENT_ID, TestIssuer::DEFAULT_CLIENT_SECRET)
+            .timeout(Duration::from_millis(500))
+    };
+
+    // Slow enough that every caller arrives while the one discovery is in flight.
+    issuer.set_fault(Endpoint::OpenIdConfiguration, Fault::Delay(Duration::from_millis(300)));
+    for result in concurrently(discover().build()?).await {
+        result?;
+    }
+    assert_eq!(issuer.requests(Endpoint::OpenIdConfiguration), 1);
+    assert_eq!(issuer.requests(Endpoint::Introspection), 50);
+
+    // Both documents stall until the timeout: one failed discovery, and every caller
+    // is told how long until the next.
+    issuer.reset_counters();
+    for endpoint in [Endpoint::OpenIdConfiguration, Endpoint::OAuthServerMetadata] {
+        issuer.set_fault(endpoint, Fault::Stall);
+    }
+    let started = Instant::now();
+    for result in concurrently(discover().build()?).await {
+        let error = result.unwrap_err();
+        assert!(matches!(error, IntrospectionError::Unavailable { .. }), "{error:?}");
+        assert!(error.retry_after().is_some_and(|left| left <= FIRST_BACKOFF_MAX), "{error:?}");
+    }
+    assert!(started.elapsed() < NO_HANG, "{:?}", started.elapsed());
+    assert_eq!(issuer.requests(Endpoint::OpenIdConfiguration), 1);
+    assert_eq!(issuer.requests(Endpoint::OAuthServerMetadata), 1);
+    assert_eq!(issuer.requests(Endpoint::Introspection), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_discovery_honours_the_metadata_endpoints_retry_after() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    let introspector = Introspector::discover(issuer.issuer(), "test-client", "test-secret").build()?;
+    for endpoint in [Endpoint::OpenIdConfiguration, Endpoint::OAuthServerMetadata] {
+        issuer.set_fault(endpoint, Fault::TooManyRequests { retry_after: Some(60) });
+    }
+    let token = issuer.mint().opaque();
+    let error = introspector.introspect(&token).await.unwrap_err();
+    assert!(matches!(error, IntrospectionError::Unavailable { .. }), "{error:?}");
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(60)), "longer than the backoff's own 1 s");
+    // Refused at once, with the time left, without asking the issuer again.
+    issuer.clear_faults();
+    let again = introspector.introspect(&token).await.unwrap_err();
+    assert_eq!((again.to_string(), again.is_server_error()), (error.to_string(), true));
+    let left = again.retry_after().expect("the time left");
+    assert!(left > Duration::ZERO && left <= Duration::from_secs(60), "{left:?}");
+    assert_eq!(issuer.requests(Endpoint::OpenIdConfiguration), 1);
+    assert_eq!(issuer.requests(Endpoint::OAuthServerMetadata), 1);
+    assert_eq!(issuer.requests(Endpoint::Introspection), 0);
     Ok(())
 }
 
@@ -307,7 +402,7 @@ mod through_the_bearer_layer {
     use http::{Request, Response, StatusCode, header};
     use tower::{Layer as _, ServiceExt as _};
     use tower_oauth::bearer::RequireScopeLayer;
-    use tower_oauth::{BearerAuthLayer, Validator};
+    use tower_oauth::{BearerAuthLayer, KeyStore, Validator};
 
     use super::*;
 
@@ -383,6 +478,62 @@ mod through_the_bearer_layer {
         }
         issuer.clear_fault(Endpoint::Introspection);
         assert_eq!(answer(&validator, &token, None).await.0, StatusCode::OK);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_metadata_outage_costs_the_issuer_a_few_discoveries_not_one_per_request() -> TestResult {
+        let issuer = TestIssuer::start().await?;
+        let introspector =
+            Introspector::discover(issuer.issuer(), TestIssuer::DEFAULT_CLIENT_ID, TestIssuer::DEFAULT_CLIENT_SECRET)
+                .build()?;
+        // Keys straight from the JWKS: every metadata request counted below is the
+        // introspector's.
+        let keys = KeyStore::builder().jwks_uri(issuer.jwks_uri()).build()?;
+        let validator = Validator::builder()
+            .issuer_with_keys(issuer.issuer(), keys)
+            .audience(issuer.audience())
+            .introspection_fallback(introspector)
+            .build()?;
+        for endpoint in [Endpoint::OpenIdConfiguration, Endpoint::OAuthServerMetadata] {
+            issuer.set_fault(endpoint, Fault::Status(503));
+        }
+        // A token per request, as from many clients: their introspections cannot share
+        // a flight.
+        let tokens: Vec<String> = (0..200).map(|_| issuer.mint().opaque()).collect();
+
+        // 200 requests, one every 5 ms.
+        let started = Instant::now();
+        let mut ticks = tokio::time::interval(Duration::from_millis(5));
+        let mut tasks = Vec::new();
+        for token in &tokens {
+            ticks.tick().await;
+            let (validator, token) = (validator.clone(), token.clone());
+            tasks.push(tokio::spawn(async move { answer(&validator, &token, None).await }));
+        }
+        let mut retry_afters = Vec::new();
+        for task in tasks {
+            let (status, challenge, retry_after) = task.await?;
+            assert_eq!((status, challenge), (StatusCode::SERVICE_UNAVAILABLE, None));
+            retry_afters.push(retry_after.expect("a Retry-After").parse::<u64>()?);
+        }
+        let elapsed = started.elapsed();
+
+        let discoveries = issuer.requests(Endpoint::OpenIdConfiguration);
+        assert!((1..=most_discoveries(elapsed)).contains(&discoveries), "{discoveries} in {elapsed:?}");
+        assert_eq!(issuer.requests(Endpoint::OAuthServerMetadata), discoveries, "each tries both documents");
+        assert_eq!(issuer.requests(Endpoint::Introspection), 0);
+        // The time left is never more than the longest backoff these failures allow.
+        let longest = FIRST_BACKOFF_MAX.as_secs_f64() * 2f64.powi(discoveries as i32 - 1);
+        assert!(retry_afters.iter().all(|&secs| (1..=longest.ceil() as u64).contains(&secs)), "{retry_afters:?}");
+
+        // The outage is over; once the last answer's Retry-After has passed, the next
+        // request discovers the endpoint and gets through.
+        issuer.clear_faults();
+        tokio::time::sleep(Duration::from_secs(*retry_afters.last().expect("200 answers"))).await;
+        assert_eq!(answer(&validator, &tokens[7], None).await.0, StatusCode::OK);
+        assert_eq!(issuer.requests(Endpoint::OpenIdConfiguration), discoveries + 1);
+        assert_eq!(issuer.requests(Endpoint::Introspection), 1);
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 #![cfg(all(feature = "testing", feature = "axum"))]
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
 use tower_oauth::userinfo::{FailurePolicy, UserInfo, UserinfoLayer, UserinfoLayerBuilder};
-use tower_oauth::{BearerAuthLayer, Validator};
+use tower_oauth::{BearerAuthLayer, KeyStore, Validator};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -32,6 +32,11 @@ async fn me(user: Option<UserInfo>) -> Json<Value> {
 
 async fn api(issuer: &TestIssuer, userinfo: UserinfoLayer) -> String {
     let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build().unwrap();
+    api_with(validator, userinfo).await
+}
+
+/// The same API, with its own validator.
+async fn api_with(validator: Validator, userinfo: UserinfoLayer) -> String {
     let app = Router::new()
         .route("/me", get(me))
         .route("/strict", get(|user: UserInfo| async move { user.subject().to_owned() }))
@@ -168,6 +173,77 @@ async fn the_endpoint_can_be_discovered_and_the_layer_needs_the_bearer_layer() -
     // Without the bearer layer in front there are no validated claims: a wiring bug.
     let unwired = serve(Router::new().route("/me", get(me)).layer(layer(&issuer).build()?)).await;
     assert_eq!(call(&unwired, "/me", &token).await.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(issuer.requests(Endpoint::Userinfo), 1);
+    Ok(())
+}
+
+/// The most discoveries that a backoff of 1 s doubling (less 20 % jitter at most)
+/// lets happen within `elapsed`: one at once, then one more each time the shortest
+/// possible wait has passed.
+fn most_discoveries(elapsed: Duration) -> u64 {
+    let (mut discoveries, mut wait, mut next) = (1, Duration::from_millis(800), Duration::ZERO);
+    loop {
+        next += wait;
+        if next > elapsed {
+            return discoveries;
+        }
+        discoveries += 1;
+        wait *= 2;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_outage_costs_the_issuer_a_few_discoveries_not_one_per_request() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    // Keys straight from the JWKS, loaded before the outage: every metadata request
+    // counted below is the userinfo layer's.
+    let keys = KeyStore::builder().jwks_uri(issuer.jwks_uri()).build()?;
+    let validator = Validator::builder().issuer_with_keys(issuer.issuer(), keys).audience(issuer.audience()).build()?;
+    // A token per request, as from many users: their userinfo cannot share a flight.
+    let tokens: Vec<String> = (0..200).map(|i| issuer.mint().subject(&format!("user-{i}")).sign()).collect();
+    validator.validate(&tokens[0]).await?;
+    let url: Arc<str> = api_with(validator, UserinfoLayer::discover(issuer.issuer()).build()?).await.into();
+    let client = reqwest::Client::new();
+    for endpoint in [Endpoint::OpenIdConfiguration, Endpoint::OAuthServerMetadata] {
+        issuer.set_fault(endpoint, Fault::Status(503));
+    }
+
+    // 200 requests, one every 5 ms.
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_millis(5));
+    let mut tasks = Vec::new();
+    for token in &tokens {
+        ticks.tick().await;
+        let request = client.get(format!("{url}/strict")).bearer_auth(token);
+        tasks.push(tokio::spawn(async move {
+            let response = request.send().await.expect("an answer");
+            let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap_or_default().to_owned());
+            (response.status(), retry_after)
+        }));
+    }
+    let mut retry_afters = Vec::new();
+    for task in tasks {
+        let (status, retry_after) = task.await?;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        retry_afters.push(retry_after.expect("a Retry-After").parse::<u64>()?);
+    }
+    let elapsed = started.elapsed();
+
+    let discoveries = issuer.requests(Endpoint::OpenIdConfiguration);
+    assert!((1..=most_discoveries(elapsed)).contains(&discoveries), "{discoveries} in {elapsed:?}");
+    assert_eq!(issuer.requests(Endpoint::OAuthServerMetadata), discoveries, "each tries both documents");
+    assert_eq!(issuer.requests(Endpoint::Userinfo), 0);
+    // The time left is never more than the longest backoff these failures allow (the
+    // first at most 1.2 s, doubling).
+    let longest = 1.2 * 2f64.powi(discoveries as i32 - 1);
+    assert!(retry_afters.iter().all(|&secs| (1..=longest.ceil() as u64).contains(&secs)), "{retry_afters:?}");
+
+    // The outage is over; once the last answer's Retry-After has passed, the next
+    // request discovers the endpoint and gets through.
+    issuer.clear_faults();
+    tokio::time::sleep(Duration::from_secs(*retry_afters.last().expect("200 answers"))).await;
+    assert_eq!(call(&url, "/strict", &tokens[7]).await.text().await?, "user-7");
+    assert_eq!(issuer.requests(Endpoint::OpenIdConfiguration), discoveries + 1);
     assert_eq!(issuer.requests(Endpoint::Userinfo), 1);
     Ok(())
 }

@@ -17,10 +17,12 @@ pub enum IntrospectionError {
     Inactive,
     /// The introspection endpoint could not answer: a transport error, a timeout, a
     /// 5xx, a 429, a body over the limit, a response that is not an RFC 7662 JSON
-    /// object, or (for a discovered endpoint) failed discovery.
+    /// object, or (for a discovered endpoint) a failed discovery, or one that is not
+    /// tried again yet because the last one failed.
     #[non_exhaustive]
     Unavailable {
-        /// The server's `Retry-After`, when it sent one.
+        /// The server's `Retry-After`, when it sent one; for a failed discovery, the
+        /// time left before discovery is tried again.
         retry_after: Option<Duration>,
         /// What went wrong, in a few words.
         reason: &'static str,
@@ -45,7 +47,8 @@ impl IntrospectionError {
         !matches!(self, IntrospectionError::Inactive)
     }
 
-    /// How long the introspection endpoint asked us to wait, if it did.
+    /// How long the introspection endpoint asked us to wait, if it did, or how long
+    /// until a failed discovery is tried again.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             IntrospectionError::Unavailable { retry_after, .. } => *retry_after,

@@ -8,10 +8,11 @@ use serde::Deserialize;
 use url::Url;
 
 use super::cache::{Fetched, FlightCache};
+use super::endpoint::{Location, Member};
 use super::{AuthMethod, IntrospectionError};
 use crate::error::BuildError;
 use crate::fetch::{self, Form, Limits, basic_authorization};
-use crate::{FetchError, Secret, discovery};
+use crate::{FetchError, Secret};
 
 /// The default cap on an introspection response body.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
@@ -50,11 +51,6 @@ struct Inner {
     negative_ttl: Duration,
     cache: FlightCache<Result<Introspected, IntrospectionError>>,
     requests: AtomicU64,
-}
-
-enum Location {
-    Url(Url),
-    Issuer { issuer: String, discovered: tokio::sync::OnceCell<Url> },
 }
 
 /// The answer for an active token: its claims as the introspection endpoint sent them.
@@ -118,8 +114,14 @@ impl Introspector {
     /// Like [`builder`](Self::builder), with the endpoint found as
     /// `introspection_endpoint` in `issuer`'s metadata (OpenID Connect discovery, then
     /// RFC 8414) at the first introspection. The metadata must name the same issuer and
-    /// the endpoint must be https (or loopback). A failed discovery is retried at the
-    /// next introspection.
+    /// the endpoint must be https (or loopback).
+    ///
+    /// One discovery runs at a time, and concurrent introspections wait for it. After a
+    /// failed discovery, introspections are refused at once with
+    /// [`IntrospectionError::Unavailable`], whose `retry_after` is the time left, until
+    /// a backoff elapses: 1 s doubling up to 1 min with jitter, and never sooner than
+    /// the metadata endpoint's `Retry-After`. An outage of the metadata endpoint thus
+    /// costs the issuer a few requests, not one per introspection.
     pub fn discover(
         issuer: impl Into<String>,
         client_id: impl Into<String>,
@@ -218,28 +220,9 @@ impl Inner {
     }
 
     async fn endpoint(&self) -> Result<&Url, IntrospectionError> {
-        match &self.location {
-            Location::Url(url) => Ok(url),
-            Location::Issuer { issuer, discovered } => {
-                discovered
-                    .get_or_try_init(|| async {
-                        let limits = Limits { timeout: self.limits.timeout, max_body: fetch::DEFAULT_MAX_BODY };
-                        let metadata = discovery::discover(&self.client, issuer, limits).await.map_err(|error| {
-                            tracing::warn!(%error, %issuer, "introspection endpoint discovery failed");
-                            IntrospectionError::unavailable("discovery failed")
-                        })?;
-                        let endpoint = metadata.introspection_endpoint.ok_or_else(|| {
-                            tracing::error!(%issuer, "issuer metadata has no introspection_endpoint");
-                            IntrospectionError::unavailable("no introspection_endpoint in the issuer's metadata")
-                        })?;
-                        fetch::parse_url(&endpoint).map_err(|_| {
-                            tracing::error!(%issuer, "discovered introspection_endpoint is not an https url");
-                            IntrospectionError::unavailable("discovered introspection_endpoint is insecure or invalid")
-                        })
-                    })
-                    .await
-            }
-        }
+        self.location.endpoint(&self.client, self.limits.timeout).await.map_err(|refused| {
+            IntrospectionError::Unavailable { retry_after: Some(refused.retry_after), reason: refused.reason }
+        })
     }
 }
 
@@ -279,12 +262,8 @@ fn parse(body: &[u8]) -> Result<Introspected, IntrospectionError> {
 impl fmt::Debug for Introspector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &*self.inner;
-        let target = match &inner.location {
-            Location::Url(url) => url.as_str(),
-            Location::Issuer { issuer, .. } => issuer,
-        };
         f.debug_struct("Introspector")
-            .field("target", &target)
+            .field("target", &inner.location.target())
             .field("client_id", &inner.client_id)
             .field("client_secret", &"***")
             .field("auth_method", &inner.method)
@@ -397,7 +376,7 @@ impl IntrospectorBuilder {
             Target::Issuer(issuer) if issuer.trim().is_empty() => return Err(BuildError::MissingIssuer),
             Target::Issuer(issuer) => {
                 fetch::parse_url(&issuer).map_err(url_error)?;
-                Location::Issuer { issuer, discovered: tokio::sync::OnceCell::new() }
+                Location::issuer(issuer, Member::Introspection)
             }
         };
         let client = match self.http_client {

@@ -16,6 +16,12 @@
 //!   our credentials) are never cached, but are shared by the requests waiting on the
 //!   same exchange: concurrent introspections of one token make one request.
 //!
+//! A [discovered](Introspector::discover) endpoint is looked up once, by one request
+//! at a time. After a failed lookup, introspections are refused at once with
+//! [`IntrospectionError::Unavailable`] (and its `retry_after`, the time left) until a
+//! jittered backoff of 1 s doubling up to 1 min elapses, so an outage of the issuer's
+//! metadata costs it a few requests rather than one per incoming request.
+//!
 //! The answer's claims are handed over as JSON text; the
 //! [`Validator`](crate::Validator) checks them with the same policy as a JWT's claims
 //! (`iss`, `aud`, `exp`, `nbf`, scopes). An inactive token is a 401 `invalid_token`;
@@ -40,6 +46,7 @@
 //! ```
 
 pub(crate) mod cache;
+pub(crate) mod endpoint;
 mod error;
 mod introspector;
 
