@@ -5,12 +5,14 @@
 //! | variable | meaning |
 //! |---|---|
 //! | `OAUTH_ISSUER` | issuer URL (discovery); `iss` must equal it |
-//! | `OAUTH_ISSUERS` | comma list of trusted issuers, instead of `OAUTH_ISSUER` |
+//! | `OAUTH_ISSUERS` | comma list of trusted issuers (multi-tenant), instead of `OAUTH_ISSUER`; each is discovered on its first token; an entry with one `{tenant}` path segment is a pattern |
 //! | `OAUTH_JWKS_URI` | overrides the discovered `jwks_uri` (single issuer) |
 //! | `OAUTH_AUDIENCE` | required; `aud` must contain it |
 //! | `OAUTH_ALGORITHMS` | comma list; default: the asymmetric algorithms |
 //! | `OAUTH_REQUIRE_AT_JWT` | `1`: strict RFC 9068 `typ` |
 //! | `OAUTH_DECRYPTION_KEYS` | path to a JWK Set of private keys; JWE tokens are accepted only when set |
+//! | `OAUTH_INTROSPECTION_URL` | RFC 7662 endpoint: opaque tokens (and JWEs no decryption key opens) are introspected |
+//! | `OAUTH_INTROSPECTION_CLIENT_ID`, `OAUTH_INTROSPECTION_CLIENT_SECRET` | this server's credentials there (Basic auth) |
 //! | `OAUTH_ADMIN_SCOPE` | scope `/admin` requires; default `admin` |
 //! | `OAUTH_TOKEN_CACHE` | `1`: the verified-token cache |
 //! | `LISTEN` | default `127.0.0.1:3000` |
@@ -22,6 +24,14 @@
 //! curl -i -H "Authorization: Bearer $TOKEN" localhost:3000/me # 200 and the claims
 //! curl -i -H "Authorization: Bearer $TOKEN" localhost:3000/admin
 //! ```
+//!
+//! Opaque tokens, and two tenants:
+//! ```text
+//! OAUTH_ISSUER=https://idp.example OAUTH_AUDIENCE=my-api OAUTH_INTROSPECTION_URL=https://idp.example/introspect \
+//!   OAUTH_INTROSPECTION_CLIENT_ID=my-api OAUTH_INTROSPECTION_CLIENT_SECRET=s3cret cargo run --example resource_server
+//! OAUTH_ISSUERS=https://a.idp.example,https://login.example.com/{tenant}/v2.0 OAUTH_AUDIENCE=my-api \
+//!   cargo run --example resource_server
+//! ```
 
 use std::env;
 use std::process::ExitCode;
@@ -29,7 +39,8 @@ use std::process::ExitCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use tower_oauth::bearer::{RequireScopeLayer, VerifiedTokenCache};
-use tower_oauth::validate::DecryptionKeys;
+use tower_oauth::introspect::Introspector;
+use tower_oauth::validate::{DecryptionKeys, IssuerPattern};
 use tower_oauth::{Algorithm, BearerAuthLayer, Claims, KeyStore, TypPolicy, Validator};
 
 #[tokio::main]
@@ -61,8 +72,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = Validator::builder().audience(audience);
     match (var("OAUTH_ISSUERS"), var("OAUTH_ISSUER")) {
         (Some(issuers), _) => {
+            // Many tenants: none is fetched before its first token.
+            builder = builder.lazy_discovery();
             for issuer in list(&issuers) {
-                builder = builder.issuer(issuer);
+                builder = if issuer.contains('{') {
+                    let pattern = IssuerPattern::template(issuer)
+                        .map_err(|e| format!("OAUTH_ISSUERS: {issuer} is not a pattern: {e}"))?;
+                    builder.issuer_pattern(pattern)
+                } else {
+                    builder.issuer(issuer)
+                };
             }
         }
         (None, Some(issuer)) => {
@@ -87,10 +106,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         let jwks = std::fs::read(&path).map_err(|e| format!("OAUTH_DECRYPTION_KEYS: cannot read {path}: {e}"))?;
         builder = builder.decryption_keys(DecryptionKeys::from_jwks(&jwks)?);
     }
-    for unsupported in ["OAUTH_INTROSPECTION_URL"] {
-        if var(unsupported).is_some() {
-            return Err(format!("{unsupported} is not supported by this version").into());
-        }
+    if let Some(url) = var("OAUTH_INTROSPECTION_URL") {
+        let client_id = var("OAUTH_INTROSPECTION_CLIENT_ID").ok_or("OAUTH_INTROSPECTION_CLIENT_ID is required")?;
+        let secret = var("OAUTH_INTROSPECTION_CLIENT_SECRET").ok_or("OAUTH_INTROSPECTION_CLIENT_SECRET is required")?;
+        builder = builder.introspection_fallback(Introspector::builder(url, client_id, secret).build()?);
     }
     let admin_scope = var("OAUTH_ADMIN_SCOPE").unwrap_or_else(|| "admin".to_owned());
     let mut auth = BearerAuthLayer::new(builder.build()?).realm("resource_server");

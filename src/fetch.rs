@@ -1,10 +1,15 @@
-//! Bounded HTTP GETs for metadata and key sets: a timeout over the whole exchange, a
-//! body-size cap, and https-only except on loopback, redirects included.
+//! Bounded HTTP exchanges: GETs for metadata and key sets, and credentialed form POSTs
+//! for token and introspection endpoints. A timeout over the whole exchange, a body-size
+//! cap, and https-only except on loopback, redirects included.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use bytes::{Bytes, BytesMut};
+use http::HeaderValue;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use url::Url;
 
 use crate::error::FetchError;
@@ -126,6 +131,128 @@ async fn get_unbounded_in_time(
     Ok(Fetched { body: body.freeze(), max_age })
 }
 
+/// The answer to a credentialed request: its status, its `Retry-After`, its
+/// `Content-Type`, and its body (or why the body could not be read, which matters only
+/// for some statuses).
+pub(crate) struct Reply {
+    pub(crate) status: http::StatusCode,
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) content_type: Option<HeaderValue>,
+    pub(crate) body: Result<Bytes, FetchError>,
+}
+
+/// POSTs `form` as `application/x-www-form-urlencoded` with `Accept: application/json`
+/// and, when given, an `Authorization` header, within `limits` (the timeout covers the
+/// whole exchange, body included).
+///
+/// Meant for credentialed requests: the client should not follow redirects (a
+/// redirected POST would carry the credentials elsewhere), and a response from an
+/// insecure URL is refused all the same.
+pub(crate) async fn post_form(
+    client: &reqwest::Client,
+    url: &Url,
+    authorization: Option<&HeaderValue>,
+    form: Vec<u8>,
+    limits: Limits,
+) -> Result<Reply, FetchError> {
+    let request = client
+        .post(url.clone())
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))
+        .body(form);
+    exchange(request, authorization, limits).await
+}
+
+/// GETs `url` with an `Authorization` header (a bearer token, for userinfo), within
+/// `limits`, under the same rules as [`post_form`].
+pub(crate) async fn get_authorized(
+    client: &reqwest::Client,
+    url: &Url,
+    authorization: &HeaderValue,
+    limits: Limits,
+) -> Result<Reply, FetchError> {
+    exchange(client.get(url.clone()), Some(authorization), limits).await
+}
+
+async fn exchange(
+    request: reqwest::RequestBuilder,
+    authorization: Option<&HeaderValue>,
+    limits: Limits,
+) -> Result<Reply, FetchError> {
+    let exchange = async {
+        let mut request = request.timeout(limits.timeout).header(ACCEPT, HeaderValue::from_static("application/json"));
+        if let Some(authorization) = authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        let mut response = request.send().await.map_err(request_error)?;
+        // An injected client may follow redirects on its own terms; check where we landed.
+        if !is_allowed(response.url()) {
+            return Err(FetchError::InsecureUrl);
+        }
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let content_type = response.headers().get(CONTENT_TYPE).cloned();
+        let body = read_capped(&mut response, limits.max_body).await;
+        Ok(Reply { status, retry_after, content_type, body })
+    };
+    match tokio::time::timeout(limits.timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(FetchError::Timeout),
+    }
+}
+
+fn request_error(error: reqwest::Error) -> FetchError {
+    if error.is_timeout() { FetchError::Timeout } else { FetchError::Request(error) }
+}
+
+async fn read_capped(response: &mut reqwest::Response, max_body: usize) -> Result<Bytes, FetchError> {
+    if response.content_length().is_some_and(|len| len > max_body as u64) {
+        return Err(FetchError::BodyTooLarge { limit: max_body });
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(request_error)? {
+        if body.len() + chunk.len() > max_body {
+            return Err(FetchError::BodyTooLarge { limit: max_body });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// `application/x-www-form-urlencoded` pairs (RFC 6749 Appendix B), values as bytes (a
+/// secret need not be UTF-8). The body may hold secrets; it lives only as long as the
+/// request.
+#[derive(Default)]
+pub(crate) struct Form(Vec<u8>);
+
+impl Form {
+    pub(crate) fn pair(&mut self, name: &str, value: &[u8]) {
+        if !self.0.is_empty() {
+            self.0.push(b'&');
+        }
+        self.0.extend(url::form_urlencoded::byte_serialize(name.as_bytes()).flat_map(str::bytes));
+        self.0.push(b'=');
+        self.0.extend(url::form_urlencoded::byte_serialize(value).flat_map(str::bytes));
+    }
+
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// `client_secret_basic`: RFC 6749 §2.3.1 form-urlencodes the id and the secret
+/// (Appendix B) before RFC 7617 joins them with `:` and base64-encodes them, so a `:`
+/// or `%` in either survives the trip.
+pub(crate) fn basic_authorization(client_id: &str, secret: &[u8]) -> HeaderValue {
+    let mut credentials = Vec::with_capacity(client_id.len() + secret.len() + 1);
+    credentials.extend(url::form_urlencoded::byte_serialize(client_id.as_bytes()).flat_map(str::bytes));
+    credentials.push(b':');
+    credentials.extend(url::form_urlencoded::byte_serialize(secret).flat_map(str::bytes));
+    let mut value = HeaderValue::try_from(format!("Basic {}", STANDARD.encode(credentials)))
+        .expect("base64 is always a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
 /// The delay after `failures` failures in a row: `initial` doubling up to `max`, with
 /// ±20 % jitter so a fleet does not retry in step, and never sooner than the server's
 /// `Retry-After` (itself capped at `retry_after_cap`).
@@ -194,6 +321,19 @@ mod tests {
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn basic_credentials_are_form_urlencoded_before_base64() {
+        // The Keycloak sample (seed 001): nothing to encode.
+        assert_eq!(
+            basic_authorization("cop-client-id", b"cop-client-secret"),
+            "Basic Y29wLWNsaWVudC1pZDpjb3AtY2xpZW50LXNlY3JldA=="
+        );
+        let value = basic_authorization("svc:special", b"p@ss:w+rd%/ &=");
+        let decoded = STANDARD.decode(&value.as_bytes()[6..]).unwrap();
+        assert_eq!(decoded, b"svc%3Aspecial:p%40ss%3Aw%2Brd%25%2F+%26%3D");
+        assert!(value.is_sensitive());
     }
 
     #[test]

@@ -12,12 +12,14 @@ mod error;
 mod fetch;
 #[cfg(feature = "fuzzing")]
 mod fuzzing;
+pub mod introspect;
 pub mod jwk;
 pub mod jwks;
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub mod reqwest;
 mod secret;
+pub mod userinfo;
 pub mod validate;
 
 #[cfg(feature = "testing")]

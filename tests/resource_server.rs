@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tower_oauth::testing::{TestEncryptionKey, TestIssuer};
+use tower_oauth::testing::{Endpoint, Fault, TestEncryptionKey, TestIssuer};
 
 /// The example binary `cargo test` built next to this test's own.
 fn example(name: &str) -> PathBuf {
@@ -92,4 +92,69 @@ async fn the_resource_server_example_refuses_to_start_without_an_audience() {
         .await
         .unwrap();
     assert!(!status.success());
+}
+
+async fn get_me(url: &str, token: &str) -> reqwest::Response {
+    reqwest::Client::new().get(format!("{url}/me")).bearer_auth(token).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_resource_server_example_introspects_opaque_tokens() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let (_child, url) = start(&[
+        ("OAUTH_ISSUER", issuer.issuer().to_owned()),
+        ("OAUTH_AUDIENCE", issuer.audience().to_owned()),
+        ("OAUTH_INTROSPECTION_URL", issuer.introspection_endpoint()),
+        ("OAUTH_INTROSPECTION_CLIENT_ID", TestIssuer::DEFAULT_CLIENT_ID.to_owned()),
+        ("OAUTH_INTROSPECTION_CLIENT_SECRET", TestIssuer::DEFAULT_CLIENT_SECRET.to_owned()),
+    ])
+    .await;
+
+    let opaque = issuer.mint().subject("olga").scope("read").opaque();
+    let me = get_me(&url, &opaque).await;
+    assert_eq!(me.status(), 200);
+    assert_eq!(me.json::<serde_json::Value>().await.unwrap()["sub"], "olga");
+    assert_eq!(issuer.requests(Endpoint::Introspection), 1);
+    // The answer is cached: a repeat asks nobody.
+    assert_eq!(get_me(&url, &opaque).await.status(), 200);
+    assert_eq!(issuer.requests(Endpoint::Introspection), 1);
+
+    // JWTs are still verified locally.
+    assert_eq!(get_me(&url, &issuer.mint().sign()).await.status(), 200);
+    assert_eq!(issuer.requests(Endpoint::Introspection), 1);
+
+    let unknown = get_me(&url, "not-a-token-this-issuer-knows").await;
+    assert_eq!(unknown.status(), 401);
+    assert_eq!(unknown.headers()["www-authenticate"], r#"Bearer realm="resource_server", error="invalid_token""#);
+
+    issuer.set_fault(Endpoint::Introspection, Fault::Status(503));
+    let outage = get_me(&url, &issuer.mint_opaque()).await;
+    assert_eq!(outage.status(), 503, "an outage is not the token's fault");
+    assert!(outage.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn the_resource_server_example_trusts_several_tenants_discovered_on_first_use() {
+    let (a, b, stranger) =
+        (TestIssuer::start().await.unwrap(), TestIssuer::start().await.unwrap(), TestIssuer::start().await.unwrap());
+    let pattern_host = TestIssuer::builder().path_prefix("/tenants/gamma").start().await.unwrap();
+    let pattern = format!("http://127.0.0.1:{}/tenants/{{tenant}}", pattern_host.addr().port());
+    let (_child, url) = start(&[
+        ("OAUTH_ISSUERS", format!("{}, {},{pattern}", a.issuer(), b.issuer())),
+        ("OAUTH_AUDIENCE", a.audience().to_owned()),
+    ])
+    .await;
+    assert_eq!(a.requests(Endpoint::OpenIdConfiguration) + b.requests(Endpoint::OpenIdConfiguration), 0);
+
+    let me = get_me(&url, &a.mint().subject("ann").sign()).await;
+    assert_eq!(me.status(), 200);
+    assert_eq!(me.json::<serde_json::Value>().await.unwrap()["sub"], "ann");
+    assert_eq!(b.requests(Endpoint::OpenIdConfiguration), 0, "B is discovered on its own first token");
+    assert_eq!(get_me(&url, &b.mint().sign()).await.status(), 200);
+    assert_eq!(get_me(&url, &pattern_host.mint().sign()).await.status(), 200);
+
+    assert_eq!(get_me(&url, &stranger.mint().sign()).await.status(), 401);
+    let near_miss = pattern_host.mint().issuer(&format!("{}/x", pattern_host.issuer())).sign();
+    assert_eq!(get_me(&url, &near_miss).await.status(), 401);
+    assert_eq!(stranger.requests(Endpoint::OpenIdConfiguration) + stranger.requests(Endpoint::Jwks), 0);
 }

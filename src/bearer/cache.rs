@@ -2,8 +2,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::Algorithm;
-use crate::jwks::KeyStore;
-use crate::validate::Verified;
+use crate::validate::{TrustedIssuer, Verified};
 
 /// An opt-in cache of verified tokens for [`BearerAuthLayer::cache`](super::BearerAuthLayer::cache)
 /// (bar P3): a repeated token skips parsing and the signature check.
@@ -13,7 +12,10 @@ use crate::validate::Verified;
 /// - A hit still passes the time checks (`exp`, `nbf`, with the validator's leeway), so
 ///   an entry ends at the token's `exp`.
 /// - A hit is refused, and the entry dropped, once the key that verified the token has
-///   left its issuer's key set (compared by RFC 7638 thumbprint).
+///   left its issuer's key set (compared by RFC 7638 thumbprint), or the issuer has
+///   left the validator's [trusted set](crate::validate::Issuers).
+/// - Introspected tokens are not kept here: the introspection cache bounds how long a
+///   revoked token can pass.
 /// - Keys are the whole token, compared exactly: no hash collision can confuse two
 ///   tokens.
 ///
@@ -40,7 +42,7 @@ struct Entry<C> {
     alg: Algorithm,
     kid: Option<Box<str>>,
     thumbprint: [u8; 32],
-    keys: KeyStore,
+    issuer: Arc<TrustedIssuer>,
 }
 
 #[derive(Clone)]
@@ -92,12 +94,15 @@ impl<C: Clone> VerifiedTokenCache<C> {
         let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let timely = now.saturating_sub(entry.leeway) < entry.expires_at
             && entry.not_before.is_none_or(|nbf| nbf <= now.saturating_add(entry.leeway));
-        let key_present = entry.keys.load().as_deref().is_some_and(|set| {
-            set.candidates(entry.kid.as_deref(), entry.alg).any(|key| *key.thumbprint() == entry.thumbprint)
-        });
+        let key_present = !entry.issuer.is_retired()
+            && entry.issuer.key_set().is_some_and(|keys| {
+                keys.as_deref().is_some_and(|set| {
+                    set.candidates(entry.kid.as_deref(), entry.alg).any(|key| *key.thumbprint() == entry.thumbprint)
+                })
+            });
         if !(timely && key_present) {
-            // Expired, or its key was rotated out: validate afresh, and give the
-            // proper error if it now fails.
+            // Expired, its key was rotated out, or its issuer removed: validate afresh,
+            // and give the proper error if it now fails.
             self.entries.remove(token);
             return None;
         }
@@ -109,7 +114,7 @@ impl<C: Clone> VerifiedTokenCache<C> {
     pub(crate) fn insert(&self, token: &str, verified: Verified<C>) -> C {
         // Only signed tokens are cached: the cache forgets a token when its signing key
         // leaves the set, which needs a signing key to follow.
-        let Some(signer) = verified.signer else { return verified.claims };
+        let Some(signer) = verified.signer.filter(|signer| signer.keys().is_some()) else { return verified.claims };
         let claims = verified.claims.clone();
         let entry = Entry {
             claims: verified.claims,
@@ -119,7 +124,7 @@ impl<C: Clone> VerifiedTokenCache<C> {
             alg: signer.alg,
             kid: signer.key.kid().map(Into::into),
             thumbprint: *signer.key.thumbprint(),
-            keys: verified.keys,
+            issuer: signer.issuer,
         };
         self.entries.insert(token.into(), Arc::new(entry));
         claims

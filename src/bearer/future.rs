@@ -7,7 +7,8 @@ use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
 
-/// The slow path's future: one shared key refresh, then the inner call.
+/// The slow path's future: one shared key refresh or an introspection, then the inner
+/// call.
 pub(crate) type Refreshing<B, E> = Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
 
 pin_project! {
@@ -15,7 +16,7 @@ pin_project! {
     ///
     /// Nothing is boxed on the hot path: a request with a valid token polls the inner
     /// future in place, and a rejected one is ready at once. Only a token whose `kid`
-    /// needs a key refresh takes a boxed future.
+    /// needs a key refresh, or that is to be introspected, takes a boxed future.
     pub struct ResponseFuture<F, B, E> {
         #[pin]
         state: State<F, B, E>,

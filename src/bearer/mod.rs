@@ -4,7 +4,8 @@
 //! 1. finds the bearer token (RFC 6750 §2.1: one `Authorization: Bearer …` header, the
 //!    scheme case-insensitive; the `access_token` query parameter only when enabled);
 //! 2. validates it with a [`Validator`](crate::Validator) (a token whose `kid` is new
-//!    waits for one shared key refresh instead of failing);
+//!    waits for one shared key refresh instead of failing; a token to be introspected
+//!    waits for the introspection endpoint, or its cached answer);
 //! 3. puts the claims into the request's extensions and calls the inner service.
 //!
 //! Otherwise it answers itself, and the inner service is not called:
@@ -16,6 +17,7 @@
 //! | empty token, several credentials or headers | 400 | `Bearer realm="…", error="invalid_request"` |
 //! | missing scope ([`RequireScope`]) | 403 | `Bearer realm="…", error="insufficient_scope", scope="…"` |
 //! | no keys ever loaded | 503 | none (`Retry-After: 5`) |
+//! | introspection endpoint unavailable, too many discovered issuers | 503 | none (`Retry-After`: the endpoint's, else 5) |
 //!
 //! Bodies are empty unless [`verbose_errors`](BearerAuthLayer::verbose_errors) adds
 //! `error_description` and a JSON body. A gRPC request (`content-type:
@@ -45,12 +47,12 @@
 
 mod body;
 mod cache;
-mod extract;
+pub(crate) mod extract;
 mod future;
 mod layer;
 mod rejection;
 mod scope;
-mod service;
+pub(crate) mod service;
 
 pub use body::ResponseBody;
 pub use cache::VerifiedTokenCache;

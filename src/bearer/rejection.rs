@@ -28,11 +28,21 @@ pub enum Rejection {
     },
     /// No signing keys were ever loaded: the server cannot judge any token yet.
     Unavailable,
+    /// The server cannot judge the token now: the introspection endpoint is down,
+    /// failing or refusing our credentials, or too many issuers were discovered.
+    CannotValidate(ValidationError),
 }
+
+/// `Retry-After` when the failing server named no time.
+const DEFAULT_RETRY_AFTER_SECS: u64 = 5;
 
 impl Rejection {
     pub(crate) fn from_validation(error: ValidationError) -> Rejection {
-        if error.is_server_error() { Rejection::Unavailable } else { Rejection::InvalidToken(error) }
+        match error {
+            ValidationError::KeysUnavailable => Rejection::Unavailable,
+            error if error.is_server_error() => Rejection::CannotValidate(error),
+            error => Rejection::InvalidToken(error),
+        }
     }
 
     /// The HTTP status: 401, 400, 403 or 503.
@@ -41,14 +51,28 @@ impl Rejection {
             Rejection::MissingCredentials | Rejection::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Rejection::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Rejection::InsufficientScope { .. } => StatusCode::FORBIDDEN,
-            Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Unavailable | Rejection::CannotValidate(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// For a 503: how many seconds a client should wait, the failing server's
+    /// `Retry-After` when it sent one (at least 1 s, at most an hour), else 5.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Rejection::Unavailable => Some(DEFAULT_RETRY_AFTER_SECS),
+            Rejection::CannotValidate(error) => {
+                Some(error.retry_after().map_or(DEFAULT_RETRY_AFTER_SECS, |d| {
+                    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).clamp(1, 3600)
+                }))
+            }
+            _ => None,
         }
     }
 
     /// The RFC 6750 §3.1 error code, if the answer carries one.
     pub fn error_code(&self) -> Option<&'static str> {
         match self {
-            Rejection::MissingCredentials | Rejection::Unavailable => None,
+            Rejection::MissingCredentials | Rejection::Unavailable | Rejection::CannotValidate(_) => None,
             Rejection::InvalidRequest(_) => Some("invalid_request"),
             Rejection::InvalidToken(_) => Some("invalid_token"),
             Rejection::InsufficientScope { .. } => Some("insufficient_scope"),
@@ -62,6 +86,7 @@ impl Rejection {
             Rejection::InvalidToken(error) => Some(error.to_string()),
             Rejection::InsufficientScope { .. } => Some("the token lacks a required scope".to_owned()),
             Rejection::Unavailable => Some("signing keys are unavailable".to_owned()),
+            Rejection::CannotValidate(error) => Some(error.to_string()),
         }
     }
 
@@ -72,13 +97,13 @@ impl Rejection {
             Rejection::MissingCredentials | Rejection::InvalidToken(_) => 16,
             Rejection::InvalidRequest(_) => 3,
             Rejection::InsufficientScope { .. } => 7,
-            Rejection::Unavailable => 14,
+            Rejection::Unavailable | Rejection::CannotValidate(_) => 14,
         }
     }
 
     /// The `WWW-Authenticate` value (RFC 6750 §3), or `None` for 503.
     pub fn challenge(&self, style: &ResponseStyle) -> Option<HeaderValue> {
-        if matches!(self, Rejection::Unavailable) {
+        if matches!(self, Rejection::Unavailable | Rejection::CannotValidate(_)) {
             return None;
         }
         let mut value = String::from("Bearer");
@@ -112,7 +137,10 @@ impl Rejection {
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
             headers.insert("grpc-status", HeaderValue::from(i32::from(self.grpc_status())));
             let message = if style.verbose { self.description() } else { self.error_code().map(str::to_owned) };
-            let message = message.unwrap_or_else(|| "missing bearer token".to_owned());
+            let message = message.unwrap_or_else(|| {
+                let unavailable = matches!(self, Rejection::Unavailable | Rejection::CannotValidate(_));
+                if unavailable { "temporarily unavailable" } else { "missing bearer token" }.to_owned()
+            });
             let encoded = percent_encoding::utf8_percent_encode(&message, GRPC_MESSAGE).to_string();
             if let Ok(value) = HeaderValue::from_str(&encoded) {
                 headers.insert("grpc-message", value);
@@ -128,8 +156,8 @@ impl Rejection {
         } else {
             (self.status(), Bytes::new())
         };
-        if matches!(self, Rejection::Unavailable) {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        if let Some(secs) = self.retry_after_secs() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         let mut response = Response::new(ResponseBody::rejection(body));
         *response.status_mut() = status;
@@ -146,6 +174,7 @@ impl std::fmt::Display for Rejection {
             Rejection::InvalidToken(error) => write!(f, "invalid token: {error}"),
             Rejection::InsufficientScope { required } => write!(f, "insufficient scope; requires {required}"),
             Rejection::Unavailable => f.write_str("signing keys are unavailable"),
+            Rejection::CannotValidate(error) => write!(f, "cannot validate the token now: {error}"),
         }
     }
 }
@@ -153,7 +182,7 @@ impl std::fmt::Display for Rejection {
 impl std::error::Error for Rejection {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Rejection::InvalidToken(error) => Some(error),
+            Rejection::InvalidToken(error) | Rejection::CannotValidate(error) => Some(error),
             _ => None,
         }
     }
@@ -215,6 +244,37 @@ mod tests {
         );
         assert_eq!(h(Rejection::InvalidRequest("x"), &style(None, false)), r#"Bearer error="invalid_request""#);
         assert!(Rejection::Unavailable.challenge(&terse).is_none());
+    }
+
+    #[test]
+    fn server_errors_are_503_with_the_failing_servers_retry_after_and_no_challenge() {
+        use crate::introspect::IntrospectionError;
+        use std::time::Duration;
+        let outage = |retry_after| {
+            Rejection::from_validation(ValidationError::Introspection(IntrospectionError::Unavailable {
+                retry_after,
+                reason: "status 503",
+            }))
+        };
+        for (retry_after, secs) in [
+            (None, 5),
+            (Some(Duration::from_millis(1500)), 2),
+            (Some(Duration::ZERO), 1),
+            (Some(Duration::from_secs(86400)), 3600),
+        ] {
+            let rejection = outage(retry_after);
+            assert_eq!(rejection.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let response = rejection.into_response::<()>(&style(Some("api"), false), false);
+            assert_eq!(response.headers()[header::RETRY_AFTER], secs.to_string().as_str(), "{retry_after:?}");
+            assert!(response.headers().get(header::WWW_AUTHENTICATE).is_none());
+        }
+        let grpc = outage(None).into_response::<()>(&style(None, false), true);
+        assert_eq!(grpc.headers()["grpc-status"], "14");
+        assert_eq!(grpc.headers()["grpc-message"], "temporarily%20unavailable");
+        assert_eq!(Rejection::from_validation(ValidationError::IssuerLimit).grpc_status(), 14);
+        assert_eq!(Rejection::from_validation(ValidationError::KeysUnavailable), Rejection::Unavailable);
+        let inactive = Rejection::from_validation(ValidationError::Introspection(IntrospectionError::Inactive));
+        assert_eq!((inactive.status(), inactive.error_code()), (StatusCode::UNAUTHORIZED, Some("invalid_token")));
     }
 
     #[test]

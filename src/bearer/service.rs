@@ -112,17 +112,18 @@ where
                 self.call_inner(request, claims)
             }
             Attempt::Done(Err(error)) => reject(Rejection::from_validation(error), &config.style, grpc, &span),
-            Attempt::NeedsKeys(store) => {
-                // The slow path: wait for one shared key refresh, then call the inner
-                // service. Take the service that `poll_ready` readied and leave a clone
-                // in its place (https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services).
+            Attempt::Pending(pending) => {
+                // The slow paths: wait for one shared key refresh, or for the
+                // introspection endpoint, then call the inner service. Take the service
+                // that `poll_ready` readied and leave a clone in its place
+                // (https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services).
                 let token = token.to_owned();
                 drop(found);
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let config = self.config.clone();
                 ResponseFuture::refreshing(Box::pin(async move {
-                    let result = config.validator.validate_after_refresh(&token, store, &span).await;
+                    let result = config.validator.settle(&token, pending, None, &span).await;
                     match result {
                         Ok(verified) => {
                             let claims = remember(&config, &token, verified);

@@ -3,10 +3,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use bytes::BytesMut;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use url::Url;
 
@@ -15,7 +11,7 @@ use super::source::{FetchFuture, TokenSource};
 use super::{TokenError, TokenResponse};
 use crate::discovery;
 use crate::error::BuildError;
-use crate::fetch::{self, Limits};
+use crate::fetch::{self, Form, Limits, basic_authorization};
 use crate::{FetchError, Secret};
 
 /// The default cap on a token response body.
@@ -197,7 +193,7 @@ impl TokenEndpoint {
             form.pair("client_id", self.client_id.as_bytes());
             form.pair("client_secret", self.secret.expose());
         }
-        Ok(form.0)
+        Ok(form.into_bytes())
     }
 
     fn extras(&self, form: &mut Form, with_scope: bool) {
@@ -214,59 +210,32 @@ impl TokenEndpoint {
     }
 
     async fn post(&self, url: &Url, body: Vec<u8>) -> Result<TokenResponse, TokenError> {
-        let exchange = async {
-            let mut request = self
-                .client
-                .post(url.clone())
-                .timeout(self.limits.timeout)
-                .header(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))
-                .header(ACCEPT, HeaderValue::from_static("application/json"))
-                .body(body);
-            if let Some(basic) = &self.basic {
-                request = request.header(AUTHORIZATION, basic.clone());
-            }
-            let mut response = request.send().await.map_err(transport)?;
-            // An injected client may follow redirects on its own terms; check where we landed.
-            if !fetch::is_allowed(response.url()) {
-                return Err(TokenError::InsecureUrl);
-            }
-            let status = response.status();
-            let retry_after = fetch::retry_after(response.headers());
-            let body = read_capped(&mut response, self.limits.max_body).await;
-            if status.is_success() {
-                return TokenResponse::parse(&body?);
-            }
-            // RFC 6749 §5.2: errors come as 400 (401 for invalid_client) with a JSON
-            // body; a body that is not one, or too large, leaves the status to speak.
-            let oauth = match (status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS, body) {
-                (true, Ok(body)) => super::error::ErrorResponse::parse(status, &body),
-                _ => None,
-            };
-            Err(oauth.map_or_else(|| TokenError::from_status(status, retry_after), TokenError::OAuth))
+        let posted = fetch::post_form(&self.client, url, self.basic.as_ref(), body, self.limits)
+            .await
+            .map_err(exchange_error)?;
+        let fetch::Reply { status, retry_after, body, .. } = posted;
+        if status.is_success() {
+            return TokenResponse::parse(&body.map_err(exchange_error)?);
+        }
+        // RFC 6749 §5.2: errors come as 400 (401 for invalid_client) with a JSON
+        // body; a body that is not one, or too large, leaves the status to speak.
+        let oauth = match (status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS, body) {
+            (true, Ok(body)) => super::error::ErrorResponse::parse(status, &body),
+            _ => None,
         };
-        match tokio::time::timeout(self.limits.timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(TokenError::Timeout),
-        }
+        Err(oauth.map_or_else(|| TokenError::from_status(status, retry_after), TokenError::OAuth))
     }
 }
 
-fn transport(error: reqwest::Error) -> TokenError {
-    if error.is_timeout() { TokenError::Timeout } else { TokenError::Transport(error.into()) }
-}
-
-async fn read_capped(response: &mut reqwest::Response, max_body: usize) -> Result<bytes::Bytes, TokenError> {
-    if response.content_length().is_some_and(|len| len > max_body as u64) {
-        return Err(TokenError::BodyTooLarge { limit: max_body });
+/// What [`fetch::post_form`] reports: a timeout, a transport error, a body over the
+/// limit, or an insecure final URL.
+fn exchange_error(error: FetchError) -> TokenError {
+    match error {
+        FetchError::InsecureUrl => TokenError::InsecureUrl,
+        FetchError::BodyTooLarge { limit } => TokenError::BodyTooLarge { limit },
+        FetchError::Request(error) => TokenError::Transport(error.into()),
+        _ => TokenError::Timeout,
     }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > max_body {
-            return Err(TokenError::BodyTooLarge { limit: max_body });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
 }
 
 impl GrantState {
@@ -306,36 +275,6 @@ impl fmt::Debug for TokenEndpoint {
             .field("max_body", &self.limits.max_body)
             .finish_non_exhaustive()
     }
-}
-
-/// `application/x-www-form-urlencoded` pairs, values as bytes (a secret need not be
-/// UTF-8).
-#[derive(Default)]
-struct Form(Vec<u8>);
-
-impl Form {
-    fn pair(&mut self, name: &str, value: &[u8]) {
-        if !self.0.is_empty() {
-            self.0.push(b'&');
-        }
-        self.0.extend(url::form_urlencoded::byte_serialize(name.as_bytes()).flat_map(str::bytes));
-        self.0.push(b'=');
-        self.0.extend(url::form_urlencoded::byte_serialize(value).flat_map(str::bytes));
-    }
-}
-
-/// `client_secret_basic`: RFC 6749 §2.3.1 form-urlencodes the id and the secret
-/// (Appendix B) before RFC 7617 joins them with `:` and base64-encodes them, so a `:`
-/// or `%` in either survives the trip.
-pub(crate) fn basic_authorization(client_id: &str, secret: &[u8]) -> HeaderValue {
-    let mut credentials = Vec::with_capacity(client_id.len() + secret.len() + 1);
-    credentials.extend(url::form_urlencoded::byte_serialize(client_id.as_bytes()).flat_map(str::bytes));
-    credentials.push(b':');
-    credentials.extend(url::form_urlencoded::byte_serialize(secret).flat_map(str::bytes));
-    let mut value = HeaderValue::try_from(format!("Basic {}", STANDARD.encode(credentials)))
-        .expect("base64 is always a valid header value");
-    value.set_sensitive(true);
-    value
 }
 
 enum Target {
@@ -521,19 +460,6 @@ impl fmt::Debug for TokenEndpointBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn basic_credentials_are_form_urlencoded_before_base64() {
-        // The Keycloak sample (seed 001): nothing to encode.
-        assert_eq!(
-            basic_authorization("cop-client-id", b"cop-client-secret"),
-            "Basic Y29wLWNsaWVudC1pZDpjb3AtY2xpZW50LXNlY3JldA=="
-        );
-        let value = basic_authorization("svc:special", b"p@ss:w+rd%/ &=");
-        let decoded = STANDARD.decode(&value.as_bytes()[6..]).unwrap();
-        assert_eq!(decoded, b"svc%3Aspecial:p%40ss%3Aw%2Brd%25%2F+%26%3D");
-        assert!(value.is_sensitive());
-    }
 
     fn form_of(builder: TokenEndpointBuilder) -> String {
         String::from_utf8(builder.build().unwrap().form().unwrap()).unwrap()

@@ -20,10 +20,14 @@ pub enum Endpoint {
     Jwks,
     /// The token endpoint (RFC 6749 §3.2).
     Token,
+    /// The introspection endpoint (RFC 7662 §2), `{issuer}/introspect`.
+    Introspection,
+    /// The userinfo endpoint (OpenID Connect Core 1.0 §5.3), `{issuer}/userinfo`.
+    Userinfo,
 }
 
 impl Endpoint {
-    pub(crate) const COUNT: usize = 4;
+    pub(crate) const COUNT: usize = 6;
 
     pub(crate) const fn index(self) -> usize {
         match self {
@@ -31,6 +35,8 @@ impl Endpoint {
             Endpoint::OAuthServerMetadata => 1,
             Endpoint::Jwks => 2,
             Endpoint::Token => 3,
+            Endpoint::Introspection => 4,
+            Endpoint::Userinfo => 5,
         }
     }
 }

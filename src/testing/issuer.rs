@@ -1,12 +1,13 @@
 //! The issuer handle, its builder, and the state its server shares with it.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
@@ -106,6 +107,40 @@ impl TestIssuer {
     /// The URL of the token endpoint.
     pub fn token_endpoint(&self) -> String {
         self.shared().token_endpoint()
+    }
+
+    /// The URL of the introspection endpoint (RFC 7662).
+    pub fn introspection_endpoint(&self) -> String {
+        self.shared().introspection_endpoint()
+    }
+
+    /// The URL of the userinfo endpoint (OpenID Connect Core 1.0 §5.3).
+    pub fn userinfo_endpoint(&self) -> String {
+        self.shared().userinfo_endpoint()
+    }
+
+    /// An opaque access token with the default claims (see [`TokenBuilder`]): the same
+    /// as `mint().opaque()`.
+    pub fn mint_opaque(&self) -> String {
+        self.mint().opaque()
+    }
+
+    /// Revokes an access token, opaque or JWT: introspection answers `active: false`
+    /// for it from now on, and the userinfo endpoint refuses it. (A resource server
+    /// that verifies JWTs locally does not notice.)
+    pub fn revoke(&self, token: &str) {
+        self.shared().revoke(token);
+    }
+
+    /// The claims the userinfo endpoint returns for `subject`, besides `sub`: the
+    /// members of `claims`, a JSON object. A `sub` among them replaces the real one,
+    /// for tests of a userinfo answer about someone else.
+    pub fn set_user_claims(&self, subject: &str, claims: Value) {
+        let claims = match claims {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        lock(&self.shared().user_claims).insert(subject.to_owned(), claims);
     }
 
     /// The default `aud` of minted and issued tokens.
@@ -237,6 +272,7 @@ pub struct TestIssuerBuilder {
     jwks_max_age: Option<u64>,
     clients: Vec<(String, String)>,
     access_token_typ: String,
+    opaque_access_tokens: bool,
     #[cfg(feature = "jwe")]
     access_token_encryption: Option<super::TestEncryptionKey>,
     signing_alg: Algorithm,
@@ -253,6 +289,7 @@ impl Default for TestIssuerBuilder {
             jwks_max_age: Some(300),
             clients: Vec::new(),
             access_token_typ: "at+jwt".to_owned(),
+            opaque_access_tokens: false,
             #[cfg(feature = "jwe")]
             access_token_encryption: None,
             signing_alg: Algorithm::RS256,
@@ -326,6 +363,15 @@ impl TestIssuerBuilder {
         self
     }
 
+    /// Makes the token endpoint issue opaque access tokens, which only the
+    /// introspection endpoint can read, like issuers that do not issue JWTs. ID tokens
+    /// stay signed JWTs. Tokens from [`TestIssuer::mint`] are not affected; use
+    /// [`TokenBuilder::opaque`](super::TokenBuilder::opaque) for those.
+    pub fn opaque_access_tokens(mut self) -> Self {
+        self.opaque_access_tokens = true;
+        self
+    }
+
     /// The algorithm of tokens from the token endpoint and of [`TestIssuer::mint`]
     /// by default; default RS256.
     pub fn signing_alg(mut self, alg: Algorithm) -> Self {
@@ -368,10 +414,14 @@ impl TestIssuerBuilder {
             token_lifetime: self.token_lifetime,
             jwks_max_age: self.jwks_max_age,
             access_token_typ: self.access_token_typ,
+            opaque_access_tokens: self.opaque_access_tokens,
             #[cfg(feature = "jwe")]
             access_token_encryption: self.access_token_encryption,
             signing_alg: self.signing_alg,
             keys: Mutex::new(keys),
+            opaque: Mutex::default(),
+            revoked: Mutex::default(),
+            user_claims: Mutex::default(),
             faults: Mutex::default(),
             counters: Default::default(),
             grants: Mutex::new(grants),
@@ -393,6 +443,7 @@ impl fmt::Debug for TestIssuerBuilder {
             .field("jwks_max_age", &self.jwks_max_age)
             .field("client_ids", &client_ids)
             .field("access_token_typ", &self.access_token_typ)
+            .field("opaque_access_tokens", &self.opaque_access_tokens)
             .field("signing_alg", &self.signing_alg)
             .finish()
     }
@@ -426,10 +477,16 @@ pub(crate) struct Shared {
     pub(crate) token_lifetime: Duration,
     pub(crate) jwks_max_age: Option<u64>,
     pub(crate) access_token_typ: String,
+    pub(crate) opaque_access_tokens: bool,
     #[cfg(feature = "jwe")]
     pub(crate) access_token_encryption: Option<super::TestEncryptionKey>,
     pub(crate) signing_alg: Algorithm,
     keys: Mutex<KeyRing>,
+    /// Opaque access tokens and the claims behind them.
+    opaque: Mutex<HashMap<String, Map<String, Value>>>,
+    revoked: Mutex<HashSet<String>>,
+    /// Userinfo claims per subject.
+    user_claims: Mutex<HashMap<String, Map<String, Value>>>,
     faults: Mutex<[Option<Fault>; Endpoint::COUNT]>,
     counters: [AtomicU64; Endpoint::COUNT],
     grants: Mutex<Grants>,
@@ -442,6 +499,34 @@ impl Shared {
 
     pub(crate) fn token_endpoint(&self) -> String {
         format!("{}{}", self.issuer, self.token_path)
+    }
+
+    pub(crate) fn introspection_endpoint(&self) -> String {
+        format!("{}/introspect", self.issuer)
+    }
+
+    pub(crate) fn userinfo_endpoint(&self) -> String {
+        format!("{}/userinfo", self.issuer)
+    }
+
+    pub(crate) fn register_opaque(&self, token: &str, claims: Map<String, Value>) {
+        lock(&self.opaque).insert(token.to_owned(), claims);
+    }
+
+    pub(crate) fn opaque_claims(&self, token: &str) -> Option<Map<String, Value>> {
+        lock(&self.opaque).get(token).cloned()
+    }
+
+    pub(crate) fn revoke(&self, token: &str) {
+        lock(&self.revoked).insert(token.to_owned());
+    }
+
+    pub(crate) fn is_revoked(&self, token: &str) -> bool {
+        lock(&self.revoked).contains(token)
+    }
+
+    pub(crate) fn user_claims(&self, subject: &str) -> Option<Map<String, Value>> {
+        lock(&self.user_claims).get(subject).cloned()
     }
 
     pub(crate) fn current_key(&self, alg: Algorithm) -> TestKey {

@@ -87,6 +87,11 @@ impl KeyRing {
         if let Some(raw) = &self.jwks_override {
             return raw.clone();
         }
+        self.published_jwks()
+    }
+
+    /// The published keys, whatever the JWKS endpoint serves instead.
+    pub(crate) fn published_jwks(&self) -> Value {
         let keys: Vec<Value> = self.published.iter().map(TestKey::public_jwk).collect();
         json!({ "keys": keys })
     }

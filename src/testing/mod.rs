@@ -10,11 +10,14 @@
 //! | `/.well-known/oauth-authorization-server` (RFC 8414 §3, before the path) | authorization server metadata |
 //! | `/jwks` | the JWK Set: one key per asymmetric algorithm, with `Cache-Control: max-age` |
 //! | `/token` (configurable) | `client_credentials`, `refresh_token` (rotating, with reuse detection) and `authorization_code` |
+//! | `/introspect` | RFC 7662 token introspection, for registered clients (Basic or form) |
+//! | `/userinfo` | OpenID Connect userinfo: `sub` and the claims set per subject |
 //!
 //! Around it:
 //!
 //! - [`TokenBuilder`] mints tokens directly, valid by default and broken on request
-//!   (expired, wrong audience, `alg: none`, tampered, signed by a stranger);
+//!   (expired, wrong audience, `alg: none`, tampered, signed by a stranger), as JWTs
+//!   or as opaque tokens that only introspection can read;
 //! - [`TestKey`] holds keys for every [`Algorithm`](crate::Algorithm), exports them
 //!   as JWKs and signs arbitrary bytes;
 //! - keys rotate with [`TestIssuer::rotate_keys`], and [`Fault`]s make any
@@ -39,6 +42,7 @@ mod client_auth;
 mod encryption;
 mod fault;
 mod grants;
+mod introspection;
 mod issuer;
 mod key;
 mod keyring;

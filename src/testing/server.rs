@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use super::introspection::{introspect, userinfo};
 use super::issuer::Shared;
 use super::response::{Body, empty, json};
 use super::token_endpoint::token;
@@ -79,11 +80,14 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
         None => {}
     }
     let allowed = match endpoint {
-        Endpoint::Token => "POST",
+        Endpoint::Token | Endpoint::Introspection => "POST",
+        // OpenID Connect Core 1.0 §5.3.1: GET and POST.
+        Endpoint::Userinfo => "GET, POST",
         _ => "GET, HEAD",
     };
     let method_allowed = match endpoint {
-        Endpoint::Token => request.method() == Method::POST,
+        Endpoint::Token | Endpoint::Introspection => request.method() == Method::POST,
+        Endpoint::Userinfo => request.method() == Method::GET || request.method() == Method::POST,
         _ => request.method() == Method::GET || request.method() == Method::HEAD,
     };
     if !method_allowed {
@@ -96,6 +100,8 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
         Endpoint::OpenIdConfiguration | Endpoint::OAuthServerMetadata => json(StatusCode::OK, &metadata(&shared)),
         Endpoint::Jwks => jwks(&shared),
         Endpoint::Token => token(shared, request).await,
+        Endpoint::Introspection => introspect(shared, request).await,
+        Endpoint::Userinfo => userinfo(&shared, &request),
     })
 }
 
@@ -113,6 +119,8 @@ fn route(shared: &Shared, path: &str) -> Option<Endpoint> {
         "/.well-known/openid-configuration" => Some(Endpoint::OpenIdConfiguration),
         "/.well-known/oauth-authorization-server" => Some(Endpoint::OAuthServerMetadata),
         "/jwks" => Some(Endpoint::Jwks),
+        "/introspect" => Some(Endpoint::Introspection),
+        "/userinfo" => Some(Endpoint::Userinfo),
         _ if rest == shared.token_path => Some(Endpoint::Token),
         _ => None,
     }
@@ -125,6 +133,9 @@ fn metadata(shared: &Shared) -> Value {
         "issuer": shared.issuer,
         "jwks_uri": shared.jwks_uri(),
         "token_endpoint": shared.token_endpoint(),
+        "introspection_endpoint": shared.introspection_endpoint(),
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "userinfo_endpoint": shared.userinfo_endpoint(),
         // Not served: codes come from `TestIssuer::issue_code` instead.
         "authorization_endpoint": format!("{}/authorize", shared.issuer),
         "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],

@@ -202,6 +202,16 @@ impl TokenBuilder {
         format!("{}.{}.", b64(header), b64(self.claims_json()))
     }
 
+    /// An opaque access token: random characters that say nothing, with these claims
+    /// registered in the issuer behind them. The introspection and userinfo endpoints
+    /// answer for it (until it expires or is [revoked](super::TestIssuer::revoke));
+    /// nothing can verify it locally.
+    pub fn opaque(self) -> String {
+        let token = format!("{}{}", random_id(), random_id());
+        self.shared.register_opaque(&token, self.claims);
+        token
+    }
+
     /// Signs, then lets `edit` change the encoded segments, and joins them.
     pub fn sign_then(self, edit: impl FnOnce(&mut TokenParts)) -> String {
         let token = self.sign();

@@ -36,20 +36,8 @@ pub(crate) async fn token(shared: Arc<Shared>, request: Request<Incoming>) -> Re
 }
 
 async fn exchange(shared: &Arc<Shared>, request: Request<Incoming>) -> Result<Value, OAuthError> {
-    let (parts, body) = request.into_parts();
-    let body = read_body(body).await?;
-    // RFC 6749 §3.2: parameters are sent form-encoded (Appendix B).
-    let is_form = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
-    if !is_form {
-        return Err(OAuthError::invalid_request("content type must be application/x-www-form-urlencoded"));
-    }
-    let params = Params::parse(&body);
-    let client_id = authenticate(shared, &parts.headers, &params)?;
+    let (headers, params) = read_form(request).await?;
+    let client_id = authenticate(shared, &headers, &params)?;
     match params.single("grant_type")? {
         Some("client_credentials") => client_credentials(shared, &client_id, &params),
         Some("refresh_token") => refresh_token(shared, &client_id, &params),
@@ -59,6 +47,23 @@ async fn exchange(shared: &Arc<Shared>, request: Request<Incoming>) -> Result<Va
         }
         None => Err(OAuthError::invalid_request("missing grant_type")),
     }
+}
+
+/// The headers and form parameters of a POST; the body must be form-encoded (RFC 6749
+/// §3.2, Appendix B; RFC 7662 §2.1).
+pub(crate) async fn read_form(request: Request<Incoming>) -> Result<(HeaderMap, Params), OAuthError> {
+    let (parts, body) = request.into_parts();
+    let body = read_body(body).await?;
+    let is_form = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(OAuthError::invalid_request("content type must be application/x-www-form-urlencoded"));
+    }
+    Ok((parts.headers, Params::parse(&body)))
 }
 
 async fn read_body(mut body: Incoming) -> Result<Vec<u8>, OAuthError> {
@@ -89,7 +94,7 @@ async fn read_body(mut body: Incoming) -> Result<Vec<u8>, OAuthError> {
 
 /// RFC 6749 §2.3: exactly one authentication method, and the client must be known
 /// with that secret. Returns the authenticated client id.
-fn authenticate(shared: &Shared, headers: &HeaderMap, params: &Params) -> Result<String, OAuthError> {
+pub(crate) fn authenticate(shared: &Shared, headers: &HeaderMap, params: &Params) -> Result<String, OAuthError> {
     let mut authorization = headers.get_all(AUTHORIZATION).iter();
     let basic = match (authorization.next(), authorization.next()) {
         (None, _) => None,
@@ -188,10 +193,13 @@ fn grant_response(shared: &Arc<Shared>, client_id: &str, grant: Grant, id_token:
     response
 }
 
-/// An RFC 9068 access token.
+/// An RFC 9068 access token, or an opaque one with the same claims behind it.
 fn access_token(shared: &Arc<Shared>, client_id: &str, subject: &str, audience: Value, scope: &str) -> String {
     let token = TokenBuilder::new(Arc::clone(shared)).subject(subject).audience(audience).claim("client_id", client_id);
     let token = if scope.is_empty() { token.without_claim("scope") } else { token.scope(scope) };
+    if shared.opaque_access_tokens {
+        return token.opaque();
+    }
     #[cfg(feature = "jwe")]
     if let Some(key) = &shared.access_token_encryption {
         return token.encrypt(key);
@@ -213,16 +221,16 @@ fn token_response(shared: &Shared, access_token: String, scope: &str) -> Value {
 }
 
 /// The form parameters of a token request.
-struct Params(Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn parse(body: &[u8]) -> Params {
+    pub(crate) fn parse(body: &[u8]) -> Params {
         Params(url::form_urlencoded::parse(body).into_owned().collect())
     }
 
     /// A parameter that may appear at most once; an empty value counts as absent
     /// (both RFC 6749 §3.2).
-    fn single(&self, name: &str) -> Result<Option<&str>, OAuthError> {
+    pub(crate) fn single(&self, name: &str) -> Result<Option<&str>, OAuthError> {
         match self.all(name).as_slice() {
             [] => Ok(None),
             [value] => Ok(Some(value)),
@@ -255,7 +263,7 @@ impl Params {
 
 /// An error response of RFC 6749 §5.2.
 #[derive(Debug)]
-struct OAuthError {
+pub(crate) struct OAuthError {
     status: StatusCode,
     code: &'static str,
     description: Cow<'static, str>,
@@ -266,7 +274,7 @@ impl OAuthError {
         OAuthError { status, code, description: description.into() }
     }
 
-    fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
         OAuthError::new(StatusCode::BAD_REQUEST, "invalid_request", description)
     }
 
@@ -274,7 +282,7 @@ impl OAuthError {
         OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
     }
 
-    fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         let mut response = json(self.status, &json!({"error": self.code, "error_description": self.description}));
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 6749 §5.2: a 401 carries the authentication scheme to use.

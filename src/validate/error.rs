@@ -1,12 +1,14 @@
 use std::fmt;
+use std::time::Duration;
 
 use crate::Algorithm;
+use crate::introspect::IntrospectionError;
 
 /// Why a token was not accepted.
 ///
-/// Every variant but [`KeysUnavailable`](Self::KeysUnavailable) means the token is bad
-/// (RFC 6750 `invalid_token`); `KeysUnavailable` means the server cannot judge it yet.
-/// `Display` never includes the token or any part of it.
+/// Most variants mean the token is bad (RFC 6750 `invalid_token`); those for which
+/// [`is_server_error`](Self::is_server_error) holds mean the server cannot judge it now
+/// (503). `Display` never includes the token or any part of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ValidationError {
@@ -38,7 +40,8 @@ pub enum ValidationError {
     KeyAlgorithmMismatch,
     /// The signature does not verify with the selected key.
     InvalidSignature,
-    /// `iss` is missing or is not one of the trusted issuers (exact match).
+    /// `iss` is not one of the trusted issuers (exact match) and matches no trusted
+    /// pattern; or an introspection answer names another issuer than the one asked.
     UntrustedIssuer,
     /// `aud` is missing or contains none of the accepted audiences.
     InvalidAudience,
@@ -70,12 +73,39 @@ pub enum ValidationError {
     /// No key set has ever been loaded for the issuer (the key source is down since
     /// start-up). Answer 503, not 401: the token may well be valid.
     KeysUnavailable,
+    /// `iss` matches a trusted pattern, but as many issuers as allowed were discovered
+    /// already ([`max_discovered_issuers`](crate::ValidatorBuilder::max_discovered_issuers)).
+    /// A server-side limit: answer 503.
+    IssuerLimit,
+    /// The token was introspected (RFC 7662): inactive (the token's fault, 401), or the
+    /// endpoint could not answer (the server's side, 503; see
+    /// [`IntrospectionError::is_server_error`]).
+    Introspection(IntrospectionError),
+    /// [`Validator::validate_with_current_keys`](crate::Validator::validate_with_current_keys)
+    /// met a token that only introspection can judge.
+    IntrospectionRequired,
 }
 
 impl ValidationError {
-    /// Whether the fault is on the server's side (no keys yet) rather than the token's.
+    /// Whether the fault is on the server's side (no keys yet, the introspection
+    /// endpoint down, too many issuers) rather than the token's.
     pub fn is_server_error(&self) -> bool {
-        matches!(self, ValidationError::KeysUnavailable)
+        match self {
+            ValidationError::KeysUnavailable
+            | ValidationError::IssuerLimit
+            | ValidationError::IntrospectionRequired => true,
+            ValidationError::Introspection(error) => error.is_server_error(),
+            _ => false,
+        }
+    }
+
+    /// How long a server error is expected to last, when the server that failed said
+    /// so (`Retry-After` from the introspection endpoint).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ValidationError::Introspection(error) => error.retry_after(),
+            _ => None,
+        }
     }
 }
 
@@ -108,8 +138,24 @@ impl fmt::Display for ValidationError {
             ValidationError::UnsignedEncryptedToken => f.write_str("encrypted token is not signed"),
             ValidationError::EncryptionRequired => f.write_str("token must be encrypted"),
             ValidationError::KeysUnavailable => f.write_str("signing keys are unavailable"),
+            ValidationError::IssuerLimit => f.write_str("too many discovered issuers"),
+            ValidationError::Introspection(error) => error.fmt(f),
+            ValidationError::IntrospectionRequired => f.write_str("token must be introspected"),
         }
     }
 }
 
-impl std::error::Error for ValidationError {}
+impl std::error::Error for ValidationError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ValidationError::Introspection(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<IntrospectionError> for ValidationError {
+    fn from(error: IntrospectionError) -> Self {
+        ValidationError::Introspection(error)
+    }
+}

@@ -10,9 +10,15 @@
 //!   followed: keys come only from the issuer's configured key store.
 //! - A `crit` header (other than `b64` with `b64: true`) and `b64: false` are rejected.
 //! - `typ`: [`TypPolicy::Lenient`] by default, [`TypPolicy::Rfc9068`] on request.
-//! - `iss` equals a trusted issuer exactly, and the signature verifies with *that*
-//!   issuer's keys; `aud` contains an accepted audience; `exp` is required; `exp`,
-//!   `nbf` and `iat` are checked with a leeway (60 s by default).
+//! - `iss` equals a trusted issuer exactly (or matches a trusted [`IssuerPattern`]),
+//!   and the signature verifies with *that* issuer's keys; an untrusted `iss` is refused
+//!   before any network request. `aud` contains an accepted audience; `exp` is
+//!   required; `exp`, `nbf` and `iat` are checked with a leeway (60 s by default).
+//! - Each [`Issuer`] may bring its own audiences, algorithms and `typ` policy, and may be
+//!   introspected (RFC 7662) instead of verified locally; opaque tokens may go to an
+//!   introspection fallback. Introspection answers pass the same claims policy.
+//! - The trusted set ([`Issuers`]) is read with one lock-free load per token and can be
+//!   changed while requests are served.
 //! - An unknown `kid` waits for one shared, rate-limited key refresh
 //!   ([`KeyStore`](crate::KeyStore)), so a key rotation never fails a request.
 //!
@@ -30,10 +36,27 @@
 //! println!("{} may {}", claims.subject().unwrap_or("?"), claims.scopes().as_str());
 //! # Ok(()) }
 //! ```
+//!
+//! Many tenants, discovered on their first token:
+//! ```no_run
+//! use tower_oauth::Validator;
+//! use tower_oauth::validate::{Issuer, IssuerPattern};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let validator = Validator::builder()
+//!     .issuer_pattern(IssuerPattern::template("https://login.example.com/{tenant}/v2.0")?)
+//!     .issuer(Issuer::new("https://partner.example").audience("partner-api"))
+//!     .audience("https://api.example.com")
+//!     .lazy_discovery()
+//!     .build()?;
+//! validator.issuers().remove("https://partner.example");
+//! # Ok(()) }
+//! ```
 
 mod claims;
 mod error;
 mod header;
+mod issuers;
 #[cfg(feature = "jwe")]
 mod jwe;
 mod jws;
@@ -42,6 +65,8 @@ mod validator;
 pub use claims::{Claims, Scopes};
 pub use error::ValidationError;
 pub use header::TypPolicy;
+pub(crate) use issuers::TrustedIssuer;
+pub use issuers::{DEFAULT_MAX_DISCOVERED_ISSUERS, Issuer, IssuerPattern, Issuers};
 #[cfg(feature = "jwe")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwe")))]
 pub use jwe::{DecryptedJwe, DecryptionKeys};

@@ -19,6 +19,12 @@
 //                   holds the public half in its configuration; this route stands in for the
 //                   resource server's own key store. Test-only, like the rest of this file.
 //
+// IDP_OPAQUE=1 turns on the opaque mode, for tests/introspection_oidc.rs: on top of the
+// above, a resource server https://opaque.example.test whose access tokens are opaque,
+// `features.introspection` (RFC 7662, at the discovered `introspection_endpoint`) and two
+// clients allowed to introspect, `rs-introspect` (client_secret_basic) and
+// `rs-introspect-post` (client_secret_post). Without it, nothing differs.
+//
 // Resource servers (RFC 8707 `resource`): https://api.example.test (RS256 JWS),
 // https://es256.example.test (ES256 JWS), https://jwe.example.test (RS256 JWS nested in a
 // JWE: RSA-OAEP-256 + A256GCM to the key above, with its kid) and
@@ -36,6 +42,8 @@ const API_ES256 = 'https://es256.example.test';
 const API_JWE = 'https://jwe.example.test';
 const API_JWE_NO_KID = 'https://jwe-nokid.example.test';
 const SCOPES = ['read', 'write', 'admin'];
+const OPAQUE = process.env.IDP_OPAQUE === '1';
+const API_OPAQUE = 'https://opaque.example.test';
 
 // RFC 9068 JWT access tokens, one signing algorithm per resource server.
 // The resource server's encryption key pair, made once per process (it survives /__rotate,
@@ -79,6 +87,9 @@ const RESOURCE_SERVERS = {
   },
   [API_JWE]: encryptedResource(API_JWE, JWE_KID),
   [API_JWE_NO_KID]: encryptedResource(API_JWE_NO_KID, undefined),
+  ...(OPAQUE
+    ? { [API_OPAQUE]: { scope: SCOPES.join(' '), audience: API_OPAQUE, accessTokenFormat: 'opaque', accessTokenTTL: 600 } }
+    : {}),
 };
 
 const CLIENTS = [
@@ -102,6 +113,18 @@ const CLIENTS = [
     token_endpoint_auth_method: 'client_secret_basic',
     scope: SCOPES.join(' '),
   },
+  // The resource servers' own credentials for the introspection endpoint.
+  ...(OPAQUE
+    ? ['client_secret_basic', 'client_secret_post'].map((method) => ({
+        client_id: method === 'client_secret_basic' ? 'rs-introspect' : 'rs-introspect-post',
+        client_secret: 'introspect-secret',
+        grant_types: ['client_credentials'],
+        response_types: [],
+        redirect_uris: [],
+        token_endpoint_auth_method: method,
+        scope: SCOPES.join(' '),
+      }))
+    : []),
 ];
 
 function log(...args) {
@@ -131,7 +154,7 @@ function buildProvider(issuer, keys) {
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
-      introspection: { enabled: false },
+      introspection: { enabled: OPAQUE },
       revocation: { enabled: false },
       resourceIndicators: {
         enabled: true,
@@ -153,7 +176,7 @@ function buildProvider(issuer, keys) {
   return provider;
 }
 
-const stats = { discovery: 0, jwks: 0, token: 0, rotations: 0, other: 0 };
+const stats = { discovery: 0, jwks: 0, token: 0, introspection: 0, rotations: 0, other: 0 };
 let keys = [];
 let provider;
 let callback;
@@ -196,6 +219,8 @@ const server = createServer((req, res) => {
     log(`JWKS fetch #${stats.jwks} (generation ${generation})`);
   } else if (path === '/token') {
     stats.token += 1;
+  } else if (path === '/token/introspection') {
+    stats.introspection += 1;
   } else {
     stats.other += 1;
   }

@@ -34,6 +34,22 @@ pub(crate) const API_JWE_NO_KID: &str = "https://jwe-nokid.example.test";
 pub(crate) const CLIENT: (&str, &str) = ("rs-test", "rs-secret");
 /// Every character here must be form-urlencoded in Basic auth (RFC 6749 §2.3.1).
 pub(crate) const SPECIAL_CLIENT: (&str, &str) = ("svc:special", "p@ss:w+rd%/ &=");
+/// Opaque mode only: the resource whose access tokens are opaque.
+pub(crate) const API_OPAQUE: &str = "https://opaque.example.test";
+/// Opaque mode only: the resource server's credentials at the introspection endpoint,
+/// with `client_secret_basic` and with `client_secret_post`.
+pub(crate) const INTROSPECT_CLIENT: (&str, &str) = ("rs-introspect", "introspect-secret");
+pub(crate) const INTROSPECT_POST_CLIENT: (&str, &str) = ("rs-introspect-post", "introspect-secret");
+
+/// How `idp.mjs` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// JWT access tokens only.
+    Default,
+    /// Also opaque access tokens for [`API_OPAQUE`] and the introspection endpoint
+    /// (`IDP_OPAQUE=1`).
+    Opaque,
+}
 
 /// How long the IdP may take to print its `ISSUER=` line (Node start-up, key generation).
 pub(crate) const IDP_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -63,9 +79,14 @@ impl IdpProcess {
     /// Runs `node tests/oidc/idp.mjs` and waits for the `ISSUER=` line it prints once it
     /// listens. Its stderr goes through the test harness's capture (shown when a test fails).
     pub(crate) async fn start() -> Result<IdpProcess, Error> {
+        IdpProcess::start_in(Mode::Default).await
+    }
+
+    /// [`start`](Self::start) in `mode`.
+    pub(crate) async fn start_in(mode: Mode) -> Result<IdpProcess, Error> {
         let mut attempt = 1;
         loop {
-            match IdpProcess::start_once().await {
+            match IdpProcess::start_once(mode).await {
                 Ok(process) => return Ok(process),
                 Err(error) if attempt < IDP_START_ATTEMPTS && !error.to_string().contains("node_modules") => {
                     eprintln!("the IdP failed to start (attempt {attempt}), trying a fresh process: {error}");
@@ -76,7 +97,7 @@ impl IdpProcess {
         }
     }
 
-    async fn start_once() -> Result<IdpProcess, Error> {
+    async fn start_once(mode: Mode) -> Result<IdpProcess, Error> {
         let dir = oidc_dir();
         if !dir.join("node_modules").join("oidc-provider").is_dir() {
             return Err(format!(
@@ -86,7 +107,12 @@ impl IdpProcess {
             )
             .into());
         }
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        match mode {
+            Mode::Default => command.env_remove("IDP_OPAQUE"),
+            Mode::Opaque => command.env("IDP_OPAQUE", "1"),
+        };
+        let mut child = command
             .arg(dir.join("idp.mjs"))
             .current_dir(&dir)
             .env_remove("IDP_PORT")
@@ -153,7 +179,12 @@ pub(crate) struct Idp {
 
 impl Idp {
     pub(crate) async fn start() -> Result<Idp, Error> {
-        let process = IdpProcess::start().await?;
+        Idp::start_in(Mode::Default).await
+    }
+
+    /// [`start`](Self::start) in `mode`.
+    pub(crate) async fn start_in(mode: Mode) -> Result<Idp, Error> {
+        let process = IdpProcess::start_in(mode).await?;
         let issuer = process.issuer.clone();
         let http = http_client();
         let metadata: Value = http

@@ -1,0 +1,87 @@
+//! Introspection benchmarks: a cached introspection hit against a local RS256 JWT
+//! validation, both through one `Validator` and one `BearerAuthLayer`, plus the
+//! `Introspector` hit on its own.
+//!
+//! The introspection endpoint is the embedded test issuer on 127.0.0.1, asked once per
+//! token before the timed loops; the loops never leave the process. Both the hit and
+//! the JWT go through the same driver (a current-thread runtime's `block_on`), since an
+//! introspected token takes the validator's asynchronous path. Run with
+//! `cargo bench --bench introspection`.
+
+// Shared with the other benches; this one needs only the service and its parts.
+#[allow(dead_code)]
+#[path = "support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{Request, StatusCode, header};
+use support::{SCOPE, bearer, configure, service};
+use tower::{Service, ServiceExt as _};
+use tower_oauth::introspect::Introspector;
+use tower_oauth::testing::TestIssuer;
+use tower_oauth::{BearerAuthLayer, Validator};
+
+fn introspection(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    // The key store's refresher is spawned on this runtime.
+    let _entered = rt.enter();
+    let issuer = rt.block_on(TestIssuer::start()).expect("the test issuer starts");
+    let introspector = Introspector::builder(
+        issuer.introspection_endpoint(),
+        TestIssuer::DEFAULT_CLIENT_ID,
+        TestIssuer::DEFAULT_CLIENT_SECRET,
+    )
+    .build()
+    .expect("an introspector");
+    let validator = Validator::builder()
+        .issuer(issuer.issuer())
+        .audience(issuer.audience())
+        .introspection_fallback(introspector.clone())
+        .build()
+        .expect("a validator");
+    let opaque = issuer.mint().subject("f3b2c1d0-8e7a-4b6c-9d5e-1a2b3c4d5e6f").scope(SCOPE).opaque();
+    let jwt = issuer.mint().subject("f3b2c1d0-8e7a-4b6c-9d5e-1a2b3c4d5e6f").scope(SCOPE).sign();
+    let svc = service(BearerAuthLayer::new(validator.clone()));
+
+    let request = |token: &str| {
+        let mut request = Request::new(());
+        request.headers_mut().insert(header::AUTHORIZATION, bearer(token));
+        request
+    };
+    let through_layer = |token: &str| {
+        let mut svc = svc.clone();
+        let request = request(token);
+        rt.block_on(async move {
+            let ready = svc.ready().await.expect("ready");
+            ready.call(request).await.expect("infallible").status()
+        })
+    };
+    // Warm up: the keys for the JWT, the introspection answer for the opaque token.
+    assert_eq!(through_layer(&jwt), StatusCode::OK);
+    assert_eq!(through_layer(&opaque), StatusCode::OK);
+    let introspections = introspector.requests();
+    assert_eq!(introspections, 1);
+
+    let mut group = c.benchmark_group("introspection");
+    configure(&mut group);
+    group.bench_function("introspector/cached_hit", |b| {
+        b.iter(|| rt.block_on(introspector.introspect(black_box(&opaque))).expect("active"))
+    });
+    group.bench_function("validator/introspection_cached_hit", |b| {
+        b.iter(|| rt.block_on(validator.validate(black_box(&opaque))).expect("valid"))
+    });
+    group.bench_function("validator/jwt_rs256", |b| {
+        b.iter(|| rt.block_on(validator.validate(black_box(&jwt))).expect("valid"))
+    });
+    group.bench_function("layer/introspection_cached_hit", |b| {
+        b.iter(|| assert_eq!(through_layer(black_box(&opaque)), StatusCode::OK))
+    });
+    group.bench_function("layer/jwt_rs256", |b| b.iter(|| assert_eq!(through_layer(black_box(&jwt)), StatusCode::OK)));
+    group.finish();
+    assert_eq!(introspector.requests(), introspections, "every timed introspection was a cache hit");
+}
+
+criterion_group!(benches, introspection);
+criterion_main!(benches);

@@ -1,0 +1,464 @@
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderValue, StatusCode};
+use serde::Deserialize;
+use url::Url;
+
+use super::cache::{Fetched, FlightCache};
+use super::endpoint::{Location, Member};
+use super::{AuthMethod, IntrospectionError};
+use crate::error::BuildError;
+use crate::fetch::{self, Form, Limits, basic_authorization};
+use crate::{FetchError, Secret};
+
+/// The default cap on an introspection response body.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+/// The default bound of the answer cache, in bytes of claims (plus a fixed allowance
+/// per entry).
+pub const DEFAULT_CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
+/// The default longest time an active answer is reused.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
+/// The default time an inactive answer is reused.
+pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
+
+/// Tokens longer than this are inactive without asking: no access token is this long,
+/// and the request body stays bounded.
+const MAX_TOKEN_SIZE: usize = crate::validate::DEFAULT_MAX_TOKEN_SIZE;
+
+/// An RFC 7662 introspection client with a bounded, single-flight answer cache; see
+/// the [module documentation](super).
+///
+/// Cheap to clone: clones share the configuration, the cache and the counter. `Debug`
+/// shows neither the secret nor any token.
+#[derive(Clone)]
+pub struct Introspector {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: reqwest::Client,
+    location: Location,
+    client_id: String,
+    secret: Secret,
+    method: AuthMethod,
+    /// The precomputed `Authorization: Basic …` value for `client_secret_basic`.
+    basic: Option<HeaderValue>,
+    limits: Limits,
+    max_ttl: Duration,
+    negative_ttl: Duration,
+    cache: FlightCache<Result<Introspected, IntrospectionError>>,
+    requests: AtomicU64,
+}
+
+/// The answer for an active token: its claims as the introspection endpoint sent them.
+///
+/// Cheap to clone. `Debug` shows only `exp` and the size of the claims.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Introspected {
+    claims: Arc<str>,
+    expires_at: Option<i64>,
+}
+
+impl Introspected {
+    /// The response's JSON object as text: the token's claims (`iss`, `sub`, `aud`,
+    /// `exp`, `scope`, `client_id`, …) along with `active: true`.
+    pub fn claims_json(&self) -> &str {
+        &self.claims
+    }
+
+    /// The same text, shared.
+    pub fn claims(&self) -> &Arc<str> {
+        &self.claims
+    }
+
+    /// `exp`, in seconds since the epoch, when the response has an integer one.
+    pub fn expires_at(&self) -> Option<i64> {
+        self.expires_at
+    }
+}
+
+impl fmt::Debug for Introspected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Introspected")
+            .field("expires_at", &self.expires_at)
+            .field("claims_len", &self.claims.len())
+            .finish()
+    }
+}
+
+/// The members of an introspection response this client reads (RFC 7662 §2.2).
+/// Derived `Deserialize` refuses a duplicate `active`, `exp` or `token_type`.
+#[derive(Deserialize)]
+struct Head {
+    active: bool,
+    #[serde(default)]
+    exp: Option<serde_json::Value>,
+    #[serde(default)]
+    token_type: Option<serde_json::Value>,
+}
+
+impl Introspector {
+    /// Configures an introspector for the endpoint at `url`, authenticating as
+    /// `client_id` with `client_secret`.
+    pub fn builder(
+        url: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<Secret>,
+    ) -> IntrospectorBuilder {
+        IntrospectorBuilder::new(Target::Url(url.into()), client_id.into(), client_secret.into())
+    }
+
+    /// Like [`builder`](Self::builder), with the endpoint found as
+    /// `introspection_endpoint` in `issuer`'s metadata (OpenID Connect discovery, then
+    /// RFC 8414) at the first introspection. The metadata must name the same issuer and
+    /// the endpoint must be https (or loopback).
+    ///
+    /// One discovery runs at a time, and concurrent introspections wait for it. After a
+    /// failed discovery, introspections are refused at once with
+    /// [`IntrospectionError::Unavailable`], whose `retry_after` is the time left, until
+    /// a backoff elapses: 1 s doubling up to 1 min with jitter, and never sooner than
+    /// the metadata endpoint's `Retry-After`. An outage of the metadata endpoint thus
+    /// costs the issuer a few requests, not one per introspection.
+    pub fn discover(
+        issuer: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<Secret>,
+    ) -> IntrospectorBuilder {
+        IntrospectorBuilder::new(Target::Issuer(issuer.into()), client_id.into(), client_secret.into())
+    }
+
+    /// Whether `token` is active, and its claims if it is: from the cache, or from the
+    /// one request that runs for this token (concurrent callers share it).
+    ///
+    /// # Errors
+    ///
+    /// [`IntrospectionError::Inactive`] when the server says so (or the token is empty,
+    /// over 16 KiB, or not a bearer token); [`IntrospectionError::Unavailable`] or
+    /// [`IntrospectionError::Rejected`] when the endpoint cannot give an answer.
+    pub async fn introspect(&self, token: &str) -> Result<Introspected, IntrospectionError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_SIZE {
+            return Err(IntrospectionError::Inactive);
+        }
+        let inner = &*self.inner;
+        inner.cache.get_or_fetch(token, || inner.fetch(token)).await
+    }
+
+    /// Forgets the cached answer for `token`, say after a revocation notice.
+    pub fn forget(&self, token: &str) {
+        self.inner.cache.remove(token);
+    }
+
+    /// How many introspection requests were sent (discovery not included).
+    pub fn requests(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// How many answers are cached.
+    pub fn cached(&self) -> usize {
+        self.inner.cache.len()
+    }
+}
+
+impl Inner {
+    async fn fetch(&self, token: &str) -> Fetched<Result<Introspected, IntrospectionError>> {
+        let result = self.exchange(token).await;
+        let (ttl, weight) = match &result {
+            Ok(introspected) => {
+                let remaining = introspected.expires_at.map(|exp| {
+                    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                    Duration::from_secs(u64::try_from(exp).unwrap_or(0).saturating_sub(now))
+                });
+                (remaining.map_or(self.max_ttl, |r| r.min(self.max_ttl)), introspected.claims.len() as u64)
+            }
+            Err(IntrospectionError::Inactive) => (self.negative_ttl, 0),
+            // Failures are shared with the callers waiting on this flight, never kept.
+            Err(_) => (Duration::ZERO, 0),
+        };
+        Fetched { value: result, ttl, weight }
+    }
+
+    async fn exchange(&self, token: &str) -> Result<Introspected, IntrospectionError> {
+        let url = self.endpoint().await?;
+        let mut form = Form::default();
+        form.pair("token", token.as_bytes());
+        form.pair("token_type_hint", b"access_token");
+        if self.method == AuthMethod::ClientSecretPost {
+            form.pair("client_id", self.client_id.as_bytes());
+            form.pair("client_secret", self.secret.expose());
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let posted = fetch::post_form(&self.client, url, self.basic.as_ref(), form.into_bytes(), self.limits)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "introspection request failed");
+                unavailable(&error)
+            })?;
+        let status = posted.status;
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), "introspection endpoint unavailable");
+            let reason = if status.is_server_error() { "server error" } else { "rate limited" };
+            return Err(IntrospectionError::Unavailable { retry_after: posted.retry_after, reason });
+        }
+        if !status.is_success() {
+            // 401/403: the endpoint does not accept our credentials. Our configuration
+            // is wrong, not the caller's token.
+            tracing::error!(
+                status = status.as_u16(),
+                client_id = %self.client_id,
+                "introspection endpoint refused the request; check the client credentials"
+            );
+            return Err(IntrospectionError::Rejected { status });
+        }
+        let body = posted.body.map_err(|error| {
+            tracing::warn!(%error, "introspection response could not be read");
+            unavailable(&error)
+        })?;
+        parse(&body)
+    }
+
+    async fn endpoint(&self) -> Result<&Url, IntrospectionError> {
+        self.location.endpoint(&self.client, self.limits.timeout).await.map_err(|refused| {
+            IntrospectionError::Unavailable { retry_after: Some(refused.retry_after), reason: refused.reason }
+        })
+    }
+}
+
+fn unavailable(error: &FetchError) -> IntrospectionError {
+    IntrospectionError::unavailable(match error {
+        FetchError::Timeout => "timed out",
+        FetchError::BodyTooLarge { .. } => "response body too large",
+        FetchError::InsecureUrl => "redirected to an insecure url",
+        _ => "request failed",
+    })
+}
+
+/// RFC 7662 §2.2: a JSON object with a boolean `active`; everything else is the
+/// server's failure, not the token's.
+fn parse(body: &[u8]) -> Result<Introspected, IntrospectionError> {
+    let garbage = || {
+        tracing::warn!("introspection response is not an RFC 7662 JSON object");
+        IntrospectionError::unavailable("not an introspection response")
+    };
+    let text = std::str::from_utf8(body).map_err(|_| garbage())?.trim();
+    let head: Head = serde_json::from_str(text).map_err(|_| garbage())?;
+    if !head.active {
+        return Err(IntrospectionError::Inactive);
+    }
+    // Only bearer access tokens: a refresh token, or a DPoP-bound token (RFC 9449
+    // §7.1), must not pass as a bearer token. `token_type` is optional (RFC 7662 §2.2).
+    if let Some(token_type) = &head.token_type
+        && !token_type.as_str().is_some_and(|t| t.eq_ignore_ascii_case("bearer"))
+    {
+        tracing::debug!("introspected token is not a bearer access token");
+        return Err(IntrospectionError::Inactive);
+    }
+    let expires_at = head.exp.as_ref().and_then(serde_json::Value::as_i64);
+    Ok(Introspected { claims: text.into(), expires_at })
+}
+
+impl fmt::Debug for Introspector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        f.debug_struct("Introspector")
+            .field("target", &inner.location.target())
+            .field("client_id", &inner.client_id)
+            .field("client_secret", &"***")
+            .field("auth_method", &inner.method)
+            .field("max_ttl", &inner.max_ttl)
+            .field("negative_ttl", &inner.negative_ttl)
+            .field("cached", &inner.cache.len())
+            .field("cache_weight", &inner.cache.weight())
+            .field("cache_capacity", &inner.cache.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+enum Target {
+    Url(String),
+    Issuer(String),
+}
+
+/// Configures an [`Introspector`]; from [`Introspector::builder`] or
+/// [`Introspector::discover`].
+#[must_use]
+pub struct IntrospectorBuilder {
+    target: Target,
+    client_id: String,
+    secret: Secret,
+    method: AuthMethod,
+    limits: Limits,
+    cache_capacity: u64,
+    max_ttl: Duration,
+    negative_ttl: Duration,
+    http_client: Option<reqwest::Client>,
+}
+
+impl IntrospectorBuilder {
+    fn new(target: Target, client_id: String, secret: Secret) -> Self {
+        IntrospectorBuilder {
+            target,
+            client_id,
+            secret,
+            method: AuthMethod::default(),
+            limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: DEFAULT_MAX_BODY },
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            max_ttl: DEFAULT_MAX_TTL,
+            negative_ttl: DEFAULT_NEGATIVE_TTL,
+            http_client: None,
+        }
+    }
+
+    /// How the client authenticates; default [`AuthMethod::ClientSecretBasic`] (with
+    /// the id and secret form-urlencoded first, RFC 6749 §2.3.1).
+    pub fn auth_method(mut self, method: AuthMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// The time limit of one introspection (and of discovery); default 10 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.limits.timeout = timeout;
+        self
+    }
+
+    /// The largest response body read; default 64 KiB.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.limits.max_body = bytes;
+        self
+    }
+
+    /// The bound of the answer cache in bytes; default 16 MiB.
+    pub fn cache_capacity(mut self, bytes: u64) -> Self {
+        self.cache_capacity = bytes;
+        self
+    }
+
+    /// The longest an active answer is reused, whatever the token's `exp`; default
+    /// 5 min. It bounds how long a revoked token stays accepted. `0` turns the cache of
+    /// active answers off.
+    pub fn max_ttl(mut self, ttl: Duration) -> Self {
+        self.max_ttl = ttl;
+        self
+    }
+
+    /// How long an inactive answer is reused; default 10 s, `0` to disable.
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = ttl;
+        self
+    }
+
+    /// The HTTP client for custom roots, mTLS or a proxy. It should not follow
+    /// redirects (the default client does not); a response from an insecure URL is
+    /// refused all the same.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidUrl`] for a URL that does not parse,
+    /// [`BuildError::InsecureUrl`] for plain http off loopback,
+    /// [`BuildError::MissingIssuer`] for an empty issuer, and
+    /// [`BuildError::HttpClient`] when the default client cannot be built.
+    pub fn build(self) -> Result<Introspector, BuildError> {
+        let url_error = |error| match error {
+            FetchError::InsecureUrl => BuildError::InsecureUrl,
+            _ => BuildError::InvalidUrl,
+        };
+        let location = match self.target {
+            Target::Url(url) => Location::Url(fetch::parse_url(&url).map_err(url_error)?),
+            Target::Issuer(issuer) if issuer.trim().is_empty() => return Err(BuildError::MissingIssuer),
+            Target::Issuer(issuer) => {
+                fetch::parse_url(&issuer).map_err(url_error)?;
+                Location::issuer(issuer, Member::Introspection)
+            }
+        };
+        let client = match self.http_client {
+            Some(client) => client,
+            // A redirected introspection would carry the credentials and the token
+            // elsewhere: never follow one.
+            None => reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(BuildError::HttpClient)?,
+        };
+        let basic = (self.method == AuthMethod::ClientSecretBasic)
+            .then(|| basic_authorization(&self.client_id, self.secret.expose()));
+        Ok(Introspector {
+            inner: Arc::new(Inner {
+                client,
+                location,
+                client_id: self.client_id,
+                secret: self.secret,
+                method: self.method,
+                basic,
+                limits: self.limits,
+                max_ttl: self.max_ttl,
+                negative_ttl: self.negative_ttl,
+                cache: FlightCache::with_capacity(self.cache_capacity),
+                requests: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for IntrospectorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = match &self.target {
+            Target::Url(url) | Target::Issuer(url) => url,
+        };
+        f.debug_struct("IntrospectorBuilder")
+            .field("target", target)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"***")
+            .field("auth_method", &self.method)
+            .field("timeout", &self.limits.timeout)
+            .field("max_ttl", &self.max_ttl)
+            .field("negative_ttl", &self.negative_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_follow_rfc7662() {
+        let ok = parse(br#"{"active":true,"sub":"alice","exp":2000000000,"token_type":"Bearer"}"#).unwrap();
+        assert_eq!(ok.expires_at(), Some(2_000_000_000));
+        assert!(ok.claims_json().contains("alice"));
+        assert_eq!(parse(br#"{"active":true}"#).unwrap().expires_at(), None);
+        assert_eq!(parse(br#"{"active":false}"#), Err(IntrospectionError::Inactive));
+        assert_eq!(parse(br#"{"active":true,"token_type":"refresh_token"}"#), Err(IntrospectionError::Inactive));
+        assert_eq!(parse(br#"{"active":true,"token_type":"DPoP"}"#), Err(IntrospectionError::Inactive));
+        for garbage in
+            [&b"<html>"[..], b"[]", b"{}", br#"{"active":"true"}"#, br#"{"active":false,"active":true}"#, b"\xff"]
+        {
+            let error = parse(garbage).unwrap_err();
+            assert!(error.is_server_error(), "{}: {error}", String::from_utf8_lossy(garbage));
+        }
+    }
+
+    #[test]
+    fn insecure_or_malformed_configuration_is_refused() {
+        let build = |url: &str| Introspector::builder(url, "c", "s").build().map(|_| ());
+        assert!(matches!(build("http://idp.example/introspect"), Err(BuildError::InsecureUrl)));
+        assert!(matches!(build("not a url"), Err(BuildError::InvalidUrl)));
+        assert!(build("http://127.0.0.1:8080/introspect").is_ok());
+        assert!(matches!(Introspector::discover(" ", "c", "s").build(), Err(BuildError::MissingIssuer)));
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let introspector = Introspector::builder("https://idp/introspect", "c", "hunter2").build().unwrap();
+        assert!(!format!("{introspector:?}").contains("hunter2"));
+        assert!(!format!("{:?}", Introspector::builder("https://idp/i", "c", "hunter2")).contains("hunter2"));
+    }
+}
