@@ -209,6 +209,30 @@ impl TokenEndpoint {
         }
     }
 
+    /// Every form a credential of this endpoint's requests takes on the wire: the client
+    /// secret, the refresh token or code, raw and form-urlencoded, and the Basic
+    /// credentials. An error response that echoes any of them is redacted.
+    fn credentials(&self) -> Vec<Vec<u8>> {
+        let mut secrets = Vec::with_capacity(6);
+        let mut both = |value: &[u8]| {
+            secrets.push(value.to_vec());
+            secrets.push(url::form_urlencoded::byte_serialize(value).flat_map(str::bytes).collect());
+        };
+        both(self.secret.expose());
+        match &self.grant {
+            GrantState::RefreshToken(Some(token)) => both(token.expose()),
+            GrantState::Code { code, .. } => both(code.expose()),
+            GrantState::ClientCredentials | GrantState::RefreshToken(None) => {}
+        }
+        if let Some(basic) = &self.basic {
+            let value = basic.as_bytes();
+            secrets.push(value.strip_prefix(b"Basic ").unwrap_or(value).to_vec());
+        }
+        // Longest first, so a secret that contains another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets
+    }
+
     async fn post(&self, url: &Url, body: Vec<u8>) -> Result<TokenResponse, TokenError> {
         let posted = fetch::post_form(&self.client, url, self.basic.as_ref(), body, self.limits)
             .await
@@ -220,7 +244,7 @@ impl TokenEndpoint {
         // RFC 6749 §5.2: errors come as 400 (401 for invalid_client) with a JSON
         // body; a body that is not one, or too large, leaves the status to speak.
         let oauth = match (status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS, body) {
-            (true, Ok(body)) => super::error::ErrorResponse::parse(status, &body),
+            (true, Ok(body)) => super::error::ErrorResponse::parse_redacting(status, &body, &self.credentials()),
             _ => None,
         };
         Err(oauth.map_or_else(|| TokenError::from_status(status, retry_after), TokenError::OAuth))

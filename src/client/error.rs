@@ -240,6 +240,14 @@ impl ErrorResponse {
     /// Reads an RFC 6749 §5.2 body: a JSON object with a string `error`. `None` when the
     /// body is anything else.
     pub(crate) fn parse(status: StatusCode, body: &[u8]) -> Option<ErrorResponse> {
+        ErrorResponse::parse_redacting(status, body, &[])
+    }
+
+    /// Like [`parse`](Self::parse), with every occurrence of `secrets` in the
+    /// description and URI replaced by `***` before they are cut to length, so a server
+    /// that echoes the request cannot put a credential (or a prefix of one) into an
+    /// error, its `Display` or a log line.
+    pub(crate) fn parse_redacting(status: StatusCode, body: &[u8], secrets: &[Vec<u8>]) -> Option<ErrorResponse> {
         let serde_json::Value::Object(object) = serde_json::from_slice(body).ok()? else { return None };
         let code = object.get("error")?.as_str()?;
         let code = sanitize(code, MAX_CODE);
@@ -250,7 +258,7 @@ impl ErrorResponse {
             object
                 .get(name)
                 .and_then(serde_json::Value::as_str)
-                .map(|s| sanitize(s, MAX_TEXT))
+                .map(|s| sanitize(&redact(s, secrets), MAX_TEXT))
                 .filter(|s| !s.is_empty())
         };
         Some(ErrorResponse {
@@ -355,6 +363,20 @@ impl fmt::Display for ErrorCode {
 /// Server-controlled text made safe to log: control characters (newlines, escape
 /// sequences) and bidirectional overrides are dropped, and the result is cut at `max`
 /// characters, with `…` marking the cut.
+/// `text` with every occurrence of each (non-empty) secret replaced by `***`.
+fn redact(text: &str, secrets: &[Vec<u8>]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        // A secret that is not UTF-8 cannot appear in a JSON string as it is.
+        if let Ok(secret) = std::str::from_utf8(secret)
+            && text.contains(secret)
+        {
+            text = text.replace(secret, "***");
+        }
+    }
+    text
+}
+
 pub(crate) fn sanitize(text: &str, max: usize) -> String {
     let keep = |c: &char| {
         !c.is_control() && !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
@@ -370,6 +392,17 @@ pub(crate) fn sanitize(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoed_credentials_are_redacted_before_the_cut() {
+        let secret = b"s3cr3t+/=".to_vec();
+        let long = format!("{}{}", "x".repeat(250), "s3cr3t+/=");
+        let body = serde_json::json!({"error": "invalid_client", "error_description": long, "error_uri": "https://x/?c=s3cr3t+/="});
+        let error =
+            ErrorResponse::parse_redacting(StatusCode::UNAUTHORIZED, body.to_string().as_bytes(), &[secret]).unwrap();
+        assert!(!error.description().unwrap().contains("s3c"), "{error}");
+        assert_eq!(error.uri(), Some("https://x/?c=***"));
+    }
 
     #[test]
     fn rfc6749_error_bodies_are_typed_and_sanitized() {
