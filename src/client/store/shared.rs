@@ -53,6 +53,10 @@ use crate::error::BuildError;
 /// again at its next fetch, and a Redis store reconnects by itself. A flushed store is
 /// an empty one: the next process that needs a token fetches one.
 ///
+/// Processes compare wall-clock times (when a token was obtained, when it is due), so
+/// their clocks should agree (NTP) to well within a token's lifetime; a process whose
+/// clock runs ahead only refreshes a little early.
+///
 /// **Refresh tokens.** For the `refresh_token` and authorization-code grants, the entry
 /// also carries the grant's newest refresh token, and a process hands it to its source
 /// ([`TokenSource::adopt_refresh_token`]) before it fetches, so a rotating refresh
@@ -476,5 +480,81 @@ impl TokenSource for SharedSource {
     fn adopt_refresh_token(&mut self, refresh_token: Secret) {
         self.refresh_token = Some(refresh_token.clone());
         self.inner.adopt_refresh_token(refresh_token);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::client::store::MemoryTokenStore;
+
+    /// Hands out `token-1`, `token-2`, … and counts its fetches.
+    struct Counting {
+        key: CacheKey,
+        fetches: Arc<AtomicU64>,
+    }
+
+    impl TokenSource for Counting {
+        fn key(&self) -> &CacheKey {
+            &self.key
+        }
+
+        fn fetch(&mut self) -> FetchFuture<'_> {
+            let n = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
+            Box::pin(async move { TokenResponse::bearer(format!("token-{n}"), Some(Duration::from_secs(300))) })
+        }
+    }
+
+    fn source(store: &MemoryTokenStore, fetches: &Arc<AtomicU64>) -> SharedSource {
+        let key =
+            CacheKey::new("https://idp/token", "c", GrantKind::ClientCredentials, None, Vec::<String>::new(), None);
+        let inner = Box::new(Counting { key, fetches: fetches.clone() });
+        SharedStore::new(store.clone(), EntryKey::new([3; 32])).wrap(inner, Policy::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn sources_on_one_store_share_a_token_and_asking_again_means_a_new_one() {
+        let store = MemoryTokenStore::new();
+        let fetches = Arc::new(AtomicU64::new(0));
+        let (mut a, mut b) = (source(&store, &fetches), source(&store, &fetches));
+        let first = a.fetch().await.unwrap();
+        assert_eq!(first.access_token(), "token-1");
+        assert_eq!(first.issued_ago(), Duration::ZERO);
+        let shared = b.fetch().await.unwrap();
+        assert_eq!(shared.access_token(), "token-1");
+        assert_eq!(shared.expires_in(), Some(Duration::from_secs(300)));
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+
+        // B asks again while the entry still holds its token: a forced refresh (an API
+        // rejected it), so B fetches under the lease, and A then takes B's token.
+        assert_eq!(b.fetch().await.unwrap().access_token(), "token-2");
+        assert_eq!(a.fetch().await.unwrap().access_token(), "token-2");
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+
+        // A flush: the next fetch fetches.
+        store.clear();
+        assert_eq!(a.fetch().await.unwrap().access_token(), "token-3");
+    }
+
+    #[tokio::test]
+    async fn a_held_lease_makes_others_wait_then_fetch_once_it_expires() {
+        let store = MemoryTokenStore::new();
+        let fetches = Arc::new(AtomicU64::new(0));
+        let mut waiter = source(&store, &fetches);
+        // A holder that died: its lease stands, and no entry comes.
+        assert!(store.try_lease(&waiter.keys.lease, "dead", Duration::from_millis(300)).await.unwrap());
+        let started = Instant::now();
+        assert_eq!(waiter.fetch().await.unwrap().access_token(), "token-1");
+        assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn debug_shows_neither_key_nor_grant_id() {
+        let store = SharedStore::new(MemoryTokenStore::new(), EntryKey::new([0x41; 32])).grant_id("alice");
+        let shown = format!("{store:?}");
+        assert!(!shown.contains("AAAA") && !shown.contains("alice") && shown.contains("AES-256-GCM"), "{shown}");
     }
 }
