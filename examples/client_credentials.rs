@@ -27,7 +27,18 @@
 //! | `OAUTH_AUDIENCE` | optional `audience` parameter (Auth0-style servers) |
 //! | `TARGET_URL` | the API to call (`GET`) |
 //! | `REQUESTS`, `CONCURRENCY` | default 1 and 1 |
-//! | `REDIS_URL` | sharing tokens through Redis: not supported by this build |
+//! | `REDIS_URL` | optional: share the token through Redis with every other process that uses the same client, scope, resources and audience (`redis://[:password@]host:port[/db]`) |
+//! | `REDIS_TOKEN_KEY` | optional, with `REDIS_URL`: the 32-byte key that encrypts the shared entry, as 64 hex digits or base64; default: derived from `OAUTH_CLIENT_SECRET` |
+//! | `REDIS_GRANT_ID` | with `REDIS_URL` and `OAUTH_GRANT=refresh_token`: whose grant it is (a user id, say), so that users' tokens are never mixed |
+//!
+//! With `REDIS_URL`, many processes fetch one token between them (one fetches under a
+//! lease; the others take its token), and a Redis that is down or slow only means each
+//! process fetches its own:
+//!
+//! ```text
+//! REDIS_URL=redis://127.0.0.1:6379 OAUTH_TOKEN_URL=... OAUTH_CLIENT_ID=... OAUTH_CLIENT_SECRET=... \
+//!   TARGET_URL=... cargo run --example client_credentials
+//! ```
 //!
 //! It prints one line per failed request and, last, `{"requests":N,"ok":N,"failed":N}`;
 //! it exits non-zero if any request failed.
@@ -36,6 +47,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use base64::Engine as _;
+use tower_oauth::client::store::{EntryKey, RedisTokenStore, SharedStore};
 use tower_oauth::client::{AuthMethod, TokenCache, TokenEndpoint};
 use tower_oauth::reqwest::ClientCredentialsMiddleware;
 
@@ -68,6 +81,7 @@ async fn main() -> ExitCode {
 
 struct Config {
     endpoint: TokenEndpoint,
+    redis: Option<Redis>,
     target: String,
     requests: u64,
     concurrency: u64,
@@ -91,16 +105,34 @@ fn count(name: &str, default: u64) -> Result<u64, Error> {
     }
 }
 
+/// Where and how the token is shared.
+struct Redis {
+    url: String,
+    key: EntryKey,
+    grant_id: Option<String>,
+}
+
+/// `REDIS_TOKEN_KEY`: 32 bytes as 64 hex digits or base64.
+fn entry_key(value: &str) -> Result<EntryKey, Error> {
+    let value = value.trim();
+    let bytes = if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        (0..64).step_by(2).map(|i| u8::from_str_radix(&value[i..i + 2], 16)).collect::<Result<Vec<u8>, _>>()?
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value))
+            .map_err(|_| "REDIS_TOKEN_KEY must be 32 bytes as 64 hex digits or base64")?
+    };
+    EntryKey::from_slice(&bytes).ok_or_else(|| "REDIS_TOKEN_KEY must be exactly 32 bytes".into())
+}
+
 impl Config {
     fn from_env() -> Result<Config, Error> {
-        if var("REDIS_URL").is_some() {
-            return Err("REDIS_URL is set, but sharing tokens through Redis is not supported by this build".into());
-        }
         let id = required("OAUTH_CLIENT_ID")?;
         let secret = required("OAUTH_CLIENT_SECRET")?;
         let mut builder = match (var("OAUTH_TOKEN_URL"), var("OAUTH_ISSUER")) {
-            (Some(url), _) => TokenEndpoint::builder(url, id, secret),
-            (None, Some(issuer)) => TokenEndpoint::discover(issuer, id, secret),
+            (Some(url), _) => TokenEndpoint::builder(url, id, secret.as_str()),
+            (None, Some(issuer)) => TokenEndpoint::discover(issuer, id, secret.as_str()),
             (None, None) => return Err("OAUTH_TOKEN_URL or OAUTH_ISSUER is required".into()),
         };
         builder = match var("OAUTH_AUTH_METHOD").as_deref().map(str::trim) {
@@ -128,8 +160,24 @@ impl Config {
         if let Some(audience) = var("OAUTH_AUDIENCE") {
             builder = builder.audience(audience);
         }
+        let refresh_grant = var("OAUTH_GRANT").is_some_and(|g| g.trim() == "refresh_token");
+        if var("REDIS_URL").is_some() && refresh_grant && var("REDIS_GRANT_ID").is_none() {
+            return Err("REDIS_URL with OAUTH_GRANT=refresh_token needs REDIS_GRANT_ID (whose grant it is)".into());
+        }
+        let redis = match var("REDIS_URL") {
+            None => None,
+            Some(url) => Some(Redis {
+                url,
+                key: match var("REDIS_TOKEN_KEY") {
+                    Some(key) => entry_key(&key)?,
+                    None => EntryKey::derive_from_client_secret(&secret),
+                },
+                grant_id: var("REDIS_GRANT_ID"),
+            }),
+        };
         Ok(Config {
             endpoint: builder.build()?,
+            redis,
             target: required("TARGET_URL")?,
             requests: count("REQUESTS", 1)?,
             concurrency: count("CONCURRENCY", 1)?,
@@ -144,7 +192,15 @@ struct Summary {
 }
 
 async fn run(config: Config) -> Result<Summary, Error> {
-    let cache = TokenCache::new(config.endpoint)?;
+    let mut cache = TokenCache::builder(config.endpoint);
+    if let Some(redis) = config.redis {
+        let mut store = SharedStore::new(RedisTokenStore::new(&redis.url)?, redis.key);
+        if let Some(grant_id) = redis.grant_id {
+            store = store.grant_id(grant_id);
+        }
+        cache = cache.store(store);
+    }
+    let cache = cache.build()?;
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(ClientCredentialsMiddleware::new(cache))
         .build();

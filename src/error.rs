@@ -28,6 +28,11 @@ pub enum BuildError {
     NoRuntime,
     /// The default HTTP client could not be built (no TLS roots, for instance).
     HttpClient(reqwest::Error),
+    /// A token cache of a user-delegated grant (refresh token, authorization code) was
+    /// given a shared store without a grant id: the cache key does not tell users apart,
+    /// so their tokens would be mixed. Set
+    /// [`SharedStore::grant_id`](crate::client::store::SharedStore::grant_id).
+    MissingGrantId,
 }
 
 impl fmt::Display for BuildError {
@@ -43,6 +48,7 @@ impl fmt::Display for BuildError {
             BuildError::InsecureUrl => f.write_str("url must be https (http only on loopback)"),
             BuildError::NoRuntime => f.write_str("must be called within a tokio runtime"),
             BuildError::HttpClient(_) => f.write_str("could not build the http client"),
+            BuildError::MissingGrantId => f.write_str("a shared store for a user-delegated grant needs a grant id"),
         }
     }
 }

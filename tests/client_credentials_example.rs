@@ -119,16 +119,17 @@ async fn failed_requests_get_a_line_each_and_a_non_zero_exit() {
 }
 
 #[tokio::test]
-async fn redis_is_refused_clearly_by_this_build() {
+async fn a_malformed_redis_token_key_is_refused_clearly() {
     let output = run(&[
         ("OAUTH_TOKEN_URL", "http://127.0.0.1:9/token"),
         ("OAUTH_CLIENT_ID", "c"),
         ("OAUTH_CLIENT_SECRET", "s"),
         ("TARGET_URL", "http://127.0.0.1:9/"),
-        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("REDIS_URL", "redis://127.0.0.1:9"),
+        ("REDIS_TOKEN_KEY", "abcd"),
     ])
     .await;
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("not supported by this build"), "{stderr}");
+    assert!(stderr.contains("REDIS_TOKEN_KEY must be"), "{stderr}");
 }

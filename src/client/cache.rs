@@ -9,6 +9,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::{Notify, oneshot, watch};
 
 use super::refresher::{Policy, Refresher};
+use super::store::SharedStore;
 use super::{AccessToken, CacheKey, TokenError, TokenSource};
 use crate::error::BuildError;
 
@@ -100,7 +101,12 @@ impl TokenCache {
 
     /// A builder to tune the schedule before starting the cache.
     pub fn builder(source: impl TokenSource) -> TokenCacheBuilder {
-        TokenCacheBuilder { source: Box::new(source), policy: Policy::default(), force_cooldown: FORCE_COOLDOWN }
+        TokenCacheBuilder {
+            source: Box::new(source),
+            policy: Policy::default(),
+            force_cooldown: FORCE_COOLDOWN,
+            store: None,
+        }
     }
 
     /// What the tokens are for.
@@ -317,6 +323,7 @@ pub struct TokenCacheBuilder {
     source: Box<dyn TokenSource>,
     policy: Policy,
     force_cooldown: Duration,
+    store: Option<SharedStore>,
 }
 
 impl TokenCacheBuilder {
@@ -359,20 +366,35 @@ impl TokenCacheBuilder {
         self
     }
 
+    /// Shares tokens with other caches, in this process or others, through `store`:
+    /// the fleet fetches one token per key and refresh point. Without a store (the
+    /// default) the cache fetches its own. The request path is the same either way; only
+    /// the background task talks to the store. See [`SharedStore`].
+    pub fn store(mut self, store: SharedStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Starts the background task on the current Tokio runtime. The first fetch
     /// happens when a token is first needed.
     ///
     /// # Errors
     ///
-    /// [`BuildError::NoRuntime`] outside a Tokio runtime.
+    /// [`BuildError::NoRuntime`] outside a Tokio runtime, and
+    /// [`BuildError::MissingGrantId`] for a shared store of a user-delegated grant
+    /// without a grant id.
     pub fn build(self) -> Result<TokenCache, BuildError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let source: Box<dyn TokenSource> = match self.store {
+            None => self.source,
+            Some(store) => Box::new(store.wrap(self.source, self.policy)?),
+        };
         let (stop_tx, stop_rx) = oneshot::channel();
         let wake = Arc::new(Notify::new());
         let (progress, _) = watch::channel(Progress { completed: 0, outcome: Ok(()) });
         let shared = Arc::new(Shared {
             current: ArcSwapOption::empty(),
-            key: self.source.key().clone(),
+            key: source.key().clone(),
             control: Mutex::new(Control::default()),
             wake: wake.clone(),
             progress,
@@ -382,7 +404,7 @@ impl TokenCacheBuilder {
             wait: WAIT,
             _stop: stop_tx,
         });
-        let refresher = Refresher { source: self.source, policy: self.policy };
+        let refresher = Refresher { source, policy: self.policy };
         runtime.spawn(refresher.run(Arc::downgrade(&shared), wake, stop_rx));
         Ok(TokenCache { shared })
     }
@@ -409,6 +431,7 @@ impl fmt::Debug for TokenCacheBuilder {
             .field("key", self.source.key())
             .field("policy", &self.policy)
             .field("force_cooldown", &self.force_cooldown)
+            .field("store", &self.store)
             .finish()
     }
 }

@@ -277,6 +277,18 @@ impl GrantState {
             GrantState::Code { .. } => *self = GrantState::RefreshToken(fresh),
         }
     }
+
+    /// Continues with a refresh token that another holder of the grant obtained: it
+    /// replaces ours, and a code (single-use, RFC 6749 §4.1.2) that someone else
+    /// exchanged is never sent.
+    fn adopt(&mut self, refresh_token: Secret) {
+        match self {
+            GrantState::ClientCredentials => {}
+            GrantState::RefreshToken(_) | GrantState::Code { .. } => {
+                *self = GrantState::RefreshToken(Some(refresh_token));
+            }
+        }
+    }
 }
 
 impl TokenSource for TokenEndpoint {
@@ -286,6 +298,10 @@ impl TokenSource for TokenEndpoint {
 
     fn fetch(&mut self) -> FetchFuture<'_> {
         Box::pin(self.request_token())
+    }
+
+    fn adopt_refresh_token(&mut self, refresh_token: Secret) {
+        self.grant.adopt(refresh_token);
     }
 }
 
@@ -531,6 +547,16 @@ mod tests {
         assert!(matches!(&grant, GrantState::RefreshToken(Some(t)) if t.expose() == b"r1"));
         grant.advance(&with_refresh("r2"));
         assert!(matches!(&grant, GrantState::RefreshToken(Some(t)) if t.expose() == b"r2"));
+        grant.adopt(Secret::from("r9"));
+        assert!(matches!(&grant, GrantState::RefreshToken(Some(t)) if t.expose() == b"r9"));
+
+        // A code someone else exchanged is dropped for the refresh token they got.
+        let mut code = GrantState::Code { code: Secret::from("c"), redirect_uri: "https://app/cb".into() };
+        code.adopt(Secret::from("r1"));
+        assert!(matches!(&code, GrantState::RefreshToken(Some(t)) if t.expose() == b"r1"));
+        let mut client = GrantState::ClientCredentials;
+        client.adopt(Secret::from("r1"));
+        assert!(matches!(client, GrantState::ClientCredentials));
     }
 
     #[test]

@@ -78,6 +78,12 @@ pub enum TokenError {
     Throttled,
     /// The cache's background task is not running (its runtime shut down).
     Stopped,
+    /// The cache shares a refresh-token or authorization-code grant through a
+    /// [`SharedStore`](super::store::SharedStore) that could not be reached: without the
+    /// store's lease, renewing alone could spend a rotating refresh token that another
+    /// process spends too, and a server with reuse detection would revoke the grant. The
+    /// current token serves until it expires; the cache tries again with backoff.
+    StoreUnavailable,
 }
 
 /// Which rule of RFC 6749 §5.1 a success response broke.
@@ -158,6 +164,7 @@ impl TokenError {
                 | TokenError::Timeout
                 | TokenError::Transport(_)
                 | TokenError::Discovery(_)
+                | TokenError::StoreUnavailable
         )
     }
 
@@ -207,6 +214,9 @@ impl fmt::Display for TokenError {
             TokenError::NoRefreshToken => f.write_str("no refresh token to renew the access token with"),
             TokenError::Throttled => f.write_str("token was refreshed moments ago; not refreshing again yet"),
             TokenError::Stopped => f.write_str("token cache is not running"),
+            TokenError::StoreUnavailable => {
+                f.write_str("shared token store unavailable; not renewing the grant without its lease")
+            }
         }
     }
 }

@@ -13,6 +13,8 @@
 //!   `Service<http::Request<B>>` (hyper-util's client, a tonic `Channel`, …);
 //!   `tower_oauth::reqwest::ClientCredentialsMiddleware` (feature `reqwest-middleware`)
 //!   does the same for a reqwest-middleware client.
+//! - A [`store::SharedStore`] lets a fleet of processes share one token per key
+//!   (Redis with the `redis` feature), with one fetch per refresh fleet-wide.
 //!
 //! # Which requests get a token
 //!
@@ -66,6 +68,7 @@ mod refresher;
 mod response;
 mod service;
 mod source;
+pub mod store;
 mod target;
 mod token;
 

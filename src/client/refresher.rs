@@ -103,9 +103,12 @@ impl Refresher {
             };
             let Some(shared) = shared.upgrade() else { return };
             let token = outcome.and_then(|response| {
+                // A token from a shared store was issued earlier, maybe by another
+                // process: its lifetime and refresh point count from then.
+                let obtained = started.checked_sub(response.issued_ago()).unwrap_or(started);
                 let (token, expires_in, _, scope) = response.into_parts();
                 let lifetime = expires_in.unwrap_or(self.policy.default_lifetime);
-                AccessToken::new(&token, started, lifetime, scope, generation + 1)
+                AccessToken::new(&token, obtained, lifetime, scope, generation + 1)
                     .ok_or(super::TokenError::InvalidResponse(super::error::InvalidResponse::MalformedAccessToken))
             });
             match token {
@@ -113,7 +116,7 @@ impl Refresher {
                     generation += 1;
                     failures = 0;
                     let refresh_in = self.policy.refresh_after(token.lifetime());
-                    next = Some((started + refresh_in).max(Instant::now() + MIN_INTERVAL));
+                    next = Some((token.obtained_at() + refresh_in).max(Instant::now() + MIN_INTERVAL));
                     tracing::debug!(
                         generation,
                         lifetime_s = token.lifetime().as_secs(),

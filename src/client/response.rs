@@ -42,6 +42,9 @@ pub struct TokenResponse {
     expires_in: Option<Duration>,
     refresh_token: Option<Secret>,
     scope: Option<String>,
+    /// How long ago the token was issued, for a token that a shared store handed over:
+    /// the cache counts its lifetime (and its refresh) from then, not from now.
+    issued_ago: Duration,
 }
 
 impl TokenResponse {
@@ -59,7 +62,22 @@ impl TokenResponse {
             expires_in: expires_in.map(|d| d.min(MAX_LIFETIME)),
             refresh_token: None,
             scope: None,
+            issued_ago: Duration::ZERO,
         })
+    }
+
+    /// A token that another process obtained `issued_ago`, read back from a shared
+    /// store, with its whole `lifetime`.
+    pub(crate) fn stored(
+        access_token: String,
+        lifetime: Duration,
+        scope: Option<String>,
+        issued_ago: Duration,
+    ) -> Result<TokenResponse, TokenError> {
+        let mut response = TokenResponse::bearer(access_token, Some(lifetime))?;
+        response.scope = scope;
+        response.issued_ago = issued_ago.min(lifetime);
+        Ok(response)
     }
 
     /// Parses a response body.
@@ -106,6 +124,7 @@ impl TokenResponse {
             expires_in: expires_in.map(|secs| Duration::from_secs(secs).min(MAX_LIFETIME)),
             refresh_token,
             scope,
+            issued_ago: Duration::ZERO,
         })
     }
 
@@ -128,6 +147,11 @@ impl TokenResponse {
     /// requested one).
     pub fn scope(&self) -> Option<&str> {
         self.scope.as_deref()
+    }
+
+    /// How long ago the token was issued: zero for a fresh response.
+    pub(crate) fn issued_ago(&self) -> Duration {
+        self.issued_ago
     }
 
     pub(crate) fn into_parts(self) -> (String, Option<Duration>, Option<Secret>, Option<String>) {

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::{CacheKey, TokenError, TokenResponse};
+use crate::Secret;
 
 /// A future that obtains one token.
 pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<TokenResponse, TokenError>> + Send + 'a>>;
@@ -44,4 +45,16 @@ pub trait TokenSource: Send + 'static {
 
     /// Obtains a new token. Called by one task, one call at a time.
     fn fetch(&mut self) -> FetchFuture<'_>;
+
+    /// Continues the grant with `refresh_token`: the newest refresh token that another
+    /// holder of the same grant obtained, handed over by a
+    /// [`SharedStore`](super::store::SharedStore) before this source fetches, so that a
+    /// rotating refresh token is never spent twice across a fleet. An authorization-code
+    /// grant whose code another process already exchanged continues with the refresh
+    /// token too, and never sends its code.
+    ///
+    /// The default ignores it, which is right for a source that uses no refresh token.
+    fn adopt_refresh_token(&mut self, refresh_token: Secret) {
+        let _ = refresh_token;
+    }
 }
