@@ -63,7 +63,7 @@ use crate::bearer::{Rejection, ResponseBody, ResponseFuture, ResponseStyle};
 use crate::error::BuildError;
 use crate::fetch::{self, Limits};
 use crate::introspect::cache::{Fetched, FlightCache};
-use crate::introspect::endpoint::{Location, Member};
+use crate::introspect::endpoint::{Location, Member, Target, client_or_default};
 use crate::{Claims, FetchError};
 
 /// The default cap on a userinfo response body.
@@ -435,11 +435,6 @@ impl Shared {
     }
 }
 
-enum Target {
-    Url(String),
-    Issuer(String),
-}
-
 /// Configures a [`UserinfoLayer`]; from [`UserinfoLayer::builder`] or
 /// [`UserinfoLayer::discover`].
 #[must_use]
@@ -513,25 +508,8 @@ impl UserinfoLayerBuilder {
     /// [`BuildError::MissingIssuer`] for an empty issuer, and
     /// [`BuildError::HttpClient`] when the default client cannot be built.
     pub fn build(self) -> Result<UserinfoLayer, BuildError> {
-        let url_error = |error| match error {
-            FetchError::InsecureUrl => BuildError::InsecureUrl,
-            _ => BuildError::InvalidUrl,
-        };
-        let location = match self.target {
-            Target::Url(url) => Location::Url(fetch::parse_url(&url).map_err(url_error)?),
-            Target::Issuer(issuer) if issuer.trim().is_empty() => return Err(BuildError::MissingIssuer),
-            Target::Issuer(issuer) => {
-                fetch::parse_url(&issuer).map_err(url_error)?;
-                Location::issuer(issuer, Member::Userinfo)
-            }
-        };
-        let client = match self.http_client {
-            Some(client) => client,
-            None => reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(BuildError::HttpClient)?,
-        };
+        let location = self.target.into_location(Member::Userinfo)?;
+        let client = client_or_default(self.http_client)?;
         Ok(UserinfoLayer {
             shared: Arc::new(Shared {
                 client,
@@ -548,11 +526,9 @@ impl UserinfoLayerBuilder {
 
 impl fmt::Debug for UserinfoLayerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let target = match &self.target {
-            Target::Url(url) | Target::Issuer(url) => url,
-        };
+        let target = self.target.as_str();
         f.debug_struct("UserinfoLayerBuilder")
-            .field("target", target)
+            .field("target", &target)
             .field("max_ttl", &self.max_ttl)
             .field("policy", &self.policy)
             .finish_non_exhaustive()

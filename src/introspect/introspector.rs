@@ -8,7 +8,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::cache::{Fetched, FlightCache};
-use super::endpoint::{Location, Member};
+use super::endpoint::{Location, Member, Target, client_or_default};
 use super::{AuthMethod, IntrospectionError};
 use crate::error::BuildError;
 use crate::fetch::{self, Form, Limits, basic_authorization};
@@ -276,11 +276,6 @@ impl fmt::Debug for Introspector {
     }
 }
 
-enum Target {
-    Url(String),
-    Issuer(String),
-}
-
 /// Configures an [`Introspector`]; from [`Introspector::builder`] or
 /// [`Introspector::discover`].
 #[must_use]
@@ -367,27 +362,8 @@ impl IntrospectorBuilder {
     /// [`BuildError::MissingIssuer`] for an empty issuer, and
     /// [`BuildError::HttpClient`] when the default client cannot be built.
     pub fn build(self) -> Result<Introspector, BuildError> {
-        let url_error = |error| match error {
-            FetchError::InsecureUrl => BuildError::InsecureUrl,
-            _ => BuildError::InvalidUrl,
-        };
-        let location = match self.target {
-            Target::Url(url) => Location::Url(fetch::parse_url(&url).map_err(url_error)?),
-            Target::Issuer(issuer) if issuer.trim().is_empty() => return Err(BuildError::MissingIssuer),
-            Target::Issuer(issuer) => {
-                fetch::parse_url(&issuer).map_err(url_error)?;
-                Location::issuer(issuer, Member::Introspection)
-            }
-        };
-        let client = match self.http_client {
-            Some(client) => client,
-            // A redirected introspection would carry the credentials and the token
-            // elsewhere: never follow one.
-            None => reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(BuildError::HttpClient)?,
-        };
+        let location = self.target.into_location(Member::Introspection)?;
+        let client = client_or_default(self.http_client)?;
         let basic = (self.method == AuthMethod::ClientSecretBasic)
             .then(|| basic_authorization(&self.client_id, self.secret.expose()));
         Ok(Introspector {
@@ -410,11 +386,9 @@ impl IntrospectorBuilder {
 
 impl fmt::Debug for IntrospectorBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let target = match &self.target {
-            Target::Url(url) | Target::Issuer(url) => url,
-        };
+        let target = self.target.as_str();
         f.debug_struct("IntrospectorBuilder")
-            .field("target", target)
+            .field("target", &target)
             .field("client_id", &self.client_id)
             .field("client_secret", &"***")
             .field("auth_method", &self.method)
