@@ -248,12 +248,13 @@ const MAX_TEXT: usize = 256;
 
 impl ErrorResponse {
     /// Reads an RFC 6749 §5.2 body: a JSON object with a string `error`. `None` when the
-    /// body is anything else.
+    /// body is anything else. (The token endpoint uses `parse_redacting`.)
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn parse(status: StatusCode, body: &[u8]) -> Option<ErrorResponse> {
         ErrorResponse::parse_redacting(status, body, &[])
     }
 
-    /// Like [`parse`](Self::parse), with every occurrence of `secrets` in the
+    /// Reads an RFC 6749 §5.2 body, with every occurrence of `secrets` in the
     /// description and URI replaced by `***` before they are cut to length, so a server
     /// that echoes the request cannot put a credential (or a prefix of one) into an
     /// error, its `Display` or a log line.
