@@ -60,7 +60,7 @@ pub(crate) fn bearer_token<'r>(headers: &'r HeaderMap, uri: &Uri, allow_query: b
         return Err(Rejection::InvalidRequest("several credentials in one header"));
     }
     let token =
-        std::str::from_utf8(token).map_err(|_| Rejection::InvalidRequest("authorization header is not ASCII"))?;
+        std::str::from_utf8(token).map_err(|_| Rejection::InvalidRequest("authorization header is not UTF-8"))?;
     Ok(Found::Token(token))
 }
 
