@@ -361,7 +361,8 @@ where
                     if shared.policy == FailurePolicy::Unavailable {
                         let style = request.extensions().get::<Arc<ResponseStyle>>().cloned().unwrap_or_default();
                         let grpc = crate::bearer::service::is_grpc(&request);
-                        let mut response = Rejection::Unavailable.into_response(&style, grpc);
+                        let mut response =
+                            Rejection::DependencyUnavailable("the userinfo endpoint").into_response(&style, grpc);
                         if let Some(wait) = failure.retry_after() {
                             // Whole seconds (RFC 9110 §10.2.3), rounded up so that a
                             // client that waits as told finds the backoff over.

@@ -31,6 +31,9 @@ pub enum Rejection {
     /// The server cannot judge the token now: the introspection endpoint is down,
     /// failing or refusing our credentials, or too many issuers were discovered.
     CannotValidate(ValidationError),
+    /// The token is valid, but a server the request depends on (the userinfo endpoint)
+    /// cannot be reached now; the text names it.
+    DependencyUnavailable(&'static str),
 }
 
 /// `Retry-After` when the failing server named no time.
@@ -51,7 +54,9 @@ impl Rejection {
             Rejection::MissingCredentials | Rejection::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Rejection::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Rejection::InsufficientScope { .. } => StatusCode::FORBIDDEN,
-            Rejection::Unavailable | Rejection::CannotValidate(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Unavailable | Rejection::CannotValidate(_) | Rejection::DependencyUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -59,7 +64,7 @@ impl Rejection {
     /// `Retry-After` when it sent one (at least 1 s, at most an hour), else 5.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            Rejection::Unavailable => Some(DEFAULT_RETRY_AFTER_SECS),
+            Rejection::Unavailable | Rejection::DependencyUnavailable(_) => Some(DEFAULT_RETRY_AFTER_SECS),
             Rejection::CannotValidate(error) => {
                 Some(error.retry_after().map_or(DEFAULT_RETRY_AFTER_SECS, |d| {
                     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).clamp(1, 3600)
@@ -72,7 +77,10 @@ impl Rejection {
     /// The RFC 6750 §3.1 error code, if the answer carries one.
     pub fn error_code(&self) -> Option<&'static str> {
         match self {
-            Rejection::MissingCredentials | Rejection::Unavailable | Rejection::CannotValidate(_) => None,
+            Rejection::MissingCredentials
+            | Rejection::Unavailable
+            | Rejection::CannotValidate(_)
+            | Rejection::DependencyUnavailable(_) => None,
             Rejection::InvalidRequest(_) => Some("invalid_request"),
             Rejection::InvalidToken(_) => Some("invalid_token"),
             Rejection::InsufficientScope { .. } => Some("insufficient_scope"),
@@ -87,6 +95,7 @@ impl Rejection {
             Rejection::InsufficientScope { .. } => Some("the token lacks a required scope".to_owned()),
             Rejection::Unavailable => Some("signing keys are unavailable".to_owned()),
             Rejection::CannotValidate(error) => Some(error.to_string()),
+            Rejection::DependencyUnavailable(what) => Some(format!("{what} is unavailable")),
         }
     }
 
@@ -97,13 +106,13 @@ impl Rejection {
             Rejection::MissingCredentials | Rejection::InvalidToken(_) => 16,
             Rejection::InvalidRequest(_) => 3,
             Rejection::InsufficientScope { .. } => 7,
-            Rejection::Unavailable | Rejection::CannotValidate(_) => 14,
+            Rejection::Unavailable | Rejection::CannotValidate(_) | Rejection::DependencyUnavailable(_) => 14,
         }
     }
 
     /// The `WWW-Authenticate` value (RFC 6750 §3), or `None` for 503.
     pub fn challenge(&self, style: &ResponseStyle) -> Option<HeaderValue> {
-        if matches!(self, Rejection::Unavailable | Rejection::CannotValidate(_)) {
+        if matches!(self, Rejection::Unavailable | Rejection::CannotValidate(_) | Rejection::DependencyUnavailable(_)) {
             return None;
         }
         let mut value = String::from("Bearer");
@@ -138,7 +147,10 @@ impl Rejection {
             headers.insert("grpc-status", HeaderValue::from(i32::from(self.grpc_status())));
             let message = if style.verbose { self.description() } else { self.error_code().map(str::to_owned) };
             let message = message.unwrap_or_else(|| {
-                let unavailable = matches!(self, Rejection::Unavailable | Rejection::CannotValidate(_));
+                let unavailable = matches!(
+                    self,
+                    Rejection::Unavailable | Rejection::CannotValidate(_) | Rejection::DependencyUnavailable(_)
+                );
                 if unavailable { "temporarily unavailable" } else { "missing bearer token" }.to_owned()
             });
             let encoded = percent_encoding::utf8_percent_encode(&message, GRPC_MESSAGE).to_string();
@@ -175,6 +187,7 @@ impl std::fmt::Display for Rejection {
             Rejection::InsufficientScope { required } => write!(f, "insufficient scope; requires {required}"),
             Rejection::Unavailable => f.write_str("signing keys are unavailable"),
             Rejection::CannotValidate(error) => write!(f, "cannot validate the token now: {error}"),
+            Rejection::DependencyUnavailable(what) => write!(f, "{what} is unavailable"),
         }
     }
 }
@@ -275,6 +288,16 @@ mod tests {
         assert_eq!(Rejection::from_validation(ValidationError::KeysUnavailable), Rejection::Unavailable);
         let inactive = Rejection::from_validation(ValidationError::Introspection(IntrospectionError::Inactive));
         assert_eq!((inactive.status(), inactive.error_code()), (StatusCode::UNAUTHORIZED, Some("invalid_token")));
+    }
+
+    #[test]
+    fn a_dependency_outage_is_503_and_names_the_dependency_not_the_keys() {
+        let rejection = Rejection::DependencyUnavailable("the userinfo endpoint");
+        assert_eq!((rejection.status(), rejection.grpc_status()), (StatusCode::SERVICE_UNAVAILABLE, 14));
+        assert_eq!(rejection.to_string(), "the userinfo endpoint is unavailable");
+        let response = rejection.into_response::<()>(&style(Some("api"), true), false);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        assert!(response.headers().get(header::WWW_AUTHENTICATE).is_none());
     }
 
     #[test]
