@@ -1026,3 +1026,35 @@ async fn an_endless_redirect_chain_is_cut_short() -> TestResult {
     assert!((2..=6).contains(&hits), "{hits} requests for one fetch");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_last_fetch_error_is_typed_and_cleared_by_a_success() -> TestResult {
+    use tower_oauth::FetchError;
+
+    let issuer = TestIssuer::start().await?;
+    let store = KeyStore::builder()
+        .jwks_uri(issuer.jwks_uri())
+        .timeout(Duration::from_millis(500))
+        .refresh_interval(Duration::from_secs(3600))
+        .build()?;
+    assert!(store.wait_until_loaded(LOAD).await);
+    assert!(store.last_error().is_none());
+
+    issuer.set_fault(Endpoint::Jwks, Fault::Status(500));
+    assert!(!store.refresh().await);
+    assert!(
+        matches!(store.last_error().as_deref(), Some(FetchError::Status(s)) if s.as_u16() == 500),
+        "{:?}",
+        store.last_error()
+    );
+
+    issuer.set_fault(Endpoint::Jwks, Fault::Oversized(2 * 1024 * 1024));
+    assert!(!store.refresh().await);
+    assert!(matches!(store.last_error().as_deref(), Some(FetchError::BodyTooLarge { .. })), "{:?}", store.last_error());
+    assert!(store.is_loaded(), "the last good keys stay");
+
+    issuer.clear_faults();
+    assert!(store.refresh().await);
+    assert!(store.last_error().is_none());
+    Ok(())
+}

@@ -93,7 +93,7 @@ impl Refresher {
                     tracing::debug!(keys = keys.len(), "key set refreshed");
                     failures = 0;
                     delay = self.schedule.after_success(max_age);
-                    handle.finish(Some(keys));
+                    handle.finish(Ok(keys));
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
@@ -103,7 +103,7 @@ impl Refresher {
                     if matches!(self.source, Source::Issuer(_)) {
                         jwks_uri = None;
                     }
-                    handle.finish(None);
+                    handle.finish(Err(error));
                 }
             }
         }

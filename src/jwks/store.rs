@@ -7,7 +7,7 @@ use tokio::sync::{Notify, oneshot, watch};
 
 use super::refresher::{Refresher, Schedule, Source};
 use crate::KeySet;
-use crate::error::BuildError;
+use crate::error::{BuildError, FetchError};
 use crate::fetch::{self, Limits};
 
 /// The issuer's signing keys, shared by every clone of the handle.
@@ -38,6 +38,8 @@ struct Remote {
     /// How long a request waits for an on-demand fetch: the one in flight, then its own.
     wait: Duration,
     failures: AtomicU64,
+    /// Why the most recent fetch failed; cleared by a success.
+    last_error: ArcSwapOption<FetchError>,
     /// Dropped with the last handle, which tells the task to stop.
     _stop: oneshot::Sender<()>,
 }
@@ -103,6 +105,21 @@ impl KeyStore {
     /// The number of failed fetch attempts so far.
     pub fn fetch_failures(&self) -> u64 {
         self.shared.remote.as_ref().map_or(0, |r| r.failures.load(Ordering::Relaxed))
+    }
+
+    /// Why the most recent fetch failed (a timeout, a status, a body over the limit, a
+    /// document that is not a key set, …), or `None` when it succeeded, none has
+    /// finished yet, or the keys are static. The keys in use are the last good ones
+    /// either way.
+    ///
+    /// ```
+    /// use tower_oauth::{KeySet, KeyStore};
+    ///
+    /// let store = KeyStore::from_key_set(KeySet::default());
+    /// assert!(store.last_error().is_none()); // static keys are never fetched
+    /// ```
+    pub fn last_error(&self) -> Option<Arc<FetchError>> {
+        self.shared.remote.as_ref().and_then(|r| r.last_error.load_full())
     }
 
     /// Waits until a key set is loaded, up to `timeout`; returns whether one is.
@@ -266,6 +283,7 @@ impl KeyStoreBuilder {
                 cooldown: self.cooldown,
                 wait: self.limits.timeout * 2 + Duration::from_secs(1),
                 failures: AtomicU64::new(0),
+                last_error: ArcSwapOption::empty(),
                 _stop: stop_tx,
             }),
         });
@@ -277,7 +295,7 @@ impl KeyStoreBuilder {
 
 fn check(url: &str) -> Result<url::Url, BuildError> {
     fetch::parse_url(url).map_err(|e| match e {
-        crate::error::FetchError::InsecureUrl => BuildError::InsecureUrl,
+        FetchError::InsecureUrl => BuildError::InsecureUrl,
         _ => BuildError::InvalidUrl,
     })
 }
@@ -297,12 +315,16 @@ impl Handle {
         }
     }
 
-    pub(super) fn finish(&self, keys: Option<KeySet>) {
+    pub(super) fn finish(&self, outcome: Result<KeySet, FetchError>) {
         let Some(r) = &self.0.remote else { return };
-        let ok = keys.is_some();
-        match keys {
-            Some(keys) => self.0.keys.store(Some(Arc::new(keys))),
-            None => {
+        let ok = outcome.is_ok();
+        match outcome {
+            Ok(keys) => {
+                self.0.keys.store(Some(Arc::new(keys)));
+                r.last_error.store(None);
+            }
+            Err(error) => {
+                r.last_error.store(Some(Arc::new(error)));
                 r.failures.fetch_add(1, Ordering::Release);
             }
         }
