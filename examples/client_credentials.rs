@@ -48,6 +48,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
+use tower_oauth::BuildError;
 use tower_oauth::client::store::{EntryKey, RedisTokenStore, SharedStore};
 use tower_oauth::client::{AuthMethod, TokenCache, TokenEndpoint};
 use tower_oauth::reqwest::ClientCredentialsMiddleware;
@@ -160,10 +161,6 @@ impl Config {
         if let Some(audience) = var("OAUTH_AUDIENCE") {
             builder = builder.audience(audience);
         }
-        let refresh_grant = var("OAUTH_GRANT").is_some_and(|g| g.trim() == "refresh_token");
-        if var("REDIS_URL").is_some() && refresh_grant && var("REDIS_GRANT_ID").is_none() {
-            return Err("REDIS_URL with OAUTH_GRANT=refresh_token needs REDIS_GRANT_ID (whose grant it is)".into());
-        }
         let redis = match var("REDIS_URL") {
             None => None,
             Some(url) => Some(Redis {
@@ -200,7 +197,16 @@ async fn run(config: Config) -> Result<Summary, Error> {
         }
         cache = cache.store(store);
     }
-    let cache = cache.build()?;
+    // The library refuses a shared user-delegated grant without a grant id; name the
+    // variable that sets it.
+    let cache = cache.build().map_err(|error| -> Error {
+        match error {
+            BuildError::MissingGrantId => {
+                "REDIS_URL with OAUTH_GRANT=refresh_token needs REDIS_GRANT_ID (whose grant it is)".into()
+            }
+            other => other.into(),
+        }
+    })?;
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(ClientCredentialsMiddleware::new(cache))
         .build();

@@ -190,6 +190,15 @@ mod tests {
     }
 
     #[test]
+    fn all_lists_the_algorithms_in_declaration_order_and_fits_a_u16_set() {
+        // The validator's allow-list is a bit set indexed by `alg as usize`.
+        for (index, alg) in Algorithm::ALL.into_iter().enumerate() {
+            assert_eq!(alg as usize, index, "{alg}");
+        }
+        assert!(Algorithm::ALL.len() <= 16);
+    }
+
+    #[test]
     fn none_and_lowercase_names_are_not_algorithms() {
         for name in ["none", "None", "rs256", "HS256 ", "ES256K", ""] {
             assert!(name.parse::<Algorithm>().is_err(), "{name}");

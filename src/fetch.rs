@@ -12,7 +12,7 @@ use http::HeaderValue;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use url::Url;
 
-use crate::error::FetchError;
+use crate::error::{BuildError, FetchError};
 
 /// Limits applied to every fetch.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +52,57 @@ pub(crate) fn is_allowed_origin(scheme: &str, host: Option<&str>) -> bool {
     }
     let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// What a builder was given: an endpoint's URL, or the issuer whose metadata names it.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Url(String),
+    Issuer(String),
+}
+
+/// A [`Target`] that passed the URL rule.
+pub(crate) enum Checked {
+    Url(Url),
+    /// As configured: discovery checks that the metadata names exactly this issuer.
+    Issuer(String),
+}
+
+impl Target {
+    /// The URL or issuer as configured, for `Debug`.
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Target::Url(url) | Target::Issuer(url) => url,
+        }
+    }
+
+    /// Applies the URL rule (https, or http on loopback) to the URL or the issuer.
+    pub(crate) fn check(self) -> Result<Checked, BuildError> {
+        let url_error = |error| match error {
+            FetchError::InsecureUrl => BuildError::InsecureUrl,
+            _ => BuildError::InvalidUrl,
+        };
+        match self {
+            Target::Url(url) => Ok(Checked::Url(parse_url(&url).map_err(url_error)?)),
+            Target::Issuer(issuer) if issuer.trim().is_empty() => Err(BuildError::MissingIssuer),
+            Target::Issuer(issuer) => {
+                parse_url(&issuer).map_err(url_error)?;
+                Ok(Checked::Issuer(issuer))
+            }
+        }
+    }
+}
+
+/// The client given, or a default one for credentialed requests, which follows no
+/// redirect: a redirected request would carry the credentials and the token elsewhere.
+pub(crate) fn client_or_default(client: Option<reqwest::Client>) -> Result<reqwest::Client, BuildError> {
+    match client {
+        Some(client) => Ok(client),
+        None => reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(BuildError::HttpClient),
+    }
 }
 
 pub(crate) fn parse_url(s: &str) -> Result<Url, FetchError> {
@@ -103,7 +154,7 @@ async fn get_unbounded_in_time(
         .header(http::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| if e.is_timeout() { FetchError::Timeout } else { FetchError::Request(e) })?;
+        .map_err(request_error)?;
     // An injected client may follow redirects on its own terms; check where we landed.
     if !is_allowed(response.url()) {
         return Err(FetchError::InsecureUrl);
@@ -115,20 +166,9 @@ async fn get_unbounded_in_time(
     if !status.is_success() {
         return Err(FetchError::Status(status));
     }
-    if response.content_length().is_some_and(|len| len > max_body as u64) {
-        return Err(FetchError::BodyTooLarge { limit: max_body });
-    }
     let max_age = max_age(response.headers());
-    let mut body = BytesMut::new();
-    while let Some(chunk) =
-        response.chunk().await.map_err(|e| if e.is_timeout() { FetchError::Timeout } else { FetchError::Request(e) })?
-    {
-        if body.len() + chunk.len() > max_body {
-            return Err(FetchError::BodyTooLarge { limit: max_body });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Fetched { body: body.freeze(), max_age })
+    let body = read_capped(&mut response, max_body).await?;
+    Ok(Fetched { body, max_age })
 }
 
 /// The answer to a credentialed request: its status, its `Retry-After`, its

@@ -61,9 +61,9 @@ use url::Url;
 use crate::bearer::extract::bearer_token;
 use crate::bearer::{Rejection, ResponseBody, ResponseFuture, ResponseStyle};
 use crate::error::BuildError;
-use crate::fetch::{self, Limits};
+use crate::fetch::{self, Limits, Target, client_or_default};
 use crate::introspect::cache::{Fetched, FlightCache};
-use crate::introspect::endpoint::{Location, Member, Target, client_or_default};
+use crate::introspect::endpoint::{Location, Member};
 use crate::{Claims, FetchError};
 
 /// The default cap on a userinfo response body.
@@ -325,9 +325,14 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let claims = request.extensions().get::<Claims>().cloned();
-        // The bearer layer accepted this request, so the token is where it found it
-        // (the query too, when it allows that).
-        let token = bearer_token(request.headers(), request.uri(), true).ok().map(|found| found.as_str().to_owned());
+        // The bearer layer accepted this request, so the token is where it found it: the
+        // header, or the query when the layer allows that and the header is absent. (A
+        // query token beside a header is ignored there, so it must be here too.)
+        let token = match bearer_token(request.headers(), request.uri(), false) {
+            Err(Rejection::MissingCredentials) => bearer_token(request.headers(), request.uri(), true),
+            found => found,
+        };
+        let token = token.ok().map(|found| found.as_str().to_owned());
         let (Some(claims), Some(token)) = (claims, token) else {
             tracing::error!("UserinfoLayer found no validated claims or token; is BearerAuthLayer in front of it?");
             let mut response = Response::new(ResponseBody::rejection(Bytes::new()));
@@ -361,15 +366,11 @@ where
                     if shared.policy == FailurePolicy::Unavailable {
                         let style = request.extensions().get::<Arc<ResponseStyle>>().cloned().unwrap_or_default();
                         let grpc = crate::bearer::service::is_grpc(&request);
-                        let mut response =
-                            Rejection::DependencyUnavailable("the userinfo endpoint").into_response(&style, grpc);
-                        if let Some(wait) = failure.retry_after() {
-                            // Whole seconds (RFC 9110 §10.2.3), rounded up so that a
-                            // client that waits as told finds the backoff over.
-                            let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).clamp(1, 3600);
-                            response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
-                        }
-                        return Ok(response);
+                        let rejection = Rejection::DependencyUnavailable {
+                            what: "the userinfo endpoint",
+                            retry_after: failure.retry_after(),
+                        };
+                        return Ok(rejection.into_response(&style, grpc));
                     }
                 }
             }
@@ -509,7 +510,7 @@ impl UserinfoLayerBuilder {
     /// [`BuildError::MissingIssuer`] for an empty issuer, and
     /// [`BuildError::HttpClient`] when the default client cannot be built.
     pub fn build(self) -> Result<UserinfoLayer, BuildError> {
-        let location = self.target.into_location(Member::Userinfo)?;
+        let location = Location::from_target(self.target, Member::Userinfo)?;
         let client = client_or_default(self.http_client)?;
         Ok(UserinfoLayer {
             shared: Arc::new(Shared {

@@ -9,6 +9,9 @@ use serde_json::Value;
 use tower_oauth::introspect::{AuthMethod, IntrospectionError, Introspector, IntrospectorBuilder};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
 
+mod support;
+use support::backoff::most_discoveries;
+
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Every failure below resolves well within this; it only proves nothing hangs.
@@ -304,21 +307,6 @@ async fn the_endpoint_can_be_discovered() -> TestResult {
 
 /// The longest wait after a first failed discovery: 1 s, plus 20 % jitter.
 const FIRST_BACKOFF_MAX: Duration = Duration::from_millis(1200);
-
-/// The most discoveries that a backoff of 1 s doubling (less 20 % jitter at most)
-/// lets happen within `elapsed`: one at once, then one more each time the shortest
-/// possible wait has passed.
-fn most_discoveries(elapsed: Duration) -> u64 {
-    let (mut discoveries, mut wait, mut next) = (1, Duration::from_millis(800), Duration::ZERO);
-    loop {
-        next += wait;
-        if next > elapsed {
-            return discoveries;
-        }
-        discoveries += 1;
-        wait *= 2;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_introspections_share_one_discovery_whether_it_succeeds_or_fails() -> TestResult {

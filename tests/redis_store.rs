@@ -53,6 +53,16 @@ async fn traffic(caches: &[TokenCache], until: Instant) -> usize {
     failed
 }
 
+/// Every cache asks for its first token at once; the tokens they got, in order.
+async fn cold_start(caches: &[TokenCache]) -> Vec<Result<String, TokenError>> {
+    let mut cold = tokio::task::JoinSet::new();
+    for cache in caches {
+        let cache = cache.clone();
+        cold.spawn(async move { cache.token().await.map(|t| t.expose().to_owned()) });
+    }
+    cold.join_all().await
+}
+
 /// Awaits each in turn (spawned tasks run concurrently all the same).
 async fn in_order<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     let mut outputs = Vec::new();
@@ -70,12 +80,7 @@ async fn eight_caches_on_one_store_make_one_token_request_per_refresh_point() {
     let start = Instant::now();
 
     // A concurrent cold start: one fetch under the lease, seven caches take its token.
-    let mut cold = tokio::task::JoinSet::new();
-    for cache in &caches {
-        let cache = cache.clone();
-        cold.spawn(async move { cache.token().await.map(|t| t.expose().to_owned()) });
-    }
-    let tokens: Vec<String> = cold.join_all().await.into_iter().map(Result::unwrap).collect();
+    let tokens: Vec<String> = cold_start(&caches).await.into_iter().map(Result::unwrap).collect();
     assert!(tokens.iter().all(|t| *t == tokens[0]), "every cache holds the same token");
     assert_eq!(issuer.requests(Endpoint::Token), 1);
 
@@ -158,12 +163,7 @@ async fn a_rotating_refresh_token_is_spent_once_per_refresh_point_fleet_wide() {
         .collect();
     let start = Instant::now();
     // A concurrent cold start: one of them spends the initial refresh token.
-    let mut cold = tokio::task::JoinSet::new();
-    for cache in &caches {
-        let cache = cache.clone();
-        cold.spawn(async move { cache.token().await.map(|_| ()) });
-    }
-    assert!(cold.join_all().await.iter().all(Result::is_ok));
+    assert!(cold_start(&caches).await.iter().all(Result::is_ok));
     // Refresh points at 3.2 s and 6.4 s.
     assert_eq!(traffic(&caches, start + Duration::from_millis(8000)).await, 0);
     assert_eq!(issuer.requests(Endpoint::Token), 3, "one rotation per refresh point");
@@ -193,12 +193,7 @@ async fn an_authorization_code_is_exchanged_once_and_its_refresh_token_shared() 
         })
         .collect();
     let start = Instant::now();
-    let mut cold = tokio::task::JoinSet::new();
-    for cache in &caches {
-        let cache = cache.clone();
-        cold.spawn(async move { cache.token().await.map(|_| ()) });
-    }
-    assert!(cold.join_all().await.iter().all(Result::is_ok));
+    assert!(cold_start(&caches).await.iter().all(Result::is_ok));
     // The code exchange, then one refresh at 3.2 s. A second exchange of the code
     // would have revoked the grant (RFC 6749 §4.1.2).
     assert_eq!(traffic(&caches, start + Duration::from_millis(5000)).await, 0);

@@ -13,6 +13,9 @@ use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
 use tower_oauth::userinfo::{FailurePolicy, UserInfo, UserinfoLayer, UserinfoLayerBuilder};
 use tower_oauth::{BearerAuthLayer, KeyStore, Validator};
 
+mod support;
+use support::backoff::most_discoveries;
+
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 async fn serve(app: Router) -> String {
@@ -177,21 +180,6 @@ async fn the_endpoint_can_be_discovered_and_the_layer_needs_the_bearer_layer() -
     Ok(())
 }
 
-/// The most discoveries that a backoff of 1 s doubling (less 20 % jitter at most)
-/// lets happen within `elapsed`: one at once, then one more each time the shortest
-/// possible wait has passed.
-fn most_discoveries(elapsed: Duration) -> u64 {
-    let (mut discoveries, mut wait, mut next) = (1, Duration::from_millis(800), Duration::ZERO);
-    loop {
-        next += wait;
-        if next > elapsed {
-            return discoveries;
-        }
-        discoveries += 1;
-        wait *= 2;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metadata_outage_costs_the_issuer_a_few_discoveries_not_one_per_request() -> TestResult {
     let issuer = TestIssuer::start().await?;
@@ -245,5 +233,19 @@ async fn a_metadata_outage_costs_the_issuer_a_few_discoveries_not_one_per_reques
     assert_eq!(call(&url, "/strict", &tokens[7]).await.text().await?, "user-7");
     assert_eq!(issuer.requests(Endpoint::OpenIdConfiguration), discoveries + 1);
     assert_eq!(issuer.requests(Endpoint::Userinfo), 1);
+    Ok(())
+}
+
+/// The bearer layer (query tokens off, the default) takes the header and ignores an
+/// `access_token` query parameter; the userinfo layer must find the same token.
+#[tokio::test]
+async fn a_query_parameter_beside_the_header_does_not_hide_the_token() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    issuer.set_user_claims("alice", json!({ "name": "Alice Liddell" }));
+    let url = api(&issuer, layer(&issuer).build()?).await;
+    let token = issuer.mint().subject("alice").sign();
+    let response = call(&url, "/strict?access_token=something-else", &token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await?, "alice");
     Ok(())
 }

@@ -32,12 +32,23 @@ pub enum Rejection {
     /// failing or refusing our credentials, or too many issuers were discovered.
     CannotValidate(ValidationError),
     /// The token is valid, but a server the request depends on (the userinfo endpoint)
-    /// cannot be reached now; the text names it.
-    DependencyUnavailable(&'static str),
+    /// cannot be reached now.
+    DependencyUnavailable {
+        /// What is unavailable, for the description.
+        what: &'static str,
+        /// How long until it may be tried again, when known.
+        retry_after: Option<std::time::Duration>,
+    },
 }
 
 /// `Retry-After` when the failing server named no time.
 const DEFAULT_RETRY_AFTER_SECS: u64 = 5;
+
+/// A wait as `Retry-After`'s whole seconds (RFC 9110 §10.2.3), rounded up so that a
+/// client that waits as told finds the wait over, within 1 s–1 h; 5 s when unknown.
+fn retry_after_secs(wait: Option<std::time::Duration>) -> u64 {
+    wait.map_or(DEFAULT_RETRY_AFTER_SECS, |d| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).clamp(1, 3600))
+}
 
 impl Rejection {
     pub(crate) fn from_validation(error: ValidationError) -> Rejection {
@@ -54,7 +65,7 @@ impl Rejection {
             Rejection::MissingCredentials | Rejection::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Rejection::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Rejection::InsufficientScope { .. } => StatusCode::FORBIDDEN,
-            Rejection::Unavailable | Rejection::CannotValidate(_) | Rejection::DependencyUnavailable(_) => {
+            Rejection::Unavailable | Rejection::CannotValidate(_) | Rejection::DependencyUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -64,12 +75,9 @@ impl Rejection {
     /// `Retry-After` when it sent one (at least 1 s, at most an hour), else 5.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            Rejection::Unavailable | Rejection::DependencyUnavailable(_) => Some(DEFAULT_RETRY_AFTER_SECS),
-            Rejection::CannotValidate(error) => {
-                Some(error.retry_after().map_or(DEFAULT_RETRY_AFTER_SECS, |d| {
-                    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).clamp(1, 3600)
-                }))
-            }
+            Rejection::Unavailable => Some(DEFAULT_RETRY_AFTER_SECS),
+            Rejection::CannotValidate(error) => Some(retry_after_secs(error.retry_after())),
+            Rejection::DependencyUnavailable { retry_after, .. } => Some(retry_after_secs(*retry_after)),
             _ => None,
         }
     }
@@ -80,7 +88,7 @@ impl Rejection {
             Rejection::MissingCredentials
             | Rejection::Unavailable
             | Rejection::CannotValidate(_)
-            | Rejection::DependencyUnavailable(_) => None,
+            | Rejection::DependencyUnavailable { .. } => None,
             Rejection::InvalidRequest(_) => Some("invalid_request"),
             Rejection::InvalidToken(_) => Some("invalid_token"),
             Rejection::InsufficientScope { .. } => Some("insufficient_scope"),
@@ -95,7 +103,7 @@ impl Rejection {
             Rejection::InsufficientScope { .. } => Some("the token lacks a required scope".to_owned()),
             Rejection::Unavailable => Some("signing keys are unavailable".to_owned()),
             Rejection::CannotValidate(error) => Some(error.to_string()),
-            Rejection::DependencyUnavailable(what) => Some(format!("{what} is unavailable")),
+            Rejection::DependencyUnavailable { what, .. } => Some(format!("{what} is unavailable")),
         }
     }
 
@@ -106,13 +114,13 @@ impl Rejection {
             Rejection::MissingCredentials | Rejection::InvalidToken(_) => 16,
             Rejection::InvalidRequest(_) => 3,
             Rejection::InsufficientScope { .. } => 7,
-            Rejection::Unavailable | Rejection::CannotValidate(_) | Rejection::DependencyUnavailable(_) => 14,
+            Rejection::Unavailable | Rejection::CannotValidate(_) | Rejection::DependencyUnavailable { .. } => 14,
         }
     }
 
     /// The `WWW-Authenticate` value (RFC 6750 §3), or `None` for 503.
     pub fn challenge(&self, style: &ResponseStyle) -> Option<HeaderValue> {
-        if matches!(self, Rejection::Unavailable | Rejection::CannotValidate(_) | Rejection::DependencyUnavailable(_)) {
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             return None;
         }
         let mut value = String::from("Bearer");
@@ -147,11 +155,12 @@ impl Rejection {
             headers.insert("grpc-status", HeaderValue::from(i32::from(self.grpc_status())));
             let message = if style.verbose { self.description() } else { self.error_code().map(str::to_owned) };
             let message = message.unwrap_or_else(|| {
-                let unavailable = matches!(
-                    self,
-                    Rejection::Unavailable | Rejection::CannotValidate(_) | Rejection::DependencyUnavailable(_)
-                );
-                if unavailable { "temporarily unavailable" } else { "missing bearer token" }.to_owned()
+                if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+                    "temporarily unavailable"
+                } else {
+                    "missing bearer token"
+                }
+                .to_owned()
             });
             let encoded = percent_encoding::utf8_percent_encode(&message, GRPC_MESSAGE).to_string();
             if let Ok(value) = HeaderValue::from_str(&encoded) {
@@ -187,7 +196,7 @@ impl std::fmt::Display for Rejection {
             Rejection::InsufficientScope { required } => write!(f, "insufficient scope; requires {required}"),
             Rejection::Unavailable => f.write_str("signing keys are unavailable"),
             Rejection::CannotValidate(error) => write!(f, "cannot validate the token now: {error}"),
-            Rejection::DependencyUnavailable(what) => write!(f, "{what} is unavailable"),
+            Rejection::DependencyUnavailable { what, .. } => write!(f, "{what} is unavailable"),
         }
     }
 }
@@ -292,7 +301,7 @@ mod tests {
 
     #[test]
     fn a_dependency_outage_is_503_and_names_the_dependency_not_the_keys() {
-        let rejection = Rejection::DependencyUnavailable("the userinfo endpoint");
+        let rejection = Rejection::DependencyUnavailable { what: "the userinfo endpoint", retry_after: None };
         assert_eq!((rejection.status(), rejection.grpc_status()), (StatusCode::SERVICE_UNAVAILABLE, 14));
         assert_eq!(rejection.to_string(), "the userinfo endpoint is unavailable");
         let response = rejection.into_response::<()>(&style(Some("api"), true), false);

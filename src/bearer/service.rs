@@ -86,7 +86,6 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let config = &*self.config;
-        let grpc = is_grpc(&request);
         let span = tracing::debug_span!(
             "bearer_auth",
             sub = tracing::field::Empty,
@@ -96,7 +95,7 @@ where
         );
         let found = match bearer_token(request.headers(), request.uri(), config.allow_query) {
             Ok(found) => found,
-            Err(rejection) => return reject(rejection, &config.style, grpc, &span),
+            Err(rejection) => return reject(rejection, &config.style, is_grpc(&request), &span),
         };
         let token = found.as_str();
         let now = SystemTime::now();
@@ -111,7 +110,9 @@ where
                 drop(found);
                 self.call_inner(request, claims)
             }
-            Attempt::Done(Err(error)) => reject(Rejection::from_validation(error), &config.style, grpc, &span),
+            Attempt::Done(Err(error)) => {
+                reject(Rejection::from_validation(error), &config.style, is_grpc(&request), &span)
+            }
             Attempt::Pending(pending) => {
                 // The slow paths: wait for one shared key refresh, or for the
                 // introspection endpoint, then call the inner service. Take the service
@@ -134,7 +135,7 @@ where
                         Err(error) => {
                             let rejection = Rejection::from_validation(error);
                             tracing::debug!(parent: &span, reason = %rejection, "request rejected");
-                            Ok(rejection.into_response(&config.style, grpc))
+                            Ok(rejection.into_response(&config.style, is_grpc(&request)))
                         }
                     }
                 }))

@@ -67,7 +67,6 @@ pub(super) struct Shared {
     attempts: AtomicU64,
     failures: AtomicU64,
     force_cooldown: Duration,
-    wait: Duration,
     /// Dropped with the last handle, which tells the task to stop.
     _stop: oneshot::Sender<()>,
 }
@@ -197,7 +196,7 @@ impl TokenCache {
     async fn obtain(&self, newer_than: u64, forced: bool) -> Result<Arc<AccessToken>, TokenError> {
         let shared = &*self.shared;
         let mut progress = shared.progress.subscribe();
-        let deadline = Instant::now() + shared.wait;
+        let deadline = Instant::now() + WAIT;
         let mut first = true;
         loop {
             {
@@ -401,7 +400,6 @@ impl TokenCacheBuilder {
             attempts: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             force_cooldown: self.force_cooldown,
-            wait: WAIT,
             _stop: stop_tx,
         });
         let refresher = Refresher { source, policy: self.policy };

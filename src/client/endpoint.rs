@@ -11,7 +11,7 @@ use super::source::{FetchFuture, TokenSource};
 use super::{TokenError, TokenResponse};
 use crate::discovery;
 use crate::error::BuildError;
-use crate::fetch::{self, Form, Limits, basic_authorization};
+use crate::fetch::{self, Checked, Form, Limits, Target, basic_authorization, client_or_default};
 use crate::{FetchError, Secret};
 
 /// The default cap on a token response body.
@@ -317,11 +317,6 @@ impl fmt::Debug for TokenEndpoint {
     }
 }
 
-enum Target {
-    Url(String),
-    Issuer(String),
-}
-
 /// Configures a [`TokenEndpoint`]; from [`TokenEndpoint::builder`] or
 /// [`TokenEndpoint::discover`].
 #[must_use]
@@ -423,34 +418,19 @@ impl TokenEndpointBuilder {
     /// http off loopback, [`BuildError::MissingIssuer`] for an empty issuer, and
     /// [`BuildError::HttpClient`] when the default client cannot be built.
     pub fn build(self) -> Result<TokenEndpoint, BuildError> {
-        let url_error = |error| match error {
-            FetchError::InsecureUrl => BuildError::InsecureUrl,
-            _ => BuildError::InvalidUrl,
-        };
-        let (location, endpoint) = match self.target {
-            Target::Url(url) => {
-                let url = fetch::parse_url(&url).map_err(url_error)?;
+        let (location, endpoint) = match self.target.check()? {
+            Checked::Url(url) => {
                 let endpoint = url.to_string();
                 (Location::Url(url), endpoint)
             }
-            Target::Issuer(issuer) if issuer.trim().is_empty() => return Err(BuildError::MissingIssuer),
-            Target::Issuer(issuer) => {
-                fetch::parse_url(&issuer).map_err(url_error)?;
-                (Location::Issuer { issuer: issuer.clone(), discovered: None }, issuer)
-            }
+            Checked::Issuer(issuer) => (Location::Issuer { issuer: issuer.clone(), discovered: None }, issuer),
         };
         for resource in &self.resources {
             if Url::parse(resource).map_or(true, |url| url.fragment().is_some()) {
                 return Err(BuildError::InvalidUrl);
             }
         }
-        let client = match self.http_client {
-            Some(client) => client,
-            None => reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(BuildError::HttpClient)?,
-        };
+        let client = client_or_default(self.http_client)?;
         let grant = match &self.grant {
             GrantState::ClientCredentials => GrantKind::ClientCredentials,
             GrantState::RefreshToken(_) => GrantKind::RefreshToken,
@@ -482,11 +462,8 @@ impl TokenEndpointBuilder {
 
 impl fmt::Debug for TokenEndpointBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let target = match &self.target {
-            Target::Url(url) | Target::Issuer(url) => url,
-        };
         f.debug_struct("TokenEndpointBuilder")
-            .field("target", target)
+            .field("target", &self.target.as_str())
             .field("client_id", &self.client_id)
             .field("client_secret", &"***")
             .field("auth_method", &self.method)

@@ -269,7 +269,12 @@ impl ErrorResponse {
             object
                 .get(name)
                 .and_then(serde_json::Value::as_str)
-                .map(|s| sanitize(&redact(s, secrets), MAX_TEXT))
+                .map(|s| {
+                    // Invisible characters go first, so none can split a secret and
+                    // hide it from `redact`; the cut comes last, so no prefix survives.
+                    let visible = sanitize(s, usize::MAX);
+                    sanitize(&redact(&visible, secrets), MAX_TEXT)
+                })
                 .filter(|s| !s.is_empty())
         };
         Some(ErrorResponse {
@@ -371,9 +376,6 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// Server-controlled text made safe to log: control characters (newlines, escape
-/// sequences) and bidirectional overrides are dropped, and the result is cut at `max`
-/// characters, with `…` marking the cut.
 /// `text` with every occurrence of each (non-empty) secret replaced by `***`.
 fn redact(text: &str, secrets: &[Vec<u8>]) -> String {
     let mut text = text.to_owned();
@@ -388,6 +390,9 @@ fn redact(text: &str, secrets: &[Vec<u8>]) -> String {
     text
 }
 
+/// Server-controlled text made safe to log: control characters (newlines, escape
+/// sequences) and bidirectional overrides are dropped, and the result is cut at `max`
+/// characters, with `…` marking the cut.
 pub(crate) fn sanitize(text: &str, max: usize) -> String {
     let keep = |c: &char| {
         !c.is_control() && !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
@@ -413,6 +418,18 @@ mod tests {
             ErrorResponse::parse_redacting(StatusCode::UNAUTHORIZED, body.to_string().as_bytes(), &[secret]).unwrap();
         assert!(!error.description().unwrap().contains("s3c"), "{error}");
         assert_eq!(error.uri(), Some("https://x/?c=***"));
+    }
+
+    #[test]
+    fn a_secret_split_by_an_invisible_character_is_still_redacted() {
+        let body = serde_json::json!({"error": "invalid_client", "error_description": "got s3c\u{200e}r3t"});
+        let error = ErrorResponse::parse_redacting(
+            StatusCode::UNAUTHORIZED,
+            body.to_string().as_bytes(),
+            &[b"s3cr3t".to_vec()],
+        )
+        .unwrap();
+        assert_eq!(error.description(), Some("got ***"));
     }
 
     #[test]

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
-use crate::FetchError;
 use crate::discovery::{self, ProviderMetadata};
 use crate::error::BuildError;
-use crate::fetch::{self, Limits};
+use crate::fetch::{self, Checked, Limits, Target};
 
 /// The first wait after a failed discovery; it doubles with each failure in a row.
 const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
@@ -24,47 +23,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// The longest `Retry-After` from the metadata endpoint that is honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
-/// What a builder was given: the endpoint's URL, or the issuer whose metadata names it.
-#[derive(Debug, Clone)]
-pub(crate) enum Target {
-    Url(String),
-    Issuer(String),
-}
-
-impl Target {
-    /// The URL or issuer as configured, for `Debug`.
-    pub(crate) fn as_str(&self) -> &str {
-        match self {
-            Target::Url(url) | Target::Issuer(url) => url,
-        }
-    }
-
-    /// Checks the URL (https, or http on loopback) or the issuer, for `member`.
-    pub(crate) fn into_location(self, member: Member) -> Result<Location, BuildError> {
-        let url_error = |error| match error {
-            FetchError::InsecureUrl => BuildError::InsecureUrl,
-            _ => BuildError::InvalidUrl,
-        };
-        match self {
-            Target::Url(url) => Ok(Location::Url(fetch::parse_url(&url).map_err(url_error)?)),
-            Target::Issuer(issuer) if issuer.trim().is_empty() => Err(BuildError::MissingIssuer),
-            Target::Issuer(issuer) => {
-                fetch::parse_url(&issuer).map_err(url_error)?;
-                Ok(Location::issuer(issuer, member))
-            }
-        }
-    }
-}
-
-/// The client given, or a default one that follows no redirect: a redirected request
-/// would carry the credentials and the token elsewhere.
-pub(crate) fn client_or_default(client: Option<reqwest::Client>) -> Result<reqwest::Client, BuildError> {
-    match client {
-        Some(client) => Ok(client),
-        None => reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(BuildError::HttpClient),
+impl Location {
+    /// The endpoint a builder was given, checked, for `member`.
+    pub(crate) fn from_target(target: Target, member: Member) -> Result<Location, BuildError> {
+        Ok(match target.check()? {
+            Checked::Url(url) => Location::Url(url),
+            Checked::Issuer(issuer) => Location::issuer(issuer, member),
+        })
     }
 }
 
@@ -183,10 +148,8 @@ impl Discovered {
         }
         self.refused(Instant::now())?;
         match self.discover(client, timeout).await {
-            Ok(url) => {
-                *self.lock() = Backoff { failures: 0, until: None, reason: "" };
-                Ok(self.url.get_or_init(|| url))
-            }
+            // Once the URL is set, the backoff is never read again.
+            Ok(url) => Ok(self.url.get_or_init(|| url)),
             Err((reason, retry_after)) => {
                 let mut backoff = self.lock();
                 backoff.failures = backoff.failures.saturating_add(1);

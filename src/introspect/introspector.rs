@@ -8,10 +8,10 @@ use serde::Deserialize;
 use url::Url;
 
 use super::cache::{Fetched, FlightCache};
-use super::endpoint::{Location, Member, Target, client_or_default};
+use super::endpoint::{Location, Member};
 use super::{AuthMethod, IntrospectionError};
 use crate::error::BuildError;
-use crate::fetch::{self, Form, Limits, basic_authorization};
+use crate::fetch::{self, Form, Limits, Target, basic_authorization, client_or_default};
 use crate::{FetchError, Secret};
 
 /// The default cap on an introspection response body.
@@ -362,7 +362,7 @@ impl IntrospectorBuilder {
     /// [`BuildError::MissingIssuer`] for an empty issuer, and
     /// [`BuildError::HttpClient`] when the default client cannot be built.
     pub fn build(self) -> Result<Introspector, BuildError> {
-        let location = self.target.into_location(Member::Introspection)?;
+        let location = Location::from_target(self.target, Member::Introspection)?;
         let client = client_or_default(self.http_client)?;
         let basic = (self.method == AuthMethod::ClientSecretBasic)
             .then(|| basic_authorization(&self.client_id, self.secret.expose()));

@@ -179,7 +179,6 @@ impl KeyStore {
 
 /// Configures a remote [`KeyStore`].
 #[must_use]
-#[derive(Debug)]
 pub struct KeyStoreBuilder {
     issuer: Option<String>,
     jwks_uri: Option<String>,
@@ -187,6 +186,20 @@ pub struct KeyStoreBuilder {
     schedule: Schedule,
     cooldown: Duration,
     limits: Limits,
+}
+
+impl std::fmt::Debug for KeyStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the client: its `Debug` shows its default headers, which may hold an API key.
+        f.debug_struct("KeyStoreBuilder")
+            .field("issuer", &self.issuer)
+            .field("jwks_uri", &self.jwks_uri)
+            .field("custom_http_client", &self.http_client.is_some())
+            .field("schedule", &self.schedule)
+            .field("cooldown", &self.cooldown)
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 impl Default for KeyStoreBuilder {

@@ -12,8 +12,7 @@ use hyper::body::{Frame, SizeHint};
 use tokio::time::Interval;
 
 /// A response body: a complete buffer, a streamed run of padding, or a dribble
-/// that never ends.
-#[derive(Debug)]
+/// that never ends. No `Debug`: it carries tokens.
 pub(crate) enum Body {
     Full(Option<Bytes>),
     Padded {

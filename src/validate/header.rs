@@ -130,12 +130,18 @@ pub enum TypPolicy {
     Rfc9068,
 }
 
+/// A JOSE `typ` or `cty` without its optional `application/` prefix (RFC 7515 §4.1.9),
+/// which compares case-insensitively.
+pub(crate) fn media_subtype(media_type: &str) -> &str {
+    match media_type.get(..12) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &media_type[12..],
+        _ => media_type,
+    }
+}
+
 impl TypPolicy {
     pub(crate) fn check(self, typ: Option<&str>) -> Result<(), ValidationError> {
-        let typ = typ.map(|t| {
-            let lower = t.len() >= 12 && t.as_bytes()[..12].eq_ignore_ascii_case(b"application/");
-            if lower { &t[12..] } else { t }
-        });
+        let typ = typ.map(media_subtype);
         let ok = match (self, typ) {
             (TypPolicy::Lenient, None) => true,
             (TypPolicy::Lenient, Some(t)) => t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("jwt"),

@@ -366,7 +366,7 @@ fn looks_like_jws(payload: &[u8]) -> bool {
 
 /// `JWT` or `at+jwt`, case-insensitive, `application/` optional (RFC 7515 §4.1.10).
 fn is_jwt_media_type(cty: &str) -> bool {
-    let cty = cty.get(..12).filter(|p| p.eq_ignore_ascii_case("application/")).map_or(cty, |_| &cty[12..]);
+    let cty = super::header::media_subtype(cty);
     cty.eq_ignore_ascii_case("jwt") || cty.eq_ignore_ascii_case("at+jwt")
 }
 

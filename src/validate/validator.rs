@@ -92,8 +92,9 @@ impl AlgorithmSet {
     pub(crate) fn contains(self, alg: Algorithm) -> bool {
         self.0 & (1 << Self::bit(alg)) != 0
     }
+    /// The declaration order, which `Algorithm::ALL` follows (a unit test pins it).
     fn bit(alg: Algorithm) -> usize {
-        Algorithm::ALL.iter().position(|a| *a == alg).unwrap_or(15)
+        alg as usize
     }
     pub(crate) fn iter(self) -> impl Iterator<Item = Algorithm> {
         Algorithm::ALL.into_iter().filter(move |a| self.contains(*a))

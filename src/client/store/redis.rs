@@ -128,12 +128,16 @@ impl TokenStore for RedisTokenStore {
     }
 }
 
-/// The URL without its password, for `Debug`.
+/// The URL without its password, for `Debug`: the user-info password, and the query,
+/// where `unix://` URLs carry theirs (`?pass=`).
 fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("***"));
+            }
+            if parsed.query().is_some() {
+                parsed.set_query(Some("***"));
             }
             parsed.to_string()
         }
@@ -157,6 +161,7 @@ mod tests {
         assert_eq!(redacted("redis://app:hunter2@cache/"), "redis://app:***@cache/");
         assert_eq!(redacted("redis://cache:6379"), "redis://cache:6379");
         assert_eq!(redacted("not a url :hunter2"), "<unparsed>");
+        assert_eq!(redacted("unix:///run/redis.sock?db=1&pass=hunter2"), "unix:///run/redis.sock?***");
     }
 
     #[tokio::test]

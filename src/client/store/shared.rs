@@ -476,11 +476,6 @@ impl TokenSource for SharedSource {
     fn fetch(&mut self) -> FetchFuture<'_> {
         Box::pin(self.obtain())
     }
-
-    fn adopt_refresh_token(&mut self, refresh_token: Secret) {
-        self.refresh_token = Some(refresh_token.clone());
-        self.inner.adopt_refresh_token(refresh_token);
-    }
 }
 
 #[cfg(test)]
