@@ -13,12 +13,25 @@ pub mod __fuzz {
     use crate::FetchError;
     use crate::bearer::{Rejection, ResponseStyle};
     use crate::client::{ErrorResponse, TokenError};
-    use crate::discovery::{self, ProviderMetadata};
-    use crate::fetch;
+    use crate::idp::discovery;
+    use crate::idp::fetch;
+
+    /// What discovery keeps of a metadata document.
+    #[derive(Debug)]
+    pub struct Metadata {
+        /// The issuer the document names.
+        pub issuer: String,
+        /// `jwks_uri`, `token_endpoint`, `introspection_endpoint` and `userinfo_endpoint`,
+        /// where present.
+        pub endpoints: Vec<String>,
+    }
 
     /// A metadata document checked against `issuer`, as discovery reads it.
-    pub fn parse_metadata(body: &[u8], issuer: &str) -> Result<ProviderMetadata, FetchError> {
-        discovery::parse_metadata(body, issuer)
+    pub fn parse_metadata(body: &[u8], issuer: &str) -> Result<Metadata, FetchError> {
+        let metadata = discovery::parse_metadata(body, issuer)?;
+        let endpoints =
+            [metadata.jwks_uri, metadata.token_endpoint, metadata.introspection_endpoint, metadata.userinfo_endpoint];
+        Ok(Metadata { issuer: metadata.issuer, endpoints: endpoints.into_iter().flatten().collect() })
     }
 
     /// The OIDC and RFC 8414 metadata locations of `issuer`, after the URL rule that

@@ -7,11 +7,10 @@ mod algorithm;
 pub mod axum;
 pub mod bearer;
 pub mod client;
-pub mod discovery;
 mod error;
-mod fetch;
 #[cfg(feature = "fuzzing")]
 mod fuzzing;
+mod idp;
 pub mod introspect;
 pub mod jwk;
 pub mod jwks;

@@ -61,7 +61,7 @@ use url::Url;
 use crate::bearer::extract::bearer_token;
 use crate::bearer::{Rejection, ResponseBody, ResponseFuture, ResponseStyle};
 use crate::error::BuildError;
-use crate::fetch::{self, Limits, Target, client_or_default};
+use crate::idp::fetch::{self, Limits, Target, client_or_default};
 use crate::introspect::cache::{Fetched, FlightCache};
 use crate::introspect::endpoint::{Location, Member};
 use crate::{Claims, FetchError};

@@ -9,9 +9,9 @@ use url::Url;
 use super::key::{CacheKey, GrantKind, normalize_scope};
 use super::source::{FetchFuture, TokenSource};
 use super::{TokenError, TokenResponse};
-use crate::discovery;
 use crate::error::BuildError;
-use crate::fetch::{self, Checked, Form, Limits, Target, basic_authorization, client_or_default};
+use crate::idp::discovery;
+use crate::idp::fetch::{self, Checked, Form, Limits, Target, basic_authorization, client_or_default};
 use crate::{FetchError, Secret};
 
 /// The default cap on a token response body.

@@ -55,7 +55,7 @@ impl Policy {
     /// than the server's `Retry-After` (bounded).
     pub(super) fn after_failure(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
         let cap = MAX_RETRY_AFTER.max(self.backoff_max);
-        crate::fetch::backoff(failures, self.backoff_initial, self.backoff_max, retry_after, cap)
+        crate::idp::fetch::backoff(failures, self.backoff_initial, self.backoff_max, retry_after, cap)
     }
 }
 

@@ -92,7 +92,7 @@ impl<'a> RequestTarget<'a> {
     /// address (`127.1`, `0x7f.0.0.1`) count as not loopback: the rule only errs towards
     /// not attaching.
     pub fn is_secure(&self) -> bool {
-        self.scheme.is_some_and(|scheme| crate::fetch::is_allowed_origin(scheme, self.host))
+        self.scheme.is_some_and(|scheme| crate::idp::fetch::is_allowed_origin(scheme, self.host))
     }
 }
 
@@ -189,7 +189,7 @@ mod tests {
             "http://localhost.evil/",
         ] {
             let url = url::Url::parse(uri).unwrap();
-            assert_eq!(secure(uri), crate::fetch::is_allowed(&url), "{uri}");
+            assert_eq!(secure(uri), crate::idp::fetch::is_allowed(&url), "{uri}");
         }
     }
 

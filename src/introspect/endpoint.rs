@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
-use crate::discovery::{self, ProviderMetadata};
 use crate::error::BuildError;
-use crate::fetch::{self, Checked, Limits, Target};
+use crate::idp::discovery::{self, ProviderMetadata};
+use crate::idp::fetch::{self, Checked, Limits, Target};
 
 /// The first wait after a failed discovery; it doubles with each failure in a row.
 const BACKOFF_INITIAL: Duration = Duration::from_secs(1);

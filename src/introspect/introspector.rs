@@ -11,7 +11,7 @@ use super::cache::{Fetched, FlightCache};
 use super::endpoint::{Location, Member};
 use super::{AuthMethod, IntrospectionError};
 use crate::error::BuildError;
-use crate::fetch::{self, Form, Limits, Target, basic_authorization, client_or_default};
+use crate::idp::fetch::{self, Form, Limits, Target, basic_authorization, client_or_default};
 use crate::{FetchError, Secret};
 
 /// The default cap on an introspection response body.

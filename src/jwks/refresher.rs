@@ -8,9 +8,9 @@ use url::Url;
 
 use super::store::{Handle, Shared};
 use crate::KeySet;
-use crate::discovery;
 use crate::error::FetchError;
-use crate::fetch::{self, Limits};
+use crate::idp::discovery;
+use crate::idp::fetch::{self, Limits};
 
 pub(super) enum Source {
     Issuer(String),

@@ -8,7 +8,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use super::refresher::{Refresher, Schedule, Source};
 use crate::KeySet;
 use crate::error::{BuildError, FetchError};
-use crate::fetch::{self, Limits};
+use crate::idp::fetch::{self, Limits};
 
 /// The issuer's signing keys, shared by every clone of the handle.
 ///

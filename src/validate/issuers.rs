@@ -14,7 +14,7 @@ use super::header::TypPolicy;
 use super::validator::AlgorithmSet;
 use crate::Algorithm;
 use crate::error::BuildError;
-use crate::fetch;
+use crate::idp::fetch;
 use crate::introspect::Introspector;
 use crate::jwks::KeyStore;
 

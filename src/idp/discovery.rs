@@ -4,22 +4,22 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::error::FetchError;
-use crate::fetch::{self, Limits};
+use crate::idp::fetch::{self, Limits};
 
 /// The members of an issuer's metadata document this crate uses.
 #[derive(Debug, Clone, Deserialize)]
 #[non_exhaustive]
-pub struct ProviderMetadata {
+pub(crate) struct ProviderMetadata {
     /// The issuer identifier; always equal to the configured issuer once returned.
-    pub issuer: String,
+    pub(crate) issuer: String,
     /// Where the issuer publishes its JWK Set.
-    pub jwks_uri: Option<String>,
+    pub(crate) jwks_uri: Option<String>,
     /// The token endpoint (RFC 6749 §3.2).
-    pub token_endpoint: Option<String>,
+    pub(crate) token_endpoint: Option<String>,
     /// The introspection endpoint (RFC 7662).
-    pub introspection_endpoint: Option<String>,
+    pub(crate) introspection_endpoint: Option<String>,
     /// The OIDC userinfo endpoint.
-    pub userinfo_endpoint: Option<String>,
+    pub(crate) userinfo_endpoint: Option<String>,
 }
 
 /// The two well-known locations for `issuer`, OIDC's first.
