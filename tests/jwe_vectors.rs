@@ -1,5 +1,5 @@
 //! Conformance vectors for encrypted tokens (JWE, feature `jwe`), read from
-//! `../shared/vectors/` (beside the crate root in every checkout and in CI):
+//! `tests/vectors/` (sources, commits and licences in `tests/vectors/README.md`):
 //!
 //! - RFC 7520 §5 (every compact JWE), §6 (a JWS nested in a JWE) and the X25519 example
 //!   of the cookbook's `curve25519/`, all through the public [`DecryptionKeys::decrypt`];

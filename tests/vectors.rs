@@ -1,5 +1,5 @@
-//! Conformance vectors for the JOSE layer, read from `../shared/vectors/` (beside the
-//! crate root in every checkout and in CI):
+//! Conformance vectors for the JOSE layer, read from `tests/vectors/` (sources, commits and
+//! licences in `tests/vectors/README.md`):
 //!
 //! - RFC 7520 §3 (JWKs) and §4 (JWS), RFC 8037 (Ed25519) and RFC 7797 (`b64: false`),
 //!   from the ietf-jose cookbook;
@@ -148,8 +148,8 @@ const JWS_DISAGREEMENTS: &[Disagreement] = &[
     // their `jws` is byte for byte the token of tcId 357 ("ValidMac", labelled valid): the
     // padding they are named after is absent from the data (upstream C2SP/wycheproof has the
     // same bytes). A verifier cannot reject these without rejecting 357, so we accept them.
-    // Note: the vectors README lists 367 and 370 among the strictness vectors we reject; that
-    // is not possible for these bytes.
+    // Note: the vectors' first notes listed 367 and 370 among the strictness vectors we
+    // reject; that is not possible for these bytes (tests/vectors/README.md says so).
     Disagreement { tc_id: 367, ours: Ours::Accepts, why: "identical to valid tcId 357; the padding is missing" },
     Disagreement { tc_id: 370, ours: Ours::Accepts, why: "identical to valid tcId 357; the padding is missing" },
 ];

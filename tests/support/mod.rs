@@ -4,7 +4,7 @@
 //!   under test, for `oidc_provider`, `oidc_jwe` and `client_oidc_provider`;
 //! - [`backoff`]: how many discoveries the discovery backoff allows in a time, for
 //!   `introspection` and `userinfo`;
-//! - [`vectors`]: reading `../shared/vectors` and comparing Wycheproof labels with what we do,
+//! - [`vectors`]: reading `tests/vectors/` and comparing Wycheproof labels with what we do,
 //!   for `vectors` and `jwe_vectors`.
 //!
 //! Every test compiles all of it and uses only part, hence the `dead_code` allowance.

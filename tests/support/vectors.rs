@@ -1,6 +1,6 @@
-//! The conformance vectors in `../shared/vectors/` (beside the crate root in every checkout
-//! and in CI), for `tests/vectors.rs` (JWS, JWK) and `tests/jwe_vectors.rs` (JWE): reading
-//! the files, a vector's keys, and comparing every Wycheproof vector's label with what we do
+//! The conformance vectors in `tests/vectors/` (sources, commits and licences in its
+//! README), for `tests/vectors.rs` (JWS, JWK) and `tests/jwe_vectors.rs` (JWE): reading the
+//! files, a vector's keys, and comparing every Wycheproof vector's label with what we do
 //! against an explicit table of the disagreements.
 //!
 //! A disagreement missing from its table fails, and so does a table entry that no longer
@@ -17,8 +17,9 @@ use tower_oauth::{KeySet, ValidationError};
 // Reading the files (no vector data lives in the tests, only expectations about it)
 // ---------------------------------------------------------------------------------------
 
+/// `tests/vectors/`, in the repository: a clone alone has everything the tests read.
 pub(crate) fn vectors_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
 pub(crate) fn load(relative: &str) -> Value {
