@@ -1,5 +1,5 @@
 //! Entry points for the fuzz targets under `fuzz/`: crate-internal parsers, each
-//! forwarded as it is. Compiled only with the internal `fuzzing` feature; not a public
+//! forwarded as it is. Compiled only with the internal `_fuzzing` feature; not a public
 //! API and not covered by semver.
 
 /// Thin forwards to crate-internal functions, for the fuzz targets only.

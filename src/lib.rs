@@ -8,7 +8,7 @@ pub mod axum;
 pub mod bearer;
 pub mod client;
 mod error;
-#[cfg(feature = "fuzzing")]
+#[cfg(feature = "_fuzzing")]
 mod fuzzing;
 mod idp;
 pub mod introspect;
@@ -29,7 +29,7 @@ pub use algorithm::{Algorithm, KeyFamily, UnknownAlgorithm};
 pub use bearer::{BearerAuth, BearerAuthLayer};
 pub use client::{ClientCredentials, ClientCredentialsLayer, TokenCache, TokenEndpoint};
 pub use error::{BuildError, FetchError};
-#[cfg(feature = "fuzzing")]
+#[cfg(feature = "_fuzzing")]
 #[doc(hidden)]
 pub use fuzzing::__fuzz;
 pub use jwk::{Jwk, JwkError, KeySet};

@@ -4,8 +4,9 @@
 //!
 //! Tokens are minted with the crate's own test key types (`TestKey`,
 //! `TestEncryptionKey`) in the shape of the fuzz targets' structured inputs; JWKs and
-//! tokens also come from the RFC 7520 and Wycheproof vectors in `../shared/vectors/`, and
-//! the Keycloak token response from `../shared/seeds/`. Keys other than the fixed HMAC
+//! tokens also come from the RFC 7520 and Wycheproof vectors in `tests/vectors/`, and the
+//! Keycloak sample token response from its committed seed
+//! (`corpus/token_response/seed-keycloak-sample`). Keys other than the fixed HMAC
 //! secrets are fresh on every run, so only the HMAC-signed seeds verify inside a target;
 //! the others reach as far as the signature check, and the targets' `RESIGN` modes sign
 //! the same headers and claims with their own keys.
@@ -56,18 +57,23 @@ impl Corpus {
     }
 }
 
-fn shared(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared").join(path)
+/// A file of the conformance vectors in the crate's `tests/vectors/`.
+fn vectors(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors").join(path)
 }
 
 fn vector(path: &str) -> Value {
-    let text = fs::read_to_string(shared(path)).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let text = fs::read_to_string(vectors(path)).unwrap_or_else(|e| panic!("read {path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
 }
 
-/// The Keycloak sample token response in `seeds/001` (the JSON object after "Response").
+/// The Keycloak sample token response (a bank's published example), kept as the committed
+/// seed `corpus/token_response/seed-keycloak-sample`: a mode byte, then the JSON. Read it
+/// before `Corpus::new("token_response")` replaces the seeds.
 fn keycloak_response() -> String {
-    let text = fs::read_to_string(shared("seeds/001_2128e5372385d609.txt")).expect("read the Keycloak seed");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/token_response/seed-keycloak-sample");
+    let bytes = fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text = String::from_utf8(bytes).expect("the Keycloak seed is UTF-8");
     let start = text.find("{ \"access_token\"").expect("the sample response");
     let end = text.rfind('}').expect("the end of the sample response");
     text[start..=end].to_owned()
@@ -75,7 +81,7 @@ fn keycloak_response() -> String {
 
 fn compact_outputs(dir: &str) -> Vec<(String, String)> {
     let mut found = Vec::new();
-    let mut entries: Vec<_> = fs::read_dir(shared(dir)).expect("a vectors directory").flatten().collect();
+    let mut entries: Vec<_> = fs::read_dir(vectors(dir)).expect("a vectors directory").flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -92,7 +98,7 @@ fn compact_outputs(dir: &str) -> Vec<(String, String)> {
 
 /// Up to `max` of the `field` values of Wycheproof tests, spread over the file.
 fn wycheproof_tokens(file: &str, field: &str, max: usize) -> Vec<(u64, String)> {
-    let value = vector(&format!("vectors/wycheproof/{file}"));
+    let value = vector(&format!("wycheproof/{file}"));
     let mut all = Vec::new();
     for group in value["testGroups"].as_array().expect("groups") {
         for test in group["tests"].as_array().expect("tests") {
@@ -107,7 +113,7 @@ fn wycheproof_tokens(file: &str, field: &str, max: usize) -> Vec<(u64, String)> 
 
 /// The keys (JWKs and JWK Sets) of the Wycheproof files' test groups.
 fn wycheproof_keys(file: &str) -> Vec<Value> {
-    let value = vector(&format!("vectors/wycheproof/{file}"));
+    let value = vector(&format!("wycheproof/{file}"));
     let mut keys = Vec::new();
     for group in value["testGroups"].as_array().expect("groups") {
         for member in ["public", "private"] {
@@ -208,16 +214,16 @@ fn bearer_seeds() {
     corpus.add("token-json-serialization", &[&token, br#"{"payload":"e30","signatures":[]}"#]);
     let expired = sign_bytes(hs256, base_header(Algorithm::HS256).as_bytes(), claim_variants()[0].1.as_bytes());
     corpus.add("token-verbose-expired", &[&[bearer::TOKEN | bearer::VERBOSE], expired.as_bytes()]);
-    for (name, compact) in compact_outputs("vectors/rfc7520/jws") {
+    for (name, compact) in compact_outputs("rfc7520/jws") {
         corpus.add(&format!("token-rfc7520-{name}"), &[&token, compact.as_bytes()]);
     }
-    for (name, compact) in compact_outputs("vectors/rfc7520/curve25519") {
+    for (name, compact) in compact_outputs("rfc7520/curve25519") {
         corpus.add(&format!("token-rfc8037-{name}"), &[&token, compact.as_bytes()]);
     }
     for (id, jws) in wycheproof_tokens("json_web_signature_test.json", "jws", 12) {
         corpus.add(&format!("token-wycheproof-{id}"), &[&token, jws.as_bytes()]);
     }
-    if let Some((_, jwe)) = compact_outputs("vectors/rfc7520/jwe").into_iter().next() {
+    if let Some((_, jwe)) = compact_outputs("rfc7520/jwe").into_iter().next() {
         corpus.add("token-jwe-without-keys", &[&token, jwe.as_bytes()]);
     }
 
@@ -321,7 +327,7 @@ fn jwks_seeds() {
         "jwk-x25519",
         &[&[0], br#"{"kty":"OKP","crv":"X25519","x":"hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo"}"#],
     );
-    let mut entries: Vec<_> = fs::read_dir(shared("vectors/rfc7520/jwk")).expect("jwk vectors").flatten().collect();
+    let mut entries: Vec<_> = fs::read_dir(vectors("rfc7520/jwk")).expect("jwk vectors").flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -330,7 +336,7 @@ fn jwks_seeds() {
         corpus.add(&format!("jwk-rfc7520-{stem}"), &[&[0], text.as_bytes()]);
         corpus.add(&format!("jwk-rfc7520-{stem}-trusted"), &[&[1], text.as_bytes()]);
     }
-    let ed25519 = vector("vectors/rfc7520/curve25519/jws.json");
+    let ed25519 = vector("rfc7520/curve25519/jws.json");
     corpus.add("jwk-rfc8037-ed25519", &[&[0], ed25519["input"]["key"].to_string().as_bytes()]);
     for file in ["json_web_key_test.json", "json_web_signature_test.json"] {
         let stem = file.trim_end_matches("_test.json");
@@ -428,9 +434,9 @@ fn discovery_seeds() {
 }
 
 fn token_response_seeds() {
+    let keycloak = keycloak_response();
     let mut corpus = Corpus::new("token_response");
     let signing = signing();
-    let keycloak = keycloak_response();
     corpus.add("keycloak-sample", &[&[0], keycloak.as_bytes()]);
     let bank_jwe = encryption::encryption().tokens[0].clone();
     let bank = json!({
@@ -531,13 +537,13 @@ fn jwe_seeds() {
     let mut corpus = Corpus::new("jwe");
     let signing = signing();
     let encryption = encryption::encryption();
-    for (name, compact) in compact_outputs("vectors/rfc7520/jwe") {
+    for (name, compact) in compact_outputs("rfc7520/jwe") {
         corpus.add(&format!("token-rfc7520-{name}"), &[&[0], compact.as_bytes()]);
     }
-    for (name, compact) in compact_outputs("vectors/rfc7520/curve25519") {
+    for (name, compact) in compact_outputs("rfc7520/curve25519") {
         corpus.add(&format!("token-rfc8037-{name}"), &[&[0], compact.as_bytes()]);
     }
-    let nested = vector("vectors/rfc7520/6.nesting_signatures_and_encryption.json");
+    let nested = vector("rfc7520/6.nesting_signatures_and_encryption.json");
     if let Some(compact) = nested["output"]["compact"].as_str() {
         corpus.add("token-rfc7520-nested", &[&[0], compact.as_bytes()]);
     }

@@ -249,7 +249,7 @@ const MAX_TEXT: usize = 256;
 impl ErrorResponse {
     /// Reads an RFC 6749 §5.2 body: a JSON object with a string `error`. `None` when the
     /// body is anything else. (The token endpoint uses `parse_redacting`.)
-    #[cfg(any(test, feature = "fuzzing"))]
+    #[cfg(any(test, feature = "_fuzzing"))]
     pub(crate) fn parse(status: StatusCode, body: &[u8]) -> Option<ErrorResponse> {
         ErrorResponse::parse_redacting(status, body, &[])
     }
