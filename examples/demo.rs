@@ -4,11 +4,11 @@
 //!
 //! It starts the embedded test issuer, an axum API behind `BearerAuthLayer`, and a
 //! reqwest-middleware client whose `ClientCredentialsMiddleware` obtains, caches and
-//! attaches tokens. Then it shows, one line a step: a call without a token (401), a call
-//! with a token (200 and the claims the handler saw), a call missing a scope (403), a key
-//! rotation picked up without a single failed request, an encrypted (JWE) access token
-//! accepted, and short-lived tokens refreshed ahead of expiry under traffic. It exits
-//! non-zero if any step does not behave.
+//! attaches tokens. Then it shows, one numbered line a step: 1. a call without a token
+//! (401), 2. a call with a token (200 and the claims the handler saw), 3. a call missing a
+//! scope (403), 4. a key rotation picked up without a single failed request, 5. an
+//! encrypted (JWE) access token accepted, and 6. short-lived tokens refreshed ahead of
+//! expiry under traffic. It exits non-zero if any step does not behave.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -117,11 +117,11 @@ async fn run() -> Result<(), Error> {
         claims["sub"]
     );
 
-    // Tokens that live 2 s, under steady traffic: the cache refreshes each one ahead of
-    // its expiry in the background, so no request waits and none fails.
+    // 6. Tokens that live 2 s, under steady traffic: the cache refreshes each one ahead
+    //    of its expiry in the background, so no request waits and none fails.
     let refresh = traffic_across_refreshes(&short_lived, &api).await?;
     println!(
-        "   refresh ahead     -> {} requests over {:.1} s with 2 s tokens: {} refreshes, each {:.1} s before expiry; {} failed, slowest {} ms",
+        "6. refresh ahead     -> {} requests over {:.1} s with 2 s tokens: {} refreshes, each {:.1} s before expiry; {} failed, slowest {} ms",
         refresh.ok + refresh.failed,
         refresh.elapsed.as_secs_f64(),
         refresh.refreshes,
