@@ -7,7 +7,9 @@
 //! `Authorization` header is never overwritten, the header is marked sensitive, and a
 //! 401 causes one forced refresh (shared with every request that saw the same token
 //! rejected) and one retry. Here any request that `try_clone` can copy is replayed:
-//! every body but a stream.
+//! every body but a stream. A 401 to a request that cannot be replayed, or a gRPC
+//! UNAUTHENTICATED (`grpc-status: 16` in the headers), is the answer, and the cache is
+//! told, so the requests that follow get a new token.
 //!
 //! A token that cannot be had fails the request with
 //! [`reqwest_middleware::Error::Middleware`] wrapping the [`TokenError`](crate::client::TokenError).
@@ -31,11 +33,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::Extensions;
-use http::header::AUTHORIZATION;
-use reqwest::{Request, Response, StatusCode};
+use http::{Extensions, HeaderValue};
+use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
+use crate::client::retry::{Attempt, Replay, set_token};
 use crate::client::{Attach, ClientCredentialsLayer, RequestTarget, TokenCache};
 
 /// Attaches access tokens to a reqwest-middleware client's requests; see the
@@ -100,27 +102,32 @@ impl Middleware for ClientCredentialsMiddleware {
             return next.run(request, extensions).await;
         }
         let token = config.cache.token().await.map_err(reqwest_middleware::Error::middleware)?;
-        let replay = if config.retry { request.try_clone() } else { None };
-        request.headers_mut().insert(AUTHORIZATION, token.header_value().clone());
+        let replay = if config.retry { request.try_clone().map(Resend) } else { None };
+        set_token(request.headers_mut(), token.header_value().clone());
+        let attempt = Attempt::new(config.cache.clone(), token.generation(), replay);
         let response = next.clone().run(request, extensions).await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
-            return Ok(response);
-        }
-        let Some(mut replay) = replay else {
-            // Not replayable: the requests that follow get a new token.
-            config.cache.hint_rejected(token.generation());
+        let Some(retry) = attempt.judge(response.status(), response.headers()) else {
             return Ok(response);
         };
-        match config.cache.force_refresh(&token).await {
-            Ok(fresh) => {
+        match retry.authorize().await {
+            Some(replay) => {
                 drop(response);
-                replay.headers_mut().insert(AUTHORIZATION, fresh.header_value().clone());
                 next.run(replay, extensions).await
             }
-            Err(error) => {
-                tracing::debug!(%error, "the API answered 401; no new token to retry with");
-                Ok(response)
-            }
+            None => Ok(response),
         }
+    }
+}
+
+/// A copy of a request, from `try_clone` (every body but a stream), to send once more.
+struct Resend(Request);
+
+impl Replay for Resend {
+    type Request = Request;
+
+    fn authorize(self, authorization: HeaderValue) -> Request {
+        let mut request = self.0;
+        set_token(request.headers_mut(), authorization);
+        request
     }
 }

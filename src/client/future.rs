@@ -4,58 +4,60 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::header::AUTHORIZATION;
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::TokenCache;
+use super::retry::{Attempt, Replay, Retry, set_token};
 
-/// The error of [`ClientCredentials`](super::ClientCredentials): the inner service's
-/// error, or a [`TokenError`](super::TokenError).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The error of [`ClientCredentials`](super::ClientCredentials), as Tower middleware
+/// usually spells it: the inner service's error, or a [`TokenError`](super::TokenError).
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+type BoxedResponse<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
 pin_project! {
     /// The response future of [`ClientCredentials`](super::ClientCredentials).
     ///
     /// With a cached token, it polls the inner future in place: nothing is boxed. Only
     /// a cold cache (waiting for the first token) and a 401 retry take a boxed future.
-    pub struct ResponseFuture<S, B>
+    pub struct ClientCredentialsFuture<S, B>
     where
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S, B>,
+        stage: Stage<S, B>,
     }
 }
 
 pin_project! {
-    #[project = StateProj]
-    enum State<S, B>
+    #[project = StageProj]
+    enum Stage<S, B>
     where
         S: Service<Request<B>>,
     {
-        Inner { #[pin] future: S::Future, attached: Option<Attached<S>> },
-        Boxed { future: Boxed<S::Response> },
+        // The request is with the inner service; `attempt` is set when it carries a token.
+        Sent { #[pin] future: S::Future, attempt: Option<Attempt<Resend<S, B>>> },
+        // Waiting for the first token, or retrying after a 401.
+        Boxed { future: BoxedResponse<S::Response> },
     }
 }
 
-impl<S, B> ResponseFuture<S, B>
+impl<S, B> ClientCredentialsFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn inner(future: S::Future, attached: Option<Attached<S>>) -> Self {
-        ResponseFuture { state: State::Inner { future, attached } }
+    #[inline]
+    pub(crate) fn sent(future: S::Future, attempt: Option<Attempt<Resend<S, B>>>) -> Self {
+        ClientCredentialsFuture { stage: Stage::Sent { future, attempt } }
     }
 
-    pub(crate) fn boxed(future: Boxed<S::Response>) -> Self {
-        ResponseFuture { state: State::Boxed { future } }
+    pub(crate) fn boxed(future: BoxedResponse<S::Response>) -> Self {
+        ClientCredentialsFuture { stage: Stage::Boxed { future } }
     }
 }
 
-impl<S, B, ResBody> Future for ResponseFuture<S, B>
+impl<S, B, ResBody> Future for ClientCredentialsFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send + 'static,
@@ -68,102 +70,76 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
-                StateProj::Inner { future, attached } => {
+            match this.stage.as_mut().project() {
+                StageProj::Sent { future, attempt } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    match attached.take() {
-                        Some(attached) if is_rejection(&response) => match attached.on_rejection(&response) {
-                            Some(replay) => this.state.set(State::Boxed { future: Box::pin(replay.run(response)) }),
-                            None => return Poll::Ready(Ok(response)),
-                        },
-                        _ => return Poll::Ready(Ok(response)),
+                    match attempt.take().and_then(|attempt| attempt.judge(response.status(), response.headers())) {
+                        Some(retry) => this.stage.set(Stage::Boxed { future: Box::pin(resend(retry, response)) }),
+                        None => return Poll::Ready(Ok(response)),
                     }
                 }
-                StateProj::Boxed { future } => return future.as_mut().poll(cx),
+                StageProj::Boxed { future } => return future.as_mut().poll(cx),
             }
         }
     }
 }
 
-impl<S, B> fmt::Debug for ResponseFuture<S, B>
+impl<S, B> fmt::Debug for ClientCredentialsFuture<S, B>
 where
     S: Service<Request<B>>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Inner { attached: Some(_), .. } => "inner, token attached",
-            State::Inner { attached: None, .. } => "inner",
-            State::Boxed { .. } => "boxed",
+        // Never the request: its headers may hold secrets.
+        let stage = match &self.stage {
+            Stage::Sent { attempt: Some(_), .. } => "inner, token attached",
+            Stage::Sent { attempt: None, .. } => "inner",
+            Stage::Boxed { .. } => "boxed",
         };
-        f.debug_struct("ResponseFuture").field("state", &state).finish()
+        f.debug_struct("ClientCredentialsFuture").field("state", &stage).finish()
     }
 }
 
-/// A token was attached: which one, and what a retry needs if the request can be
-/// replayed.
-pub(crate) struct Attached<S> {
-    pub(crate) cache: TokenCache,
-    pub(crate) generation: u64,
-    pub(crate) replay: Option<(S, http::request::Parts)>,
-}
-
-impl<S> Attached<S> {
-    /// A 401 can be retried once; otherwise (or for a gRPC UNAUTHENTICATED) the cache
-    /// is told, so the requests that follow get a new token.
-    pub(crate) fn on_rejection<B, R>(self, response: &Response<R>) -> Option<Replay<S, B>> {
-        match self.replay {
-            Some((service, parts)) if response.status() == StatusCode::UNAUTHORIZED => {
-                Some(Replay::new(service, parts, self.cache, self.generation))
-            }
-            _ => {
-                self.cache.hint_rejected(self.generation);
-                None
-            }
-        }
-    }
-}
-
-/// Whether the API refused the token: HTTP 401, or a gRPC UNAUTHENTICATED (16) in the
-/// headers of a trailers-only response.
-pub(crate) fn is_rejection<R>(response: &Response<R>) -> bool {
-    response.status() == StatusCode::UNAUTHORIZED
-        || response.headers().get("grpc-status").is_some_and(|status| status.as_bytes() == b"16")
-}
-
-/// What a 401 retry needs: a clone of the service (made ready when needed), the request
-/// head, and which token was rejected.
-pub(crate) struct Replay<S, B> {
+/// What the Tower layer keeps to send a request once more: a clone of the service
+/// (made ready when needed) and the request head. The body is empty, so `B::default()`
+/// rebuilds it.
+pub(crate) struct Resend<S, B> {
     service: S,
-    parts: http::request::Parts,
-    cache: TokenCache,
-    generation: u64,
+    head: http::request::Parts,
     _body: PhantomData<fn() -> B>,
 }
 
-impl<S, B> Replay<S, B> {
-    pub(crate) fn new(service: S, parts: http::request::Parts, cache: TokenCache, generation: u64) -> Self {
-        Replay { service, parts, cache, generation, _body: PhantomData }
+impl<S, B> Resend<S, B> {
+    #[inline]
+    pub(crate) fn new(service: S, head: http::request::Parts) -> Self {
+        Resend { service, head, _body: PhantomData }
     }
+}
 
-    /// One forced refresh (shared with every other request that saw the same token
-    /// rejected) and one retry; the 401 stands when there is no new token.
-    pub(crate) async fn run<ResBody>(mut self, rejected: Response<ResBody>) -> Result<Response<ResBody>, BoxError>
-    where
-        S: Service<Request<B>, Response = Response<ResBody>>,
-        S::Error: Into<BoxError>,
-        B: Default,
-    {
-        let token = match self.cache.force_refresh_generation(self.generation).await {
-            Ok(token) => token,
-            Err(error) => {
-                tracing::debug!(%error, "the API answered 401; no new token to retry with");
-                return Ok(rejected);
-            }
-        };
-        drop(rejected);
-        let mut request = Request::from_parts(self.parts, B::default());
-        request.headers_mut().insert(AUTHORIZATION, token.header_value().clone());
-        std::future::poll_fn(|cx| self.service.poll_ready(cx)).await.map_err(Into::into)?;
-        self.service.call(request).await.map_err(Into::into)
+impl<S, B: Default> Replay for Resend<S, B> {
+    type Request = (S, Request<B>);
+
+    fn authorize(self, authorization: HeaderValue) -> (S, Request<B>) {
+        let mut request = Request::from_parts(self.head, B::default());
+        set_token(request.headers_mut(), authorization);
+        (self.service, request)
     }
+}
+
+/// The one retry after a 401: the request again with a new token, or the 401 when
+/// there is none.
+pub(crate) async fn resend<S, B, ResBody>(
+    retry: Retry<Resend<S, B>>,
+    rejected: Response<ResBody>,
+) -> Result<Response<ResBody>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    B: Default,
+{
+    let Some((mut service, request)) = retry.authorize().await else {
+        return Ok(rejected);
+    };
+    drop(rejected);
+    std::future::poll_fn(|cx| service.poll_ready(cx)).await.map_err(Into::into)?;
+    service.call(request).await.map_err(Into::into)
 }

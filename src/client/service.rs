@@ -3,14 +3,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
 use super::TokenCache;
-use super::future::{Attached, BoxError, ResponseFuture, is_rejection};
+use super::future::{ClientCredentialsFuture, Resend, resend};
 use super::layer::{Attach, ClientCredentialsLayer};
+use super::retry::{Attempt, is_empty_body, set_token};
 use super::target::RequestTarget;
 
 /// The service [`ClientCredentialsLayer`] produces: attaches the cached access token and
@@ -66,13 +66,13 @@ impl<S, B, ResBody> Service<Request<B>> for ClientCredentials<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: Body + Default + Send + 'static,
     ResBody: Send + 'static,
 {
     type Response = Response<ResBody>;
-    type Error = BoxError;
-    type Future = ResponseFuture<S, B>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = ClientCredentialsFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -81,7 +81,7 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let config = &*self.config;
         if !config.predicate.allows(&RequestTarget::from_http(&request)) {
-            return ResponseFuture::inner(self.inner.call(request), None);
+            return ClientCredentialsFuture::sent(self.inner.call(request), None);
         }
         let cached = {
             let guard = config.cache.load();
@@ -92,10 +92,10 @@ where
         };
         match cached {
             Some((header, generation)) => {
-                let (request, parts) = attach(request, header, config.retry);
-                let replay = parts.map(|parts| (self.inner.clone(), parts));
-                let attached = Attached { cache: config.cache.clone(), generation, replay };
-                ResponseFuture::inner(self.inner.call(request), Some(attached))
+                let (request, head) = attach(request, header, config.retry);
+                let replay = head.map(|head| Resend::new(self.inner.clone(), head));
+                let attempt = Attempt::new(config.cache.clone(), generation, replay);
+                ClientCredentialsFuture::sent(self.inner.call(request), Some(attempt))
             }
             None => {
                 // The cold path: wait for the cache's one fetch, then call. Take the
@@ -104,20 +104,14 @@ where
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let config = self.config.clone();
-                ResponseFuture::boxed(Box::pin(async move {
+                ClientCredentialsFuture::boxed(Box::pin(async move {
                     let token = config.cache.token().await?;
-                    let (request, parts) = attach(request, token.header_value().clone(), config.retry);
+                    let (request, head) = attach(request, token.header_value().clone(), config.retry);
                     let response = inner.call(request).await.map_err(Into::into)?;
-                    if !is_rejection(&response) {
-                        return Ok(response);
-                    }
-                    let attached = Attached {
-                        cache: config.cache.clone(),
-                        generation: token.generation(),
-                        replay: parts.map(|parts| (inner, parts)),
-                    };
-                    match attached.on_rejection::<B, _>(&response) {
-                        Some(replay) => replay.run(response).await,
+                    let replay = head.map(|head| Resend::new(inner, head));
+                    let attempt = Attempt::new(config.cache.clone(), token.generation(), replay);
+                    match attempt.judge(response.status(), response.headers()) {
+                        Some(retry) => resend(retry, response).await,
                         None => Ok(response),
                     }
                 }))
@@ -134,16 +128,12 @@ fn attach<B: Body>(
     header: HeaderValue,
     retry: bool,
 ) -> (Request<B>, Option<http::request::Parts>) {
-    if !(retry && is_empty(request.body())) {
-        request.headers_mut().insert(AUTHORIZATION, header);
+    if !(retry && is_empty_body(request.body())) {
+        set_token(request.headers_mut(), header);
         return (request, None);
     }
     let (mut parts, body) = request.into_parts();
     let copy = parts.clone();
-    parts.headers.insert(AUTHORIZATION, header);
+    set_token(&mut parts.headers, header);
     (Request::from_parts(parts, body), Some(copy))
-}
-
-fn is_empty<B: Body>(body: &B) -> bool {
-    body.is_end_stream() || body.size_hint().exact() == Some(0)
 }
