@@ -117,3 +117,166 @@ impl<R: Replay> Retry<R> {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::{Empty, Full};
+
+    use super::*;
+    use crate::client::{CacheKey, FetchFuture, GrantKind, TokenResponse, TokenSource};
+
+    /// Hands out `token-1`, `token-2`, … at once.
+    pub(crate) struct Numbered {
+        key: CacheKey,
+        issued: u32,
+    }
+
+    impl Numbered {
+        pub(crate) fn new() -> Numbered {
+            let key = CacheKey::new("memory:", "tests", GrantKind::ClientCredentials, None, Vec::<String>::new(), None);
+            Numbered { key, issued: 0 }
+        }
+    }
+
+    impl TokenSource for Numbered {
+        fn key(&self) -> &CacheKey {
+            &self.key
+        }
+
+        fn fetch(&mut self) -> FetchFuture<'_> {
+            self.issued += 1;
+            let token = format!("token-{}", self.issued);
+            Box::pin(async move { TokenResponse::bearer(token, Some(Duration::from_secs(3600))) })
+        }
+    }
+
+    /// A cache that holds `token-1`.
+    pub(crate) async fn warm_cache() -> TokenCache {
+        let cache = TokenCache::new(Numbered::new()).unwrap();
+        assert_eq!(cache.token().await.unwrap().expose(), "token-1");
+        cache
+    }
+
+    /// Waits for the background refresh to bring the token of `generation`.
+    pub(crate) async fn until_generation(cache: &TokenCache, generation: u64) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while cache.cached().is_none_or(|token| token.generation() < generation) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no token of generation {generation}"));
+    }
+
+    /// A replayable copy that is just headers.
+    struct Headers(HeaderMap);
+
+    impl Replay for Headers {
+        type Request = HeaderMap;
+
+        fn authorize(mut self, authorization: HeaderValue) -> HeaderMap {
+            set_token(&mut self.0, authorization);
+            self.0
+        }
+    }
+
+    fn grpc(code: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-status", HeaderValue::from_static(code));
+        headers
+    }
+
+    fn copy() -> Option<Headers> {
+        let mut headers = HeaderMap::new();
+        headers.insert("accept", HeaderValue::from_static("application/json"));
+        Some(Headers(headers))
+    }
+
+    #[test]
+    fn a_401_or_a_grpc_unauthenticated_rejects_the_token() {
+        assert!(rejects_token(StatusCode::UNAUTHORIZED, &HeaderMap::new()));
+        assert!(rejects_token(StatusCode::OK, &grpc("16")), "a trailers-only gRPC UNAUTHENTICATED");
+        for (status, headers) in [
+            (StatusCode::OK, HeaderMap::new()),
+            (StatusCode::FORBIDDEN, HeaderMap::new()),
+            (StatusCode::OK, grpc("0")),
+            (StatusCode::OK, grpc("7")),
+            (StatusCode::OK, grpc("160")),
+        ] {
+            assert!(!rejects_token(status, &headers), "{status} {headers:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_body_known_to_be_empty_can_be_rebuilt_for_a_replay() {
+        assert!(is_empty_body(&Empty::<Bytes>::new()));
+        assert!(is_empty_body(&Full::new(Bytes::new())));
+        assert!(is_empty_body(&String::new()));
+        assert!(!is_empty_body(&Full::new(Bytes::from_static(b"{}"))));
+        assert!(!is_empty_body(&String::from("x")));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_accepts_the_token_stands_and_asks_for_nothing() {
+        let cache = warm_cache().await;
+        for (status, headers) in [(StatusCode::OK, HeaderMap::new()), (StatusCode::FORBIDDEN, grpc("7"))] {
+            assert!(Attempt::new(cache.clone(), 1, copy()).judge(status, &headers).is_none());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(cache.fetch_attempts(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_401_to_a_replayable_request_gives_one_retry_carrying_a_new_token() {
+        let cache = warm_cache().await;
+        let attempt = Attempt::new(cache.clone(), 1, copy());
+        assert!(attempt.is_replayable());
+        let retry = attempt.judge(StatusCode::UNAUTHORIZED, &HeaderMap::new()).expect("a retry");
+        let replayed = retry.authorize().await.expect("a new token");
+        assert_eq!(replayed["authorization"], "Bearer token-2");
+        assert!(replayed["authorization"].is_sensitive());
+        assert_eq!(replayed["accept"], "application/json", "the rest of the copy is kept");
+        assert_eq!(cache.fetch_attempts(), 2);
+    }
+
+    #[tokio::test]
+    async fn requests_that_saw_the_same_token_rejected_share_one_refresh() {
+        let cache = warm_cache().await;
+        let first = Attempt::new(cache.clone(), 1, copy()).judge(StatusCode::UNAUTHORIZED, &HeaderMap::new());
+        let second = Attempt::new(cache.clone(), 1, copy()).judge(StatusCode::UNAUTHORIZED, &HeaderMap::new());
+        let (first, second) = tokio::join!(first.unwrap().authorize(), second.unwrap().authorize());
+        assert_eq!(first.unwrap()["authorization"], "Bearer token-2");
+        assert_eq!(second.unwrap()["authorization"], "Bearer token-2");
+        assert_eq!(cache.fetch_attempts(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_401_to_a_request_that_cannot_be_replayed_stands_and_the_cache_refreshes() {
+        let cache = warm_cache().await;
+        let attempt = Attempt::<Headers>::new(cache.clone(), 1, None);
+        assert!(!attempt.is_replayable());
+        assert!(attempt.judge(StatusCode::UNAUTHORIZED, &HeaderMap::new()).is_none());
+        until_generation(&cache, 2).await;
+    }
+
+    #[tokio::test]
+    async fn a_grpc_unauthenticated_is_never_replayed_but_the_cache_refreshes() {
+        let cache = warm_cache().await;
+        assert!(Attempt::new(cache.clone(), 1, copy()).judge(StatusCode::OK, &grpc("16")).is_none());
+        until_generation(&cache, 2).await;
+    }
+
+    #[tokio::test]
+    async fn without_a_new_token_the_401_stands() {
+        let cache = warm_cache().await;
+        let retry = Attempt::new(cache.clone(), 1, copy()).judge(StatusCode::UNAUTHORIZED, &HeaderMap::new());
+        assert!(retry.unwrap().authorize().await.is_some());
+        // The fresh token is refused too, within the cooldown: no second forced refresh.
+        let retry = Attempt::new(cache.clone(), 2, copy()).judge(StatusCode::UNAUTHORIZED, &HeaderMap::new());
+        assert!(retry.unwrap().authorize().await.is_none());
+        assert_eq!(cache.fetch_attempts(), 2);
+    }
+}
