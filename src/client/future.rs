@@ -152,8 +152,8 @@ enum UriCopy {
     /// An absolute URI (what an HTTP client sends): its scheme, and the lengths of its
     /// authority and path-and-query at the start of the text.
     Absolute { scheme: Scheme, authority: usize, path_and_query: usize },
-    /// Any other form, kept as it is.
-    Kept(Uri),
+    /// Any other form, kept as it is (boxed: rare, and the copy stays small).
+    Kept(Box<Uri>),
 }
 
 /// Room for a typical head, so that the buffer is allocated once and never grows.
@@ -177,7 +177,7 @@ impl HeadCopy {
                     path_and_query: path_and_query.as_str().len(),
                 }
             }
-            _ => UriCopy::Kept(target.clone()),
+            _ => UriCopy::Kept(Box::new(target.clone())),
         };
         for (name, value) in request.headers() {
             push_len_prefixed(&mut text, name.as_str().as_bytes());
@@ -209,7 +209,7 @@ impl HeadCopy {
                     Some(PathAndQuery::try_from(path_and_query_text).expect("a copied path and query is valid"));
                 Uri::from_parts(parts).expect("a copied absolute URI is valid")
             }
-            UriCopy::Kept(uri) => uri,
+            UriCopy::Kept(uri) => *uri,
         };
         let mut request = Request::new(body);
         *request.method_mut() = self.method;
