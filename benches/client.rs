@@ -1,7 +1,10 @@
-//! Outbound hot path (bar P5): a request through `ClientCredentials` with a warm cache
-//! against the same request through the bare inner service. Both build the request and
-//! poll the response future once; the difference is the layer's cost (predicate, cache
-//! read, header insert, and the copy of the head kept for a 401 retry).
+//! Outbound hot path: a request through `ClientCredentials` with a warm cache against
+//! the same request through the bare inner service. Both build the request and poll the
+//! response future once; the difference is the layer's cost (predicate, cache read,
+//! header insert, and the copy of the head kept for a 401 retry).
+//!
+//! The bar: a GET with the default 401 retry costs at most 1.1 times the same GET with
+//! the retry off, compared inside one run (absolute times on a shared machine swing).
 //!
 //! Run with `cargo bench --bench client`.
 

@@ -7,7 +7,9 @@
 //! `Authorization` header is never overwritten, the header is marked sensitive, and a
 //! 401 causes one forced refresh (shared with every request that saw the same token
 //! rejected) and one retry. Here any request that `try_clone` can copy is replayed:
-//! every body but a stream.
+//! every body but a stream. A 401 to a request that cannot be replayed, or a gRPC
+//! UNAUTHENTICATED (`grpc-status: 16` in the headers), is the answer, and the cache is
+//! told, so the requests that follow get a new token.
 //!
 //! A token that cannot be had fails the request with
 //! [`reqwest_middleware::Error::Middleware`] wrapping the [`TokenError`](crate::client::TokenError).
@@ -31,11 +33,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::Extensions;
-use http::header::AUTHORIZATION;
-use reqwest::{Request, Response, StatusCode};
+use http::{Extensions, HeaderValue};
+use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
+use crate::client::retry::{Attempt, Replay, set_token};
 use crate::client::{Attach, ClientCredentialsLayer, RequestTarget, TokenCache};
 
 /// Attaches access tokens to a reqwest-middleware client's requests; see the
@@ -100,27 +102,141 @@ impl Middleware for ClientCredentialsMiddleware {
             return next.run(request, extensions).await;
         }
         let token = config.cache.token().await.map_err(reqwest_middleware::Error::middleware)?;
-        let replay = if config.retry { request.try_clone() } else { None };
-        request.headers_mut().insert(AUTHORIZATION, token.header_value().clone());
+        let replay = if config.retry { request.try_clone().map(Resend) } else { None };
+        set_token(request.headers_mut(), token.header_value().clone());
+        let attempt = Attempt::new(config.cache.clone(), token.generation(), replay);
         let response = next.clone().run(request, extensions).await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
-            return Ok(response);
-        }
-        let Some(mut replay) = replay else {
-            // Not replayable: the requests that follow get a new token.
-            config.cache.hint_rejected(token.generation());
+        let Some(retry) = attempt.judge(response.status(), response.headers()) else {
             return Ok(response);
         };
-        match config.cache.force_refresh(&token).await {
-            Ok(fresh) => {
+        match retry.authorize().await {
+            Some(replay) => {
                 drop(response);
-                replay.headers_mut().insert(AUTHORIZATION, fresh.header_value().clone());
                 next.run(replay, extensions).await
             }
-            Err(error) => {
-                tracing::debug!(%error, "the API answered 401; no new token to retry with");
-                Ok(response)
-            }
+            None => Ok(response),
         }
+    }
+}
+
+/// A copy of a request, from `try_clone` (every body but a stream), to send once more.
+struct Resend(Request);
+
+impl Replay for Resend {
+    type Request = Request;
+
+    fn authorize(self, authorization: HeaderValue) -> Request {
+        let mut request = self.0;
+        set_token(request.headers_mut(), authorization);
+        request
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use reqwest::StatusCode;
+
+    use super::*;
+    use crate::client::retry::tests::{until_generation, warm_cache};
+
+    /// Stands in for the network: answers with the queued answers, then 200, and
+    /// records each request's `Authorization` header and body.
+    #[derive(Clone, Default)]
+    struct Scripted {
+        answers: Arc<Mutex<VecDeque<http::Response<&'static str>>>>,
+        seen: Arc<Mutex<Vec<Seen>>>,
+    }
+
+    /// A request's `Authorization` header and body.
+    type Seen = (String, Vec<u8>);
+
+    #[async_trait::async_trait]
+    impl Middleware for Scripted {
+        async fn handle(
+            &self,
+            request: Request,
+            _: &mut Extensions,
+            _: Next<'_>,
+        ) -> reqwest_middleware::Result<Response> {
+            let authorization = request.headers().get("authorization").map_or("", |v| v.to_str().unwrap()).to_owned();
+            let body = request.body().and_then(|body| body.as_bytes()).unwrap_or_default().to_vec();
+            self.seen.lock().unwrap().push((authorization, body));
+            let answer = self.answers.lock().unwrap().pop_front().unwrap_or_else(|| http::Response::new(""));
+            Ok(Response::from(answer))
+        }
+    }
+
+    impl Scripted {
+        fn answering(answers: impl IntoIterator<Item = http::Response<&'static str>>) -> Scripted {
+            let scripted = Scripted::default();
+            scripted.answers.lock().unwrap().extend(answers);
+            scripted
+        }
+
+        fn authorizations(&self) -> Vec<String> {
+            self.seen.lock().unwrap().iter().map(|(authorization, _)| authorization.clone()).collect()
+        }
+
+        fn client(&self, middleware: ClientCredentialsMiddleware) -> reqwest_middleware::ClientWithMiddleware {
+            reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).with(middleware).with(self.clone()).build()
+        }
+    }
+
+    fn status(code: u16) -> http::Response<&'static str> {
+        http::Response::builder().status(code).body("").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_401_replays_the_request_and_its_body_once_with_a_new_token() {
+        let cache = warm_cache().await;
+        let api = Scripted::answering([status(401), status(401)]);
+        let client = api.client(ClientCredentialsMiddleware::new(cache.clone()));
+        let response = client.post("https://api.example/orders").body("{\"n\":1}").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "a second 401 is the answer");
+        assert_eq!(api.authorizations(), ["Bearer token-1", "Bearer token-2"]);
+        assert_eq!(api.seen.lock().unwrap()[1].1, b"{\"n\":1}");
+    }
+
+    #[tokio::test]
+    async fn a_grpc_unauthenticated_is_not_replayed_but_the_cache_refreshes() {
+        let cache = warm_cache().await;
+        let unauthenticated = http::Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "16")
+            .body("")
+            .unwrap();
+        let api = Scripted::answering([unauthenticated]);
+        let client = api.client(ClientCredentialsMiddleware::new(cache.clone()));
+        let response = client.get("https://api.example/grpc.Service/Call").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["grpc-status"], "16", "the answer stands");
+        assert_eq!(api.authorizations(), ["Bearer token-1"]);
+        until_generation(&cache, 2).await;
+        client.get("https://api.example/grpc.Service/Call").send().await.unwrap();
+        assert_eq!(api.authorizations(), ["Bearer token-1", "Bearer token-2"], "the next request has the new token");
+    }
+
+    #[tokio::test]
+    async fn with_retries_off_a_401_is_the_answer_and_the_cache_refreshes() {
+        let cache = warm_cache().await;
+        let api = Scripted::answering([status(401)]);
+        let client = api.client(ClientCredentialsMiddleware::new(cache.clone()).retry_on_unauthorized(false));
+        let response = client.get("https://api.example/orders").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(api.authorizations(), ["Bearer token-1"]);
+        until_generation(&cache, 2).await;
+    }
+
+    #[tokio::test]
+    async fn an_existing_authorization_header_is_never_overwritten() {
+        let cache = warm_cache().await;
+        let api = Scripted::answering([status(401)]);
+        let client = api.client(ClientCredentialsMiddleware::new(cache.clone()));
+        let response = client.get("https://api.example/orders").basic_auth("me", Some("pw")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(api.authorizations(), ["Basic bWU6cHc="]);
     }
 }

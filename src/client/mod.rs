@@ -66,6 +66,7 @@ mod key;
 mod layer;
 mod refresher;
 mod response;
+pub(crate) mod retry;
 mod service;
 mod source;
 pub mod store;
@@ -75,7 +76,7 @@ mod token;
 pub use cache::{TokenCache, TokenCacheBuilder};
 pub use endpoint::{AuthMethod, DEFAULT_MAX_BODY, TokenEndpoint, TokenEndpointBuilder};
 pub use error::{ErrorCode, ErrorResponse, InvalidResponse, TokenError};
-pub use future::{BoxError, ResponseFuture};
+pub use future::ClientCredentialsFuture;
 pub use key::{CacheKey, GrantKind};
 #[cfg(feature = "reqwest-middleware")]
 pub(crate) use layer::Attach;

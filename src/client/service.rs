@@ -3,14 +3,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
 use super::TokenCache;
-use super::future::{Attached, BoxError, ResponseFuture, is_rejection};
+use super::future::{ClientCredentialsFuture, HeadCopy, Resend, resend};
 use super::layer::{Attach, ClientCredentialsLayer};
+use super::retry::{Attempt, is_empty_body, set_token};
 use super::target::RequestTarget;
 
 /// The service [`ClientCredentialsLayer`] produces: attaches the cached access token and
@@ -66,13 +66,13 @@ impl<S, B, ResBody> Service<Request<B>> for ClientCredentials<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: Body + Default + Send + 'static,
     ResBody: Send + 'static,
 {
     type Response = Response<ResBody>;
-    type Error = BoxError;
-    type Future = ResponseFuture<S, B>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = ClientCredentialsFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -81,7 +81,7 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let config = &*self.config;
         if !config.predicate.allows(&RequestTarget::from_http(&request)) {
-            return ResponseFuture::inner(self.inner.call(request), None);
+            return ClientCredentialsFuture::sent(self.inner.call(request), None);
         }
         let cached = {
             let guard = config.cache.load();
@@ -92,10 +92,10 @@ where
         };
         match cached {
             Some((header, generation)) => {
-                let (request, parts) = attach(request, header, config.retry);
-                let replay = parts.map(|parts| (self.inner.clone(), parts));
-                let attached = Attached { cache: config.cache.clone(), generation, replay };
-                ResponseFuture::inner(self.inner.call(request), Some(attached))
+                let (request, head) = attach(request, header, config.retry);
+                let replay = head.map(|head| Resend::new(self.inner.clone(), head));
+                let attempt = Attempt::new(config.cache.clone(), generation, replay);
+                ClientCredentialsFuture::sent(self.inner.call(request), Some(attempt))
             }
             None => {
                 // The cold path: wait for the cache's one fetch, then call. Take the
@@ -104,20 +104,14 @@ where
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let config = self.config.clone();
-                ResponseFuture::boxed(Box::pin(async move {
+                ClientCredentialsFuture::boxed(Box::pin(async move {
                     let token = config.cache.token().await?;
-                    let (request, parts) = attach(request, token.header_value().clone(), config.retry);
+                    let (request, head) = attach(request, token.header_value().clone(), config.retry);
                     let response = inner.call(request).await.map_err(Into::into)?;
-                    if !is_rejection(&response) {
-                        return Ok(response);
-                    }
-                    let attached = Attached {
-                        cache: config.cache.clone(),
-                        generation: token.generation(),
-                        replay: parts.map(|parts| (inner, parts)),
-                    };
-                    match attached.on_rejection::<B, _>(&response) {
-                        Some(replay) => replay.run(response).await,
+                    let replay = head.map(|head| Resend::new(inner, head));
+                    let attempt = Attempt::new(config.cache.clone(), token.generation(), replay);
+                    match attempt.judge(response.status(), response.headers()) {
+                        Some(retry) => resend(retry, response).await,
                         None => Ok(response),
                     }
                 }))
@@ -129,21 +123,166 @@ where
 /// Sets the token, and copies the request head for a replay when retries are on and
 /// the body is known to be empty (so `B::default()` rebuilds it exactly).
 #[inline]
-fn attach<B: Body>(
-    mut request: Request<B>,
-    header: HeaderValue,
-    retry: bool,
-) -> (Request<B>, Option<http::request::Parts>) {
-    if !(retry && is_empty(request.body())) {
-        request.headers_mut().insert(AUTHORIZATION, header);
-        return (request, None);
-    }
-    let (mut parts, body) = request.into_parts();
-    let copy = parts.clone();
-    parts.headers.insert(AUTHORIZATION, header);
-    (Request::from_parts(parts, body), Some(copy))
+fn attach<B: Body>(mut request: Request<B>, header: HeaderValue, retry: bool) -> (Request<B>, Option<HeadCopy>) {
+    let copy = (retry && is_empty_body(request.body())).then(|| HeadCopy::of(&request));
+    set_token(request.headers_mut(), header);
+    (request, copy)
 }
 
-fn is_empty<B: Body>(body: &B) -> bool {
-    body.is_end_stream() || body.size_hint().exact() == Some(0)
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+    use std::future::{Ready, ready};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::StatusCode;
+    use http_body_util::{Empty, Full};
+    use tower_layer::Layer as _;
+
+    use super::*;
+    use crate::client::retry::tests::{Numbered, until_generation, warm_cache};
+
+    /// Answers with the queued answers, then 200; records each request's
+    /// `Authorization` and `accept` headers.
+    #[derive(Clone, Default)]
+    struct Scripted {
+        answers: Arc<Mutex<VecDeque<Response<()>>>>,
+        seen: Arc<Mutex<Vec<Seen>>>,
+    }
+
+    /// A request's `Authorization` and `accept` headers.
+    type Seen = [Option<String>; 2];
+
+    impl Scripted {
+        fn answering(answers: impl IntoIterator<Item = Response<()>>) -> Scripted {
+            let scripted = Scripted::default();
+            scripted.answers.lock().unwrap().extend(answers);
+            scripted
+        }
+
+        fn authorizations(&self) -> Vec<String> {
+            self.seen
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|[authorization, _]| authorization.clone().unwrap_or_default())
+                .collect()
+        }
+    }
+
+    impl<B> Service<Request<B>> for Scripted {
+        type Response = Response<()>;
+        type Error = Infallible;
+        type Future = Ready<Result<Response<()>, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: Request<B>) -> Self::Future {
+            let header =
+                |name| request.headers().get(name).map(|value: &HeaderValue| value.to_str().unwrap().to_owned());
+            self.seen.lock().unwrap().push([header("authorization"), header("accept")]);
+            ready(Ok(self.answers.lock().unwrap().pop_front().unwrap_or_else(|| answer(200))))
+        }
+    }
+
+    fn answer(status: u16) -> Response<()> {
+        Response::builder().status(status).body(()).unwrap()
+    }
+
+    fn grpc_unauthenticated() -> Response<()> {
+        Response::builder().header("content-type", "application/grpc").header("grpc-status", "16").body(()).unwrap()
+    }
+
+    fn get() -> Request<Empty<Bytes>> {
+        Request::get("https://api.example/v1/orders").header("accept", "application/json").body(Empty::new()).unwrap()
+    }
+
+    async fn send<B>(service: &mut ClientCredentials<Scripted>, request: Request<B>) -> StatusCode
+    where
+        B: Body + Default + Send + 'static,
+    {
+        std::future::poll_fn(|cx| Service::<Request<B>>::poll_ready(service, cx)).await.unwrap();
+        service.call(request).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn a_401_is_retried_once_and_the_retry_carries_the_new_token_and_the_same_head() {
+        let cache = warm_cache().await;
+        let api = Scripted::answering([answer(401)]);
+        let mut service = ClientCredentialsLayer::new(cache.clone()).layer(api.clone());
+        assert_eq!(send(&mut service, get()).await, StatusCode::OK);
+        assert_eq!(api.authorizations(), ["Bearer token-1", "Bearer token-2"]);
+        assert_eq!(api.seen.lock().unwrap()[1][1].as_deref(), Some("application/json"));
+        assert_eq!(cache.fetch_attempts(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_second_401_is_the_answer() {
+        let cache = warm_cache().await;
+        let api = Scripted::answering([answer(401), answer(401), answer(401)]);
+        let mut service = ClientCredentialsLayer::new(cache.clone()).layer(api.clone());
+        assert_eq!(send(&mut service, get()).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(api.authorizations(), ["Bearer token-1", "Bearer token-2"], "replayed once, not twice");
+        assert_eq!(cache.fetch_attempts(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_cold_cache_retries_the_same_way() {
+        let cache = TokenCache::new(Numbered::new()).unwrap();
+        let api = Scripted::answering([answer(401)]);
+        let mut service = ClientCredentialsLayer::new(cache.clone()).layer(api.clone());
+        assert_eq!(send(&mut service, get()).await, StatusCode::OK);
+        assert_eq!(api.authorizations(), ["Bearer token-1", "Bearer token-2"]);
+    }
+
+    #[tokio::test]
+    async fn a_request_with_a_body_is_not_replayed_but_the_cache_refreshes() {
+        let cache = warm_cache().await;
+        let api = Scripted::answering([answer(401)]);
+        let mut service = ClientCredentialsLayer::new(cache.clone()).layer(api.clone());
+        let post = Request::post("https://api.example/v1/orders").body(Full::new(Bytes::from_static(b"{}"))).unwrap();
+        assert_eq!(send(&mut service, post).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(api.authorizations(), ["Bearer token-1"]);
+        until_generation(&cache, 2).await;
+    }
+
+    #[tokio::test]
+    async fn with_retries_off_a_401_is_the_answer_and_the_cache_refreshes() {
+        let cache = warm_cache().await;
+        let api = Scripted::answering([answer(401)]);
+        let mut service = ClientCredentialsLayer::new(cache.clone()).retry_on_unauthorized(false).layer(api.clone());
+        assert_eq!(send(&mut service, get()).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(api.authorizations(), ["Bearer token-1"]);
+        until_generation(&cache, 2).await;
+    }
+
+    #[tokio::test]
+    async fn a_grpc_unauthenticated_is_not_replayed_but_the_cache_refreshes() {
+        let cache = warm_cache().await;
+        let api = Scripted::answering([grpc_unauthenticated()]);
+        let mut service = ClientCredentialsLayer::new(cache.clone()).layer(api.clone());
+        assert_eq!(send(&mut service, get()).await, StatusCode::OK);
+        assert_eq!(api.authorizations(), ["Bearer token-1"]);
+        until_generation(&cache, 2).await;
+        assert_eq!(send(&mut service, get()).await, StatusCode::OK);
+        assert_eq!(api.authorizations(), ["Bearer token-1", "Bearer token-2"], "the next request has the new token");
+    }
+
+    #[tokio::test]
+    async fn an_existing_authorization_header_is_never_overwritten_nor_retried() {
+        let cache = warm_cache().await;
+        let api = Scripted::answering([answer(401)]);
+        let mut service = ClientCredentialsLayer::new(cache.clone()).attach_if(|_| true).layer(api.clone());
+        let mut request = get();
+        request.headers_mut().insert("authorization", HeaderValue::from_static("Basic bWU6cHc="));
+        assert_eq!(send(&mut service, request).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(api.authorizations(), ["Basic bWU6cHc="]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(cache.fetch_attempts(), 1, "not the cache's token: nothing to refresh");
+    }
 }
