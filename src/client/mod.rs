@@ -32,7 +32,9 @@
 //! empty (`is_end_stream()`, or a size hint of exactly 0), rebuilding it with
 //! `B::default()`; other requests return the 401 as it is (the next request uses the
 //! new token). The reqwest middleware replays any request that `try_clone` can copy
-//! (every body but a stream).
+//! (every body but a stream). A gRPC `UNAUTHENTICATED` (`grpc-status: 16` in a
+//! trailers-only response) is never replayed: it stands, and the cache refreshes the
+//! token for the requests that follow, in the layer and the middleware alike.
 //!
 //! # Example
 //!
