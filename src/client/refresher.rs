@@ -316,4 +316,226 @@ mod tests {
         assert!(p.after_failure(1, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
         assert!(p.after_failure(1, Some(Duration::from_secs(86_400))) <= MAX_RETRY_AFTER);
     }
+
+    mod cache {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+        use tokio::sync::mpsc;
+
+        use super::*;
+        use crate::client::source::FetchFuture;
+        use crate::client::{GrantKind, TokenResponse};
+
+        type Outcome = Result<TokenResponse, TokenError>;
+
+        /// A token source whose answers the test hands over, one per fetch, when it likes.
+        struct Scripted {
+            key: CacheKey,
+            outcomes: mpsc::UnboundedReceiver<Outcome>,
+            started: Arc<AtomicU64>,
+            dropped: Arc<AtomicBool>,
+        }
+
+        impl TokenSource for Scripted {
+            fn key(&self) -> &CacheKey {
+                &self.key
+            }
+
+            fn fetch(&mut self) -> FetchFuture<'_> {
+                self.started.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move {
+                    match self.outcomes.recv().await {
+                        Some(outcome) => outcome,
+                        None => std::future::pending().await,
+                    }
+                })
+            }
+        }
+
+        impl Drop for Scripted {
+            fn drop(&mut self) {
+                self.dropped.store(true, Ordering::SeqCst);
+            }
+        }
+
+        struct Harness {
+            state: Arc<TokenCacheState>,
+            outcomes: mpsc::UnboundedSender<Outcome>,
+            started: Arc<AtomicU64>,
+            dropped: Arc<AtomicBool>,
+        }
+
+        const FORCE_COOLDOWN: Duration = Duration::from_secs(5);
+        const LIFETIME: Duration = Duration::from_secs(300);
+
+        fn start() -> Harness {
+            let (outcomes, rx) = mpsc::unbounded_channel();
+            let started = Arc::new(AtomicU64::new(0));
+            let dropped = Arc::new(AtomicBool::new(false));
+            let key = CacheKey::new("memory:", "c", GrantKind::ClientCredentials, None, Vec::<String>::new(), None);
+            let source = Box::new(Scripted { key, outcomes: rx, started: started.clone(), dropped: dropped.clone() });
+            let runtime = tokio::runtime::Handle::current();
+            let state = TokenCacheState::start(&runtime, source, RefreshPolicy::default(), FORCE_COOLDOWN);
+            Harness { state, outcomes, started, dropped }
+        }
+
+        impl Harness {
+            fn succeed(&self, token: &str) {
+                self.outcomes.send(TokenResponse::bearer(token, Some(LIFETIME))).unwrap();
+            }
+
+            fn fail(&self) {
+                self.outcomes.send(Err(TokenError::StoreUnavailable)).unwrap();
+            }
+
+            fn started(&self) -> u64 {
+                self.started.load(Ordering::SeqCst)
+            }
+
+            /// A caller waiting for a token above `newer_than`, in its own task.
+            fn obtain(
+                &self,
+                newer_than: u64,
+                forced: bool,
+            ) -> tokio::task::JoinHandle<Result<Arc<AccessToken>, TokenError>> {
+                let state = self.state.clone();
+                tokio::spawn(async move { state.obtain(newer_than, forced).await })
+            }
+
+            fn generation(&self) -> Option<u64> {
+                self.state.current.load().as_ref().map(|t| t.generation())
+            }
+        }
+
+        /// Lets every other task run until it waits.
+        async fn settle() {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn nothing_is_fetched_until_a_token_is_needed_then_callers_share_one_fetch() {
+            let h = start();
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            assert_eq!((h.started(), h.state.attempts()), (0, 0));
+
+            let callers = [h.obtain(0, false), h.obtain(0, false), h.obtain(0, false)];
+            settle().await;
+            assert_eq!((h.started(), h.state.attempts()), (1, 1));
+            h.succeed("t1");
+            for caller in callers {
+                let token = caller.await.unwrap().unwrap();
+                assert_eq!((token.expose(), token.generation()), ("t1", 1));
+            }
+            assert_eq!(h.started(), 1);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_token_is_refreshed_ahead_of_expiry_while_it_serves() {
+            let h = start();
+            let caller = h.obtain(0, false);
+            settle().await;
+            h.succeed("t1");
+            caller.await.unwrap().unwrap();
+
+            // 80 % of 300 s is 240 s.
+            tokio::time::sleep(Duration::from_secs(239)).await;
+            assert_eq!(h.started(), 1);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert_eq!(h.started(), 2);
+            assert!(h.state.valid(background::now(), 0).is_some(), "the current token serves meanwhile");
+            h.succeed("t2");
+            settle().await;
+            assert_eq!(h.generation(), Some(2));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_forced_refresh_replaces_only_the_rejected_generation_once_per_cooldown() {
+            let h = start();
+            let caller = h.obtain(0, false);
+            settle().await;
+            h.succeed("t1");
+            caller.await.unwrap().unwrap();
+
+            // Two callers with the rejected token 1 share one fetch.
+            let (a, b) = (h.obtain(1, true), h.obtain(1, true));
+            settle().await;
+            assert_eq!(h.started(), 2);
+            h.succeed("t2");
+            assert_eq!(a.await.unwrap().unwrap().generation(), 2);
+            assert_eq!(b.await.unwrap().unwrap().generation(), 2);
+
+            // Token 1 again: replaced already, nothing to fetch.
+            assert_eq!(h.state.obtain(1, true).await.unwrap().generation(), 2);
+            assert!(!h.state.hint_rejected(1));
+
+            // Token 2 rejected within the cooldown: refused, without a fetch.
+            assert!(matches!(h.state.obtain(2, true).await, Err(TokenError::Throttled)));
+            assert!(!h.state.hint_rejected(2));
+            settle().await;
+            assert_eq!(h.started(), 2);
+
+            // After the cooldown, a hint asks for a fetch without waiting for it.
+            tokio::time::sleep(FORCE_COOLDOWN).await;
+            assert!(h.state.hint_rejected(2));
+            settle().await;
+            assert_eq!(h.started(), 3);
+            h.succeed("t3");
+            settle().await;
+            assert_eq!(h.generation(), Some(3));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_failure_wakes_the_waiters_and_callers_get_it_until_the_backoff_ends() {
+            let h = start();
+            let (a, b) = (h.obtain(0, false), h.obtain(0, false));
+            settle().await;
+            h.fail();
+            assert!(matches!(a.await.unwrap(), Err(TokenError::StoreUnavailable)));
+            assert!(matches!(b.await.unwrap(), Err(TokenError::StoreUnavailable)));
+            assert_eq!((h.state.attempts(), h.state.failures()), (1, 1));
+
+            // Within the backoff (1 s ± 20 %): the last error at once, and no fetch.
+            let before = background::now();
+            assert!(matches!(h.state.obtain(0, false).await, Err(TokenError::StoreUnavailable)));
+            assert_eq!(background::now(), before);
+            assert_eq!(h.started(), 1);
+
+            // Then the task retries on its own, and a success wakes the waiter.
+            tokio::time::sleep(Duration::from_millis(1300)).await;
+            assert_eq!(h.started(), 2);
+            let caller = h.obtain(0, false);
+            settle().await;
+            h.succeed("t1");
+            assert_eq!(caller.await.unwrap().unwrap().expose(), "t1");
+            assert_eq!((h.state.attempts(), h.state.failures()), (2, 1));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_caller_waits_no_longer_than_the_bound() {
+            let h = start();
+            let started = background::now();
+            assert!(matches!(h.state.obtain(0, false).await, Err(TokenError::Timeout)));
+            assert_eq!(background::now() - started, WAIT);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn dropping_the_last_handle_stops_the_task_even_mid_fetch() {
+            let h = start();
+            let caller = h.obtain(0, false);
+            settle().await;
+            caller.abort();
+            assert_eq!(h.started(), 1);
+            drop(h.state);
+            settle().await;
+            assert!(h.dropped.load(Ordering::SeqCst), "the task ended");
+
+            let h = start();
+            settle().await;
+            drop(h.state);
+            settle().await;
+            assert!(h.dropped.load(Ordering::SeqCst), "the idle task ended too");
+        }
+    }
 }

@@ -178,3 +178,136 @@ impl<S> Worker<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    /// An owner's state: here, only the plumbing.
+    struct State {
+        background: Background<&'static str>,
+    }
+
+    fn start() -> (Arc<State>, Worker<State>) {
+        let (background, signals) = Background::new();
+        let state = Arc::new(State { background });
+        let worker = signals.worker(&state);
+        (state, worker)
+    }
+
+    /// Lets every other task run until it waits.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_worker_wakes_when_woken_or_due_and_a_wake_up_during_a_fetch_stays_pending() {
+        let (state, mut worker) = start();
+        let woken = Arc::new(AtomicU64::new(0));
+        let counted = woken.clone();
+        let due = now() + Duration::from_secs(60);
+        let task = tokio::spawn(async move {
+            // Woken, then due, then woken by the permit left by a wake-up during "a fetch".
+            for due in [Some(due), Some(due), None] {
+                let state = worker.wait(due).await.expect("a handle lives");
+                counted.fetch_add(1, Ordering::SeqCst);
+                drop(state);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        settle().await;
+        assert_eq!(woken.load(Ordering::SeqCst), 0);
+        state.background.wake();
+        settle().await;
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "not due yet");
+        tokio::time::sleep(Duration::from_millis(30_500)).await;
+        assert_eq!(woken.load(Ordering::SeqCst), 2, "due");
+
+        // The task is in its one-second "fetch": the wake-up waits for it.
+        state.background.wake();
+        settle().await;
+        assert_eq!(woken.load(Ordering::SeqCst), 2);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(woken.load(Ordering::SeqCst), 3);
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counters_and_progress_follow_begin_and_finish() {
+        let (state, _worker) = start();
+        let bg = &state.background;
+        assert_eq!((bg.attempts(), bg.completed(), bg.failures(), bg.last_error()), (0, 0, 0, None));
+        bg.begin();
+        assert_eq!((bg.attempts(), bg.completed()), (1, 0));
+        bg.finish(Err("down"));
+        assert_eq!((bg.attempts(), bg.completed(), bg.failures(), bg.last_error()), (1, 1, 1, Some("down")));
+        bg.begin();
+        bg.finish(Ok(()));
+        assert_eq!((bg.attempts(), bg.completed(), bg.failures(), bg.last_error()), (2, 2, 1, None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_see_the_fetch_they_wait_for_or_time_out() {
+        let (state, _worker) = start();
+        let waiter = state.clone();
+        let waiting = tokio::spawn(async move { waiter.background.wait_for_fetch(2, Duration::from_secs(10)).await });
+        settle().await;
+        state.background.finish(Ok(()));
+        settle().await;
+        assert!(!waiting.is_finished(), "the first fetch is not the one it waits for");
+        state.background.finish(Err("down"));
+        let progress = waiting.await.unwrap().expect("the second fetch finished");
+        assert_eq!((progress.completed, progress.outcome), (2, Err("down")));
+
+        // Already there: at once. Never there: `None` after the timeout.
+        assert!(state.background.wait_for_fetch(1, Duration::ZERO).await.is_some());
+        let started = now();
+        assert!(state.background.wait_for_fetch(3, Duration::from_secs(10)).await.is_none());
+        assert_eq!(now() - started, Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_last_handle_stops_the_task_even_mid_fetch() {
+        // Waiting for a wake-up.
+        let (state, mut worker) = start();
+        let task = tokio::spawn(async move { worker.wait(None).await.is_none() });
+        settle().await;
+        drop(state);
+        assert!(task.await.unwrap(), "the task sees the stop");
+
+        // In the middle of a fetch, which is cancelled.
+        let (state, mut worker) = start();
+        let cancelled = Arc::new(AtomicBool::new(true));
+        let finished = cancelled.clone();
+        let task = tokio::spawn(async move {
+            worker
+                .unless_stopped(async {
+                    std::future::pending::<()>().await;
+                    finished.store(false, Ordering::SeqCst);
+                })
+                .await
+                .is_none()
+        });
+        settle().await;
+        drop(state);
+        assert!(task.await.unwrap());
+        assert!(cancelled.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_worker_holds_no_strong_handle() {
+        let (state, worker) = start();
+        assert_eq!(Arc::strong_count(&state), 1);
+        let held = worker.state().expect("alive");
+        assert_eq!(Arc::strong_count(&held), 2);
+        drop((held, state));
+        assert!(worker.state().is_none());
+    }
+}

@@ -197,3 +197,231 @@ impl<F: FetchKeys> KeyRefresher<F> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::algorithm::Algorithm;
+    use crate::jwks::source::Fetched;
+    use crate::{Jwk, Secret};
+
+    /// A fetch whose outcome the test hands over, one per fetch, when it likes.
+    struct Scripted {
+        outcomes: mpsc::UnboundedReceiver<Fetched>,
+        started: Arc<AtomicU64>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    impl FetchKeys for Scripted {
+        async fn fetch(&mut self) -> Fetched {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            match self.outcomes.recv().await {
+                Some(outcome) => outcome,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    impl Drop for Scripted {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    struct Harness {
+        state: Arc<KeyStoreState>,
+        outcomes: mpsc::UnboundedSender<Fetched>,
+        /// Fetches the task has actually begun.
+        started: Arc<AtomicU64>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    const COOLDOWN: Duration = Duration::from_secs(30);
+    const WAIT: Duration = Duration::from_secs(21);
+
+    fn start() -> Harness {
+        let (outcomes, rx) = mpsc::unbounded_channel();
+        let started = Arc::new(AtomicU64::new(0));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let fetcher = Scripted { outcomes: rx, started: started.clone(), dropped: dropped.clone() };
+        let runtime = tokio::runtime::Handle::current();
+        let state = KeyStoreState::start(&runtime, fetcher, Schedule::default(), COOLDOWN, WAIT);
+        Harness { state, outcomes, started, dropped }
+    }
+
+    impl Harness {
+        fn succeed(&self, kid: &str) {
+            self.outcomes.send(Ok((keys(kid), None))).unwrap();
+        }
+
+        fn fail(&self) {
+            self.outcomes.send(Err(FetchError::Timeout)).unwrap();
+        }
+
+        fn kid(&self) -> Option<String> {
+            self.state.keys.load().as_ref().and_then(|k| k.iter().next()?.kid().map(str::to_owned))
+        }
+
+        /// A request with an unknown `kid`, in its own task.
+        fn unknown_kid(&self) -> tokio::task::JoinHandle<()> {
+            let state = self.state.clone();
+            tokio::spawn(async move { state.refresh_for_unknown_kid().await })
+        }
+    }
+
+    fn keys(kid: &str) -> KeySet {
+        let secret = Secret::new([7_u8; 32]);
+        KeySet::from_keys([Jwk::hmac(Algorithm::HS256, &secret, Some(kid)).unwrap()])
+    }
+
+    /// Lets every other task run until it waits.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_fetch_counts_from_the_start_and_early_requests_join_it() {
+        let h = start();
+        assert_eq!(h.state.attempts(), 1, "counted before the task runs");
+        let (a, b) = (h.unknown_kid(), h.unknown_kid());
+        settle().await;
+        assert_eq!(h.started.load(Ordering::SeqCst), 1);
+        assert!(!a.is_finished() && !b.is_finished());
+        h.succeed("k1");
+        a.await.unwrap();
+        b.await.unwrap();
+        assert_eq!(h.kid().as_deref(), Some("k1"));
+        assert!(h.state.wait_until_loaded(Duration::ZERO).await);
+        assert_eq!((h.state.attempts(), h.started.load(Ordering::SeqCst)), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_kids_share_one_fetch_and_the_cooldown_refuses_another() {
+        let h = start();
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+
+        // Claimed by the first request, joined by the second: one fetch.
+        let (a, b) = (h.unknown_kid(), h.unknown_kid());
+        settle().await;
+        assert_eq!((h.state.attempts(), h.started.load(Ordering::SeqCst)), (2, 2));
+        h.succeed("k2");
+        a.await.unwrap();
+        b.await.unwrap();
+        assert_eq!(h.kid().as_deref(), Some("k2"));
+
+        // Within the cooldown: refused, at once, with no fetch.
+        tokio::time::sleep(COOLDOWN - Duration::from_secs(1)).await;
+        let started = background::now();
+        h.state.refresh_for_unknown_kid().await;
+        assert_eq!(background::now(), started);
+        settle().await;
+        assert_eq!(h.state.attempts(), 2);
+
+        // After it: a new claim.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let c = h.unknown_kid();
+        settle().await;
+        assert_eq!(h.state.attempts(), 3);
+        h.succeed("k3");
+        c.await.unwrap();
+        assert_eq!(h.kid().as_deref(), Some("k3"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_kid_waits_for_a_fetch_that_starts_after_its_claim() {
+        let h = start();
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+
+        // A fetch is running (here a forced refresh) when the request claims one: that
+        // fetch may have left before the new key was published, so it waits for the next.
+        let state = h.state.clone();
+        let refresh = tokio::spawn(async move { state.refresh().await });
+        settle().await;
+        assert_eq!(h.started.load(Ordering::SeqCst), 2);
+        let request = h.unknown_kid();
+        settle().await;
+        h.succeed("old");
+        assert!(refresh.await.unwrap());
+        settle().await;
+        assert!(!request.is_finished(), "the running fetch is not the one it claimed");
+        assert_eq!((h.state.attempts(), h.started.load(Ordering::SeqCst)), (3, 3));
+        h.succeed("new");
+        request.await.unwrap();
+        assert_eq!(h.kid().as_deref(), Some("new"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waits_no_longer_than_the_bound() {
+        let h = start();
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let started = background::now();
+        h.state.refresh_for_unknown_kid().await; // the fetch never ends
+        assert_eq!(background::now() - started, WAIT);
+        assert!(!h.state.refresh().await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_is_counted_and_its_error_kept_until_a_success() {
+        let h = start();
+        h.fail();
+        assert!(!h.state.wait_until_loaded(Duration::from_millis(100)).await);
+        settle().await;
+        assert_eq!(h.state.failures(), 1);
+        assert!(matches!(h.state.last_error().as_deref(), Some(FetchError::Timeout)));
+
+        // Retried after the backoff (1 s ± 20 %), on its own.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert_eq!(h.started.load(Ordering::SeqCst), 2);
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        assert_eq!((h.state.attempts(), h.state.failures()), (2, 1));
+        assert!(h.state.last_error().is_none());
+
+        // A failed refresh keeps the last good keys.
+        let state = h.state.clone();
+        let refresh = tokio::spawn(async move { state.refresh().await });
+        settle().await;
+        h.fail();
+        assert!(!refresh.await.unwrap());
+        assert_eq!(h.kid().as_deref(), Some("k1"));
+        assert_eq!(h.state.failures(), 2);
+        assert!(h.state.last_error().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_keys_are_fetched_again_on_schedule() {
+        let h = start();
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        tokio::time::sleep(Duration::from_secs(299)).await;
+        assert_eq!(h.state.attempts(), 1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!((h.state.attempts(), h.started.load(Ordering::SeqCst)), (2, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_last_handle_stops_the_task_even_mid_fetch() {
+        let h = start();
+        settle().await;
+        assert_eq!(h.started.load(Ordering::SeqCst), 1);
+        drop(h.state);
+        settle().await;
+        assert!(h.dropped.load(Ordering::SeqCst), "the task ended");
+
+        let h = start();
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        drop(h.state);
+        settle().await;
+        assert!(h.dropped.load(Ordering::SeqCst), "the task ended between fetches too");
+    }
+}
