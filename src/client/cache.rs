@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::refresher::{RefreshPolicy, TokenCacheState};
+use super::refresher::TokenCacheState;
+use super::refresher::policy::RefreshPolicy;
 use super::store::SharedStore;
 use super::{AccessToken, CacheKey, TokenError, TokenSource};
 use crate::error::BuildError;

@@ -1,6 +1,6 @@
-//! The state behind a [`TokenCache`](super::TokenCache) handle, the background task
-//! that keeps it fresh (the only caller of the token source), and its rules: when to
-//! refresh, and how to back off.
+//! The state behind a [`TokenCache`](super::TokenCache) handle, and the background
+//! task that keeps it fresh: the only caller of the token source. Its rules, when to
+//! refresh and how to back off, are in [`policy`].
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -12,56 +12,12 @@ use super::source::TokenSource;
 use super::{AccessToken, CacheKey, TokenError};
 use crate::idp::background::{self, Background, Worker};
 
-/// When to refresh, and how to back off.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct RefreshPolicy {
-    pub(super) refresh_at: f64,
-    pub(super) margin: Duration,
-    pub(super) not_before: f64,
-    pub(super) default_lifetime: Duration,
-    pub(super) backoff_initial: Duration,
-    pub(super) backoff_max: Duration,
-}
+pub(in crate::client) mod policy;
 
-impl Default for RefreshPolicy {
-    fn default() -> Self {
-        RefreshPolicy {
-            refresh_at: 0.8,
-            margin: Duration::from_secs(60),
-            not_before: 0.5,
-            default_lifetime: Duration::from_secs(300),
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
-        }
-    }
-}
+use policy::{MIN_INTERVAL, RefreshPolicy};
 
-/// `Retry-After` is honoured up to this (or the backoff maximum, if larger): a server
-/// cannot park the cache for hours.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-/// The shortest time between two scheduled fetches, so a server that issues tokens of
-/// no lifetime cannot make the task spin.
-const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a caller waits for a fetch.
 const WAIT: Duration = Duration::from_secs(30);
-
-impl RefreshPolicy {
-    /// How long after it was obtained a token of `lifetime` is refreshed:
-    /// `refresh_at` of the lifetime, but no later than `margin` before expiry, and never
-    /// before `not_before` of the lifetime.
-    pub(super) fn refresh_after(&self, lifetime: Duration) -> Duration {
-        let preferred = lifetime.mul_f64(self.refresh_at).min(lifetime.saturating_sub(self.margin));
-        preferred.max(lifetime.mul_f64(self.not_before))
-    }
-
-    /// The delay after `failures` failures in a row: `backoff_initial` doubling up to
-    /// `backoff_max`, with ±20 % jitter so a fleet does not retry in step; never sooner
-    /// than the server's `Retry-After` (bounded).
-    pub(super) fn after_failure(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
-        let cap = MAX_RETRY_AFTER.max(self.backoff_max);
-        crate::idp::fetch::backoff(failures, self.backoff_initial, self.backoff_max, retry_after, cap)
-    }
-}
 
 /// What every clone of a [`TokenCache`](super::TokenCache) shares.
 pub(super) struct TokenCacheState {
@@ -291,251 +247,223 @@ impl TokenRefresher {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use tokio::sync::mpsc;
+
     use super::*;
+    use crate::client::source::FetchFuture;
+    use crate::client::{GrantKind, TokenResponse};
 
-    #[test]
-    fn refresh_at_80_percent_but_60_s_before_expiry_and_never_before_half() {
-        let p = RefreshPolicy::default();
-        let s = Duration::from_secs;
-        assert_eq!(p.refresh_after(s(300)), s(240));
-        assert_eq!(p.refresh_after(s(3600)), s(2880));
-        assert_eq!(p.refresh_after(s(200)), s(140)); // 60 s before expiry beats 80 %
-        assert_eq!(p.refresh_after(s(60)), s(30)); // half the lifetime at the earliest
-        assert_eq!(p.refresh_after(s(4)), s(2));
-        assert_eq!(p.refresh_after(Duration::ZERO), Duration::ZERO);
+    type Outcome = Result<TokenResponse, TokenError>;
+
+    /// A token source whose answers the test hands over, one per fetch, when it likes.
+    struct Scripted {
+        key: CacheKey,
+        outcomes: mpsc::UnboundedReceiver<Outcome>,
+        started: Arc<AtomicU64>,
+        dropped: Arc<AtomicBool>,
     }
 
-    #[test]
-    fn failures_back_off_with_jitter_and_honour_retry_after_within_bounds() {
-        let p = RefreshPolicy::default();
-        for failures in 1..40 {
-            let d = p.after_failure(failures, None);
-            let base = Duration::from_secs(1u64 << (failures - 1).min(20)).min(p.backoff_max);
-            assert!(d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2), "{failures}: {d:?}");
+    impl TokenSource for Scripted {
+        fn key(&self) -> &CacheKey {
+            &self.key
         }
-        assert!(p.after_failure(1, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
-        assert!(p.after_failure(1, Some(Duration::from_secs(86_400))) <= MAX_RETRY_AFTER);
+
+        fn fetch(&mut self) -> FetchFuture<'_> {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                match self.outcomes.recv().await {
+                    Some(outcome) => outcome,
+                    None => std::future::pending().await,
+                }
+            })
+        }
     }
 
-    mod cache {
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    impl Drop for Scripted {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
 
-        use tokio::sync::mpsc;
+    struct Harness {
+        state: Arc<TokenCacheState>,
+        outcomes: mpsc::UnboundedSender<Outcome>,
+        started: Arc<AtomicU64>,
+        dropped: Arc<AtomicBool>,
+    }
 
-        use super::*;
-        use crate::client::source::FetchFuture;
-        use crate::client::{GrantKind, TokenResponse};
+    const FORCE_COOLDOWN: Duration = Duration::from_secs(5);
+    const LIFETIME: Duration = Duration::from_secs(300);
 
-        type Outcome = Result<TokenResponse, TokenError>;
+    fn start() -> Harness {
+        let (outcomes, rx) = mpsc::unbounded_channel();
+        let started = Arc::new(AtomicU64::new(0));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let key = CacheKey::new("memory:", "c", GrantKind::ClientCredentials, None, Vec::<String>::new(), None);
+        let source = Box::new(Scripted { key, outcomes: rx, started: started.clone(), dropped: dropped.clone() });
+        let runtime = tokio::runtime::Handle::current();
+        let state = TokenCacheState::start(&runtime, source, RefreshPolicy::default(), FORCE_COOLDOWN);
+        Harness { state, outcomes, started, dropped }
+    }
 
-        /// A token source whose answers the test hands over, one per fetch, when it likes.
-        struct Scripted {
-            key: CacheKey,
-            outcomes: mpsc::UnboundedReceiver<Outcome>,
-            started: Arc<AtomicU64>,
-            dropped: Arc<AtomicBool>,
+    impl Harness {
+        fn succeed(&self, token: &str) {
+            self.outcomes.send(TokenResponse::bearer(token, Some(LIFETIME))).unwrap();
         }
 
-        impl TokenSource for Scripted {
-            fn key(&self) -> &CacheKey {
-                &self.key
-            }
-
-            fn fetch(&mut self) -> FetchFuture<'_> {
-                self.started.fetch_add(1, Ordering::SeqCst);
-                Box::pin(async move {
-                    match self.outcomes.recv().await {
-                        Some(outcome) => outcome,
-                        None => std::future::pending().await,
-                    }
-                })
-            }
+        fn fail(&self) {
+            self.outcomes.send(Err(TokenError::StoreUnavailable)).unwrap();
         }
 
-        impl Drop for Scripted {
-            fn drop(&mut self) {
-                self.dropped.store(true, Ordering::SeqCst);
-            }
+        fn started(&self) -> u64 {
+            self.started.load(Ordering::SeqCst)
         }
 
-        struct Harness {
-            state: Arc<TokenCacheState>,
-            outcomes: mpsc::UnboundedSender<Outcome>,
-            started: Arc<AtomicU64>,
-            dropped: Arc<AtomicBool>,
+        /// A caller waiting for a token above `newer_than`, in its own task.
+        fn obtain(
+            &self,
+            newer_than: u64,
+            forced: bool,
+        ) -> tokio::task::JoinHandle<Result<Arc<AccessToken>, TokenError>> {
+            let state = self.state.clone();
+            tokio::spawn(async move { state.obtain(newer_than, forced).await })
         }
 
-        const FORCE_COOLDOWN: Duration = Duration::from_secs(5);
-        const LIFETIME: Duration = Duration::from_secs(300);
-
-        fn start() -> Harness {
-            let (outcomes, rx) = mpsc::unbounded_channel();
-            let started = Arc::new(AtomicU64::new(0));
-            let dropped = Arc::new(AtomicBool::new(false));
-            let key = CacheKey::new("memory:", "c", GrantKind::ClientCredentials, None, Vec::<String>::new(), None);
-            let source = Box::new(Scripted { key, outcomes: rx, started: started.clone(), dropped: dropped.clone() });
-            let runtime = tokio::runtime::Handle::current();
-            let state = TokenCacheState::start(&runtime, source, RefreshPolicy::default(), FORCE_COOLDOWN);
-            Harness { state, outcomes, started, dropped }
+        fn generation(&self) -> Option<u64> {
+            self.state.current.load().as_ref().map(|t| t.generation())
         }
+    }
 
-        impl Harness {
-            fn succeed(&self, token: &str) {
-                self.outcomes.send(TokenResponse::bearer(token, Some(LIFETIME))).unwrap();
-            }
-
-            fn fail(&self) {
-                self.outcomes.send(Err(TokenError::StoreUnavailable)).unwrap();
-            }
-
-            fn started(&self) -> u64 {
-                self.started.load(Ordering::SeqCst)
-            }
-
-            /// A caller waiting for a token above `newer_than`, in its own task.
-            fn obtain(
-                &self,
-                newer_than: u64,
-                forced: bool,
-            ) -> tokio::task::JoinHandle<Result<Arc<AccessToken>, TokenError>> {
-                let state = self.state.clone();
-                tokio::spawn(async move { state.obtain(newer_than, forced).await })
-            }
-
-            fn generation(&self) -> Option<u64> {
-                self.state.current.load().as_ref().map(|t| t.generation())
-            }
+    /// Lets every other task run until it waits.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
         }
+    }
 
-        /// Lets every other task run until it waits.
-        async fn settle() {
-            for _ in 0..10 {
-                tokio::task::yield_now().await;
-            }
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_fetched_until_a_token_is_needed_then_callers_share_one_fetch() {
+        let h = start();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!((h.started(), h.state.attempts()), (0, 0));
+
+        let callers = [h.obtain(0, false), h.obtain(0, false), h.obtain(0, false)];
+        settle().await;
+        assert_eq!((h.started(), h.state.attempts()), (1, 1));
+        h.succeed("t1");
+        for caller in callers {
+            let token = caller.await.unwrap().unwrap();
+            assert_eq!((token.expose(), token.generation()), ("t1", 1));
         }
+        assert_eq!(h.started(), 1);
+    }
 
-        #[tokio::test(start_paused = true)]
-        async fn nothing_is_fetched_until_a_token_is_needed_then_callers_share_one_fetch() {
-            let h = start();
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            assert_eq!((h.started(), h.state.attempts()), (0, 0));
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_refreshed_ahead_of_expiry_while_it_serves() {
+        let h = start();
+        let caller = h.obtain(0, false);
+        settle().await;
+        h.succeed("t1");
+        caller.await.unwrap().unwrap();
 
-            let callers = [h.obtain(0, false), h.obtain(0, false), h.obtain(0, false)];
-            settle().await;
-            assert_eq!((h.started(), h.state.attempts()), (1, 1));
-            h.succeed("t1");
-            for caller in callers {
-                let token = caller.await.unwrap().unwrap();
-                assert_eq!((token.expose(), token.generation()), ("t1", 1));
-            }
-            assert_eq!(h.started(), 1);
-        }
+        // 80 % of 300 s is 240 s.
+        tokio::time::sleep(Duration::from_secs(239)).await;
+        assert_eq!(h.started(), 1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(h.started(), 2);
+        assert!(h.state.valid(background::now(), 0).is_some(), "the current token serves meanwhile");
+        h.succeed("t2");
+        settle().await;
+        assert_eq!(h.generation(), Some(2));
+    }
 
-        #[tokio::test(start_paused = true)]
-        async fn a_token_is_refreshed_ahead_of_expiry_while_it_serves() {
-            let h = start();
-            let caller = h.obtain(0, false);
-            settle().await;
-            h.succeed("t1");
-            caller.await.unwrap().unwrap();
+    #[tokio::test(start_paused = true)]
+    async fn a_forced_refresh_replaces_only_the_rejected_generation_once_per_cooldown() {
+        let h = start();
+        let caller = h.obtain(0, false);
+        settle().await;
+        h.succeed("t1");
+        caller.await.unwrap().unwrap();
 
-            // 80 % of 300 s is 240 s.
-            tokio::time::sleep(Duration::from_secs(239)).await;
-            assert_eq!(h.started(), 1);
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            assert_eq!(h.started(), 2);
-            assert!(h.state.valid(background::now(), 0).is_some(), "the current token serves meanwhile");
-            h.succeed("t2");
-            settle().await;
-            assert_eq!(h.generation(), Some(2));
-        }
+        // Two callers with the rejected token 1 share one fetch.
+        let (a, b) = (h.obtain(1, true), h.obtain(1, true));
+        settle().await;
+        assert_eq!(h.started(), 2);
+        h.succeed("t2");
+        assert_eq!(a.await.unwrap().unwrap().generation(), 2);
+        assert_eq!(b.await.unwrap().unwrap().generation(), 2);
 
-        #[tokio::test(start_paused = true)]
-        async fn a_forced_refresh_replaces_only_the_rejected_generation_once_per_cooldown() {
-            let h = start();
-            let caller = h.obtain(0, false);
-            settle().await;
-            h.succeed("t1");
-            caller.await.unwrap().unwrap();
+        // Token 1 again: replaced already, nothing to fetch.
+        assert_eq!(h.state.obtain(1, true).await.unwrap().generation(), 2);
+        assert!(!h.state.hint_rejected(1));
 
-            // Two callers with the rejected token 1 share one fetch.
-            let (a, b) = (h.obtain(1, true), h.obtain(1, true));
-            settle().await;
-            assert_eq!(h.started(), 2);
-            h.succeed("t2");
-            assert_eq!(a.await.unwrap().unwrap().generation(), 2);
-            assert_eq!(b.await.unwrap().unwrap().generation(), 2);
+        // Token 2 rejected within the cooldown: refused, without a fetch.
+        assert!(matches!(h.state.obtain(2, true).await, Err(TokenError::Throttled)));
+        assert!(!h.state.hint_rejected(2));
+        settle().await;
+        assert_eq!(h.started(), 2);
 
-            // Token 1 again: replaced already, nothing to fetch.
-            assert_eq!(h.state.obtain(1, true).await.unwrap().generation(), 2);
-            assert!(!h.state.hint_rejected(1));
+        // After the cooldown, a hint asks for a fetch without waiting for it.
+        tokio::time::sleep(FORCE_COOLDOWN).await;
+        assert!(h.state.hint_rejected(2));
+        settle().await;
+        assert_eq!(h.started(), 3);
+        h.succeed("t3");
+        settle().await;
+        assert_eq!(h.generation(), Some(3));
+    }
 
-            // Token 2 rejected within the cooldown: refused, without a fetch.
-            assert!(matches!(h.state.obtain(2, true).await, Err(TokenError::Throttled)));
-            assert!(!h.state.hint_rejected(2));
-            settle().await;
-            assert_eq!(h.started(), 2);
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_wakes_the_waiters_and_callers_get_it_until_the_backoff_ends() {
+        let h = start();
+        let (a, b) = (h.obtain(0, false), h.obtain(0, false));
+        settle().await;
+        h.fail();
+        assert!(matches!(a.await.unwrap(), Err(TokenError::StoreUnavailable)));
+        assert!(matches!(b.await.unwrap(), Err(TokenError::StoreUnavailable)));
+        assert_eq!((h.state.attempts(), h.state.failures()), (1, 1));
 
-            // After the cooldown, a hint asks for a fetch without waiting for it.
-            tokio::time::sleep(FORCE_COOLDOWN).await;
-            assert!(h.state.hint_rejected(2));
-            settle().await;
-            assert_eq!(h.started(), 3);
-            h.succeed("t3");
-            settle().await;
-            assert_eq!(h.generation(), Some(3));
-        }
+        // Within the backoff (1 s ± 20 %): the last error at once, and no fetch.
+        let before = background::now();
+        assert!(matches!(h.state.obtain(0, false).await, Err(TokenError::StoreUnavailable)));
+        assert_eq!(background::now(), before);
+        assert_eq!(h.started(), 1);
 
-        #[tokio::test(start_paused = true)]
-        async fn a_failure_wakes_the_waiters_and_callers_get_it_until_the_backoff_ends() {
-            let h = start();
-            let (a, b) = (h.obtain(0, false), h.obtain(0, false));
-            settle().await;
-            h.fail();
-            assert!(matches!(a.await.unwrap(), Err(TokenError::StoreUnavailable)));
-            assert!(matches!(b.await.unwrap(), Err(TokenError::StoreUnavailable)));
-            assert_eq!((h.state.attempts(), h.state.failures()), (1, 1));
+        // Then the task retries on its own, and a success wakes the waiter.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert_eq!(h.started(), 2);
+        let caller = h.obtain(0, false);
+        settle().await;
+        h.succeed("t1");
+        assert_eq!(caller.await.unwrap().unwrap().expose(), "t1");
+        assert_eq!((h.state.attempts(), h.state.failures()), (2, 1));
+    }
 
-            // Within the backoff (1 s ± 20 %): the last error at once, and no fetch.
-            let before = background::now();
-            assert!(matches!(h.state.obtain(0, false).await, Err(TokenError::StoreUnavailable)));
-            assert_eq!(background::now(), before);
-            assert_eq!(h.started(), 1);
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_waits_no_longer_than_the_bound() {
+        let h = start();
+        let started = background::now();
+        assert!(matches!(h.state.obtain(0, false).await, Err(TokenError::Timeout)));
+        assert_eq!(background::now() - started, WAIT);
+    }
 
-            // Then the task retries on its own, and a success wakes the waiter.
-            tokio::time::sleep(Duration::from_millis(1300)).await;
-            assert_eq!(h.started(), 2);
-            let caller = h.obtain(0, false);
-            settle().await;
-            h.succeed("t1");
-            assert_eq!(caller.await.unwrap().unwrap().expose(), "t1");
-            assert_eq!((h.state.attempts(), h.state.failures()), (2, 1));
-        }
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_last_handle_stops_the_task_even_mid_fetch() {
+        let h = start();
+        let caller = h.obtain(0, false);
+        settle().await;
+        caller.abort();
+        assert_eq!(h.started(), 1);
+        drop(h.state);
+        settle().await;
+        assert!(h.dropped.load(Ordering::SeqCst), "the task ended");
 
-        #[tokio::test(start_paused = true)]
-        async fn a_caller_waits_no_longer_than_the_bound() {
-            let h = start();
-            let started = background::now();
-            assert!(matches!(h.state.obtain(0, false).await, Err(TokenError::Timeout)));
-            assert_eq!(background::now() - started, WAIT);
-        }
-
-        #[tokio::test(start_paused = true)]
-        async fn dropping_the_last_handle_stops_the_task_even_mid_fetch() {
-            let h = start();
-            let caller = h.obtain(0, false);
-            settle().await;
-            caller.abort();
-            assert_eq!(h.started(), 1);
-            drop(h.state);
-            settle().await;
-            assert!(h.dropped.load(Ordering::SeqCst), "the task ended");
-
-            let h = start();
-            settle().await;
-            drop(h.state);
-            settle().await;
-            assert!(h.dropped.load(Ordering::SeqCst), "the idle task ended too");
-        }
+        let h = start();
+        settle().await;
+        drop(h.state);
+        settle().await;
+        assert!(h.dropped.load(Ordering::SeqCst), "the idle task ended too");
     }
 }

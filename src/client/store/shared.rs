@@ -12,7 +12,7 @@ use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use super::entry::{Entry, EntryKey, Protection, StoreKeys, wall_clock_ms};
 use super::{StoreError, TokenStore};
 use crate::Secret;
-use crate::client::refresher::RefreshPolicy;
+use crate::client::refresher::policy::RefreshPolicy;
 use crate::client::source::{FetchFuture, TokenSource};
 use crate::client::{CacheKey, GrantKind, TokenError, TokenResponse};
 use crate::error::BuildError;
