@@ -1,17 +1,15 @@
 //! `TokenCache`: the current token in an `ArcSwap`, kept fresh by one background task.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
-use tokio::sync::{Notify, oneshot, watch};
-
-use super::refresher::{Policy, Refresher};
+use super::refresher::TokenCacheState;
+use super::refresher::policy::RefreshPolicy;
 use super::store::SharedStore;
 use super::{AccessToken, CacheKey, TokenError, TokenSource};
 use crate::error::BuildError;
+use crate::idp::background;
 
 /// One access token, shared by every clone of the handle and refreshed ahead of expiry
 /// by one background task.
@@ -52,40 +50,7 @@ use crate::error::BuildError;
 /// ```
 #[derive(Clone)]
 pub struct TokenCache {
-    shared: Arc<Shared>,
-}
-
-pub(super) struct Shared {
-    current: ArcSwapOption<AccessToken>,
-    key: CacheKey,
-    /// The cold path's decisions. Only callers without a usable token and the
-    /// refresher take it, for a few instructions and never across an await.
-    control: Mutex<Control>,
-    wake: Arc<Notify>,
-    /// Completed fetches, and how the last one ended; waiters watch it.
-    progress: watch::Sender<Progress>,
-    attempts: AtomicU64,
-    failures: AtomicU64,
-    force_cooldown: Duration,
-    /// Dropped with the last handle, which tells the task to stop.
-    _stop: oneshot::Sender<()>,
-}
-
-#[derive(Debug, Default)]
-struct Control {
-    /// Callers need a token of a generation above this one (0: any valid token).
-    demand: Option<u64>,
-    /// No fetch before this instant: the backoff after a failure.
-    retry_at: Option<Instant>,
-    last_error: Option<TokenError>,
-    /// When a forced refresh was last granted, and for which rejected generation.
-    last_forced: Option<(Instant, u64)>,
-}
-
-#[derive(Debug, Clone)]
-struct Progress {
-    completed: u64,
-    outcome: Result<(), TokenError>,
+    state: Arc<TokenCacheState>,
 }
 
 impl TokenCache {
@@ -102,7 +67,7 @@ impl TokenCache {
     pub fn builder(source: impl TokenSource) -> TokenCacheBuilder {
         TokenCacheBuilder {
             source: Box::new(source),
-            policy: Policy::default(),
+            policy: RefreshPolicy::default(),
             force_cooldown: FORCE_COOLDOWN,
             store: None,
         }
@@ -110,17 +75,17 @@ impl TokenCache {
 
     /// What the tokens are for.
     pub fn key(&self) -> &CacheKey {
-        &self.shared.key
+        &self.state.key
     }
 
     /// The current token if it is still valid; never waits, never fetches.
     pub fn cached(&self) -> Option<Arc<AccessToken>> {
-        self.shared.valid(Instant::now(), 0)
+        self.state.valid(background::now(), 0)
     }
 
     /// The hot path of the layers: a guard on the current token, valid or not.
     pub(crate) fn load(&self) -> arc_swap::Guard<Option<Arc<AccessToken>>> {
-        self.shared.current.load()
+        self.state.current.load()
     }
 
     /// A valid token: the cached one, or, on a cold or expired cache, the result of the
@@ -134,7 +99,7 @@ impl TokenCache {
         if let Some(token) = self.cached() {
             return Ok(token);
         }
-        self.obtain(0, false).await
+        self.state.obtain(0, false).await
     }
 
     /// Replaces the current token with a new one now, whatever its age. Concurrent
@@ -144,8 +109,8 @@ impl TokenCache {
     ///
     /// As [`token`](Self::token).
     pub async fn refresh(&self) -> Result<Arc<AccessToken>, TokenError> {
-        let generation = self.shared.current.load().as_ref().map_or(0, |t| t.generation());
-        self.obtain(generation, false).await
+        let generation = self.state.current.load().as_ref().map_or(0, |t| t.generation());
+        self.state.obtain(generation, false).await
     }
 
     /// A token other than `rejected`, which an API refused (a 401): the current one if
@@ -162,165 +127,40 @@ impl TokenCache {
     }
 
     pub(crate) async fn force_refresh_generation(&self, rejected: u64) -> Result<Arc<AccessToken>, TokenError> {
-        if let Some(token) = self.shared.valid(Instant::now(), rejected) {
+        if let Some(token) = self.state.valid(background::now(), rejected) {
             return Ok(token);
         }
-        self.obtain(rejected, true).await
+        self.state.obtain(rejected, true).await
     }
 
     /// How many fetches the cache has started.
     pub fn fetch_attempts(&self) -> u64 {
-        self.shared.attempts.load(Ordering::Relaxed)
+        self.state.attempts()
     }
 
     /// How many fetches have failed.
     pub fn fetch_failures(&self) -> u64 {
-        self.shared.failures.load(Ordering::Relaxed)
+        self.state.failures()
     }
 
     /// Tells the cache that an API rejected the token of `generation`, without waiting:
     /// the refresher fetches a new one (under the same rules as
     /// [`force_refresh`](Self::force_refresh)) for the requests that follow.
     pub(crate) fn hint_rejected(&self, generation: u64) {
-        if self.shared.valid(Instant::now(), generation).is_some() {
-            return;
-        }
-        if self.shared.request(generation, true, Instant::now()).is_ok() {
+        if self.state.hint_rejected(generation) {
             tracing::debug!(generation, "the API rejected the token; refreshing it");
-            self.shared.wake.notify_one();
         }
-    }
-
-    /// Waits for a valid token of a generation above `newer_than`, asking the
-    /// refresher for a fetch when needed.
-    async fn obtain(&self, newer_than: u64, forced: bool) -> Result<Arc<AccessToken>, TokenError> {
-        let shared = &*self.shared;
-        let mut progress = shared.progress.subscribe();
-        let deadline = Instant::now() + WAIT;
-        let mut first = true;
-        loop {
-            {
-                let mut control = shared.control();
-                // Mark what has been seen first, then look at the token: a fetch that
-                // completes after this point wakes us below.
-                let outcome = progress.borrow_and_update().outcome.clone();
-                let now = Instant::now();
-                if let Some(token) = shared.valid(now, newer_than) {
-                    return Ok(token);
-                }
-                if !first && let Err(error) = outcome {
-                    return Err(error);
-                }
-                shared.request_locked(&mut control, newer_than, forced && first, now)?;
-            }
-            first = false;
-            shared.wake.notify_one();
-            match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), progress.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(TokenError::Stopped),
-                Err(_) => return Err(TokenError::Timeout),
-            }
-        }
-    }
-}
-
-impl Shared {
-    fn control(&self) -> MutexGuard<'_, Control> {
-        // Every critical section leaves the state consistent.
-        self.control.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn request(&self, newer_than: u64, forced: bool, now: Instant) -> Result<(), TokenError> {
-        self.request_locked(&mut self.control(), newer_than, forced, now)
-    }
-
-    /// Registers a demand for a token above `newer_than`, unless the cache is backing
-    /// off (then the last error) or a forced refresh is within its cooldown.
-    fn request_locked(
-        &self,
-        control: &mut Control,
-        newer_than: u64,
-        forced: bool,
-        now: Instant,
-    ) -> Result<(), TokenError> {
-        if control.retry_at.is_some_and(|at| now < at) {
-            return Err(control.last_error.clone().unwrap_or(TokenError::Stopped));
-        }
-        match control.last_forced {
-            // Another caller already forced a refresh for this token (or a newer one):
-            // join it.
-            Some((_, rejected)) if forced && newer_than <= rejected => {}
-            Some((at, _)) if forced && now.duration_since(at) < self.force_cooldown => {
-                return Err(TokenError::Throttled);
-            }
-            _ if forced => control.last_forced = Some((now, newer_than)),
-            _ => {}
-        }
-        control.demand = Some(control.demand.map_or(newer_than, |d| d.max(newer_than)));
-        Ok(())
-    }
-
-    fn valid(&self, now: Instant, newer_than: u64) -> Option<Arc<AccessToken>> {
-        let current = self.current.load();
-        current.as_ref().filter(|t| t.is_valid_at(now) && t.generation() > newer_than).cloned()
-    }
-
-    /// Called by the refresher when woken: whether callers need a fetch now. Clears a
-    /// demand that is met, or that must wait for the backoff (its callers were told).
-    pub(super) fn take_demand(&self, now: Instant) -> bool {
-        let mut control = self.control();
-        let Some(newer_than) = control.demand.take() else { return false };
-        let met = self.valid(now, newer_than).is_some();
-        let backing_off = control.retry_at.is_some_and(|at| now < at);
-        !met && !backing_off
-    }
-
-    pub(super) fn begin_fetch(&self) {
-        self.attempts.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Publishes a new token: first the token, then the progress that wakes waiters.
-    pub(super) fn succeeded(&self, token: AccessToken) {
-        let generation = token.generation();
-        self.current.store(Some(Arc::new(token)));
-        {
-            let mut control = self.control();
-            control.retry_at = None;
-            control.last_error = None;
-            if control.demand.is_some_and(|d| d < generation) {
-                control.demand = None;
-            }
-        }
-        self.progress.send_modify(|p| {
-            p.completed += 1;
-            p.outcome = Ok(());
-        });
-    }
-
-    pub(super) fn failed(&self, error: TokenError, retry_at: Instant) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut control = self.control();
-            control.retry_at = Some(retry_at);
-            control.last_error = Some(error.clone());
-        }
-        self.progress.send_modify(|p| {
-            p.completed += 1;
-            p.outcome = Err(error);
-        });
     }
 }
 
 /// How long after a forced refresh another one is refused.
 const FORCE_COOLDOWN: Duration = Duration::from_secs(5);
-/// How long a caller waits for a fetch.
-const WAIT: Duration = Duration::from_secs(30);
 
 /// Configures a [`TokenCache`]; from [`TokenCache::builder`].
 #[must_use]
 pub struct TokenCacheBuilder {
     source: Box<dyn TokenSource>,
-    policy: Policy,
+    policy: RefreshPolicy,
     force_cooldown: Duration,
     store: Option<SharedStore>,
 }
@@ -388,23 +228,8 @@ impl TokenCacheBuilder {
             None => self.source,
             Some(store) => Box::new(store.wrap(self.source, self.policy)?),
         };
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let wake = Arc::new(Notify::new());
-        let (progress, _) = watch::channel(Progress { completed: 0, outcome: Ok(()) });
-        let shared = Arc::new(Shared {
-            current: ArcSwapOption::empty(),
-            key: source.key().clone(),
-            control: Mutex::new(Control::default()),
-            wake: wake.clone(),
-            progress,
-            attempts: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            force_cooldown: self.force_cooldown,
-            _stop: stop_tx,
-        });
-        let refresher = Refresher { source, policy: self.policy };
-        runtime.spawn(refresher.run(Arc::downgrade(&shared), wake, stop_rx));
-        Ok(TokenCache { shared })
+        let state = TokenCacheState::start(&runtime, source, self.policy, self.force_cooldown);
+        Ok(TokenCache { state })
     }
 }
 
@@ -414,9 +239,9 @@ fn clamp_fraction(fraction: f64, default: f64) -> f64 {
 
 impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let current = self.shared.current.load();
+        let current = self.state.current.load();
         f.debug_struct("TokenCache")
-            .field("key", &self.shared.key)
+            .field("key", &self.state.key)
             .field("token", &*current)
             .field("fetch_attempts", &self.fetch_attempts())
             .finish_non_exhaustive()

@@ -1,107 +1,214 @@
-//! The background task behind a [`TokenCache`](super::TokenCache): the only caller of
-//! the token source.
+//! The state behind a [`TokenCache`](super::TokenCache) handle, and the background
+//! task that keeps it fresh: the only caller of the token source. Its rules, when to
+//! refresh and how to back off, are in [`policy`].
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, oneshot};
+use arc_swap::ArcSwapOption;
 
-use super::AccessToken;
-use super::cache::Shared;
+use super::error::InvalidResponse;
 use super::source::TokenSource;
+use super::{AccessToken, CacheKey, TokenError};
+use crate::idp::background::{self, Background, Worker};
 
-/// When to refresh, and how to back off.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Policy {
-    pub(super) refresh_at: f64,
-    pub(super) margin: Duration,
-    pub(super) not_before: f64,
-    pub(super) default_lifetime: Duration,
-    pub(super) backoff_initial: Duration,
-    pub(super) backoff_max: Duration,
+pub(in crate::client) mod policy;
+
+use policy::{MIN_INTERVAL, RefreshPolicy};
+
+/// How long a caller waits for a fetch.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// What every clone of a [`TokenCache`](super::TokenCache) shares.
+pub(super) struct TokenCacheState {
+    pub(super) current: ArcSwapOption<AccessToken>,
+    pub(super) key: CacheKey,
+    /// The cold path's decisions. Only callers without a usable token and the
+    /// refresher take it, for a few instructions and never across an await.
+    control: Mutex<Control>,
+    /// Fetches started, finished and failed; how the last one ended.
+    background: Background<TokenError>,
+    force_cooldown: Duration,
 }
 
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            refresh_at: 0.8,
-            margin: Duration::from_secs(60),
-            not_before: 0.5,
-            default_lifetime: Duration::from_secs(300),
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
+#[derive(Debug, Default)]
+struct Control {
+    /// Callers need a token of a generation above this one (0: any valid token).
+    demand: Option<u64>,
+    /// No fetch before this instant: the backoff after a failure.
+    retry_at: Option<Instant>,
+    /// When a forced refresh was last granted, and for which rejected generation.
+    last_forced: Option<(Instant, u64)>,
+}
+
+impl TokenCacheState {
+    /// The state, and its task started on `runtime`; the first fetch happens when a
+    /// token is first needed.
+    pub(super) fn start(
+        runtime: &tokio::runtime::Handle,
+        source: Box<dyn TokenSource>,
+        policy: RefreshPolicy,
+        force_cooldown: Duration,
+    ) -> Arc<TokenCacheState> {
+        let (background, signals) = Background::new();
+        let state = Arc::new(TokenCacheState {
+            current: ArcSwapOption::empty(),
+            key: source.key().clone(),
+            control: Mutex::new(Control::default()),
+            background,
+            force_cooldown,
+        });
+        let refresher = TokenRefresher { source, policy };
+        runtime.spawn(refresher.run(signals.worker(&state)));
+        state
+    }
+
+    pub(super) fn attempts(&self) -> u64 {
+        self.background.attempts()
+    }
+
+    pub(super) fn failures(&self) -> u64 {
+        self.background.failures()
+    }
+
+    /// The current token if it is valid at `now` and of a generation above `newer_than`.
+    pub(super) fn valid(&self, now: Instant, newer_than: u64) -> Option<Arc<AccessToken>> {
+        let current = self.current.load();
+        current.as_ref().filter(|t| t.is_valid_at(now) && t.generation() > newer_than).cloned()
+    }
+
+    /// Asks for a new token in place of `generation`, which an API rejected, without
+    /// waiting; whether a fetch was asked for.
+    pub(super) fn hint_rejected(&self, generation: u64) -> bool {
+        let now = background::now();
+        if self.valid(now, generation).is_some() {
+            return false;
+        }
+        let asked = self.request(&mut self.control(), generation, true, now).is_ok();
+        if asked {
+            self.background.wake();
+        }
+        asked
+    }
+
+    /// Waits for a valid token of a generation above `newer_than`, asking the
+    /// refresher for a fetch when needed.
+    pub(super) async fn obtain(&self, newer_than: u64, forced: bool) -> Result<Arc<AccessToken>, TokenError> {
+        let mut progress = self.background.subscribe();
+        let deadline = background::now() + WAIT;
+        let mut first = true;
+        loop {
+            {
+                let mut control = self.control();
+                // Mark what has been seen first, then look at the token: a fetch that
+                // completes after this point wakes us below.
+                let outcome = progress.borrow_and_update().outcome.clone();
+                let now = background::now();
+                if let Some(token) = self.valid(now, newer_than) {
+                    return Ok(token);
+                }
+                if !first && let Err(error) = outcome {
+                    return Err(error);
+                }
+                self.request(&mut control, newer_than, forced && first, now)?;
+            }
+            first = false;
+            self.background.wake();
+            let wait = deadline.saturating_duration_since(background::now());
+            match tokio::time::timeout(wait, progress.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(TokenError::Stopped),
+                Err(_) => return Err(TokenError::Timeout),
+            }
         }
     }
-}
 
-/// `Retry-After` is honoured up to this (or the backoff maximum, if larger): a server
-/// cannot park the cache for hours.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-/// The shortest time between two scheduled fetches, so a server that issues tokens of
-/// no lifetime cannot make the task spin.
-const MIN_INTERVAL: Duration = Duration::from_secs(1);
-
-impl Policy {
-    /// How long after it was obtained a token of `lifetime` is refreshed:
-    /// `refresh_at` of the lifetime, but no later than `margin` before expiry, and never
-    /// before `not_before` of the lifetime.
-    pub(super) fn refresh_after(&self, lifetime: Duration) -> Duration {
-        let preferred = lifetime.mul_f64(self.refresh_at).min(lifetime.saturating_sub(self.margin));
-        preferred.max(lifetime.mul_f64(self.not_before))
+    fn control(&self) -> MutexGuard<'_, Control> {
+        // Every critical section leaves the state consistent.
+        self.control.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The delay after `failures` failures in a row: `backoff_initial` doubling up to
-    /// `backoff_max`, with ±20 % jitter so a fleet does not retry in step; never sooner
-    /// than the server's `Retry-After` (bounded).
-    pub(super) fn after_failure(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
-        let cap = MAX_RETRY_AFTER.max(self.backoff_max);
-        crate::idp::fetch::backoff(failures, self.backoff_initial, self.backoff_max, retry_after, cap)
+    /// Registers a demand for a token above `newer_than`, unless the cache is backing
+    /// off (then the last error) or a forced refresh is within its cooldown.
+    fn request(&self, control: &mut Control, newer_than: u64, forced: bool, now: Instant) -> Result<(), TokenError> {
+        if control.retry_at.is_some_and(|at| now < at) {
+            return Err(self.background.last_error().unwrap_or(TokenError::Stopped));
+        }
+        match control.last_forced {
+            // Another caller already forced a refresh for this token (or a newer one):
+            // join it.
+            Some((_, rejected)) if forced && newer_than <= rejected => {}
+            Some((at, _)) if forced && now.duration_since(at) < self.force_cooldown => {
+                return Err(TokenError::Throttled);
+            }
+            _ if forced => control.last_forced = Some((now, newer_than)),
+            _ => {}
+        }
+        control.demand = Some(control.demand.map_or(newer_than, |d| d.max(newer_than)));
+        Ok(())
+    }
+
+    /// Called by the refresher when woken: whether callers need a fetch now. Clears a
+    /// demand that is met, or that must wait for the backoff (its callers were told).
+    fn take_demand(&self, now: Instant) -> bool {
+        let mut control = self.control();
+        let Some(newer_than) = control.demand.take() else { return false };
+        let met = self.valid(now, newer_than).is_some();
+        let backing_off = control.retry_at.is_some_and(|at| now < at);
+        !met && !backing_off
+    }
+
+    /// Publishes a new token: first the token, then the progress that wakes waiters.
+    fn succeeded(&self, token: AccessToken) {
+        let generation = token.generation();
+        self.current.store(Some(Arc::new(token)));
+        {
+            let mut control = self.control();
+            control.retry_at = None;
+            if control.demand.is_some_and(|d| d < generation) {
+                control.demand = None;
+            }
+        }
+        self.background.finish(Ok(()));
+    }
+
+    fn failed(&self, error: TokenError, retry_at: Instant) {
+        let mut control = self.control();
+        control.retry_at = Some(retry_at);
+        // Under the lock, so a caller that sees the backoff sees its error too.
+        self.background.finish(Err(error));
     }
 }
 
-pub(super) struct Refresher {
-    pub(super) source: Box<dyn TokenSource>,
-    pub(super) policy: Policy,
+/// The task of a token cache: fetches when callers need a token, ahead of expiry, and
+/// again after a failure once the backoff allows.
+struct TokenRefresher {
+    source: Box<dyn TokenSource>,
+    policy: RefreshPolicy,
 }
 
-impl Refresher {
-    pub(super) async fn run(mut self, shared: Weak<Shared>, wake: Arc<Notify>, mut stop: oneshot::Receiver<()>) {
+impl TokenRefresher {
+    async fn run(mut self, mut worker: Worker<TokenCacheState>) {
         let mut generation = 0_u64;
         let mut failures = 0_u32;
         // The next scheduled fetch: ahead of expiry, or a retry after a failure. None
         // until the first token is needed.
         let mut next: Option<Instant> = None;
         loop {
-            let scheduled = async move {
-                match next {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                _ = &mut stop => return,
-                () = wake.notified() => {}
-                () = scheduled => {}
-            }
-            let now = Instant::now();
-            let due = next.is_some_and(|at| now >= at);
             {
-                let Some(shared) = shared.upgrade() else { return };
-                if !shared.take_demand(now) && !due {
+                let Some(state) = worker.wait(next).await else { return };
+                let now = background::now();
+                let due = next.is_some_and(|at| now >= at);
+                if !state.take_demand(now) && !due {
                     continue;
                 }
-                shared.begin_fetch();
+                state.background.begin();
             }
             // No strong handle during the fetch: dropping the last handle stops the task
             // even mid-fetch.
-            let started = Instant::now();
-            let outcome = tokio::select! {
-                biased;
-                _ = &mut stop => return,
-                outcome = self.source.fetch() => outcome,
-            };
-            let Some(shared) = shared.upgrade() else { return };
+            let started = background::now();
+            let Some(outcome) = worker.unless_stopped(self.source.fetch()).await else { return };
+            let Some(state) = worker.state() else { return };
             let token = outcome.and_then(|response| {
                 // A token from a shared store was issued earlier, maybe by another
                 // process: its lifetime and refresh point count from then.
@@ -109,29 +216,29 @@ impl Refresher {
                 let (token, expires_in, _, scope) = response.into_parts();
                 let lifetime = expires_in.unwrap_or(self.policy.default_lifetime);
                 AccessToken::new(&token, obtained, lifetime, scope, generation + 1)
-                    .ok_or(super::TokenError::InvalidResponse(super::error::InvalidResponse::MalformedAccessToken))
+                    .ok_or(TokenError::InvalidResponse(InvalidResponse::MalformedAccessToken))
             });
             match token {
                 Ok(token) => {
                     generation += 1;
                     failures = 0;
                     let refresh_in = self.policy.refresh_after(token.lifetime());
-                    next = Some((token.obtained_at() + refresh_in).max(Instant::now() + MIN_INTERVAL));
+                    next = Some((token.obtained_at() + refresh_in).max(background::now() + MIN_INTERVAL));
                     tracing::debug!(
                         generation,
                         lifetime_s = token.lifetime().as_secs(),
                         refresh_in_s = refresh_in.as_secs(),
                         "access token obtained"
                     );
-                    shared.succeeded(token);
+                    state.succeeded(token);
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     let delay = self.policy.after_failure(failures, error.retry_after());
-                    let retry_at = Instant::now() + delay;
+                    let retry_at = background::now() + delay;
                     next = Some(retry_at);
                     tracing::warn!(%error, failures, retry_in_ms = delay.as_millis() as u64, "token fetch failed; the current token serves until it expires");
-                    shared.failed(error, retry_at);
+                    state.failed(error, retry_at);
                 }
             }
         }
@@ -140,29 +247,223 @@ impl Refresher {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-    #[test]
-    fn refresh_at_80_percent_but_60_s_before_expiry_and_never_before_half() {
-        let p = Policy::default();
-        let s = Duration::from_secs;
-        assert_eq!(p.refresh_after(s(300)), s(240));
-        assert_eq!(p.refresh_after(s(3600)), s(2880));
-        assert_eq!(p.refresh_after(s(200)), s(140)); // 60 s before expiry beats 80 %
-        assert_eq!(p.refresh_after(s(60)), s(30)); // half the lifetime at the earliest
-        assert_eq!(p.refresh_after(s(4)), s(2));
-        assert_eq!(p.refresh_after(Duration::ZERO), Duration::ZERO);
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::client::source::FetchFuture;
+    use crate::client::{GrantKind, TokenResponse};
+
+    type Outcome = Result<TokenResponse, TokenError>;
+
+    /// A token source whose answers the test hands over, one per fetch, when it likes.
+    struct Scripted {
+        key: CacheKey,
+        outcomes: mpsc::UnboundedReceiver<Outcome>,
+        started: Arc<AtomicU64>,
+        dropped: Arc<AtomicBool>,
     }
 
-    #[test]
-    fn failures_back_off_with_jitter_and_honour_retry_after_within_bounds() {
-        let p = Policy::default();
-        for failures in 1..40 {
-            let d = p.after_failure(failures, None);
-            let base = Duration::from_secs(1u64 << (failures - 1).min(20)).min(p.backoff_max);
-            assert!(d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2), "{failures}: {d:?}");
+    impl TokenSource for Scripted {
+        fn key(&self) -> &CacheKey {
+            &self.key
         }
-        assert!(p.after_failure(1, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
-        assert!(p.after_failure(1, Some(Duration::from_secs(86_400))) <= MAX_RETRY_AFTER);
+
+        fn fetch(&mut self) -> FetchFuture<'_> {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                match self.outcomes.recv().await {
+                    Some(outcome) => outcome,
+                    None => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    impl Drop for Scripted {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    struct Harness {
+        state: Arc<TokenCacheState>,
+        outcomes: mpsc::UnboundedSender<Outcome>,
+        started: Arc<AtomicU64>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    const FORCE_COOLDOWN: Duration = Duration::from_secs(5);
+    const LIFETIME: Duration = Duration::from_secs(300);
+
+    fn start() -> Harness {
+        let (outcomes, rx) = mpsc::unbounded_channel();
+        let started = Arc::new(AtomicU64::new(0));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let key = CacheKey::new("memory:", "c", GrantKind::ClientCredentials, None, Vec::<String>::new(), None);
+        let source = Box::new(Scripted { key, outcomes: rx, started: started.clone(), dropped: dropped.clone() });
+        let runtime = tokio::runtime::Handle::current();
+        let state = TokenCacheState::start(&runtime, source, RefreshPolicy::default(), FORCE_COOLDOWN);
+        Harness { state, outcomes, started, dropped }
+    }
+
+    impl Harness {
+        fn succeed(&self, token: &str) {
+            self.outcomes.send(TokenResponse::bearer(token, Some(LIFETIME))).unwrap();
+        }
+
+        fn fail(&self) {
+            self.outcomes.send(Err(TokenError::StoreUnavailable)).unwrap();
+        }
+
+        fn started(&self) -> u64 {
+            self.started.load(Ordering::SeqCst)
+        }
+
+        /// A caller waiting for a token above `newer_than`, in its own task.
+        fn obtain(
+            &self,
+            newer_than: u64,
+            forced: bool,
+        ) -> tokio::task::JoinHandle<Result<Arc<AccessToken>, TokenError>> {
+            let state = self.state.clone();
+            tokio::spawn(async move { state.obtain(newer_than, forced).await })
+        }
+
+        fn generation(&self) -> Option<u64> {
+            self.state.current.load().as_ref().map(|t| t.generation())
+        }
+    }
+
+    /// Lets every other task run until it waits.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_fetched_until_a_token_is_needed_then_callers_share_one_fetch() {
+        let h = start();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!((h.started(), h.state.attempts()), (0, 0));
+
+        let callers = [h.obtain(0, false), h.obtain(0, false), h.obtain(0, false)];
+        settle().await;
+        assert_eq!((h.started(), h.state.attempts()), (1, 1));
+        h.succeed("t1");
+        for caller in callers {
+            let token = caller.await.unwrap().unwrap();
+            assert_eq!((token.expose(), token.generation()), ("t1", 1));
+        }
+        assert_eq!(h.started(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_refreshed_ahead_of_expiry_while_it_serves() {
+        let h = start();
+        let caller = h.obtain(0, false);
+        settle().await;
+        h.succeed("t1");
+        caller.await.unwrap().unwrap();
+
+        // 80 % of 300 s is 240 s.
+        tokio::time::sleep(Duration::from_secs(239)).await;
+        assert_eq!(h.started(), 1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(h.started(), 2);
+        assert!(h.state.valid(background::now(), 0).is_some(), "the current token serves meanwhile");
+        h.succeed("t2");
+        settle().await;
+        assert_eq!(h.generation(), Some(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_forced_refresh_replaces_only_the_rejected_generation_once_per_cooldown() {
+        let h = start();
+        let caller = h.obtain(0, false);
+        settle().await;
+        h.succeed("t1");
+        caller.await.unwrap().unwrap();
+
+        // Two callers with the rejected token 1 share one fetch.
+        let (a, b) = (h.obtain(1, true), h.obtain(1, true));
+        settle().await;
+        assert_eq!(h.started(), 2);
+        h.succeed("t2");
+        assert_eq!(a.await.unwrap().unwrap().generation(), 2);
+        assert_eq!(b.await.unwrap().unwrap().generation(), 2);
+
+        // Token 1 again: replaced already, nothing to fetch.
+        assert_eq!(h.state.obtain(1, true).await.unwrap().generation(), 2);
+        assert!(!h.state.hint_rejected(1));
+
+        // Token 2 rejected within the cooldown: refused, without a fetch.
+        assert!(matches!(h.state.obtain(2, true).await, Err(TokenError::Throttled)));
+        assert!(!h.state.hint_rejected(2));
+        settle().await;
+        assert_eq!(h.started(), 2);
+
+        // After the cooldown, a hint asks for a fetch without waiting for it.
+        tokio::time::sleep(FORCE_COOLDOWN).await;
+        assert!(h.state.hint_rejected(2));
+        settle().await;
+        assert_eq!(h.started(), 3);
+        h.succeed("t3");
+        settle().await;
+        assert_eq!(h.generation(), Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_wakes_the_waiters_and_callers_get_it_until_the_backoff_ends() {
+        let h = start();
+        let (a, b) = (h.obtain(0, false), h.obtain(0, false));
+        settle().await;
+        h.fail();
+        assert!(matches!(a.await.unwrap(), Err(TokenError::StoreUnavailable)));
+        assert!(matches!(b.await.unwrap(), Err(TokenError::StoreUnavailable)));
+        assert_eq!((h.state.attempts(), h.state.failures()), (1, 1));
+
+        // Within the backoff (1 s ± 20 %): the last error at once, and no fetch.
+        let before = background::now();
+        assert!(matches!(h.state.obtain(0, false).await, Err(TokenError::StoreUnavailable)));
+        assert_eq!(background::now(), before);
+        assert_eq!(h.started(), 1);
+
+        // Then the task retries on its own, and a success wakes the waiter.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert_eq!(h.started(), 2);
+        let caller = h.obtain(0, false);
+        settle().await;
+        h.succeed("t1");
+        assert_eq!(caller.await.unwrap().unwrap().expose(), "t1");
+        assert_eq!((h.state.attempts(), h.state.failures()), (2, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_waits_no_longer_than_the_bound() {
+        let h = start();
+        let started = background::now();
+        assert!(matches!(h.state.obtain(0, false).await, Err(TokenError::Timeout)));
+        assert_eq!(background::now() - started, WAIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_last_handle_stops_the_task_even_mid_fetch() {
+        let h = start();
+        let caller = h.obtain(0, false);
+        settle().await;
+        caller.abort();
+        assert_eq!(h.started(), 1);
+        drop(h.state);
+        settle().await;
+        assert!(h.dropped.load(Ordering::SeqCst), "the task ended");
+
+        let h = start();
+        settle().await;
+        drop(h.state);
+        settle().await;
+        assert!(h.dropped.load(Ordering::SeqCst), "the idle task ended too");
     }
 }

@@ -2,7 +2,9 @@
 //! sets, tokens, introspection, userinfo) goes through here.
 //!
 //! - [`fetch`]: bounded GET and POST, the https-or-loopback rule, the default clients;
-//! - [`discovery`]: authorization server metadata (OIDC Discovery, RFC 8414).
+//! - [`discovery`]: authorization server metadata (OIDC Discovery, RFC 8414);
+//! - [`background`]: the plumbing of a value refreshed by a background task.
 
+pub(crate) mod background;
 pub(crate) mod discovery;
 pub(crate) mod fetch;

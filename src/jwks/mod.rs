@@ -32,6 +32,8 @@
 //! ```
 
 mod refresher;
+mod schedule;
+mod source;
 mod store;
 
 pub use store::{KeyStore, KeyStoreBuilder};

@@ -1,154 +1,427 @@
-//! The background task behind a remote [`KeyStore`](super::KeyStore).
+//! The state behind a [`KeyStore`](super::KeyStore) handle, and the background task
+//! that keeps it fresh.
 
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, oneshot};
-use url::Url;
+use arc_swap::ArcSwapOption;
 
-use super::store::{Handle, Shared};
+use super::schedule::Schedule;
+use super::source::FetchKeys;
 use crate::KeySet;
 use crate::error::FetchError;
-use crate::idp::discovery;
-use crate::idp::fetch::{self, Limits};
+use crate::idp::background::{self, Background, Worker};
 
-pub(super) enum Source {
-    Issuer(String),
-    JwksUri(Url),
+/// What every clone of a [`KeyStore`](super::KeyStore) shares.
+pub(super) struct KeyStoreState {
+    pub(super) keys: ArcSwapOption<KeySet>,
+    remote: Option<Remote>,
 }
 
-impl std::fmt::Debug for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::Issuer(issuer) => f.debug_tuple("Issuer").field(issuer).finish(),
-            Source::JwksUri(uri) => f.debug_tuple("JwksUri").field(&uri.as_str()).finish(),
+struct Remote {
+    /// Fetches started (the first counts from build time), finished and failed; why
+    /// the last one failed.
+    background: Background<Arc<FetchError>>,
+    /// The cold path's one decision: claim, join or refuse an on-demand fetch. A lock
+    /// is fine here: only requests with an unknown `kid` come this way, and they hold it
+    /// for a few instructions, never across an await.
+    on_demand: Mutex<OnDemand>,
+    cooldown: Duration,
+    /// How long a request waits for an on-demand fetch: the one in flight, then its own.
+    wait: Duration,
+}
+
+#[derive(Debug, Default)]
+struct OnDemand {
+    /// When the last on-demand fetch was claimed.
+    last: Option<Instant>,
+    /// The fetch number that claim waits for (one that starts after the claim).
+    target: u64,
+}
+
+impl KeyStoreState {
+    /// Fixed keys, never fetched.
+    pub(super) fn fixed(keys: KeySet) -> KeyStoreState {
+        KeyStoreState { keys: ArcSwapOption::from_pointee(keys), remote: None }
+    }
+
+    /// Remote keys, fetched by a task started on `runtime`; its first fetch begins at once.
+    pub(super) fn start(
+        runtime: &tokio::runtime::Handle,
+        fetcher: impl FetchKeys,
+        schedule: Schedule,
+        cooldown: Duration,
+        wait: Duration,
+    ) -> Arc<KeyStoreState> {
+        let (background, signals) = Background::new();
+        // The first fetch counts as started now, so early requests join it.
+        background.begin();
+        let remote = Remote { background, on_demand: Mutex::new(OnDemand::default()), cooldown, wait };
+        let state = Arc::new(KeyStoreState { keys: ArcSwapOption::empty(), remote: Some(remote) });
+        let refresher = KeyRefresher { fetcher, schedule };
+        runtime.spawn(refresher.run(signals.worker(&state)));
+        state
+    }
+
+    pub(super) fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    pub(super) fn is_loaded(&self) -> bool {
+        self.keys.load().is_some()
+    }
+
+    /// Fetches started so far (discovery and JWKS together count as one).
+    pub(super) fn attempts(&self) -> u64 {
+        self.remote.as_ref().map_or(0, |r| r.background.attempts())
+    }
+
+    pub(super) fn failures(&self) -> u64 {
+        self.remote.as_ref().map_or(0, |r| r.background.failures())
+    }
+
+    pub(super) fn last_error(&self) -> Option<Arc<FetchError>> {
+        self.remote.as_ref().and_then(|r| r.background.last_error())
+    }
+
+    /// Waits until a key set is loaded, up to `timeout`; returns whether one is.
+    pub(super) async fn wait_until_loaded(&self, timeout: Duration) -> bool {
+        if let Some(remote) = &self.remote {
+            remote.background.wait_until(timeout, |_| self.is_loaded()).await;
         }
-    }
-}
-
-/// When to fetch again.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Schedule {
-    pub(super) interval: Duration,
-    pub(super) min: Duration,
-    pub(super) max: Duration,
-}
-
-impl Default for Schedule {
-    fn default() -> Self {
-        Schedule {
-            interval: Duration::from_secs(300),
-            min: Duration::from_secs(60),
-            max: Duration::from_secs(24 * 3600),
-        }
-    }
-}
-
-impl Schedule {
-    /// After a success: the server's `max-age` within bounds, else the interval.
-    fn after_success(&self, max_age: Option<Duration>) -> Duration {
-        max_age.map_or(self.interval, |age| age.clamp(self.min, self.max))
+        self.is_loaded()
     }
 
-    /// After `failures` failures in a row: 1 s doubling up to the interval, with ±20 %
-    /// jitter so a fleet does not retry in step; never sooner than `Retry-After`.
-    fn after_failure(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
-        fetch::backoff(failures, Duration::from_secs(1), self.interval, retry_after, self.max)
+    /// Fetches now, whatever the schedule and the cooldown, and waits for a fetch that
+    /// starts after this call; whether it succeeded within the wait bound.
+    pub(super) async fn refresh(&self) -> bool {
+        let Some(remote) = &self.remote else { return self.is_loaded() };
+        let target = remote.background.attempts() + 1;
+        remote.background.wake();
+        remote.background.wait_for_fetch(target, remote.wait).await.is_some_and(|p| p.outcome.is_ok())
     }
-}
 
-pub(super) struct Refresher {
-    pub(super) client: reqwest::Client,
-    pub(super) source: Source,
-    pub(super) limits: Limits,
-    pub(super) schedule: Schedule,
-}
-
-impl Refresher {
-    pub(super) async fn run(self, shared: Weak<Shared>, wake: Arc<Notify>, mut stop: oneshot::Receiver<()>) {
-        let mut jwks_uri = match &self.source {
-            Source::JwksUri(uri) => Some(uri.clone()),
-            Source::Issuer(_) => None,
+    /// For a request whose token names a `kid` the set lacks, or when no set is loaded:
+    /// waits for a fetch that can have the key, sharing it with every other such
+    /// request, and starting one at most once per cooldown; returns at once when the
+    /// cooldown allows no fetch.
+    pub(super) async fn refresh_for_unknown_kid(&self) {
+        let Some(remote) = &self.remote else { return };
+        let target = {
+            let mut on_demand = remote.on_demand.lock().unwrap_or_else(|e| e.into_inner());
+            let started = remote.background.attempts();
+            let completed = remote.background.completed();
+            if !self.is_loaded() && started > completed {
+                // The first fetch is under way: any fetch will do.
+                started
+            } else if on_demand.target > completed {
+                // Another request claimed a fetch that has not finished: join it.
+                on_demand.target
+            } else if on_demand.last.is_none_or(|at| background::now().duration_since(at) >= remote.cooldown) {
+                // Claim a fetch that starts after now, so it sees the new key even if an
+                // older (scheduled) fetch is running at this moment.
+                on_demand.last = Some(background::now());
+                on_demand.target = started + 1;
+                tracing::debug!("unknown kid: fetching keys on demand");
+                remote.background.wake();
+                on_demand.target
+            } else {
+                return;
+            }
         };
+        remote.background.wait_for_fetch(target, remote.wait).await;
+    }
+
+    /// Publishes a fetch: the new keys (or the error, keeping the last good keys), then
+    /// the progress that wakes waiters.
+    fn finish(&self, outcome: Result<KeySet, FetchError>) {
+        let Some(remote) = &self.remote else { return };
+        let outcome = match outcome {
+            Ok(keys) => {
+                self.keys.store(Some(Arc::new(keys)));
+                Ok(())
+            }
+            Err(error) => Err(Arc::new(error)),
+        };
+        remote.background.finish(outcome);
+    }
+
+    fn begin(&self) {
+        if let Some(remote) = &self.remote {
+            remote.background.begin();
+        }
+    }
+}
+
+/// The task of a remote store: fetches at once, then on its [`Schedule`] and when woken.
+struct KeyRefresher<F> {
+    fetcher: F,
+    schedule: Schedule,
+}
+
+impl<F: FetchKeys> KeyRefresher<F> {
+    async fn run(mut self, mut worker: Worker<KeyStoreState>) {
         let mut failures = 0u32;
-        let mut delay = Duration::ZERO;
-        let mut first = true;
+        let mut due = None;
         loop {
             // The first fetch starts at once; a wake-up that arrives meanwhile stays
             // pending as a permit and triggers the next one.
-            if !first {
-                tokio::select! {
-                    biased;
-                    _ = &mut stop => return,
-                    () = wake.notified() => {}
-                    () = tokio::time::sleep(delay) => {}
-                }
+            let state = match due {
+                None => worker.state(),
+                Some(_) => worker.wait(due).await,
+            };
+            let Some(state) = state else { return };
+            if due.is_some() {
+                // The first was counted at build time.
+                state.begin();
             }
-            let Some(handle) = Handle::upgrade(&shared) else { return };
-            handle.begin(std::mem::take(&mut first));
-            let outcome = tokio::time::timeout(self.limits.timeout, self.fetch(&mut jwks_uri)).await;
-            let outcome = outcome.unwrap_or(Err(FetchError::Timeout));
-            match outcome {
+            drop(state);
+            let Some(outcome) = worker.unless_stopped(self.fetcher.fetch()).await else { return };
+            let Some(state) = worker.state() else { return };
+            let delay = match outcome {
                 Ok((keys, max_age)) => {
                     tracing::debug!(keys = keys.len(), "key set refreshed");
                     failures = 0;
-                    delay = self.schedule.after_success(max_age);
-                    handle.finish(Ok(keys));
+                    state.finish(Ok(keys));
+                    self.schedule.after_success(max_age)
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
-                    delay = self.schedule.after_failure(failures, error.retry_after());
+                    let delay = self.schedule.after_failure(failures, error.retry_after());
                     tracing::warn!(%error, failures, retry_in_ms = delay.as_millis() as u64, "key set refresh failed; keeping the last good keys");
-                    // A discovered URI that fails may have moved: discover again next time.
-                    if matches!(self.source, Source::Issuer(_)) {
-                        jwks_uri = None;
-                    }
-                    handle.finish(Err(error));
+                    state.finish(Err(error));
+                    delay
                 }
-            }
+            };
+            due = Some(background::now() + delay);
         }
-    }
-
-    async fn fetch(&self, jwks_uri: &mut Option<Url>) -> Result<(KeySet, Option<Duration>), FetchError> {
-        let uri = match (&*jwks_uri, &self.source) {
-            (Some(uri), _) => uri.clone(),
-            (None, Source::Issuer(issuer)) => {
-                let metadata = discovery::discover(&self.client, issuer, self.limits).await?;
-                let uri = fetch::parse_url(metadata.jwks_uri.as_deref().ok_or(FetchError::MissingJwksUri)?)?;
-                jwks_uri.insert(uri).clone()
-            }
-            (None, Source::JwksUri(uri)) => uri.clone(),
-        };
-        let fetched = fetch::get(&self.client, &uri, self.limits).await?;
-        let keys = KeySet::from_jwks(&fetched.body).map_err(|_| FetchError::InvalidDocument("not a JWK Set"))?;
-        if keys.is_empty() {
-            return Err(FetchError::NoUsableKeys);
-        }
-        Ok((keys, fetched.max_age))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-    #[test]
-    fn max_age_is_honoured_within_bounds() {
-        let s = Schedule::default();
-        assert_eq!(s.after_success(None), Duration::from_secs(300));
-        assert_eq!(s.after_success(Some(Duration::from_secs(5))), Duration::from_secs(60));
-        assert_eq!(s.after_success(Some(Duration::from_secs(900))), Duration::from_secs(900));
-        assert_eq!(s.after_success(Some(Duration::from_secs(u64::MAX / 4))), Duration::from_secs(86400));
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::algorithm::Algorithm;
+    use crate::jwks::source::Fetched;
+    use crate::{Jwk, Secret};
+
+    /// A fetch whose outcome the test hands over, one per fetch, when it likes.
+    struct Scripted {
+        outcomes: mpsc::UnboundedReceiver<Fetched>,
+        started: Arc<AtomicU64>,
+        dropped: Arc<AtomicBool>,
     }
 
-    #[test]
-    fn failures_back_off_with_jitter_up_to_the_interval_and_respect_retry_after() {
-        let s = Schedule::default();
-        for failures in 1..40 {
-            let d = s.after_failure(failures, None);
-            let base = Duration::from_secs(1u64 << (failures - 1).min(16)).min(s.interval);
-            assert!(d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2), "{failures}: {d:?}");
+    impl FetchKeys for Scripted {
+        async fn fetch(&mut self) -> Fetched {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            match self.outcomes.recv().await {
+                Some(outcome) => outcome,
+                None => std::future::pending().await,
+            }
         }
-        assert!(s.after_failure(1, Some(Duration::from_secs(120))) >= Duration::from_secs(120));
+    }
+
+    impl Drop for Scripted {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    struct Harness {
+        state: Arc<KeyStoreState>,
+        outcomes: mpsc::UnboundedSender<Fetched>,
+        /// Fetches the task has actually begun.
+        started: Arc<AtomicU64>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    const COOLDOWN: Duration = Duration::from_secs(30);
+    const WAIT: Duration = Duration::from_secs(21);
+
+    fn start() -> Harness {
+        let (outcomes, rx) = mpsc::unbounded_channel();
+        let started = Arc::new(AtomicU64::new(0));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let fetcher = Scripted { outcomes: rx, started: started.clone(), dropped: dropped.clone() };
+        let runtime = tokio::runtime::Handle::current();
+        let state = KeyStoreState::start(&runtime, fetcher, Schedule::default(), COOLDOWN, WAIT);
+        Harness { state, outcomes, started, dropped }
+    }
+
+    impl Harness {
+        fn succeed(&self, kid: &str) {
+            self.outcomes.send(Ok((keys(kid), None))).unwrap();
+        }
+
+        fn fail(&self) {
+            self.outcomes.send(Err(FetchError::Timeout)).unwrap();
+        }
+
+        fn kid(&self) -> Option<String> {
+            self.state.keys.load().as_ref().and_then(|k| k.iter().next()?.kid().map(str::to_owned))
+        }
+
+        /// A request with an unknown `kid`, in its own task.
+        fn unknown_kid(&self) -> tokio::task::JoinHandle<()> {
+            let state = self.state.clone();
+            tokio::spawn(async move { state.refresh_for_unknown_kid().await })
+        }
+    }
+
+    fn keys(kid: &str) -> KeySet {
+        let secret = Secret::new([7_u8; 32]);
+        KeySet::from_keys([Jwk::hmac(Algorithm::HS256, &secret, Some(kid)).unwrap()])
+    }
+
+    /// Lets every other task run until it waits.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_fetch_counts_from_the_start_and_early_requests_join_it() {
+        let h = start();
+        assert_eq!(h.state.attempts(), 1, "counted before the task runs");
+        let (a, b) = (h.unknown_kid(), h.unknown_kid());
+        settle().await;
+        assert_eq!(h.started.load(Ordering::SeqCst), 1);
+        assert!(!a.is_finished() && !b.is_finished());
+        h.succeed("k1");
+        a.await.unwrap();
+        b.await.unwrap();
+        assert_eq!(h.kid().as_deref(), Some("k1"));
+        assert!(h.state.wait_until_loaded(Duration::ZERO).await);
+        assert_eq!((h.state.attempts(), h.started.load(Ordering::SeqCst)), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_kids_share_one_fetch_and_the_cooldown_refuses_another() {
+        let h = start();
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+
+        // Claimed by the first request, joined by the second: one fetch.
+        let (a, b) = (h.unknown_kid(), h.unknown_kid());
+        settle().await;
+        assert_eq!((h.state.attempts(), h.started.load(Ordering::SeqCst)), (2, 2));
+        h.succeed("k2");
+        a.await.unwrap();
+        b.await.unwrap();
+        assert_eq!(h.kid().as_deref(), Some("k2"));
+
+        // Within the cooldown: refused, at once, with no fetch.
+        tokio::time::sleep(COOLDOWN - Duration::from_secs(1)).await;
+        let started = background::now();
+        h.state.refresh_for_unknown_kid().await;
+        assert_eq!(background::now(), started);
+        settle().await;
+        assert_eq!(h.state.attempts(), 2);
+
+        // After it: a new claim.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let c = h.unknown_kid();
+        settle().await;
+        assert_eq!(h.state.attempts(), 3);
+        h.succeed("k3");
+        c.await.unwrap();
+        assert_eq!(h.kid().as_deref(), Some("k3"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_kid_waits_for_a_fetch_that_starts_after_its_claim() {
+        let h = start();
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+
+        // A fetch is running (here a forced refresh) when the request claims one: that
+        // fetch may have left before the new key was published, so it waits for the next.
+        let state = h.state.clone();
+        let refresh = tokio::spawn(async move { state.refresh().await });
+        settle().await;
+        assert_eq!(h.started.load(Ordering::SeqCst), 2);
+        let request = h.unknown_kid();
+        settle().await;
+        h.succeed("old");
+        assert!(refresh.await.unwrap());
+        settle().await;
+        assert!(!request.is_finished(), "the running fetch is not the one it claimed");
+        assert_eq!((h.state.attempts(), h.started.load(Ordering::SeqCst)), (3, 3));
+        h.succeed("new");
+        request.await.unwrap();
+        assert_eq!(h.kid().as_deref(), Some("new"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waits_no_longer_than_the_bound() {
+        let h = start();
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let started = background::now();
+        h.state.refresh_for_unknown_kid().await; // the fetch never ends
+        assert_eq!(background::now() - started, WAIT);
+        assert!(!h.state.refresh().await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_is_counted_and_its_error_kept_until_a_success() {
+        let h = start();
+        h.fail();
+        assert!(!h.state.wait_until_loaded(Duration::from_millis(100)).await);
+        settle().await;
+        assert_eq!(h.state.failures(), 1);
+        assert!(matches!(h.state.last_error().as_deref(), Some(FetchError::Timeout)));
+
+        // Retried after the backoff (1 s ± 20 %), on its own.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert_eq!(h.started.load(Ordering::SeqCst), 2);
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        assert_eq!((h.state.attempts(), h.state.failures()), (2, 1));
+        assert!(h.state.last_error().is_none());
+
+        // A failed refresh keeps the last good keys.
+        let state = h.state.clone();
+        let refresh = tokio::spawn(async move { state.refresh().await });
+        settle().await;
+        h.fail();
+        assert!(!refresh.await.unwrap());
+        assert_eq!(h.kid().as_deref(), Some("k1"));
+        assert_eq!(h.state.failures(), 2);
+        assert!(h.state.last_error().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_keys_are_fetched_again_on_schedule() {
+        let h = start();
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        tokio::time::sleep(Duration::from_secs(299)).await;
+        assert_eq!(h.state.attempts(), 1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!((h.state.attempts(), h.started.load(Ordering::SeqCst)), (2, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_last_handle_stops_the_task_even_mid_fetch() {
+        let h = start();
+        settle().await;
+        assert_eq!(h.started.load(Ordering::SeqCst), 1);
+        drop(h.state);
+        settle().await;
+        assert!(h.dropped.load(Ordering::SeqCst), "the task ended");
+
+        let h = start();
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        drop(h.state);
+        settle().await;
+        assert!(h.dropped.load(Ordering::SeqCst), "the task ended between fetches too");
     }
 }

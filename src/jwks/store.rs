@@ -1,11 +1,9 @@
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
-use tokio::sync::{Notify, oneshot, watch};
-
-use super::refresher::{Refresher, Schedule, Source};
+use super::refresher::KeyStoreState;
+use super::schedule::Schedule;
+use super::source::{KeyFetcher, KeySource};
 use crate::KeySet;
 use crate::error::{BuildError, FetchError};
 use crate::idp::fetch::{self, Limits};
@@ -16,53 +14,14 @@ use crate::idp::fetch::{self, Limits};
 /// (fixed). See the [module docs](crate::jwks).
 #[derive(Clone)]
 pub struct KeyStore {
-    shared: Arc<Shared>,
-}
-
-pub(super) struct Shared {
-    pub(super) keys: ArcSwapOption<KeySet>,
-    remote: Option<Remote>,
-}
-
-struct Remote {
-    wake: Arc<Notify>,
-    /// Fetches started so far, counted by the task as each begins.
-    started: AtomicU64,
-    /// Fetches finished so far, and whether the last one succeeded; waiters watch it.
-    completed: watch::Sender<Progress>,
-    /// The cold path's one decision: claim, join or refuse an on-demand fetch. A lock
-    /// is fine here: only requests with an unknown `kid` come this way, and they hold it
-    /// for a few instructions, never across an await.
-    on_demand: Mutex<OnDemand>,
-    cooldown: Duration,
-    /// How long a request waits for an on-demand fetch: the one in flight, then its own.
-    wait: Duration,
-    failures: AtomicU64,
-    /// Why the most recent fetch failed; cleared by a success.
-    last_error: ArcSwapOption<FetchError>,
-    /// Dropped with the last handle, which tells the task to stop.
-    _stop: oneshot::Sender<()>,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Progress {
-    completed: u64,
-    last_ok: bool,
-}
-
-#[derive(Debug, Default)]
-struct OnDemand {
-    /// When the last on-demand fetch was claimed.
-    last: Option<Instant>,
-    /// The fetch number that claim waits for (one that starts after the claim).
-    target: u64,
+    state: Arc<KeyStoreState>,
 }
 
 impl std::fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyStore")
-            .field("keys", &self.shared.keys.load().as_deref().map(KeySet::len))
-            .field("remote", &self.shared.remote.is_some())
+            .field("keys", &self.state.keys.load().as_deref().map(KeySet::len))
+            .field("remote", &self.state.is_remote())
             .finish_non_exhaustive()
     }
 }
@@ -75,36 +34,36 @@ impl KeyStore {
 
     /// A store with fixed keys that never fetches: local keys, or HMAC secrets.
     pub fn from_key_set(keys: KeySet) -> KeyStore {
-        KeyStore { shared: Arc::new(Shared { keys: ArcSwapOption::from_pointee(keys), remote: None }) }
+        KeyStore { state: Arc::new(KeyStoreState::fixed(keys)) }
     }
 
     /// The current key set, or `None` when none was ever loaded.
     pub fn keys(&self) -> Option<Arc<KeySet>> {
-        self.shared.keys.load_full()
+        self.state.keys.load_full()
     }
 
     /// Whether a key set has been loaded.
     pub fn is_loaded(&self) -> bool {
-        self.shared.keys.load().is_some()
+        self.state.is_loaded()
     }
 
     /// Replaces the keys (for a fixed store; a remote store overwrites them at its next fetch).
     pub fn set_keys(&self, keys: KeySet) {
-        self.shared.keys.store(Some(Arc::new(keys)));
+        self.state.keys.store(Some(Arc::new(keys)));
     }
 
     pub(crate) fn load(&self) -> arc_swap::Guard<Option<Arc<KeySet>>> {
-        self.shared.keys.load()
+        self.state.keys.load()
     }
 
     /// The number of fetch attempts so far (discovery and JWKS together count as one).
     pub fn fetch_attempts(&self) -> u64 {
-        self.shared.remote.as_ref().map_or(0, |r| r.started.load(Ordering::Relaxed))
+        self.state.attempts()
     }
 
     /// The number of failed fetch attempts so far.
     pub fn fetch_failures(&self) -> u64 {
-        self.shared.remote.as_ref().map_or(0, |r| r.failures.load(Ordering::Relaxed))
+        self.state.failures()
     }
 
     /// Why the most recent fetch failed (a timeout, a status, a body over the limit, a
@@ -119,29 +78,19 @@ impl KeyStore {
     /// assert!(store.last_error().is_none()); // static keys are never fetched
     /// ```
     pub fn last_error(&self) -> Option<Arc<FetchError>> {
-        self.shared.remote.as_ref().and_then(|r| r.last_error.load_full())
+        self.state.last_error()
     }
 
     /// Waits until a key set is loaded, up to `timeout`; returns whether one is.
     pub async fn wait_until_loaded(&self, timeout: Duration) -> bool {
-        let Some(remote) = &self.shared.remote else { return self.is_loaded() };
-        let mut rx = remote.completed.subscribe();
-        let _ = tokio::time::timeout(timeout, rx.wait_for(|_| self.is_loaded())).await;
-        self.is_loaded()
+        self.state.wait_until_loaded(timeout).await
     }
 
     /// Fetches now, bypassing the schedule and the cooldown, and waits for that fetch (one
     /// that starts after this call, so it sees keys published before it). Returns whether
     /// it succeeded; `false` too when it did not finish within the wait bound.
     pub async fn refresh(&self) -> bool {
-        let Some(remote) = &self.shared.remote else { return self.is_loaded() };
-        let mut rx = remote.completed.subscribe();
-        let target = remote.started.load(Ordering::Acquire) + 1;
-        remote.wake.notify_one();
-        match tokio::time::timeout(remote.wait, rx.wait_for(|p| p.completed >= target)).await {
-            Ok(Ok(progress)) => progress.last_ok,
-            _ => false,
-        }
+        self.state.refresh().await
     }
 
     /// Called by a request whose token names a `kid` the set lacks, or when no set is
@@ -149,31 +98,7 @@ impl KeyStore {
     /// request, and starting one at most once per cooldown; returns at once when the
     /// cooldown allows no fetch.
     pub(crate) async fn refresh_for_unknown_kid(&self) {
-        let Some(remote) = &self.shared.remote else { return };
-        let mut rx = remote.completed.subscribe();
-        let target = {
-            let mut on_demand = remote.on_demand.lock().unwrap_or_else(|e| e.into_inner());
-            let started = remote.started.load(Ordering::Acquire);
-            let completed = rx.borrow().completed;
-            if !self.is_loaded() && started > completed {
-                // The first fetch is under way: any fetch will do.
-                started
-            } else if on_demand.target > completed {
-                // Another request claimed a fetch that has not finished: join it.
-                on_demand.target
-            } else if on_demand.last.is_none_or(|at| at.elapsed() >= remote.cooldown) {
-                // Claim a fetch that starts after now, so it sees the new key even if an
-                // older (scheduled) fetch is running at this moment.
-                on_demand.last = Some(Instant::now());
-                on_demand.target = started + 1;
-                tracing::debug!("unknown kid: fetching keys on demand");
-                remote.wake.notify_one();
-                on_demand.target
-            } else {
-                return;
-            }
-        };
-        let _ = tokio::time::timeout(remote.wait, rx.wait_for(|p| p.completed >= target)).await;
+        self.state.refresh_for_unknown_kid().await
     }
 }
 
@@ -271,10 +196,10 @@ impl KeyStoreBuilder {
     /// Must be called within a Tokio runtime.
     pub fn build(self) -> Result<KeyStore, BuildError> {
         let source = match (self.jwks_uri, self.issuer) {
-            (Some(uri), _) => Source::JwksUri(check(&uri)?),
+            (Some(uri), _) => KeySource::JwksUri(check(&uri)?),
             (None, Some(issuer)) => {
                 check(&issuer)?;
-                Source::Issuer(issuer)
+                KeySource::Issuer(issuer)
             }
             (None, None) => return Err(BuildError::MissingKeySource),
         };
@@ -283,26 +208,10 @@ impl KeyStoreBuilder {
             Some(client) => client,
             None => fetch::default_client().map_err(BuildError::HttpClient)?,
         };
-        let wake = Arc::new(Notify::new());
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let shared = Arc::new(Shared {
-            keys: ArcSwapOption::empty(),
-            remote: Some(Remote {
-                wake: wake.clone(),
-                // The first fetch counts as started now, so early requests join it.
-                started: AtomicU64::new(1),
-                completed: watch::Sender::new(Progress::default()),
-                on_demand: Mutex::new(OnDemand::default()),
-                cooldown: self.cooldown,
-                wait: self.limits.timeout * 2 + Duration::from_secs(1),
-                failures: AtomicU64::new(0),
-                last_error: ArcSwapOption::empty(),
-                _stop: stop_tx,
-            }),
-        });
-        let refresher = Refresher { client, source, limits: self.limits, schedule: self.schedule };
-        runtime.spawn(refresher.run(Arc::downgrade(&shared), wake, stop_rx));
-        Ok(KeyStore { shared })
+        let fetcher = KeyFetcher::new(client, source, self.limits);
+        let wait = self.limits.timeout * 2 + Duration::from_secs(1);
+        let state = KeyStoreState::start(&runtime, fetcher, self.schedule, self.cooldown, wait);
+        Ok(KeyStore { state })
     }
 }
 
@@ -311,39 +220,4 @@ fn check(url: &str) -> Result<url::Url, BuildError> {
         FetchError::InsecureUrl => BuildError::InsecureUrl,
         _ => BuildError::InvalidUrl,
     })
-}
-
-/// What the refresher needs from the shared state, each call holding it only briefly.
-pub(super) struct Handle(pub(super) Arc<Shared>);
-
-impl Handle {
-    pub(super) fn upgrade(weak: &Weak<Shared>) -> Option<Handle> {
-        weak.upgrade().map(Handle)
-    }
-
-    /// Counts a fetch as started; the very first was counted at build time.
-    pub(super) fn begin(&self, first: bool) {
-        if let Some(r) = self.0.remote.as_ref().filter(|_| !first) {
-            r.started.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-
-    pub(super) fn finish(&self, outcome: Result<KeySet, FetchError>) {
-        let Some(r) = &self.0.remote else { return };
-        let ok = outcome.is_ok();
-        match outcome {
-            Ok(keys) => {
-                self.0.keys.store(Some(Arc::new(keys)));
-                r.last_error.store(None);
-            }
-            Err(error) => {
-                r.last_error.store(Some(Arc::new(error)));
-                r.failures.fetch_add(1, Ordering::Release);
-            }
-        }
-        r.completed.send_modify(|p| {
-            p.completed += 1;
-            p.last_ok = ok;
-        });
-    }
 }

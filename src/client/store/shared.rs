@@ -12,7 +12,7 @@ use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use super::entry::{Entry, EntryKey, Protection, StoreKeys, wall_clock_ms};
 use super::{StoreError, TokenStore};
 use crate::Secret;
-use crate::client::refresher::Policy;
+use crate::client::refresher::policy::RefreshPolicy;
 use crate::client::source::{FetchFuture, TokenSource};
 use crate::client::{CacheKey, GrantKind, TokenError, TokenResponse};
 use crate::error::BuildError;
@@ -180,7 +180,7 @@ impl SharedStore {
     pub(in crate::client) fn wrap(
         self,
         inner: Box<dyn TokenSource>,
-        policy: Policy,
+        policy: RefreshPolicy,
     ) -> Result<SharedSource, BuildError> {
         let key = inner.key().clone();
         let user_delegated = key.grant() != GrantKind::ClientCredentials;
@@ -234,7 +234,7 @@ pub(in crate::client) struct SharedSource {
     keys: StoreKeys,
     /// This cache's lease holder id: random, so processes never mistake one another.
     holder: String,
-    policy: Policy,
+    policy: RefreshPolicy,
     /// The grant spends refresh tokens: never fetch without the lease.
     user_delegated: bool,
     /// A digest of the token last handed to the cache: the cache asking again means
@@ -506,7 +506,7 @@ mod tests {
         let key =
             CacheKey::new("https://idp/token", "c", GrantKind::ClientCredentials, None, Vec::<String>::new(), None);
         let inner = Box::new(Counting { key, fetches: fetches.clone() });
-        SharedStore::new(store.clone(), EntryKey::new([3; 32])).wrap(inner, Policy::default()).unwrap()
+        SharedStore::new(store.clone(), EntryKey::new([3; 32])).wrap(inner, RefreshPolicy::default()).unwrap()
     }
 
     #[tokio::test]
