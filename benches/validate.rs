@@ -1,6 +1,6 @@
 //! Validation benchmarks: the crypto floor, `jsonwebtoken`, the `Validator` and the
-//! Tower service side by side per algorithm, the verified-token cache, and 1 vs 2
-//! threads sharing one `Validator`.
+//! Tower service side by side per algorithm, the verified-token cache, the claims fast
+//! path against serde, and 1 vs 2 threads sharing one `Validator`.
 //!
 //! Tokens are signed locally with `TestKey`; nothing touches the network. Run with
 //! `cargo bench --bench validate`.
@@ -168,6 +168,39 @@ fn per_algorithm(c: &mut Criterion, cases: &[Case]) {
     }
 }
 
+/// `Claims` through the claims fast path against `Claims` read by serde.
+///
+/// The validator builds its own [`Claims`] from the pass the policy already made over
+/// the payload; any other type goes through serde. `ViaSerde` is the same claims behind
+/// a transparent wrapper, so it takes the serde path: a second parse of the payload and
+/// two copies of it. Kept only while `validator` is clearly the faster of the two.
+fn claims(c: &mut Criterion, hs256: &Case) {
+    #[derive(serde::Deserialize)]
+    #[serde(transparent)]
+    struct ViaSerde(Claims);
+
+    let keys = hs256.validator.issuers().key_store(ISSUER).expect("a key store");
+    let via_serde = Validator::builder()
+        .issuer_with_keys(ISSUER, keys)
+        .audience(AUDIENCE)
+        .algorithms([Algorithm::HS256])
+        .claims::<ViaSerde>()
+        .build()
+        .expect("validator");
+    let ViaSerde(claims) = via_serde.validate_with_current_keys(&hs256.token).expect("valid");
+    assert_eq!(claims.scopes().as_str(), "orders:read orders:write profile");
+
+    let mut group = c.benchmark_group("claims");
+    configure(&mut group);
+    group.bench_function("HS256/fast_path", |b| {
+        b.iter(|| -> Claims { hs256.validator.validate_with_current_keys(black_box(&hs256.token)).expect("valid") })
+    });
+    group.bench_function("HS256/serde", |b| {
+        b.iter(|| -> ViaSerde { via_serde.validate_with_current_keys(black_box(&hs256.token)).expect("valid") })
+    });
+    group.finish();
+}
+
 fn cache(c: &mut Criterion, rs256: &Case) {
     let mut group = c.benchmark_group("cache");
     configure(&mut group);
@@ -263,6 +296,7 @@ fn benches(c: &mut Criterion) {
     let cases = cases();
     per_algorithm(c, &cases);
     cache(c, &cases[0]);
+    claims(c, &cases[3]);
     throughput(c, &cases);
 }
 

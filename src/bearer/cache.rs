@@ -4,8 +4,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::Algorithm;
 use crate::validate::{TrustedIssuer, Verified};
 
-/// An opt-in cache of verified tokens for [`BearerAuthLayer::cache`](super::BearerAuthLayer::cache)
-/// (bar P3): a repeated token skips parsing and the signature check.
+/// The verified-token cache: an opt-in cache for
+/// [`BearerAuthLayer::cache`](super::BearerAuthLayer::cache), so a repeated token skips
+/// parsing and the signature check.
 ///
 /// - Bounded by the total size of the cached tokens (default 32 MiB), with S3-FIFO
 ///   eviction.

@@ -73,9 +73,9 @@ impl<C> BearerAuthLayer<C> {
         self
     }
 
-    /// Keeps recently verified tokens (bar P3), so a repeated token skips the signature
-    /// check. Entries still go through the time checks, end at `exp`, and are dropped
-    /// once their key leaves the issuer's key set.
+    /// Keeps recently verified tokens in the verified-token cache, so a repeated token
+    /// skips the signature check. Entries still go through the time checks, end at
+    /// `exp`, and are dropped once their key leaves the issuer's key set.
     pub fn cache(mut self, cache: VerifiedTokenCache<C>) -> Self {
         self.config_mut().cache = Some(cache);
         self

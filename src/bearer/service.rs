@@ -191,3 +191,155 @@ fn reject<F, B, E>(
     tracing::debug!(parent: span, reason = %rejection, "request rejected");
     ResponseFuture::rejected(rejection.into_response(style, grpc))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::future::Ready;
+    use std::pin::pin;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Waker;
+
+    use http::{HeaderValue, StatusCode};
+
+    use super::*;
+    use crate::validate::pipeline_tests::{ISSUER, sign, token, validator};
+
+    /// An inner service that counts its calls, keeps the subject it saw in the
+    /// request's claims, and is ready only when told.
+    #[derive(Clone, Default)]
+    struct Inner {
+        ready: Arc<Mutex<bool>>,
+        polls: Arc<AtomicUsize>,
+        calls: Arc<AtomicUsize>,
+        subject: Arc<Mutex<Option<String>>>,
+    }
+
+    impl Service<Request<()>> for Inner {
+        type Response = Response<()>;
+        type Error = Infallible;
+        type Future = Ready<Result<Response<()>, Infallible>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            if *self.ready.lock().unwrap() { Poll::Ready(Ok(())) } else { Poll::Pending }
+        }
+
+        fn call(&mut self, request: Request<()>) -> Self::Future {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            *self.subject.lock().unwrap() =
+                request.extensions().get::<Claims>().and_then(|c| c.subject().map(Into::into));
+            std::future::ready(Ok(Response::new(())))
+        }
+    }
+
+    fn service() -> (BearerAuth<Inner>, Inner) {
+        let inner = Inner::default();
+        *inner.ready.lock().unwrap() = true;
+        (BearerAuth::new(inner.clone(), validator()), inner)
+    }
+
+    fn request(authorization: Option<&str>, grpc: bool) -> Request<()> {
+        let mut request = Request::new(());
+        if let Some(value) = authorization {
+            request.headers_mut().insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        }
+        if grpc {
+            request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        }
+        request
+    }
+
+    /// Calls the service and polls the response future once: the paths under test
+    /// never wait.
+    fn respond(svc: &mut BearerAuth<Inner>, request: Request<()>) -> Response<ResponseBody<()>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let future = pin!(svc.call(request));
+        match future.poll(&mut cx) {
+            Poll::Ready(Ok(response)) => response,
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => panic!("the response future is pending"),
+        }
+    }
+
+    #[test]
+    fn poll_ready_is_the_inner_services() {
+        let inner = Inner::default();
+        let mut svc = BearerAuth::new(inner.clone(), validator());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(svc.poll_ready(&mut cx).is_pending());
+        *inner.ready.lock().unwrap() = true;
+        assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(inner.polls.load(Ordering::SeqCst), 2);
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_valid_token_puts_the_claims_into_the_extensions() {
+        let (mut svc, inner) = service();
+        let response = respond(&mut svc, request(Some(&format!("Bearer {}", token())), false));
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(inner.subject.lock().unwrap().as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn a_rejected_request_never_reaches_the_inner_service() {
+        let (mut svc, inner) = service();
+        let missing = respond(&mut svc, request(None, false));
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(missing.headers()[header::WWW_AUTHENTICATE], "Bearer");
+
+        let forged = token().replace(".", ".A");
+        let invalid = respond(&mut svc, request(Some(&format!("Bearer {forged}")), false));
+        assert_eq!(invalid.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(invalid.headers()[header::WWW_AUTHENTICATE], r#"Bearer error="invalid_token""#);
+
+        let other_secret = sign(
+            b"fedcba9876543210fedcba9876543210",
+            r#"{"alg":"HS256","kid":"k1"}"#,
+            &format!(r#"{{"iss":"{ISSUER}","aud":"api","exp":4102444800}}"#),
+        );
+        let bad_signature = respond(&mut svc, request(Some(&format!("Bearer {other_secret}")), false));
+        assert_eq!(bad_signature.status(), StatusCode::UNAUTHORIZED);
+
+        let two = respond(&mut svc, request(Some("Bearer a b"), false));
+        assert_eq!(two.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn grpc_requests_get_a_grpc_status() {
+        let (mut svc, inner) = service();
+        let missing = respond(&mut svc, request(None, true));
+        assert_eq!(missing.status(), StatusCode::OK);
+        assert_eq!(missing.headers()["grpc-status"], "16");
+        assert_eq!(missing.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let invalid = respond(&mut svc, request(Some("Bearer a.b.c"), true));
+        assert_eq!((invalid.status(), &invalid.headers()["grpc-status"]), (StatusCode::OK, &HeaderValue::from(16)));
+        let malformed = respond(&mut svc, request(Some("Bearer a b"), true));
+        assert_eq!(malformed.headers()["grpc-status"], "3");
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
+        let ok = respond(&mut svc, request(Some(&format!("Bearer {}", token())), true));
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert!(ok.headers().get("grpc-status").is_none());
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_token_that_must_wait_for_keys_takes_the_slow_path_and_may_still_be_refused() {
+        let (mut svc, inner) = service();
+        let unknown_kid = sign(
+            b"0123456789abcdef0123456789abcdef",
+            r#"{"alg":"HS256","kid":"rotated"}"#,
+            &format!(r#"{{"iss":"{ISSUER}","aud":"api","exp":4102444800}}"#),
+        );
+        let future = svc.call(request(Some(&format!("Bearer {unknown_kid}")), false));
+        assert!(format!("{future:?}").contains("refreshing"));
+        let response = future.await.unwrap();
+        // A fixed key set has nothing to refresh: the kid stays unknown.
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
+    }
+}

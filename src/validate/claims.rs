@@ -141,8 +141,12 @@ pub(crate) struct Registered<'a> {
 impl<'a> Registered<'a> {
     pub(crate) fn parse(json: &'a [u8]) -> Result<Registered<'a>, ValidationError> {
         let field = Cell::new(None);
-        let mut de = serde_json::Deserializer::from_slice(json);
-        let parsed = RegisteredSeed { field: &field }.deserialize(&mut de).and_then(|r| de.end().map(|()| r));
+        // Text checked once as a whole is read without checking each string again; any
+        // other input takes the byte reader, which fails exactly where it always did.
+        let parsed = match std::str::from_utf8(json) {
+            Ok(text) => Self::read(&mut serde_json::Deserializer::from_str(text), &field),
+            Err(_) => Self::read(&mut serde_json::Deserializer::from_slice(json), &field),
+        };
         let parsed = parsed.map(|mut r| {
             r.raw_len = json.len();
             r
@@ -151,6 +155,15 @@ impl<'a> Registered<'a> {
             Some(name) => ValidationError::InvalidClaim(name),
             None => ValidationError::Malformed("payload is not a JSON object"),
         })
+    }
+
+    fn read<R: serde_json::de::Read<'a>>(
+        de: &mut serde_json::Deserializer<R>,
+        field: &Cell<Option<&'static str>>,
+    ) -> serde_json::Result<Registered<'a>> {
+        let registered = RegisteredSeed { field }.deserialize(&mut *de)?;
+        de.end()?;
+        Ok(registered)
     }
 }
 
@@ -513,6 +526,16 @@ mod tests {
         assert_eq!(r.iss.as_deref(), Some("iss"));
         assert_eq!(r.aud.unwrap().iter().map(|s| s.as_ref()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(r.exp, Some(1));
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_fails_where_it_always_did() {
+        assert!(matches!(Registered::parse(b"{\"iss\":\"\xff\"}"), Err(ValidationError::InvalidClaim("iss"))));
+        assert!(matches!(Registered::parse(b"{\"x\xff\":1}"), Err(ValidationError::Malformed(_))));
+        // An ignored member is not read, as before: the claims set as a whole is
+        // checked when it becomes `Claims`.
+        let r = Registered::parse(b"{\"iss\":\"\xc3\xa9\",\"other\":\"\xff\"}").unwrap();
+        assert_eq!(r.iss.as_deref(), Some("\u{e9}"));
     }
 
     #[test]

@@ -30,9 +30,18 @@ impl<'a> Header<'a> {
     /// RFC 7515 §4: the header is a JSON object; §5.2 lets us reject duplicate members,
     /// which we do for every member, known or not, so no two parsers can disagree on it.
     pub(crate) fn parse(json: &'a [u8]) -> Result<Header<'a>, ValidationError> {
-        let mut de = serde_json::Deserializer::from_slice(json);
-        let header = de.deserialize_map(HeaderVisitor(PhantomData)).and_then(|h| de.end().map(|()| h));
+        // Text checked once as a whole is read without checking each string again.
+        let header = match std::str::from_utf8(json) {
+            Ok(text) => Self::read(&mut serde_json::Deserializer::from_str(text)),
+            Err(_) => Self::read(&mut serde_json::Deserializer::from_slice(json)),
+        };
         header.map_err(|_| ValidationError::Malformed("header is not a JOSE header"))
+    }
+
+    fn read<R: serde_json::de::Read<'a>>(de: &mut serde_json::Deserializer<R>) -> serde_json::Result<Header<'a>> {
+        let header = de.deserialize_map(HeaderVisitor(PhantomData))?;
+        de.end()?;
+        Ok(header)
     }
 
     /// The raw `alg` name (JWE algorithms are not JWS [`Algorithm`]s).

@@ -53,23 +53,33 @@
 //! # Ok(()) }
 //! ```
 
+mod builder;
 mod claims;
 mod error;
 mod header;
-mod issuers;
+mod issuer;
+mod issuer_set;
 #[cfg(feature = "jwe")]
 mod jwe;
 mod jws;
+mod patterns;
+mod pipeline;
+mod policy;
 mod validator;
 
+pub use builder::{Dangerous, ValidatorBuilder};
 pub use claims::{Claims, Scopes};
 pub use error::ValidationError;
 pub use header::TypPolicy;
-pub(crate) use issuers::TrustedIssuer;
-pub use issuers::{DEFAULT_MAX_DISCOVERED_ISSUERS, Issuer, IssuerPattern, Issuers};
+pub use issuer::Issuer;
+pub(crate) use issuer_set::TrustedIssuer;
+pub use issuer_set::{DEFAULT_MAX_DISCOVERED_ISSUERS, Issuers};
 #[cfg(feature = "jwe")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwe")))]
 pub use jwe::{DecryptedJwe, DecryptionKeys};
 pub use jws::{VerifiedJws, verify_jws};
-pub(crate) use validator::{Attempt, Verified};
-pub use validator::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_SIZE, Dangerous, Validator, ValidatorBuilder};
+pub use patterns::IssuerPattern;
+pub(crate) use pipeline::{Attempt, Verified};
+#[cfg(test)]
+pub(crate) use validator::tests as pipeline_tests;
+pub use validator::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_SIZE, Validator};

@@ -1,0 +1,406 @@
+//! The validation pipeline: one synchronous pass over a token (size, segments, JWE,
+//! header, issuer, key, signature, claims policy), and the slow paths it may need (one
+//! key refresh, or an introspection).
+
+use std::any::{Any, TypeId};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::de::DeserializeOwned;
+
+use super::claims::{ClaimsParts, Registered};
+use super::header::Header;
+use super::issuer_set::{IssuerSource, Issuers, TrustedIssuer};
+use super::jws::{Compact, HeaderBuf, SignatureBuf, dots, verify_signature};
+use super::policy::Times;
+use super::{Claims, ValidationError};
+use crate::Algorithm;
+use crate::introspect::Introspector;
+use crate::jwk::Jwk;
+use crate::jwks::KeyStore;
+
+/// Everything a validator applies, shared by its clones.
+pub(crate) struct Pipeline {
+    pub(crate) issuers: Issuers,
+    pub(crate) leeway: i64,
+    pub(crate) max_token_size: usize,
+    /// Introspects what cannot be verified locally: opaque tokens, and JWEs no key opens.
+    pub(crate) fallback: Option<Introspector>,
+    #[cfg(feature = "jwe")]
+    pub(crate) jwe: Option<JweConfig>,
+}
+
+/// How encrypted tokens are handled.
+#[cfg(feature = "jwe")]
+pub(crate) struct JweConfig {
+    pub(crate) keys: super::DecryptionKeys,
+    pub(crate) policy: super::jwe::JwePolicy,
+    pub(crate) accept_unsigned: bool,
+    /// Plain JWS tokens are refused.
+    pub(crate) required: bool,
+}
+
+/// What one validation pass found.
+pub(crate) enum Attempt<C> {
+    Done(Result<Verified<C>, ValidationError>),
+    /// The pass cannot finish without the network; see [`Pipeline::settle`].
+    Pending(Pending),
+}
+
+/// The slow paths, each one await away.
+pub(crate) enum Pending {
+    /// The issuer's keys do not (yet) include the token's `kid`, or none were ever
+    /// loaded: one refresh of this store may help.
+    Keys(KeyStore),
+    /// The token is to be introspected.
+    Introspect(Introspection),
+}
+
+impl Pending {
+    /// The error for a caller that will not wait.
+    pub(crate) fn unsettled(&self) -> ValidationError {
+        match self {
+            Pending::Keys(store) => still_missing(store),
+            Pending::Introspect(_) => ValidationError::IntrospectionRequired,
+        }
+    }
+}
+
+/// An introspection to make: with whom, and for which issuer (`None`: the fallback
+/// for tokens that are not JWTs, whose issuer the answer's `iss` names).
+pub(crate) struct Introspection {
+    introspector: Introspector,
+    pub(super) issuer: Option<Arc<TrustedIssuer>>,
+}
+
+/// A token that passed every check.
+#[derive(Debug)]
+pub(crate) struct Verified<C> {
+    pub(crate) claims: C,
+    /// `exp`, `nbf` and the leeway, so a cache can repeat the time checks.
+    pub(crate) expires_at: i64,
+    pub(crate) not_before: Option<i64>,
+    pub(crate) leeway: i64,
+    /// What verified the signature: none for an allowed unsigned JWE or an introspected
+    /// token, which no cache may then keep.
+    pub(crate) signer: Option<Signer>,
+}
+
+/// The algorithm and key a token's signature verified with, and the issuer (whose key
+/// store it came from), so a cache can forget tokens whose key left the set or whose
+/// issuer is no longer trusted.
+pub(crate) struct Signer {
+    pub(crate) alg: Algorithm,
+    pub(crate) key: Arc<Jwk>,
+    pub(crate) issuer: Arc<TrustedIssuer>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("alg", &self.alg).field("kid", &self.key.kid()).finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// The key store the key came from.
+    pub(crate) fn keys(&self) -> Option<&KeyStore> {
+        self.issuer.key_store()
+    }
+}
+
+/// Why a pass stopped.
+enum Check {
+    Invalid(ValidationError),
+    /// Not a compact JWS at all (segments, header): an opaque token, perhaps.
+    NotJwt(ValidationError),
+    NeedsKeys(KeyStore),
+    Introspect(Introspection),
+    /// The issuer was started or added just now: look it up again.
+    Retry,
+}
+
+impl From<ValidationError> for Check {
+    fn from(e: ValidationError) -> Self {
+        Check::Invalid(e)
+    }
+}
+
+fn still_missing(store: &KeyStore) -> ValidationError {
+    if store.is_loaded() { ValidationError::UnknownKey } else { ValidationError::KeysUnavailable }
+}
+
+impl Pipeline {
+    /// The slow paths: one (shared, rate-limited) key refresh then one more try, or the
+    /// introspection. `now: None` reads the clock after waiting.
+    pub(crate) async fn settle<C: DeserializeOwned + 'static>(
+        &self,
+        token: &str,
+        pending: Pending,
+        now: Option<SystemTime>,
+        span: &tracing::Span,
+    ) -> Result<Verified<C>, ValidationError> {
+        let introspection = match pending {
+            Pending::Keys(store) => {
+                store.refresh_for_unknown_kid().await;
+                match self.attempt(token, now.unwrap_or_else(SystemTime::now), span) {
+                    Attempt::Done(result) => return result,
+                    Attempt::Pending(Pending::Keys(store)) => return Err(still_missing(&store)),
+                    // The set changed meanwhile and the issuer is introspected now.
+                    Attempt::Pending(Pending::Introspect(introspection)) => introspection,
+                }
+            }
+            Pending::Introspect(introspection) => introspection,
+        };
+        self.introspect(token, introspection, now, span).await
+    }
+
+    /// One synchronous pass over the token: no I/O, no locks (but for the first token
+    /// of an issuer that is yet to be discovered).
+    pub(crate) fn attempt<C: DeserializeOwned + 'static>(
+        &self,
+        token: &str,
+        now: SystemTime,
+        span: &tracing::Span,
+    ) -> Attempt<C> {
+        let mut result = self.check(token, now, span);
+        if let Err(Check::Retry) = result {
+            // The issuer was just started or added: look again, once.
+            result = self.check(token, now, span);
+        }
+        match result {
+            Ok(verified) => Attempt::Done(Ok(verified)),
+            Err(Check::Invalid(e) | Check::NotJwt(e)) => Attempt::Done(Err(e)),
+            Err(Check::NeedsKeys(store)) => Attempt::Pending(Pending::Keys(store)),
+            Err(Check::Introspect(introspection)) => Attempt::Pending(Pending::Introspect(introspection)),
+            Err(Check::Retry) => Attempt::Done(Err(ValidationError::KeysUnavailable)),
+        }
+    }
+
+    fn check<C: DeserializeOwned + 'static>(
+        &self,
+        token: &str,
+        now: SystemTime,
+        span: &tracing::Span,
+    ) -> Result<Verified<C>, Check> {
+        if token.len() > self.max_token_size {
+            return Err(ValidationError::TokenTooLarge.into());
+        }
+        // RFC 7516 §7.1: five segments make a JWE.
+        let dots = dots(token.as_bytes());
+        if dots == 4 {
+            return self.check_encrypted(token, now, span);
+        }
+        #[cfg(feature = "jwe")]
+        if self.jwe.as_ref().is_some_and(|jwe| jwe.required) {
+            // An opaque token is not a plain JWS: it may still be introspected.
+            return Err(if dots == 2 { ValidationError::EncryptionRequired.into() } else { self.not_a_jwt(None) });
+        }
+        match self.check_signed(token, now, span) {
+            Err(Check::NotJwt(error)) => Err(self.not_a_jwt(Some(error))),
+            other => other,
+        }
+    }
+
+    /// A token this server cannot read: introspected when a fallback is configured.
+    fn not_a_jwt(&self, error: Option<ValidationError>) -> Check {
+        match &self.fallback {
+            Some(introspector) => Check::Introspect(Introspection { introspector: introspector.clone(), issuer: None }),
+            None => Check::Invalid(error.unwrap_or(ValidationError::EncryptionRequired)),
+        }
+    }
+
+    #[cfg(not(feature = "jwe"))]
+    fn check_encrypted<C>(&self, _token: &str, _now: SystemTime, _span: &tracing::Span) -> Result<Verified<C>, Check> {
+        Err(self.not_a_jwt(Some(ValidationError::EncryptedToken)))
+    }
+
+    /// Decrypt, then verify the inner JWS exactly like a plain token (RFC 9068 §4,
+    /// RFC 7519 §5.2); a JWE with claims directly inside passes only when allowed, and
+    /// only for symmetric key management. A JWE that no configured key opens goes to
+    /// the introspection fallback, if any: its issuer can read it.
+    #[cfg(feature = "jwe")]
+    fn check_encrypted<C: DeserializeOwned + 'static>(
+        &self,
+        token: &str,
+        now: SystemTime,
+        span: &tracing::Span,
+    ) -> Result<Verified<C>, Check> {
+        let Some(jwe) = &self.jwe else { return Err(self.not_a_jwt(Some(ValidationError::EncryptedToken))) };
+        let decrypted = match jwe.keys.decrypt_with(token, jwe.policy) {
+            Ok(decrypted) => decrypted,
+            Err(ValidationError::NoDecryptionKey) => return Err(self.not_a_jwt(Some(ValidationError::NoDecryptionKey))),
+            Err(error) => return Err(error.into()),
+        };
+        let (nested, symmetric) = (decrypted.is_nested(), decrypted.was_symmetric());
+        let payload = decrypted.into_payload();
+        if nested {
+            let signed = std::str::from_utf8(&payload).map_err(|_| ValidationError::Malformed("nested token"))?;
+            if dots(signed.as_bytes()) != 2 {
+                // Never a JWE inside a JWE, and never an unsecured inner token.
+                return Err(ValidationError::Malformed("nested token is not a JWS").into());
+            }
+            return match self.check_signed(signed, now, span) {
+                Err(Check::NotJwt(error)) => Err(Check::Invalid(error)),
+                other => other,
+            };
+        }
+        if !(jwe.accept_unsigned && symmetric) {
+            return Err(ValidationError::UnsignedEncryptedToken.into());
+        }
+        let registered = Registered::parse(&payload)?;
+        let iss = registered.iss.as_deref().ok_or(ValidationError::MissingClaim("iss"))?;
+        let snapshot = self.issuers.load();
+        let Some(issuer) = snapshot.get(iss) else { return Err(self.start_issuer(iss)) };
+        let times = issuer.policy.check_claims(&registered, now, self.leeway)?;
+        let parts = parts_for::<C>(&registered, &payload);
+        drop(registered);
+        self.finish(payload, parts, times, None)
+    }
+
+    /// A compact JWS: header rules, the issuer's key, the signature, then the claims.
+    fn check_signed<C: DeserializeOwned + 'static>(
+        &self,
+        token: &str,
+        now: SystemTime,
+        span: &tracing::Span,
+    ) -> Result<Verified<C>, Check> {
+        let compact = Compact::split(token).map_err(Check::NotJwt)?;
+        let mut header_buf = HeaderBuf::new();
+        let header = Header::parse(compact.header(&mut header_buf).map_err(Check::NotJwt)?).map_err(Check::NotJwt)?;
+        let alg = header.algorithm()?;
+        header.check_extensions()?;
+        let payload = compact.payload()?;
+        let mut buf = SignatureBuf::new();
+        let signature = compact.signature(&mut buf)?;
+        let registered = Registered::parse(&payload)?;
+
+        // The issuer is picked by the unverified `iss`; nothing is trusted until the
+        // signature verifies with that issuer's own keys. One lock-free load.
+        let iss = registered.iss.as_deref().ok_or(ValidationError::MissingClaim("iss"))?;
+        let snapshot = self.issuers.load();
+        let Some(issuer) = snapshot.get(iss) else { return Err(self.start_issuer(iss)) };
+        let keys = match &issuer.source {
+            IssuerSource::Keys(keys) => keys,
+            IssuerSource::Introspection(introspector) => {
+                let introspector = introspector.clone();
+                return Err(Check::Introspect(Introspection { introspector, issuer: Some(issuer.clone()) }));
+            }
+            IssuerSource::Undiscovered => return Err(self.start_issuer(iss)),
+        };
+        let policy = &*issuer.policy;
+        if !policy.algorithms.contains(alg) {
+            return Err(ValidationError::AlgorithmNotAllowed(alg).into());
+        }
+        policy.typ.check(header.typ.as_deref())?;
+
+        let guard = keys.load();
+        let Some(key_set) = guard.as_deref() else {
+            return Err(Check::NeedsKeys(keys.clone()));
+        };
+        let key = verify_signature(key_set, header.kid.as_deref(), alg, compact.signing_input, signature).map_err(
+            |e| match e {
+                ValidationError::UnknownKey => Check::NeedsKeys(keys.clone()),
+                other => Check::Invalid(other),
+            },
+        )?;
+        drop(guard);
+        if !span.is_disabled() {
+            span.record("iss", &*issuer.name);
+            span.record("kid", header.kid.as_deref());
+            span.record("sub", registered.sub.as_deref());
+            span.record("client_id", registered.client_id.as_deref());
+            tracing::trace!(parent: span, %alg, "signature verified");
+        }
+        let times = policy.check_claims(&registered, now, self.leeway)?;
+        let parts = parts_for::<C>(&registered, &payload);
+        drop(registered);
+        let signer = Signer { alg, key, issuer: issuer.clone() };
+        self.finish(payload, parts, times, Some(signer))
+    }
+
+    /// The cold path of an issuer the live set has not ready: untrusted (refused with no
+    /// network request), or to be started.
+    #[cold]
+    fn start_issuer(&self, iss: &str) -> Check {
+        match self.issuers.start(iss) {
+            Ok(()) => Check::Retry,
+            Err(error) => Check::Invalid(error),
+        }
+    }
+
+    /// Asks the introspection endpoint, then applies the same claims policy as to a
+    /// JWT: `iss` (the issuer's, or any trusted one for the fallback), `aud`, `exp`,
+    /// `nbf`, `iat`.
+    async fn introspect<C: DeserializeOwned + 'static>(
+        &self,
+        token: &str,
+        introspection: Introspection,
+        now: Option<SystemTime>,
+        span: &tracing::Span,
+    ) -> Result<Verified<C>, ValidationError> {
+        let answer = introspection.introspector.introspect(token).await?;
+        let payload = answer.claims_json().as_bytes().to_vec();
+        drop(answer);
+        let registered = Registered::parse(&payload)?;
+        let policy = match (&introspection.issuer, registered.iss.as_deref()) {
+            (Some(issuer), Some(iss)) if *issuer.name != *iss => return Err(ValidationError::UntrustedIssuer),
+            (Some(issuer), _) => issuer.policy.clone(),
+            (None, Some(iss)) => self.issuers.policy_for(iss).ok_or(ValidationError::UntrustedIssuer)?,
+            // RFC 7662 §2.2: `iss` is optional; the endpoint we were configured with
+            // vouches for the token.
+            (None, None) => self.issuers.defaults().clone(),
+        };
+        let times = policy.check_claims(&registered, now.unwrap_or_else(SystemTime::now), self.leeway)?;
+        if !span.is_disabled() {
+            span.record("iss", registered.iss.as_deref());
+            span.record("sub", registered.sub.as_deref());
+            span.record("client_id", registered.client_id.as_deref());
+            tracing::trace!(parent: span, "token introspected");
+        }
+        let parts = parts_for::<C>(&registered, &payload);
+        drop(registered);
+        match self.finish(payload, parts, times, None) {
+            Ok(verified) => Ok(verified),
+            Err(Check::Invalid(error)) => Err(error),
+            Err(_) => Err(ValidationError::ClaimsType),
+        }
+    }
+
+    /// The application's claims, and what a cache needs to know about the token.
+    fn finish<C: DeserializeOwned + 'static>(
+        &self,
+        payload: Vec<u8>,
+        parts: Option<ClaimsParts>,
+        times: Times,
+        signer: Option<Signer>,
+    ) -> Result<Verified<C>, Check> {
+        Ok(Verified {
+            claims: claims_from(payload, parts)?,
+            expires_at: times.expires_at,
+            not_before: times.not_before,
+            leeway: self.leeway,
+            signer,
+        })
+    }
+}
+
+/// The application's claims type. The crate's own [`Claims`] is built from the pass
+/// the policy already made, with the payload moved in: one parse and no copy. Any other
+/// type goes through serde.
+fn claims_from<C: DeserializeOwned + 'static>(
+    payload: Vec<u8>,
+    parts: Option<ClaimsParts>,
+) -> Result<C, ValidationError> {
+    if let Some(parts) = parts {
+        let raw = String::from_utf8(payload).map_err(|_| ValidationError::Malformed("payload is not UTF-8"))?;
+        let mut slot = Some(parts.with_raw(raw));
+        let claims = (&mut slot as &mut dyn Any).downcast_mut::<Option<C>>().and_then(Option::take);
+        return claims.ok_or(ValidationError::ClaimsType);
+    }
+    serde_json::from_slice(&payload).map_err(|_| ValidationError::ClaimsType)
+}
+
+/// The parts of [`Claims`] when `C` is `Claims`, taken before the payload is released.
+fn parts_for<C: 'static>(registered: &Registered<'_>, payload: &[u8]) -> Option<ClaimsParts> {
+    (TypeId::of::<C>() == TypeId::of::<Claims>()).then(|| ClaimsParts::new(registered, payload.as_ptr()))
+}
