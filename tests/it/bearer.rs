@@ -3,6 +3,7 @@
 //! `WWW-Authenticate`.
 #![cfg(all(feature = "testing", feature = "axum"))]
 
+use crate::support::api::{serve, validator};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -39,15 +40,8 @@ fn challenge(response: &reqwest::Response) -> Option<&str> {
     response.headers().get("www-authenticate").map(|v| v.to_str().unwrap())
 }
 
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
 async fn api_with(issuer: TestIssuer, layer: impl FnOnce(Validator) -> BearerAuthLayer) -> Api {
-    let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build().unwrap();
+    let validator = validator(&issuer);
     let reached = Arc::new(AtomicUsize::new(0));
     let (me, admin) = (reached.clone(), reached.clone());
     let app = Router::new()

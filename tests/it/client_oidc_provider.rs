@@ -4,7 +4,7 @@
 //! before Basic (RFC 6749 §2.3.1); the endpoint is found by discovery.
 #![cfg(feature = "testing")]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
