@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use support::api::{client_endpoint, serve};
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -36,7 +35,6 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use support::server::{Canned, Scripted};
 use tower::{Layer as _, Service, ServiceBuilder, ServiceExt as _};
 use tower_oauth::bearer::{Rejection, RequireScopeLayer, ResponseStyle, VerifiedTokenCache};
 use tower_oauth::client::{
@@ -46,6 +44,9 @@ use tower_oauth::reqwest::ClientCredentialsMiddleware;
 use tower_oauth::testing::{Endpoint, Fault, TestEncryptionKey, TestIssuer, TestKey};
 use tower_oauth::validate::{DecryptionKeys, verify_jws};
 use tower_oauth::{Algorithm, BearerAuthLayer, BuildError, Claims, Jwk, JwkError, KeySet, KeyStore, Secret, Validator};
+
+use support::api::{client_endpoint, serve};
+use support::server::{Canned, Scripted};
 
 // ---------------------------------------------------------------------------------------
 // Secrets, and every way they could show up in text.

@@ -15,8 +15,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::observe::{HEAVY, MIB, PeakRss, Warnings, mib, socket_buffer_ceiling};
-use crate::support::server::{Behaviour, Scripted, json, redirect};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -28,6 +26,9 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer as _, ServiceExt as _, service_fn};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer, TestKey};
 use tower_oauth::{Algorithm, BearerAuth, BearerAuthLayer, FetchError, KeyStore, Validator};
+
+use crate::observe::{HEAVY, MIB, PeakRss, Warnings, mib, socket_buffer_ceiling};
+use crate::support::server::{Behaviour, Scripted, json, redirect};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 type Inner = BoxCloneSyncService<Request<()>, Response<Empty<Bytes>>, Infallible>;

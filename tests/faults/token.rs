@@ -9,13 +9,10 @@
 //! until the token's real expiry. Run with `--nocapture` to see the measured numbers.
 #![cfg(feature = "testing")]
 
-use crate::support::api::validator;
 use std::convert::Infallible;
 use std::error::Error as _;
 use std::time::{Duration, Instant};
 
-use crate::observe::{HEAVY, MIB, PeakRss, mib, socket_buffer_ceiling};
-use crate::support::server::{Behaviour, Scripted, json, redirect, response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -29,6 +26,10 @@ use tower_oauth::client::{
     ClientCredentialsLayer, DEFAULT_MAX_BODY, InvalidResponse, TokenCache, TokenEndpoint, TokenError,
 };
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
+
+use crate::observe::{HEAVY, MIB, PeakRss, mib, socket_buffer_ceiling};
+use crate::support::api::validator;
+use crate::support::server::{Behaviour, Scripted, json, redirect, response};
 
 const ID: &str = "faults-client";
 /// A client secret that no error may show.

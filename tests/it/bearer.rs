@@ -3,7 +3,6 @@
 //! `WWW-Authenticate`.
 #![cfg(all(feature = "testing", feature = "axum"))]
 
-use crate::support::api::{serve, validator};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,6 +16,8 @@ use tower_oauth::axum::Authenticated;
 use tower_oauth::bearer::{RequireScopeLayer, VerifiedTokenCache};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
 use tower_oauth::{BearerAuthLayer, Claims, KeyStore, Validator};
+
+use crate::support::api::{serve, validator};
 
 struct Api {
     url: String,

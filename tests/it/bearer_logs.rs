@@ -2,7 +2,6 @@
 //! `kid`; rejections at debug with their reason; never the token.
 #![cfg(feature = "testing")]
 
-use crate::support::api::validator;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -14,6 +13,8 @@ use http_body_util::Empty;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_oauth::BearerAuthLayer;
 use tower_oauth::testing::TestIssuer;
+
+use crate::support::api::validator;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -2,13 +2,14 @@
 //! the grants, discovery, faults, the refresh schedule, single flight and rotation.
 #![cfg(feature = "testing")]
 
-use crate::support::api::endpoint;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tower_oauth::client::{AuthMethod, ErrorCode, InvalidResponse, TokenCache, TokenEndpoint, TokenError};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
 use tower_oauth::{Claims, Validator};
+
+use crate::support::api::endpoint;
 
 const ID: &str = TestIssuer::DEFAULT_CLIENT_ID;
 const SECRET: &str = TestIssuer::DEFAULT_CLIENT_SECRET;

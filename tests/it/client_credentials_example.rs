@@ -2,12 +2,13 @@
 //! environment, its one line per failed request, its closing JSON line and exit code.
 #![cfg(all(feature = "testing", feature = "reqwest-middleware", feature = "axum"))]
 
-use crate::support::api::ok_api;
 use std::path::PathBuf;
 use std::process::Output;
 
-use crate::support::server::{Canned, Scripted};
 use tower_oauth::testing::{Endpoint, TestIssuer};
+
+use crate::support::api::ok_api;
+use crate::support::server::{Canned, Scripted};
 
 /// The example binary `cargo test` built next to this test's own.
 fn example(name: &str) -> PathBuf {

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use crate::support::server::{Canned, Scripted};
 use tower_oauth::client::{
     AuthMethod, ErrorCode, InvalidResponse, TokenCache, TokenEndpoint, TokenError, TokenResponse,
 };
+
+use crate::support::server::{Canned, Scripted};
 
 const PATH: &str = "/auth/realms/provider/protocol/openid-connect/token";
 

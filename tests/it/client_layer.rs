@@ -3,12 +3,10 @@
 //! attach predicate, and the 401 retry rule.
 #![cfg(all(feature = "testing", feature = "axum"))]
 
-use crate::support::api::{claims_api, listen, validator};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::server::{Canned, Scripted};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Empty, Full};
@@ -18,6 +16,9 @@ use tower::{Service, ServiceBuilder, ServiceExt as _};
 use tower_oauth::BearerAuthLayer;
 use tower_oauth::client::{ClientCredentialsLayer, RequestTarget, TokenCache, TokenEndpoint, TokenError};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
+
+use crate::support::api::{claims_api, listen, validator};
+use crate::support::server::{Canned, Scripted};
 
 fn cache(issuer: &TestIssuer) -> TokenCache {
     let endpoint = TokenEndpoint::builder(

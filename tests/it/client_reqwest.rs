@@ -2,16 +2,17 @@
 //! API, the attach rules, and the 401 retry with a replayed body.
 #![cfg(all(feature = "testing", feature = "reqwest-middleware", feature = "axum"))]
 
-use crate::support::api::{claims_api, validator};
 use std::time::Duration;
 
-use crate::support::server::{Canned, Scripted};
 use reqwest::StatusCode;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use tower_oauth::BearerAuthLayer;
 use tower_oauth::client::{TokenCache, TokenEndpoint, TokenError};
 use tower_oauth::reqwest::ClientCredentialsMiddleware;
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
+
+use crate::support::api::{claims_api, validator};
+use crate::support::server::{Canned, Scripted};
 
 fn cache(issuer: &TestIssuer) -> TokenCache {
     let endpoint = TokenEndpoint::builder(

@@ -2,14 +2,15 @@
 //! Rejections are gRPC statuses with the RFC 6750 challenge alongside.
 #![cfg(feature = "testing")]
 
-use crate::grpc_server::{WHOAMI_GET, WhoAmIReply, WhoAmIRequest};
-use crate::support::api::{listen, validator};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use tower_oauth::BearerAuthLayer;
 use tower_oauth::bearer::RequireScopeLayer;
 use tower_oauth::testing::TestIssuer;
+
+use crate::grpc_server::{WHOAMI_GET, WhoAmIReply, WhoAmIRequest};
+use crate::support::api::{listen, validator};
 
 async fn start() -> (TestIssuer, Channel) {
     let issuer = TestIssuer::start().await.unwrap();

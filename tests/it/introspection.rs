@@ -2,7 +2,6 @@
 //! authentication, the answer cache, single flight, and every way the endpoint can fail.
 #![cfg(feature = "testing")]
 
-use crate::support::api::now;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +10,7 @@ use tower_oauth::introspect::{AuthMethod, IntrospectionError, Introspector, Intr
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
 
 use crate::support;
+use crate::support::api::now;
 use support::backoff::most_discoveries;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;

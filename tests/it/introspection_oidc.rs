@@ -5,10 +5,10 @@
 //! Needs Node.js and `npm ci` in `tests/oidc`: `scripts/test` provisions both.
 #![cfg(all(feature = "testing", feature = "axum"))]
 
+use reqwest::StatusCode;
+
 use crate::support;
 use crate::support::api::claims_api;
-
-use reqwest::StatusCode;
 use support::oidc_idp::{
     API, API_OPAQUE, CLIENT, Error, INTROSPECT_CLIENT, INTROSPECT_POST_CLIENT, Idp, Mode, TestResult, call, http_client,
 };

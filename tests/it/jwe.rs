@@ -3,7 +3,6 @@
 //! and the layer with its cache.
 #![cfg(all(feature = "testing", feature = "jwe", feature = "axum"))]
 
-use crate::support::api::claims_api;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -13,6 +12,8 @@ use tower_oauth::bearer::VerifiedTokenCache;
 use tower_oauth::testing::{TestEncryptionKey, TestIssuer};
 use tower_oauth::validate::DecryptionKeys;
 use tower_oauth::{BearerAuthLayer, BuildError, Claims, TypPolicy, ValidationError, Validator};
+
+use crate::support::api::claims_api;
 
 fn keys(key: &TestEncryptionKey) -> DecryptionKeys {
     DecryptionKeys::from_jwks(key.private_jwks().as_bytes()).unwrap()

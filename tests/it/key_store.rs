@@ -3,8 +3,6 @@
 //! redirects.
 #![cfg(feature = "testing")]
 
-use crate::support::api::validator;
-use crate::support::server::{Behaviour, Scripted, Seen, chunked, json, response};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +11,9 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer, TestKey};
 use tower_oauth::{Algorithm, BuildError, KeySet, KeyStore, ValidationError, Validator};
+
+use crate::support::api::validator;
+use crate::support::server::{Behaviour, Scripted, Seen, chunked, json, response};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -243,7 +244,7 @@ async fn concurrent_requests_with_a_freshly_rotated_kid_all_wait_for_the_fetch()
     Ok(())
 }
 
-/// A JWK Set that can be changed while the hand-made server serves it.
+/// A JWK Set that can be changed while the scripted server serves it.
 fn switchable_jwks(initial: Value) -> (Arc<Mutex<Value>>, impl Fn(&Seen, &str) -> Vec<u8> + Send + Sync + 'static) {
     let current = Arc::new(Mutex::new(initial));
     let served = current.clone();

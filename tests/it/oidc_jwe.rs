@@ -11,16 +11,16 @@
 //! Needs Node.js and `npm ci` in `tests/oidc`: `scripts/test` provisions both.
 #![cfg(all(feature = "testing", feature = "axum", feature = "jwe"))]
 
-use crate::support;
-use crate::support::api::claims_api;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::oidc_idp::{API, API_JWE, API_JWE_NO_KID, CLIENT, Idp, Reply, TestResult, call, http_client, segment};
 use tower_oauth::validate::DecryptionKeys;
 use tower_oauth::{BearerAuthLayer, TypPolicy, Validator};
+
+use crate::support;
+use crate::support::api::claims_api;
+use support::oidc_idp::{API, API_JWE, API_JWE_NO_KID, CLIENT, Idp, Reply, TestResult, call, http_client, segment};
 
 /// A compact JWE with one bit of its ciphertext (segment 3) flipped.
 fn tamper_ciphertext(token: &str) -> String {

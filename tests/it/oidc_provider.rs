@@ -8,9 +8,6 @@
 //! Needs Node.js and `npm ci` in `tests/oidc`: `scripts/test` provisions both.
 #![cfg(all(feature = "testing", feature = "axum"))]
 
-use crate::support;
-use crate::support::api::claims_api;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,6 +15,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
+
+use crate::support;
+use crate::support::api::claims_api;
 use support::oidc_idp::{
     API, API_ES256, CLIENT, Error, Idp, REQUEST_TIMEOUT, SPECIAL_CLIENT, TestResult, call, http_client, segment,
 };

@@ -8,7 +8,6 @@
 //! pass by rejecting everything.
 #![cfg(feature = "testing")]
 
-use crate::support::api::now;
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::hash::{BuildHasher, RandomState};
@@ -30,6 +29,8 @@ use tower_oauth::bearer::{Rejection, RequireScopeLayer, ResponseStyle};
 use tower_oauth::client::{CacheKey, GrantKind, InvalidResponse, TokenEndpoint, TokenError, TokenResponse};
 use tower_oauth::testing::{TestIssuer, TestKey};
 use tower_oauth::{Algorithm, BearerAuthLayer, Claims, Jwk, KeySet, KeyStore, Secret, ValidationError, Validator};
+
+use crate::support::api::now;
 
 // ---------------------------------------------------------------------------------------
 // The fixture: one issuer, its keys, a validator that trusts them, and valid tokens.

@@ -5,9 +5,6 @@
 //! request. And what Redis holds: no token in the clear, no client in the keys.
 #![cfg(all(feature = "redis", feature = "testing", feature = "reqwest-middleware", feature = "axum"))]
 
-use crate::support::api::{endpoint, ok_api, serve};
-use crate::support::redis as redis_support;
-
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Output;
@@ -16,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use redis_support::{RedisServer, dead_redis_url};
 use tower_oauth::client::store::{EntryKey, RedisTokenStore, SharedStore};
 use tower_oauth::client::{TokenCache, TokenError};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
+
+use crate::support::api::{endpoint, ok_api, serve};
+use crate::support::redis::{RedisServer, dead_redis_url};
 
 const ID: &str = TestIssuer::DEFAULT_CLIENT_ID;
 const SECRET: &str = TestIssuer::DEFAULT_CLIENT_SECRET;

@@ -5,7 +5,6 @@
 //! discovered through a pattern.
 #![cfg(all(feature = "testing", feature = "axum"))]
 
-use crate::support::api::claims_api;
 use std::time::Duration;
 
 use tower_oauth::bearer::VerifiedTokenCache;
@@ -13,6 +12,8 @@ use tower_oauth::introspect::{IntrospectionError, Introspector};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
 use tower_oauth::validate::{Issuer, IssuerPattern};
 use tower_oauth::{Algorithm, BearerAuthLayer, ValidationError, Validator};
+
+use crate::support::api::claims_api;
 
 const ENDPOINTS: [Endpoint; 6] = [
     Endpoint::OpenIdConfiguration,

@@ -1,7 +1,6 @@
 //! The embedded test issuer, exercised over real HTTP.
 #![cfg(feature = "testing")]
 
-use crate::support::api::now;
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
@@ -12,6 +11,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tower_oauth::Algorithm;
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer, TestKey};
+
+use crate::support::api::now;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

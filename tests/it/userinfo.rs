@@ -2,7 +2,6 @@
 //! the handler's `UserInfo`, the cache, single flight, the `sub` check, and failures.
 #![cfg(all(feature = "testing", feature = "axum"))]
 
-use crate::support::api::{serve, validator};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use tower_oauth::userinfo::{FailurePolicy, UserInfo, UserinfoLayer, UserinfoLaye
 use tower_oauth::{BearerAuthLayer, KeyStore, Validator};
 
 use crate::support;
+use crate::support::api::{serve, validator};
 use support::backoff::most_discoveries;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;

@@ -2,7 +2,6 @@
 //! test issuer and keys fetched from it over HTTP. Each test fails if its rule is removed.
 #![cfg(feature = "testing")]
 
-use crate::support::api::{now, validator};
 use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -13,6 +12,8 @@ use tower_oauth::testing::{TestIssuer, TestKey};
 use tower_oauth::{
     Algorithm, BuildError, Claims, Jwk, KeySet, KeyStore, Secret, TypPolicy, ValidationError, Validator,
 };
+
+use crate::support::api::{now, validator};
 
 async fn issuer() -> TestIssuer {
     TestIssuer::start().await.expect("test issuer starts")
