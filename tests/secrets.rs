@@ -16,7 +16,7 @@
 //! `AccessToken::expose`, `TokenResponse::access_token` and `DecryptedJwe::payload`.
 #![cfg(all(feature = "testing", feature = "jwe", feature = "axum", feature = "reqwest-middleware"))]
 
-mod client_support;
+mod support;
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -30,7 +30,6 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use bytes::Bytes;
-use client_support::{Canned, Server};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::Client;
@@ -45,6 +44,9 @@ use tower_oauth::reqwest::ClientCredentialsMiddleware;
 use tower_oauth::testing::{Endpoint, Fault, TestEncryptionKey, TestIssuer, TestKey};
 use tower_oauth::validate::{DecryptionKeys, verify_jws};
 use tower_oauth::{Algorithm, BearerAuthLayer, BuildError, Claims, Jwk, JwkError, KeySet, KeyStore, Secret, Validator};
+
+use support::api::{client_endpoint, serve};
+use support::server::{Canned, Scripted};
 
 // ---------------------------------------------------------------------------------------
 // Secrets, and every way they could show up in text.
@@ -308,14 +310,7 @@ async fn api(validator: Validator) -> String {
         )
         .route("/admin", get(|| async { "admin" }).route_layer(RequireScopeLayer::new(["admin"])))
         .layer(BearerAuthLayer::new(validator).realm("api").verbose_errors(true).cache(VerifiedTokenCache::default()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
-fn endpoint(issuer: &TestIssuer) -> tower_oauth::client::TokenEndpointBuilder {
-    TokenEndpoint::builder(issuer.token_endpoint(), CLIENT_ID, CLIENT_SECRET).scope("read")
+    serve(app).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -334,10 +329,21 @@ async fn debug_and_display_never_show_a_secret() {
     secrets.text("authorization code", &code);
 
     let builders = [
-        ("TokenEndpointBuilder, client_credentials", endpoint(&issuer)),
-        ("TokenEndpointBuilder, refresh_token", endpoint(&issuer).refresh_token(refresh.clone())),
-        ("TokenEndpointBuilder, authorization_code", endpoint(&issuer).authorization_code(code.clone(), REDIRECT_URI)),
-        ("TokenEndpointBuilder, client_secret_post", endpoint(&issuer).auth_method(AuthMethod::ClientSecretPost)),
+        ("TokenEndpointBuilder, client_credentials", client_endpoint(&issuer, CLIENT_ID, CLIENT_SECRET).scope("read")),
+        (
+            "TokenEndpointBuilder, refresh_token",
+            client_endpoint(&issuer, CLIENT_ID, CLIENT_SECRET).scope("read").refresh_token(refresh.clone()),
+        ),
+        (
+            "TokenEndpointBuilder, authorization_code",
+            client_endpoint(&issuer, CLIENT_ID, CLIENT_SECRET)
+                .scope("read")
+                .authorization_code(code.clone(), REDIRECT_URI),
+        ),
+        (
+            "TokenEndpointBuilder, client_secret_post",
+            client_endpoint(&issuer, CLIENT_ID, CLIENT_SECRET).scope("read").auth_method(AuthMethod::ClientSecretPost),
+        ),
     ];
     let mut endpoints = Vec::new();
     for (what, builder) in builders {
@@ -365,7 +371,9 @@ async fn debug_and_display_never_show_a_secret() {
     secrets.text("hand-made access token", "bearer-made-by-hand-9f8e7d");
 
     // A cache, the layer, the middleware and a token they hold.
-    let builder = TokenCache::builder(endpoint(&issuer).build().unwrap()).default_lifetime(Duration::from_secs(60));
+    let builder =
+        TokenCache::builder(client_endpoint(&issuer, CLIENT_ID, CLIENT_SECRET).scope("read").build().unwrap())
+            .default_lifetime(Duration::from_secs(60));
     shown.debug("TokenCacheBuilder", &builder);
     let cache = builder.build().unwrap();
     let access = cache.token().await.unwrap();
@@ -400,9 +408,17 @@ async fn debug_and_display_never_show_a_secret() {
     let mut wrong =
         TokenEndpoint::builder(issuer.token_endpoint(), CLIENT_ID, format!("{CLIENT_SECRET}-wrong")).build().unwrap();
     let mut errors: Vec<(&str, TokenError)> = vec![("invalid_client", wrong.request_token().await.unwrap_err())];
-    let mut spent = endpoint(&issuer).refresh_token(refresh.clone()).build().unwrap();
+    let mut spent = client_endpoint(&issuer, CLIENT_ID, CLIENT_SECRET)
+        .scope("read")
+        .refresh_token(refresh.clone())
+        .build()
+        .unwrap();
     errors.push(("invalid_grant (a spent refresh token)", spent.request_token().await.unwrap_err()));
-    let mut spent = endpoint(&issuer).authorization_code(code.clone(), REDIRECT_URI).build().unwrap();
+    let mut spent = client_endpoint(&issuer, CLIENT_ID, CLIENT_SECRET)
+        .scope("read")
+        .authorization_code(code.clone(), REDIRECT_URI)
+        .build()
+        .unwrap();
     errors.push(("invalid_grant (a spent code)", spent.request_token().await.unwrap_err()));
     for (what, fault) in [
         ("server error", Fault::Status(500)),
@@ -413,19 +429,22 @@ async fn debug_and_display_never_show_a_secret() {
         ("timeout", Fault::Stall),
     ] {
         issuer.set_fault(Endpoint::Token, fault);
-        let mut endpoint =
-            endpoint(&issuer).refresh_token(refresh.clone()).timeout(Duration::from_millis(500)).build().unwrap();
+        let mut endpoint = client_endpoint(&issuer, CLIENT_ID, CLIENT_SECRET)
+            .scope("read")
+            .refresh_token(refresh.clone())
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
         errors.push((what, endpoint.request_token().await.unwrap_err()));
     }
     issuer.clear_faults();
     let mut discovery =
         TokenEndpoint::discover("http://127.0.0.1:1/realms/x", CLIENT_ID, CLIENT_SECRET).build().unwrap();
     errors.push(("discovery", discovery.request_token().await.unwrap_err()));
-    let odd = Server::start(Canned::json(200, r#"{"access_token":"has a space","token_type":"Bearer"}"#)).await;
-    let mut odd_endpoint =
-        TokenEndpoint::builder(format!("{}/token", odd.url), CLIENT_ID, CLIENT_SECRET).build().unwrap();
+    let odd = Scripted::start(Canned::json(200, r#"{"access_token":"has a space","token_type":"Bearer"}"#)).await;
+    let mut odd_endpoint = TokenEndpoint::builder(odd.url("/token"), CLIENT_ID, CLIENT_SECRET).build().unwrap();
     errors.push(("malformed access token", odd_endpoint.request_token().await.unwrap_err()));
-    odd.set_default(Canned::json(200, r#"{"access_token":"abc","token_type":"DPoP"}"#));
+    odd.set(Canned::json(200, r#"{"access_token":"abc","token_type":"DPoP"}"#));
     errors.push(("unsupported token type", odd_endpoint.request_token().await.unwrap_err()));
     assert!(errors[0].1.oauth().is_some(), "the wrong secret was refused: {:?}", errors[0].1);
     for (what, error) in &errors {
@@ -630,8 +649,12 @@ async fn logs_of_a_full_flow_never_show_a_secret() {
     // layer over hyper-util's client: a token per request, and a 401 that forces a refresh.
     let refresh = issuer.issue_refresh_token(CLIENT_ID, "read", "carol");
     secrets.text("refresh token", &refresh);
-    let endpoint_post =
-        endpoint(&issuer).refresh_token(refresh).auth_method(AuthMethod::ClientSecretPost).build().unwrap();
+    let endpoint_post = client_endpoint(&issuer, CLIENT_ID, CLIENT_SECRET)
+        .scope("read")
+        .refresh_token(refresh)
+        .auth_method(AuthMethod::ClientSecretPost)
+        .build()
+        .unwrap();
     let cache = TokenCache::new(endpoint_post).unwrap();
     let http = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut client = ServiceBuilder::new().layer(ClientCredentialsLayer::new(cache.clone())).service(http);
@@ -646,7 +669,11 @@ async fn logs_of_a_full_flow_never_show_a_secret() {
     // The authorization-code grant, then its refresh, with client_secret_basic.
     let code = issuer.issue_code(CLIENT_ID, REDIRECT_URI, "read", "dave");
     secrets.text("authorization code", &code);
-    let mut by_code = endpoint(&issuer).authorization_code(code, REDIRECT_URI).build().unwrap();
+    let mut by_code = client_endpoint(&issuer, CLIENT_ID, CLIENT_SECRET)
+        .scope("read")
+        .authorization_code(code, REDIRECT_URI)
+        .build()
+        .unwrap();
     for _ in 0..2 {
         let response = by_code.request_token().await.unwrap();
         token(&mut secrets, "access token from the code grant", response.access_token());
@@ -654,7 +681,8 @@ async fn logs_of_a_full_flow_never_show_a_secret() {
     }
 
     // The reqwest middleware with client_credentials.
-    let cache_cc = TokenCache::new(endpoint(&issuer).build().unwrap()).unwrap();
+    let cache_cc =
+        TokenCache::new(client_endpoint(&issuer, CLIENT_ID, CLIENT_SECRET).scope("read").build().unwrap()).unwrap();
     let reqwest = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(ClientCredentialsMiddleware::new(cache_cc.clone()))
         .build();
@@ -695,10 +723,16 @@ async fn logs_of_a_full_flow_never_show_a_secret() {
     }
 
     // A failing token endpoint: the cache's refresher logs the failures.
-    let failing = TokenCache::builder(endpoint(&issuer).timeout(Duration::from_millis(300)).build().unwrap())
-        .backoff(Duration::from_millis(10), Duration::from_millis(20))
-        .build()
-        .unwrap();
+    let failing = TokenCache::builder(
+        client_endpoint(&issuer, CLIENT_ID, CLIENT_SECRET)
+            .scope("read")
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap(),
+    )
+    .backoff(Duration::from_millis(10), Duration::from_millis(20))
+    .build()
+    .unwrap();
     for fault in [Fault::Status(500), Fault::Garbage, Fault::Stall, Fault::TooManyRequests { retry_after: None }] {
         issuer.set_fault(Endpoint::Token, fault);
         assert!(failing.refresh().await.is_err());
@@ -743,9 +777,9 @@ async fn an_error_response_that_echoes_the_request_shows_no_secret() {
     secrets.text("client secret", client_secret);
     secrets.text("refresh token", refresh);
 
-    let server = Server::start(Canned::status(500)).await;
+    let server = Scripted::start(Canned::status(500)).await;
     let endpoint = |method| {
-        TokenEndpoint::builder(format!("{}/token", server.url), CLIENT_ID, client_secret)
+        TokenEndpoint::builder(server.url("/token"), CLIENT_ID, client_secret)
             .refresh_token(refresh)
             .auth_method(method)
             .build()
@@ -763,7 +797,7 @@ async fn an_error_response_that_echoes_the_request_shows_no_secret() {
             sent.header("authorization").unwrap_or("none")
         );
         assert!(secrets.found_in(&echoed).is_some(), "the echo carries the secrets: {echoed}");
-        server.set_default(Canned::json(
+        server.set(Canned::json(
             400,
             json!({"error": "invalid_request", "error_description": echoed, "error_uri": format!("https://idp.example/errors?request={echoed}")}).to_string(),
         ));
@@ -774,7 +808,7 @@ async fn an_error_response_that_echoes_the_request_shows_no_secret() {
         let cache = TokenCache::new(endpoint(method)).unwrap();
         let error = cache.token().await.unwrap_err();
         shown.error("TokenError from the cache", &error);
-        server.set_default(Canned::status(500));
+        server.set(Canned::status(500));
     }
     // Both lists in one message: what the error shows, and what the refresher logged.
     let leaks = [shown.leaks(&secrets), log_leaks(&secrets)].concat();

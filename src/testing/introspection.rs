@@ -9,9 +9,9 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
-use super::issuer::Shared;
+use super::request::{OAuthError, authenticate, read_form};
 use super::response::{Body, empty, json};
-use super::token_endpoint::{OAuthError, authenticate, read_form};
+use super::state::Shared;
 use crate::validate::verify_jws;
 use crate::{Algorithm, KeySet};
 

@@ -1,10 +1,8 @@
-//! The issuer handle, its builder, and the state its server shares with it.
+//! The issuer handle and its builder.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -13,6 +11,7 @@ use tokio::task::AbortHandle;
 
 use super::grants::Grants;
 use super::keyring::{KeyRing, STARTUP_ALGORITHMS};
+use super::state::{self, Shared};
 use super::{Endpoint, Fault, TestKey, TokenBuilder, server};
 use crate::Algorithm;
 
@@ -68,11 +67,11 @@ impl Drop for Handle {
 
 impl TestIssuer {
     /// The client id registered by default.
-    pub const DEFAULT_CLIENT_ID: &'static str = "test-client";
+    pub const DEFAULT_CLIENT_ID: &'static str = state::DEFAULT_CLIENT_ID;
     /// The secret of [`TestIssuer::DEFAULT_CLIENT_ID`].
-    pub const DEFAULT_CLIENT_SECRET: &'static str = "test-secret";
+    pub const DEFAULT_CLIENT_SECRET: &'static str = state::DEFAULT_CLIENT_SECRET;
     /// The default `aud` of issued tokens.
-    pub const DEFAULT_AUDIENCE: &'static str = "test-audience";
+    pub const DEFAULT_AUDIENCE: &'static str = state::DEFAULT_AUDIENCE;
 
     /// Starts an issuer with the defaults of [`TestIssuerBuilder`].
     ///
@@ -140,7 +139,7 @@ impl TestIssuer {
             Value::Object(map) => map,
             _ => Map::new(),
         };
-        lock(&self.shared().user_claims).insert(subject.to_owned(), claims);
+        self.shared().set_user_claims(subject, claims);
     }
 
     /// The default `aud` of minted and issued tokens.
@@ -206,30 +205,28 @@ impl TestIssuer {
 
     /// Makes `endpoint` misbehave until the fault is cleared.
     pub fn set_fault(&self, endpoint: Endpoint, fault: Fault) {
-        self.shared().faults()[endpoint.index()] = Some(fault);
+        self.shared().set_fault(endpoint, Some(fault));
     }
 
     /// Lets `endpoint` behave normally again.
     pub fn clear_fault(&self, endpoint: Endpoint) {
-        self.shared().faults()[endpoint.index()] = None;
+        self.shared().set_fault(endpoint, None);
     }
 
     /// Lets every endpoint behave normally again.
     pub fn clear_faults(&self) {
-        *self.shared().faults() = Default::default();
+        self.shared().clear_faults();
     }
 
     /// How many requests reached `endpoint`, whatever the method and including
     /// those answered by a fault.
     pub fn requests(&self, endpoint: Endpoint) -> u64 {
-        self.shared().counters[endpoint.index()].load(Ordering::SeqCst)
+        self.shared().requests(endpoint)
     }
 
     /// Sets every request counter to zero.
     pub fn reset_counters(&self) {
-        for counter in &self.shared().counters {
-            counter.store(0, Ordering::SeqCst);
-        }
+        self.shared().reset_counters();
     }
 
     /// Registers a confidential client for the token endpoint, or changes its secret.
@@ -465,103 +462,4 @@ async fn generate_keys(algorithms: Vec<Algorithm>) -> std::io::Result<Vec<TestKe
 fn normalize_path(path: &str) -> String {
     let trimmed = path.trim_matches('/');
     if trimmed.is_empty() { String::new() } else { format!("/{trimmed}") }
-}
-
-/// The state the server and the handles share.
-pub(crate) struct Shared {
-    pub(crate) issuer: String,
-    pub(crate) addr: SocketAddr,
-    pub(crate) prefix: String,
-    pub(crate) token_path: String,
-    pub(crate) audience: String,
-    pub(crate) token_lifetime: Duration,
-    pub(crate) jwks_max_age: Option<u64>,
-    pub(crate) access_token_typ: String,
-    pub(crate) opaque_access_tokens: bool,
-    #[cfg(feature = "jwe")]
-    pub(crate) access_token_encryption: Option<super::TestEncryptionKey>,
-    pub(crate) signing_alg: Algorithm,
-    keys: Mutex<KeyRing>,
-    /// Opaque access tokens and the claims behind them.
-    opaque: Mutex<HashMap<String, Map<String, Value>>>,
-    revoked: Mutex<HashSet<String>>,
-    /// Userinfo claims per subject.
-    user_claims: Mutex<HashMap<String, Map<String, Value>>>,
-    faults: Mutex<[Option<Fault>; Endpoint::COUNT]>,
-    counters: [AtomicU64; Endpoint::COUNT],
-    grants: Mutex<Grants>,
-}
-
-impl Shared {
-    pub(crate) fn jwks_uri(&self) -> String {
-        format!("{}/jwks", self.issuer)
-    }
-
-    pub(crate) fn token_endpoint(&self) -> String {
-        format!("{}{}", self.issuer, self.token_path)
-    }
-
-    pub(crate) fn introspection_endpoint(&self) -> String {
-        format!("{}/introspect", self.issuer)
-    }
-
-    pub(crate) fn userinfo_endpoint(&self) -> String {
-        format!("{}/userinfo", self.issuer)
-    }
-
-    pub(crate) fn register_opaque(&self, token: &str, claims: Map<String, Value>) {
-        lock(&self.opaque).insert(token.to_owned(), claims);
-    }
-
-    pub(crate) fn opaque_claims(&self, token: &str) -> Option<Map<String, Value>> {
-        lock(&self.opaque).get(token).cloned()
-    }
-
-    pub(crate) fn revoke(&self, token: &str) {
-        lock(&self.revoked).insert(token.to_owned());
-    }
-
-    pub(crate) fn is_revoked(&self, token: &str) -> bool {
-        lock(&self.revoked).contains(token)
-    }
-
-    pub(crate) fn user_claims(&self, subject: &str) -> Option<Map<String, Value>> {
-        lock(&self.user_claims).get(subject).cloned()
-    }
-
-    pub(crate) fn current_key(&self, alg: Algorithm) -> TestKey {
-        if let Some(key) = self.keys().current(alg) {
-            return key;
-        }
-        // Generate without holding the lock; if another caller won the race, its key
-        // stays current and this one is discarded.
-        let key = TestKey::generate(alg);
-        self.keys().install(key)
-    }
-
-    pub(crate) fn record_request(&self, endpoint: Endpoint) {
-        self.counters[endpoint.index()].fetch_add(1, Ordering::SeqCst);
-    }
-
-    pub(crate) fn fault(&self, endpoint: Endpoint) -> Option<Fault> {
-        self.faults()[endpoint.index()].clone()
-    }
-
-    pub(crate) fn keys(&self) -> MutexGuard<'_, KeyRing> {
-        lock(&self.keys)
-    }
-
-    pub(crate) fn grants(&self) -> MutexGuard<'_, Grants> {
-        lock(&self.grants)
-    }
-
-    fn faults(&self) -> MutexGuard<'_, [Option<Fault>; Endpoint::COUNT]> {
-        lock(&self.faults)
-    }
-}
-
-/// Every critical section leaves the state consistent, so a panic elsewhere while
-/// holding a lock is no reason to stop serving.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -46,8 +46,10 @@ mod introspection;
 mod issuer;
 mod key;
 mod keyring;
+mod request;
 mod response;
 mod server;
+mod state;
 mod token;
 mod token_endpoint;
 

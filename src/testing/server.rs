@@ -16,8 +16,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use super::introspection::{introspect, userinfo};
-use super::issuer::Shared;
 use super::response::{Body, empty, json};
+use super::state::Shared;
 use super::token_endpoint::token;
 use super::{Endpoint, Fault};
 

@@ -10,8 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use super::TestKey;
-use super::issuer::Shared;
 use super::key::{b64, random_id};
+use super::state::{DEFAULT_CLIENT_ID, Shared};
 use crate::Algorithm;
 
 /// A JWT under construction; from [`TestIssuer::mint`](super::TestIssuer::mint).
@@ -81,7 +81,7 @@ impl TokenBuilder {
         claims.insert("iat".into(), now.into());
         claims.insert("exp".into(), now.saturating_add(secs(shared.token_lifetime)).into());
         claims.insert("jti".into(), random_id().into());
-        claims.insert("client_id".into(), super::TestIssuer::DEFAULT_CLIENT_ID.into());
+        claims.insert("client_id".into(), DEFAULT_CLIENT_ID.into());
         claims.insert("scope".into(), "read".into());
         TokenBuilder {
             alg: shared.signing_alg,

@@ -1,26 +1,17 @@
 //! The token endpoint (RFC 6749 §3.2): client authentication and the three grants.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use http_body_util::BodyExt as _;
+use http::header::{CACHE_CONTROL, PRAGMA};
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use super::TokenBuilder;
-use super::client_auth::ClientCredentials;
-use super::grants::{Grant, GrantError};
-use super::issuer::Shared;
+use super::grants::Grant;
+use super::request::{OAuthError, Params, authenticate, read_form};
 use super::response::{Body, json};
-
-/// The largest request body the endpoint accepts.
-const BODY_LIMIT: usize = 64 * 1024;
-
-/// How much of an oversized body is read and discarded before answering 413: the
-/// client gets the answer instead of a connection reset by unread data.
-const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+use super::state::Shared;
+use super::token::TokenBuilder;
 
 /// Answers a `POST` to the token endpoint.
 pub(crate) async fn token(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body> {
@@ -47,89 +38,6 @@ async fn exchange(shared: &Arc<Shared>, request: Request<Incoming>) -> Result<Va
         }
         None => Err(OAuthError::invalid_request("missing grant_type")),
     }
-}
-
-/// The headers and form parameters of a POST; the body must be form-encoded (RFC 6749
-/// §3.2, Appendix B; RFC 7662 §2.1).
-pub(crate) async fn read_form(request: Request<Incoming>) -> Result<(HeaderMap, Params), OAuthError> {
-    let (parts, body) = request.into_parts();
-    let body = read_body(body).await?;
-    let is_form = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
-    if !is_form {
-        return Err(OAuthError::invalid_request("content type must be application/x-www-form-urlencoded"));
-    }
-    Ok((parts.headers, Params::parse(&body)))
-}
-
-async fn read_body(mut body: Incoming) -> Result<Vec<u8>, OAuthError> {
-    let mut buffer = Vec::new();
-    let mut seen = 0_usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| OAuthError::invalid_request("the request body could not be read"))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        seen = seen.saturating_add(data.len());
-        if seen > DRAIN_LIMIT {
-            break;
-        }
-        if seen <= BODY_LIMIT {
-            buffer.extend_from_slice(&data);
-        }
-    }
-    if seen > BODY_LIMIT {
-        return Err(OAuthError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request",
-            "the request body is larger than 64 KiB",
-        ));
-    }
-    Ok(buffer)
-}
-
-/// RFC 6749 §2.3: exactly one authentication method, and the client must be known
-/// with that secret. Returns the authenticated client id.
-pub(crate) fn authenticate(shared: &Shared, headers: &HeaderMap, params: &Params) -> Result<String, OAuthError> {
-    let mut authorization = headers.get_all(AUTHORIZATION).iter();
-    let basic = match (authorization.next(), authorization.next()) {
-        (None, _) => None,
-        (Some(value), None) => Some(
-            ClientCredentials::from_basic(value.as_bytes())
-                .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?,
-        ),
-        (Some(_), Some(_)) => {
-            return Err(OAuthError::invalid_request("more than one Authorization header"));
-        }
-    };
-    let posted_id = params.single("client_id")?;
-    let posted_secret = params.single("client_secret")?;
-    let credentials = match (basic, posted_secret) {
-        (Some(_), Some(_)) => {
-            return Err(OAuthError::invalid_request("the client used more than one authentication method"));
-        }
-        (Some(basic), None) => {
-            if posted_id.is_some_and(|id| id != basic.client_id) {
-                return Err(OAuthError::invalid_request("client_id does not match the Authorization header"));
-            }
-            basic
-        }
-        (None, Some(secret)) => ClientCredentials {
-            client_id: posted_id
-                .ok_or_else(|| OAuthError::invalid_request("client_secret without client_id"))?
-                .to_owned(),
-            secret: secret.to_owned(),
-        },
-        (None, None) => return Err(OAuthError::invalid_client("client authentication required")),
-    };
-    if !shared.grants().authenticate(&credentials.client_id, &credentials.secret) {
-        return Err(OAuthError::invalid_client("unknown client or wrong secret"));
-    }
-    Ok(credentials.client_id)
 }
 
 /// RFC 6749 §4.4, with the target audience from RFC 8707 `resource` or the
@@ -218,89 +126,4 @@ fn token_response(shared: &Shared, access_token: String, scope: &str) -> Value {
         response["scope"] = scope.into();
     }
     response
-}
-
-/// The form parameters of a token request.
-pub(crate) struct Params(Vec<(String, String)>);
-
-impl Params {
-    pub(crate) fn parse(body: &[u8]) -> Params {
-        Params(url::form_urlencoded::parse(body).into_owned().collect())
-    }
-
-    /// A parameter that may appear at most once; an empty value counts as absent
-    /// (both RFC 6749 §3.2).
-    pub(crate) fn single(&self, name: &str) -> Result<Option<&str>, OAuthError> {
-        match self.all(name).as_slice() {
-            [] => Ok(None),
-            [value] => Ok(Some(value)),
-            _ => Err(OAuthError::invalid_request(format!("parameter {name} is repeated"))),
-        }
-    }
-
-    /// Every non-empty value of a parameter that may repeat, like RFC 8707 `resource`.
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.0.iter().filter(|(key, value)| key == name && !value.is_empty()).map(|(_, value)| value.as_str()).collect()
-    }
-
-    /// The `scope` parameter, checked against the grammar of RFC 6749 §3.3:
-    /// scope-tokens of `%x21 / %x23-5B / %x5D-7E` separated by single spaces.
-    fn scope(&self) -> Result<Option<&str>, OAuthError> {
-        let scope = self.single("scope")?;
-        let well_formed = |scope: &str| {
-            scope
-                .split(' ')
-                .all(|token| !token.is_empty() && token.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E)))
-        };
-        match scope {
-            Some(scope) if !well_formed(scope) => {
-                Err(OAuthError::new(StatusCode::BAD_REQUEST, "invalid_scope", "scope is malformed"))
-            }
-            _ => Ok(scope),
-        }
-    }
-}
-
-/// An error response of RFC 6749 §5.2.
-#[derive(Debug)]
-pub(crate) struct OAuthError {
-    status: StatusCode,
-    code: &'static str,
-    description: Cow<'static, str>,
-}
-
-impl OAuthError {
-    fn new(status: StatusCode, code: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
-        OAuthError { status, code, description: description.into() }
-    }
-
-    pub(crate) fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
-        OAuthError::new(StatusCode::BAD_REQUEST, "invalid_request", description)
-    }
-
-    fn invalid_client(description: &'static str) -> Self {
-        OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
-    }
-
-    pub(crate) fn into_response(self) -> Response<Body> {
-        let mut response = json(self.status, &json!({"error": self.code, "error_description": self.description}));
-        if self.status == StatusCode::UNAUTHORIZED {
-            // RFC 6749 §5.2: a 401 carries the authentication scheme to use.
-            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"test-issuer\""));
-        }
-        response
-    }
-}
-
-impl From<GrantError> for OAuthError {
-    fn from(error: GrantError) -> Self {
-        match error {
-            GrantError::InvalidGrant(description) => {
-                OAuthError::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
-            }
-            GrantError::InvalidScope(description) => {
-                OAuthError::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
-            }
-        }
-    }
 }

@@ -1,7 +1,14 @@
-//! Shared by the integration tests that declare `mod support;`:
+//! Shared by the test binaries (`it`, `faults`, `secrets`, `vectors`, `jwe_vectors`):
 //!
+//! - [`server`]: the scripted server, for every fault and answer the
+//!   [`TestIssuer`](tower_oauth::testing::TestIssuer) does not make: scripted statuses,
+//!   bodies, headers and delays, bodies that never end, floods, bytes that are not HTTP;
+//!   it counts and records every connection and request;
+//! - [`api`]: the API under test on 127.0.0.1, and the helpers every suite needs
+//!   (`now`, a validator and a token endpoint for a test issuer);
 //! - [`oidc_idp`]: the independent IdP (node-oidc-provider, `tests/oidc/idp.mjs`) and the API
 //!   under test, for `oidc_provider`, `oidc_jwe` and `client_oidc_provider`;
+//! - [`redis`]: `redis-server` processes on free ports, for `redis_store`;
 //! - [`backoff`]: how many discoveries the discovery backoff allows in a time, for
 //!   `introspection` and `userinfo`;
 //! - [`vectors`]: reading `tests/vectors/` and comparing Wycheproof labels with what we do,
@@ -10,6 +17,11 @@
 //! Every test compiles all of it and uses only part, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+#[cfg(feature = "testing")]
+pub(crate) mod api;
 pub(crate) mod backoff;
 pub(crate) mod oidc_idp;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
+pub(crate) mod server;
 pub(crate) mod vectors;

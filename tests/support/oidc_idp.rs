@@ -1,6 +1,6 @@
 //! An independent IdP for the interoperability tests: node-oidc-provider (npm `oidc-provider`,
 //! pinned in `tests/oidc/package-lock.json`), run by `tests/oidc/idp.mjs` on 127.0.0.1; and
-//! the API under test, which checks its tokens with [`BearerAuthLayer`].
+//! calls to the API under test (served by `api::claims_api`).
 //!
 //! Needs Node.js and `npm ci` in `tests/oidc`: `scripts/test` provisions both.
 
@@ -15,8 +15,6 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
-#[cfg(feature = "axum")]
-use tower_oauth::BearerAuthLayer;
 
 pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type TestResult = Result<(), Error>;
@@ -246,20 +244,6 @@ pub(crate) fn basic(client_id: &str, secret: &str) -> String {
 pub(crate) fn segment(token: &str, index: usize) -> Value {
     let part = token.split('.').nth(index).expect("a segment");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("JSON")
-}
-
-/// The API under test on 127.0.0.1: `/me` answers with the claims the layer validated.
-#[cfg(feature = "axum")]
-pub(crate) async fn serve(layer: BearerAuthLayer) -> Result<String, Error> {
-    use axum::routing::get;
-    use axum::{Json, Router};
-    use tower_oauth::Claims;
-
-    let app = Router::new().route("/me", get(|claims: Claims| async move { Json(claims) })).layer(layer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/me", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(url)
 }
 
 /// What the API under test answered.

@@ -17,6 +17,8 @@ use tower_oauth::bearer::{RequireScopeLayer, VerifiedTokenCache};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
 use tower_oauth::{BearerAuthLayer, Claims, KeyStore, Validator};
 
+use crate::support::api::{serve, validator};
+
 struct Api {
     url: String,
     issuer: TestIssuer,
@@ -39,15 +41,8 @@ fn challenge(response: &reqwest::Response) -> Option<&str> {
     response.headers().get("www-authenticate").map(|v| v.to_str().unwrap())
 }
 
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
 async fn api_with(issuer: TestIssuer, layer: impl FnOnce(Validator) -> BearerAuthLayer) -> Api {
-    let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build().unwrap();
+    let validator = validator(&issuer);
     let reached = Arc::new(AtomicUsize::new(0));
     let (me, admin) = (reached.clone(), reached.clone());
     let app = Router::new()

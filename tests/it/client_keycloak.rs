@@ -2,22 +2,21 @@
 //! response served exactly as published, and every documented status as a typed error.
 #![cfg(feature = "testing")]
 
-mod client_support;
-
 use std::time::Duration;
 
-use client_support::{Canned, Server};
 use tower_oauth::client::{
     AuthMethod, ErrorCode, InvalidResponse, TokenCache, TokenEndpoint, TokenError, TokenResponse,
 };
+
+use crate::support::server::{Canned, Scripted};
 
 const PATH: &str = "/auth/realms/provider/protocol/openid-connect/token";
 
 /// The sample response of seed 001, exactly as published.
 const SAMPLE: &str = r#"{ "access_token": "eyJhbGciOiJSUzI1NiIsInR5cCIgOiAiSldUIiwia2lkIiA6ICJ1VXhOb2Q0TWlEY0ZrdXhmQVFzaGZUYUREOVhTZnJCaDdLblRrOTdyNlNjIn0.eyJleHAiOjE2MjcwMzU0MTUsImlhdCI6MTYyNzAzNTExNSwianRpIjoiMDZiMzE5MzItMmRkMi00MDkwLTk5ZTEtYTg5MTBiYjhiNmQxIiwiaXNzIjoiaHR0cHM6Ly9hdXRoLmJhbmthLmJhbmZpY28ubmV0L2F1dGgvcmVhbG1zL3Byb3ZpZGVyIiwiYXVkIjoib3V0Ym91bmQwMSIsInN1YiI6ImI3NjM5OTI4LTFiNmItNDhiYS05YTJmLWIyYjcwOTI2NWQ4NCIsInR5cCI6IkJlYXJlciIsImF6cCI6Im91dGJvdW5kMDEiLCJzZXNzaW9uX3N0YXRlIjoiZjA5YTAxYTYtYzMzNS00MjJhLWFhM2YtYzJmOTU2Yjc2MjNmIiwiYWNyIjoiMSIsImFsbG93ZWQtb3JpZ2lucyI6WyIqIl0sInNjb3BlIjoicHJvZmlsZSBvZmZsaW5lX2FjY2VzcyBlbWFpbCIsInN1YiI6InNlcnZpY2UtYWNjb3VudC1vdXRib3VuZDAxIiwiZW1haWxfdmVyaWZpZWQiOmZhbHNlLCJjbGllbnRIb3N0IjoiMTAuMTMwLjQuMTU4IiwiY2xpZW50SWQiOiJvdXRib3VuZDAxIiwicHJlZmVycmVkX3VzZXJuYW1lIjoic2VydmljZS1hY2NvdW50LW91dGJvdW5kMDEiLCJjbGllbnRBZGRyZXNzIjoiMTAuMTMwLjQuMTU4IiwiY2xpZW50X2lkIjoib3V0Ym91bmQwMSJ9.dMSwkA3Poi4KXSDCpsvup-qRg8GksHSy4sV_KrjTHaCbS-0TuE6upLsbP1x5en9KXdl42zz06KmQNkREdwZAv79r3rPtYAhK_1rMgV8KRoVxy3ijWEB99i7-MraAHPeHiv2yG8jqewegyEmJf_0D4okHUfkNvdyQXqD8ks7_kl8iH1tSDwlr1iv-oYQMCDsunDaOiVgRYC4sjYwOZtenOS16o3lZsu7g-t1EW_zyzzY-ei0ybNMt32OjPKVHo1Z--i0He9pKYnvxJawXLeOxPbhlt2J1-xIRMnjiLPZIRfdklNJC69ap7G4IiBzOGBKkBKy5HP4fGYHE7TWVbyUISg", "expires_in": 300, "refresh_expires_in": 0, "refresh_token": "eyJhbGciOiJIUzI1NiIsInR5cCIgOiAiSldUIiwia2lkIiA6ICJhZDg2Mjk4Mi0yOWIwLTQ5ZTAtYjUxMC0xOGU2OWE5YzI5M2YifQ.eyJpYXQiOjE2MjcwMzUxMTUsImp0aSI6IjdhMzA3ZDJiLWQ4YTItNDM3Mi1iNjdhLWU5YjZjMDcwMjE3YyIsImlzcyI6Imh0dHBzOi8vYXV0aC5iYW5rYS5iYW5maWNvLm5ldC9hdXRoL3JlYWxtcy9wcm92aWRlciIsImF1ZCI6Imh0dHBzOi8vYXV0aC5iYW5rYS5iYW5maWNvLm5ldC9hdXRoL3JlYWxtcy9wcm92aWRlciIsInN1YiI6ImI3NjM5OTI4LTFiNmItNDhiYS05YTJmLWIyYjcwOTI2NWQ4NCIsInR5cCI6Ik9mZmxpbmUiLCJhenAiOiJvdXRib3VuZDAxIiwic2Vzc2lvbl9zdGF0ZSI6ImYwOWEwMWE2LWMzMzUtNDIyYS1hYTNmLWMyZjk1NmI3NjIzZiIsInNjb3BlIjoicHJvZmlsZSBvZmZsaW5lX2FjY2VzcyBlbWFpbCJ9.2lK3zIyL5IjoL_ZkHznhGuifZByaQ5Xh3GAnoltbSNY", "token_type": "Bearer", "not-before-policy": 0, "session_state": "f09a01a6-c335-422a-aa3f-c2f956b7623f", "scope": "profile offline_access email" }"#;
 
-fn endpoint(server: &Server) -> TokenEndpoint {
-    TokenEndpoint::builder(format!("{}{PATH}", server.url), "cop-client-id", "cop-client-secret")
+fn endpoint(server: &Scripted) -> TokenEndpoint {
+    TokenEndpoint::builder(server.url(PATH), "cop-client-id", "cop-client-secret")
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
@@ -25,7 +24,7 @@ fn endpoint(server: &Server) -> TokenEndpoint {
 
 #[tokio::test]
 async fn the_published_keycloak_response_is_accepted_as_it_is() {
-    let server = Server::start(Canned::json(200, SAMPLE)).await;
+    let server = Scripted::start(Canned::json(200, SAMPLE)).await;
     let response = endpoint(&server).request_token().await.unwrap();
     assert!(response.access_token().starts_with("eyJhbGciOiJSUzI1NiIsInR5cCIgOiAiSldUIiwia2lkIiA6ICJ1VXhOb2Q0"));
     assert!(response.access_token().ends_with("7TWVbyUISg"));
@@ -48,7 +47,7 @@ async fn the_published_keycloak_response_is_accepted_as_it_is() {
 
 #[tokio::test]
 async fn the_cache_holds_the_keycloak_token_for_its_300_seconds() {
-    let server = Server::start(Canned::json(200, SAMPLE)).await;
+    let server = Scripted::start(Canned::json(200, SAMPLE)).await;
     let cache = TokenCache::new(endpoint(&server)).unwrap();
     let token = cache.token().await.unwrap();
     assert_eq!(token.lifetime(), Duration::from_secs(300));
@@ -60,8 +59,8 @@ async fn the_cache_holds_the_keycloak_token_for_its_300_seconds() {
 
 #[tokio::test]
 async fn client_secret_post_sends_the_credentials_in_the_form() {
-    let server = Server::start(Canned::json(200, SAMPLE)).await;
-    let mut endpoint = TokenEndpoint::builder(format!("{}{PATH}", server.url), "cop client", "s&cr=t%")
+    let server = Scripted::start(Canned::json(200, SAMPLE)).await;
+    let mut endpoint = TokenEndpoint::builder(server.url(PATH), "cop client", "s&cr=t%")
         .auth_method(AuthMethod::ClientSecretPost)
         .build()
         .unwrap();
@@ -75,7 +74,7 @@ async fn client_secret_post_sends_the_credentials_in_the_form() {
 
 /// What a status (and body) from the token endpoint becomes.
 async fn error_for(canned: Canned) -> TokenError {
-    let server = Server::start(canned).await;
+    let server = Scripted::start(canned).await;
     endpoint(&server).request_token().await.expect_err("an error status")
 }
 
@@ -163,7 +162,7 @@ async fn success_responses_are_checked_where_it_matters() {
 
 #[tokio::test]
 async fn a_token_without_expires_in_gets_the_default_lifetime() {
-    let server = Server::start(Canned::json(200, r#"{"access_token":"opaque-1","token_type":"bearer"}"#)).await;
+    let server = Scripted::start(Canned::json(200, r#"{"access_token":"opaque-1","token_type":"bearer"}"#)).await;
     let cache = TokenCache::builder(endpoint(&server)).default_lifetime(Duration::from_secs(42)).build().unwrap();
     let token = cache.token().await.unwrap();
     assert_eq!(token.lifetime(), Duration::from_secs(42));

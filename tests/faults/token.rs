@@ -9,8 +9,6 @@
 //! until the token's real expiry. Run with `--nocapture` to see the measured numbers.
 #![cfg(feature = "testing")]
 
-mod faults_support;
-
 use std::convert::Infallible;
 use std::error::Error as _;
 use std::time::{Duration, Instant};
@@ -18,7 +16,6 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use faults_support::{Behaviour, HEAVY, Hostile, MIB, PeakRss, json, mib, redirect, response, socket_buffer_ceiling};
 use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
 use serde_json::json;
@@ -29,6 +26,10 @@ use tower_oauth::client::{
     ClientCredentialsLayer, DEFAULT_MAX_BODY, InvalidResponse, TokenCache, TokenEndpoint, TokenError,
 };
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
+
+use crate::observe::{HEAVY, MIB, PeakRss, mib, socket_buffer_ceiling};
+use crate::support::api::validator;
+use crate::support::server::{Behaviour, Scripted, json, redirect, response};
 
 const ID: &str = "faults-client";
 /// A client secret that no error may show.
@@ -87,8 +88,8 @@ async fn failing_request(name: &str, url: &str, timeout: Duration, token: &str) 
 }
 
 /// Runs `failing_request` against a hostile server that behaves so.
-async fn hostile_request(name: &str, behaviour: Behaviour, timeout: Duration) -> (TokenError, Duration, Hostile) {
-    let server = Hostile::start(behaviour).await;
+async fn hostile_request(name: &str, behaviour: Behaviour, timeout: Duration) -> (TokenError, Duration, Scripted) {
+    let server = Scripted::start(behaviour).await;
     let (error, took) = failing_request(name, &server.url("/token"), timeout, "").await;
     (error, took, server)
 }
@@ -134,7 +135,7 @@ async fn server_errors_and_rate_limits_are_typed() {
 #[tokio::test]
 async fn a_dead_or_garbled_endpoint_is_a_transport_error() {
     let timeout = Duration::from_secs(5);
-    let port = faults_support::closed_port().await;
+    let port = crate::support::server::closed_port().await;
     let (error, _) = failing_request("connection refused", &format!("http://{port}/token"), timeout, "").await;
     assert!(matches!(error, TokenError::Transport(_)), "{error:?}");
     let (error, _) = issuer_request("connection dropped", Fault::Down, timeout).await;
@@ -182,13 +183,14 @@ async fn malformed_success_responses_are_typed_and_never_show_the_token() {
         }),
     ];
     for (name, body, expected) in cases {
-        let server = Hostile::start(Behaviour::Respond(json(&body))).await;
+        let server = Scripted::start(Behaviour::Respond(json(&body))).await;
         let (error, _) = failing_request(name, &server.url("/token"), timeout, token).await;
         assert!(expected(&error), "{name}: {error:?}");
         assert!(!error.is_transient(), "{name}: a malformed answer is not retried as if transient");
     }
     let body = b"\x00\xff{\"access_token\": \"canary-access-token-4b1d\", \"token_type\": ";
-    let server = Hostile::start(Behaviour::Respond(response(200, &[("content-type", "application/json")], body))).await;
+    let server =
+        Scripted::start(Behaviour::Respond(response(200, &[("content-type", "application/json")], body))).await;
     let (error, _) = failing_request("not JSON", &server.url("/token"), timeout, token).await;
     assert!(matches!(error, TokenError::InvalidResponse(InvalidResponse::NotJson)), "{error:?}");
 }
@@ -269,17 +271,17 @@ async fn a_100_mb_body_is_read_no_further_than_the_cap() {
 #[tokio::test]
 async fn redirects_are_typed_and_never_followed() {
     let timeout = Duration::from_secs(5);
-    let target = Hostile::start(Behaviour::Respond(token_response("redirected-token", 60))).await;
+    let target = Scripted::start(Behaviour::Respond(token_response("redirected-token", 60))).await;
     for status in [301, 302, 303, 307, 308] {
         let name = format!("{status} to a loopback token endpoint");
-        let server = Hostile::start(Behaviour::Respond(redirect(status, &target.url("/token")))).await;
+        let server = Scripted::start(Behaviour::Respond(redirect(status, &target.url("/token")))).await;
         let (error, _) = failing_request(&name, &server.url("/token"), timeout, "").await;
         assert!(matches!(&error, TokenError::UnexpectedStatus(s) if s.as_u16() == status), "{name}: {error:?}");
         assert!(!error.is_transient());
     }
     for location in ["http://10.255.255.1/token", "http://example.invalid/token"] {
         let name = format!("307 to {location}");
-        let server = Hostile::start(Behaviour::Respond(redirect(307, location))).await;
+        let server = Scripted::start(Behaviour::Respond(redirect(307, location))).await;
         let (error, took) = failing_request(&name, &server.url("/token"), timeout, "").await;
         assert!(matches!(&error, TokenError::UnexpectedStatus(s) if s.as_u16() == 307), "{name}: {error:?}");
         // Well within the 5 s timeout: nothing waited on a connection to that host.
@@ -307,7 +309,7 @@ fn max_attempts(window: Duration, initial: Duration, max: Duration) -> usize {
 }
 
 /// Waits until `server` has accepted `count` connections; panics after `deadline`.
-async fn wait_for_requests(server: &Hostile, count: usize, deadline: Duration) -> Vec<Instant> {
+async fn wait_for_requests(server: &Scripted, count: usize, deadline: Duration) -> Vec<Instant> {
     let started = Instant::now();
     while server.accepted() < count {
         assert!(started.elapsed() < deadline, "{} of {count} requests after {deadline:?}", server.accepted());
@@ -321,7 +323,7 @@ async fn wait_for_requests(server: &Hostile, count: usize, deadline: Duration) -
 /// without a request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_is_not_retried_before_it_elapses() {
-    let server = Hostile::start(Behaviour::Respond(response(429, &[("retry-after", "2")], b""))).await;
+    let server = Scripted::start(Behaviour::Respond(response(429, &[("retry-after", "2")], b""))).await;
     let cache = TokenCache::builder(endpoint(&server.url("/token"), Duration::from_secs(5)))
         .backoff(Duration::from_millis(50), Duration::from_millis(100))
         .build()
@@ -360,7 +362,7 @@ async fn without_retry_after_429_and_5xx_back_off_exponentially() {
     let mut cases = JoinSet::new();
     for status in [429, 500, 502, 503] {
         cases.spawn(async move {
-            let server = Hostile::start(Behaviour::Respond(response(status, &[], b""))).await;
+            let server = Scripted::start(Behaviour::Respond(response(status, &[], b""))).await;
             let cache = TokenCache::builder(endpoint(&server.url("/token"), Duration::from_secs(5)))
                 .backoff(initial, max)
                 .build()
@@ -394,7 +396,7 @@ async fn without_retry_after_429_and_5xx_back_off_exponentially() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_callers_on_a_failing_cold_cache_share_one_request() {
     let failing = response(503, &[], b"");
-    let server = Hostile::start(Behaviour::Stall { hold: Duration::from_millis(300), then: failing }).await;
+    let server = Scripted::start(Behaviour::Stall { hold: Duration::from_millis(300), then: failing }).await;
     // A long backoff: a caller that came late gets the error, never a second request.
     let cache = TokenCache::builder(endpoint(&server.url("/token"), Duration::from_secs(5)))
         .backoff(Duration::from_secs(10), Duration::from_secs(10))
@@ -460,19 +462,19 @@ struct CacheCase {
     expected: Expected,
     /// The token the server hands out while healthy.
     token: String,
-    server: Hostile,
+    server: Scripted,
     cache: TokenCache,
     validator: Validator,
 }
 
 async fn cache_case(name: &'static str, issuer: &TestIssuer, fault: Behaviour, expected: Expected) -> CacheCase {
     let token = issuer.mint().sign();
-    let server = Hostile::start(Behaviour::Respond(token_response(&token, LIFETIME))).await;
+    let server = Scripted::start(Behaviour::Respond(token_response(&token, LIFETIME))).await;
     let cache = TokenCache::builder(endpoint(&server.url("/token"), CACHE_TIMEOUT))
         .backoff(BACKOFF.0, BACKOFF.1)
         .build()
         .unwrap();
-    let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build().unwrap();
+    let validator = validator(issuer);
     CacheCase { name, fault, expected, token, server, cache, validator }
 }
 

@@ -3,16 +3,17 @@
 //! redirects.
 #![cfg(feature = "testing")]
 
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer, TestKey};
 use tower_oauth::{Algorithm, BuildError, KeySet, KeyStore, ValidationError, Validator};
+
+use crate::support::api::validator;
+use crate::support::server::{Behaviour, Scripted, Seen, chunked, json, response};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -49,155 +50,15 @@ fn token_signed_by(key: &TestKey, iss: &str, aud: &str) -> String {
     key.sign_compact(&header.to_string(), &claims.to_string())
 }
 
-// ---------------------------------------------------------------------------------
-// A tiny hand-made HTTP/1.1 server: one request per connection, every request
-// recorded, every answer written verbatim by a closure.
-// ---------------------------------------------------------------------------------
-
-/// A request the hand-made server received.
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    /// Lower-cased names.
-    headers: Vec<(String, String)>,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-}
-
-/// Dropping it stops the server and its connections.
-struct MiniServer {
-    base: String,
-    port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::AbortHandle,
-}
-
-/// What the hand-made server answers to a path, given its own base URL.
-trait Reply: Fn(&str, &str) -> Vec<u8> + Send + Sync + 'static {}
-impl<F: Fn(&str, &str) -> Vec<u8> + Send + Sync + 'static> Reply for F {}
-
-impl Drop for MiniServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl MiniServer {
-    /// Serves `reply(path, base)` (raw response bytes) for every request, where
-    /// `base` is `http://127.0.0.1:PORT`.
-    async fn start(reply: impl Reply) -> std::io::Result<MiniServer> {
-        MiniServer::start_delayed(Duration::ZERO, reply).await
-    }
-
-    /// Like [`MiniServer::start`], but the answer, decided when the request arrives
-    /// (before it is recorded), is written only after `delay`.
-    async fn start_delayed(delay: Duration, reply: impl Reply) -> std::io::Result<MiniServer> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let base = format!("http://{addr}");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let reply = Arc::new(reply);
-        let task = tokio::spawn({
-            let (base, seen) = (base.clone(), seen.clone());
-            async move {
-                let mut connections = JoinSet::new();
-                loop {
-                    if let Ok((stream, _)) = listener.accept().await {
-                        connections.spawn(serve_one(stream, base.clone(), delay, reply.clone(), seen.clone()));
-                    }
-                    while connections.try_join_next().is_some() {}
-                }
-            }
-        })
-        .abort_handle();
-        Ok(MiniServer { base, port: addr.port(), seen, task })
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn hits(&self) -> usize {
-        self.seen.lock().unwrap().len()
-    }
-}
-
-async fn serve_one(
-    mut stream: TcpStream,
-    base: String,
-    delay: Duration,
-    reply: Arc<impl Reply>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-        if head.len() > 64 * 1024 {
-            return;
-        }
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
-    let mut lines = text.split("\r\n");
-    let path = lines.next().and_then(|line| line.split(' ').nth(1)).unwrap_or_default().to_owned();
-    let headers = lines
-        .take_while(|line| !line.is_empty())
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    let response = reply(&path, &base);
-    seen.lock().unwrap().push(Seen { path, headers });
-    tokio::time::sleep(delay).await;
-    let _ = stream.write_all(&response).await;
-    let _ = stream.shutdown().await;
-}
-
-/// A complete response with `content-length` and `connection: close`.
-fn http_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut head = format!("HTTP/1.1 {status} Whatever\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
-    for (name, value) in headers {
-        let _ = write!(head, "{name}: {value}\r\n");
-    }
-    head.push_str("\r\n");
-    let mut out = head.into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
-fn json_response(value: &Value) -> Vec<u8> {
-    http_response(200, &[("content-type", "application/json")], value.to_string().as_bytes())
-}
-
-/// A `200 application/json` with a chunked body (no `content-length`).
-fn chunked_response(body: &[u8], chunk: usize) -> Vec<u8> {
-    let mut out =
-        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
-            .to_vec();
-    for piece in body.chunks(chunk) {
-        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-        out.extend_from_slice(piece);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"0\r\n\r\n");
-    out
-}
-
 /// A minimal issuer at the server's own base URL: metadata (both well-known
 /// locations) and a JWK Set.
-fn issuer_routes(jwks: Value) -> impl Reply {
-    move |path: &str, base: &str| match path {
+fn issuer_routes(jwks: Value) -> impl Fn(&Seen, &str) -> Vec<u8> + Send + Sync + 'static {
+    move |request: &Seen, base: &str| match request.target.as_str() {
         "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server" => {
-            json_response(&json!({"issuer": base, "jwks_uri": format!("{base}/jwks")}))
+            json(&json!({"issuer": base, "jwks_uri": format!("{base}/jwks")}))
         }
-        "/jwks" => json_response(&jwks),
-        _ => http_response(404, &[], b""),
+        "/jwks" => json(&jwks),
+        _ => response(404, &[], b""),
     }
 }
 
@@ -240,7 +101,7 @@ async fn keys_are_found_through_rfc8414_metadata_when_the_oidc_document_is_missi
     validator_for(&issuer, &store)?.validate(&issuer.mint().sign()).await?;
 
     // The validator's own discovery takes the same path.
-    let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build()?;
+    let validator = validator(&issuer);
     validator.validate(&issuer.mint().sign()).await?;
     assert_eq!(issuer.requests(Endpoint::OAuthServerMetadata), 2);
     Ok(())
@@ -251,26 +112,26 @@ async fn metadata_that_names_another_issuer_is_refused() -> TestResult {
     // The metadata points at a perfectly good JWKS, but names another issuer: a mix-up.
     let real = TestIssuer::start().await?;
     let jwks_uri = real.jwks_uri();
-    let server = MiniServer::start(move |path, _base| match path {
+    let server = Scripted::routes(move |request, _base| match request.target.as_str() {
         "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server" => {
-            json_response(&json!({"issuer": "http://127.0.0.1:1", "jwks_uri": jwks_uri}))
+            json(&json!({"issuer": "http://127.0.0.1:1", "jwks_uri": jwks_uri}))
         }
-        _ => http_response(404, &[], b""),
+        _ => response(404, &[], b""),
     })
-    .await?;
+    .await;
 
-    let store = KeyStore::builder().issuer(&server.base).timeout(Duration::from_secs(2)).build()?;
+    let store = KeyStore::builder().issuer(server.url("")).timeout(Duration::from_secs(2)).build()?;
     wait_for("the first fetch to fail", LOAD, || store.fetch_failures() >= 1).await;
     assert!(!store.is_loaded());
     assert_eq!(real.requests(Endpoint::Jwks), 0, "the JWKS of a mismatched document is never fetched");
-    let paths: Vec<String> = server.seen().into_iter().map(|s| s.path).collect();
+    let paths: Vec<String> = server.seen().into_iter().map(|s| s.target).collect();
     assert!(paths.iter().any(|p| p == "/.well-known/openid-configuration"), "{paths:?}");
     assert!(paths.iter().any(|p| p == "/.well-known/oauth-authorization-server"), "{paths:?}");
     assert!(!store.refresh().await);
 
     // A token that claims the configured issuer cannot be judged: 503, not 401.
-    let validator = Validator::builder().issuer_with_keys(&server.base, store.clone()).audience("api").build()?;
-    let token = real.mint().issuer(&server.base).audience("api").sign();
+    let validator = Validator::builder().issuer_with_keys(server.url(""), store.clone()).audience("api").build()?;
+    let token = real.mint().issuer(&server.url("")).audience("api").sign();
     assert_eq!(validator.validate(&token).await.err(), Some(ValidationError::KeysUnavailable));
     assert_eq!(real.requests(Endpoint::Jwks), 0);
     Ok(())
@@ -278,14 +139,12 @@ async fn metadata_that_names_another_issuer_is_refused() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_discovered_jwks_uri_over_plain_http_off_loopback_is_refused() -> TestResult {
-    let server = MiniServer::start(|path, base| match path {
-        "/.well-known/openid-configuration" => {
-            json_response(&json!({"issuer": base, "jwks_uri": "http://203.0.113.1/jwks"}))
-        }
-        _ => http_response(404, &[], b""),
+    let server = Scripted::routes(|request, base| match request.target.as_str() {
+        "/.well-known/openid-configuration" => json(&json!({"issuer": base, "jwks_uri": "http://203.0.113.1/jwks"})),
+        _ => response(404, &[], b""),
     })
-    .await?;
-    let store = KeyStore::builder().issuer(&server.base).timeout(Duration::from_secs(5)).build()?;
+    .await;
+    let store = KeyStore::builder().issuer(server.url("")).timeout(Duration::from_secs(5)).build()?;
     let took = wait_for("the first fetch to fail", LOAD, || store.fetch_failures() >= 1).await;
     assert!(took < Duration::from_secs(3), "refused without contacting the host: {took:?}");
     assert!(!store.is_loaded());
@@ -299,7 +158,7 @@ async fn a_discovered_jwks_uri_over_plain_http_off_loopback_is_refused() -> Test
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_signed_by_a_freshly_rotated_key_validates_on_the_first_try() -> TestResult {
     let issuer = TestIssuer::start().await?;
-    let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build()?;
+    let validator = validator(&issuer);
     let old = issuer.mint().sign();
     validator.validate(&old).await?;
     let jwks_before = issuer.requests(Endpoint::Jwks);
@@ -385,11 +244,11 @@ async fn concurrent_requests_with_a_freshly_rotated_kid_all_wait_for_the_fetch()
     Ok(())
 }
 
-/// A JWK Set that can be changed while the hand-made server serves it.
-fn switchable_jwks(initial: Value) -> (Arc<Mutex<Value>>, impl Reply) {
+/// A JWK Set that can be changed while the scripted server serves it.
+fn switchable_jwks(initial: Value) -> (Arc<Mutex<Value>>, impl Fn(&Seen, &str) -> Vec<u8> + Send + Sync + 'static) {
     let current = Arc::new(Mutex::new(initial));
     let served = current.clone();
-    (current, move |_: &str, _: &str| json_response(&served.lock().unwrap()))
+    (current, move |_: &Seen, _: &str| json(&served.lock().unwrap()))
 }
 
 /// A store on a JWKS that answers after 500 ms with the set it had when asked, and a
@@ -397,11 +256,13 @@ fn switchable_jwks(initial: Value) -> (Arc<Mutex<Value>>, impl Reply) {
 /// the store, the switch, the server and the task awaiting that earlier fetch.
 async fn store_with_a_fetch_under_way(
     old: &TestKey,
-) -> Result<(KeyStore, Arc<Mutex<Value>>, MiniServer, tokio::task::JoinHandle<bool>), std::io::Error> {
+) -> Result<(KeyStore, Arc<Mutex<Value>>, Scripted, tokio::task::JoinHandle<bool>), std::io::Error> {
     let (jwks, reply) = switchable_jwks(json!({"keys": [old.public_jwk()]}));
-    let server = MiniServer::start_delayed(Duration::from_millis(500), reply).await?;
+    let server =
+        Scripted::routes(move |request, base| Behaviour::delayed(Duration::from_millis(500), reply(request, base)))
+            .await;
     let store = KeyStore::builder()
-        .jwks_uri(format!("{}/jwks", server.base))
+        .jwks_uri(server.url("/jwks"))
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(std::io::Error::other)?;
@@ -410,7 +271,7 @@ async fn store_with_a_fetch_under_way(
         let store = store.clone();
         async move { store.refresh().await }
     });
-    wait_for("the earlier fetch to reach the server", LOAD, || server.hits() == 2).await;
+    wait_for("the earlier fetch to reach the server", LOAD, || server.count() == 2).await;
     Ok((store, jwks, server, earlier))
 }
 
@@ -441,10 +302,10 @@ async fn refresh_loads_keys_published_before_it_was_called() -> TestResult {
 async fn a_new_kid_that_arrives_during_an_older_fetch_still_validates() -> TestResult {
     let (old, new) = (TestKey::generate(Algorithm::ES256), TestKey::generate(Algorithm::ES256));
     let (store, jwks, server, earlier) = store_with_a_fetch_under_way(&old).await?;
-    let validator = Validator::builder().issuer_with_keys(&server.base, store).audience("api").build()?;
+    let validator = Validator::builder().issuer_with_keys(server.url(""), store).audience("api").build()?;
 
     *jwks.lock().unwrap() = json!({"keys": [old.public_jwk(), new.public_jwk()]});
-    let result = validator.validate(&token_signed_by(&new, &server.base, "api")).await;
+    let result = validator.validate(&token_signed_by(&new, &server.url(""), "api")).await;
     assert!(earlier.await?);
     assert_eq!(result.err(), None, "the first token signed by the new key was rejected");
     Ok(())
@@ -796,8 +657,8 @@ async fn a_chunked_key_set_larger_than_the_body_limit_is_refused() -> TestResult
     let key = TestKey::generate(Algorithm::ES256);
     let mut body = json!({"keys": [key.public_jwk()]}).to_string().into_bytes();
     body.resize(2048, b' ');
-    let server = MiniServer::start(move |_, _| chunked_response(&body, 256)).await?;
-    let jwks_uri = format!("{}/jwks", server.base);
+    let server = Scripted::routes(move |_, _| chunked(&body, 256)).await;
+    let jwks_uri = server.url("/jwks");
 
     let store = KeyStore::builder().jwks_uri(&jwks_uri).max_body_size(1024).build()?;
     wait_for("the first fetch to fail", LOAD, || store.fetch_failures() >= 1).await;
@@ -883,25 +744,25 @@ fn client_with_marker() -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_injected_http_client_makes_every_fetch() -> TestResult {
     let key = TestKey::generate(Algorithm::ES256);
-    let server = MiniServer::start(issuer_routes(json!({"keys": [key.public_jwk()]}))).await?;
-    let token = token_signed_by(&key, &server.base, "api");
+    let server = Scripted::routes(issuer_routes(json!({"keys": [key.public_jwk()]}))).await;
+    let token = token_signed_by(&key, &server.url(""), "api");
 
     // Through the key store builder: discovery and JWKS both.
-    let store = KeyStore::builder().issuer(&server.base).http_client(client_with_marker()).build()?;
+    let store = KeyStore::builder().issuer(server.url("")).http_client(client_with_marker()).build()?;
     assert!(store.wait_until_loaded(LOAD).await);
     assert!(store.refresh().await);
     let seen = server.seen();
-    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    let paths: Vec<&str> = seen.iter().map(|s| s.target.as_str()).collect();
     assert_eq!(paths, ["/.well-known/openid-configuration", "/jwks", "/jwks"]);
     for request in &seen {
         assert_eq!(request.header("x-test-client"), Some("1"), "{request:?}");
     }
-    let validator = Validator::builder().issuer_with_keys(&server.base, store.clone()).audience("api").build()?;
+    let validator = Validator::builder().issuer_with_keys(server.url(""), store.clone()).audience("api").build()?;
     validator.validate(&token).await?;
 
     // Through the validator builder, for the stores it creates.
     let validator =
-        Validator::builder().issuer(&server.base).audience("api").http_client(client_with_marker()).build()?;
+        Validator::builder().issuer(server.url("")).audience("api").http_client(client_with_marker()).build()?;
     validator.validate(&token).await?;
     let seen = server.seen();
     assert_eq!(seen.len(), 5);
@@ -910,7 +771,7 @@ async fn an_injected_http_client_makes_every_fetch() -> TestResult {
     }
 
     // Control: the default client sends no such header.
-    let plain = KeyStore::builder().issuer(&server.base).build()?;
+    let plain = KeyStore::builder().issuer(server.url("")).build()?;
     assert!(plain.wait_until_loaded(LOAD).await);
     let seen = server.seen();
     assert_eq!(seen.len(), 7);
@@ -950,10 +811,9 @@ async fn the_background_task_stops_when_the_last_handle_is_dropped() -> TestResu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_to_plain_http_off_loopback_is_not_followed() -> TestResult {
-    let server = MiniServer::start(|_, _| http_response(302, &[("location", "http://203.0.113.1/jwks")], b"")).await?;
+    let server = Scripted::routes(|_, _| response(302, &[("location", "http://203.0.113.1/jwks")], b"")).await;
     // A long timeout: following the redirect would hang or fail slowly against TEST-NET-3.
-    let store =
-        KeyStore::builder().jwks_uri(format!("{}/jwks", server.base)).timeout(Duration::from_secs(5)).build()?;
+    let store = KeyStore::builder().jwks_uri(server.url("/jwks")).timeout(Duration::from_secs(5)).build()?;
     let took = wait_for("the first fetch to fail", LOAD, || store.fetch_failures() >= 1).await;
     assert!(took < Duration::from_secs(2), "refused at once, not after a connection attempt: {took:?}");
     assert!(!store.is_loaded());
@@ -968,22 +828,22 @@ async fn a_refused_redirect_never_reaches_its_target() -> TestResult {
     // The target is a real server on this host, reached through an address that is not
     // loopback by the crate's rule (IPv4-mapped IPv6), so contact would be observable.
     let key = TestKey::generate(Algorithm::ES256);
-    let target = MiniServer::start(issuer_routes(json!({"keys": [key.public_jwk()]}))).await?;
-    let mapped = format!("[::ffff:127.0.0.1]:{}", target.port);
+    let target = Scripted::routes(issuer_routes(json!({"keys": [key.public_jwk()]}))).await;
+    let mapped = format!("[::ffff:127.0.0.1]:{}", target.port());
     if TcpStream::connect(mapped.as_str()).await.is_err() {
         eprintln!("skipped: IPv4-mapped IPv6 addresses are not reachable here");
         return Ok(());
     }
     let location = format!("http://{mapped}/jwks");
-    let redirector = MiniServer::start(move |_, _| http_response(302, &[("location", &location)], b"")).await?;
-    let jwks_uri = format!("{}/jwks", redirector.base);
+    let redirector = Scripted::routes(move |_, _| response(302, &[("location", &location)], b"")).await;
+    let jwks_uri = redirector.url("/jwks");
 
     let store = KeyStore::builder().jwks_uri(&jwks_uri).timeout(Duration::from_secs(2)).build()?;
     wait_for("the first fetch to fail", LOAD, || store.fetch_failures() >= 1).await;
     assert!(!store.refresh().await);
     assert!(!store.is_loaded());
-    assert!(redirector.hits() >= 2);
-    assert_eq!(target.hits(), 0, "the redirect target was contacted");
+    assert!(redirector.count() >= 2);
+    assert_eq!(target.count(), 0, "the redirect target was contacted");
 
     // An injected client's own policy applies (reqwest's default follows), but where it
     // lands is still checked: the target is reached, its keys are not used.
@@ -994,7 +854,7 @@ async fn a_refused_redirect_never_reaches_its_target() -> TestResult {
         .build()?;
     wait_for("the first fetch to fail", LOAD, || store.fetch_failures() >= 1).await;
     assert!(!store.is_loaded());
-    assert_eq!(target.hits(), 1, "reqwest's default policy followed the redirect");
+    assert_eq!(target.count(), 1, "reqwest's default policy followed the redirect");
     Ok(())
 }
 
@@ -1002,27 +862,26 @@ async fn a_refused_redirect_never_reaches_its_target() -> TestResult {
 async fn a_redirect_within_loopback_is_followed() -> TestResult {
     let issuer = TestIssuer::start().await?;
     let location = issuer.jwks_uri();
-    let redirector = MiniServer::start(move |_, _| http_response(302, &[("location", &location)], b"")).await?;
-    let store = KeyStore::builder().jwks_uri(format!("{}/jwks", redirector.base)).build()?;
+    let redirector = Scripted::routes(move |_, _| response(302, &[("location", &location)], b"")).await;
+    let store = KeyStore::builder().jwks_uri(redirector.url("/jwks")).build()?;
     assert!(store.wait_until_loaded(LOAD).await);
-    assert_eq!((redirector.hits(), issuer.requests(Endpoint::Jwks)), (1, 1));
+    assert_eq!((redirector.count(), issuer.requests(Endpoint::Jwks)), (1, 1));
     validator_for(&issuer, &store)?.validate(&issuer.mint().sign()).await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_redirect_chain_is_cut_short() -> TestResult {
-    let redirector = MiniServer::start(|path, base| {
-        let hop: u32 = path.trim_start_matches("/hop/").parse().unwrap_or(0);
-        http_response(302, &[("location", &format!("{base}/hop/{}", hop + 1))], b"")
+    let redirector = Scripted::routes(|request, base| {
+        let hop: u32 = request.target.trim_start_matches("/hop/").parse().unwrap_or(0);
+        response(302, &[("location", &format!("{base}/hop/{}", hop + 1))], b"")
     })
-    .await?;
-    let store =
-        KeyStore::builder().jwks_uri(format!("{}/hop/0", redirector.base)).timeout(Duration::from_secs(5)).build()?;
+    .await;
+    let store = KeyStore::builder().jwks_uri(redirector.url("/hop/0")).timeout(Duration::from_secs(5)).build()?;
     let took = wait_for("the first fetch to fail", LOAD, || store.fetch_failures() >= 1).await;
     assert!(took < Duration::from_secs(3), "{took:?}");
     assert!(!store.is_loaded());
-    let hits = redirector.hits();
+    let hits = redirector.count();
     assert!((2..=6).contains(&hits), "{hits} requests for one fetch");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The embedded test issuer, exercised over real HTTP.
 #![cfg(feature = "testing")]
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lc_rs::hmac;
 use aws_lc_rs::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
@@ -11,6 +11,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tower_oauth::Algorithm;
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer, TestKey};
+
+use crate::support::api::now;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -138,11 +140,6 @@ fn verify(token: &str, jwks: &Value) -> Result<(Value, Value), String> {
     };
     verified.map_err(|_| "bad signature".to_owned())?;
     Ok((header, decode_segment(payload_b64)))
-}
-
-fn now() -> i64 {
-    let elapsed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
 }
 
 fn kids(jwks: &Value) -> Vec<String> {

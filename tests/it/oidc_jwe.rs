@@ -11,17 +11,16 @@
 //! Needs Node.js and `npm ci` in `tests/oidc`: `scripts/test` provisions both.
 #![cfg(all(feature = "testing", feature = "axum", feature = "jwe"))]
 
-mod support;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::oidc_idp::{
-    API, API_JWE, API_JWE_NO_KID, CLIENT, Idp, Reply, TestResult, call, http_client, segment, serve,
-};
 use tower_oauth::validate::DecryptionKeys;
 use tower_oauth::{BearerAuthLayer, TypPolicy, Validator};
+
+use crate::support;
+use crate::support::api::claims_api;
+use support::oidc_idp::{API, API_JWE, API_JWE_NO_KID, CLIENT, Idp, Reply, TestResult, call, http_client, segment};
 
 /// A compact JWE with one bit of its ciphertext (segment 3) flipped.
 fn tamper_ciphertext(token: &str) -> String {
@@ -89,7 +88,7 @@ async fn oidc_provider_encrypted_access_tokens_pass_the_bearer_layer() -> TestRe
 
     // Through the layer: discovery finds the signing keys, the token decrypts and verifies.
     let url =
-        serve(BearerAuthLayer::new(validator(&idp.issuer, &[API_JWE], &keys, false)).verbose_errors(true)).await?;
+        claims_api(BearerAuthLayer::new(validator(&idp.issuer, &[API_JWE], &keys, false)).verbose_errors(true)).await;
     let http = http_client();
     let reply = call(&http, &url, Some(&token)).await?;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.challenge);
@@ -118,7 +117,7 @@ async fn a_jwe_without_kid_is_decrypted_with_the_key_for_its_algorithm() -> Test
     assert!(header.get("kid").is_none(), "{header}");
     assert_eq!((&header["alg"], &header["enc"]), (&"RSA-OAEP-256".into(), &"A256GCM".into()), "{header}");
 
-    let url = serve(BearerAuthLayer::new(validator(&idp.issuer, &[API_JWE_NO_KID], &keys, true))).await?;
+    let url = claims_api(BearerAuthLayer::new(validator(&idp.issuer, &[API_JWE_NO_KID], &keys, true))).await;
     let http = http_client();
     let reply = call(&http, &url, Some(&token)).await?;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.challenge);
@@ -141,14 +140,14 @@ async fn require_encryption_refuses_the_idps_plain_jws_tokens() -> TestResult {
     let encrypted = idp.token(CLIENT, API_JWE, "read").await?;
 
     // Without the rule, both audiences' tokens pass: what fails below fails for the rule.
-    let open = serve(BearerAuthLayer::new(validator(&idp.issuer, &[API, API_JWE], &keys, false))).await?;
+    let open = claims_api(BearerAuthLayer::new(validator(&idp.issuer, &[API, API_JWE], &keys, false))).await;
     for token in [&plain, &encrypted] {
         let reply = call(&http, &open, Some(token)).await?;
         assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.challenge);
     }
 
     let strict = BearerAuthLayer::new(validator(&idp.issuer, &[API, API_JWE], &keys, true)).verbose_errors(true);
-    let strict = serve(strict).await?;
+    let strict = claims_api(strict).await;
     assert_rejected(&call(&http, &strict, Some(&plain)).await?, "token must be encrypted");
     let reply = call(&http, &strict, Some(&encrypted)).await?;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.challenge);

@@ -4,13 +4,13 @@
 //! before Basic (RFC 6749 §2.3.1); the endpoint is found by discovery.
 #![cfg(feature = "testing")]
 
-mod support;
-
 use std::time::Duration;
 
-use support::oidc_idp::{API, IdpProcess, SPECIAL_CLIENT};
 use tower_oauth::Validator;
 use tower_oauth::client::{ErrorCode, TokenCache, TokenEndpoint};
+
+use crate::support;
+use support::oidc_idp::{API, IdpProcess, SPECIAL_CLIENT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_full_of_reserved_characters_authenticates_with_basic() {

@@ -5,12 +5,12 @@
 //! Needs Node.js and `npm ci` in `tests/oidc`: `scripts/test` provisions both.
 #![cfg(all(feature = "testing", feature = "axum"))]
 
-mod support;
-
 use reqwest::StatusCode;
+
+use crate::support;
+use crate::support::api::claims_api;
 use support::oidc_idp::{
-    API, API_OPAQUE, CLIENT, Error, INTROSPECT_CLIENT, INTROSPECT_POST_CLIENT, Idp, Mode, TestResult, call,
-    http_client, serve,
+    API, API_OPAQUE, CLIENT, Error, INTROSPECT_CLIENT, INTROSPECT_POST_CLIENT, Idp, Mode, TestResult, call, http_client,
 };
 use tower_oauth::introspect::{AuthMethod, IntrospectionError, Introspector};
 use tower_oauth::{BearerAuthLayer, Validator};
@@ -59,7 +59,7 @@ async fn bearer_layer_accepts_opaque_tokens_through_introspection_and_jwts_local
         .audience(API_OPAQUE)
         .introspection_fallback(introspector(&idp, INTROSPECT_CLIENT, AuthMethod::ClientSecretBasic)?)
         .build()?;
-    let url = serve(BearerAuthLayer::new(validator)).await?;
+    let url = claims_api(BearerAuthLayer::new(validator)).await;
     let http = http_client();
 
     let opaque = idp.token(CLIENT, API_OPAQUE, "read").await?;
@@ -96,7 +96,7 @@ async fn introspected_claims_meet_the_same_audience_policy_and_bad_credentials_g
         .audience(API)
         .introspection_fallback(introspector(&idp, INTROSPECT_CLIENT, AuthMethod::ClientSecretBasic)?)
         .build()?;
-    let reply = call(&http, &serve(BearerAuthLayer::new(other_api)).await?, Some(&opaque)).await?;
+    let reply = call(&http, &claims_api(BearerAuthLayer::new(other_api)).await, Some(&opaque)).await?;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{:?}", reply.challenge);
 
     // The resource server's own credentials are wrong: its fault, so 503, never 401.
@@ -105,7 +105,7 @@ async fn introspected_claims_meet_the_same_audience_policy_and_bad_credentials_g
         .audience(API_OPAQUE)
         .introspection_fallback(Introspector::discover(&idp.issuer, INTROSPECT_CLIENT.0, "wrong-secret").build()?)
         .build()?;
-    let reply = call(&http, &serve(BearerAuthLayer::new(misconfigured)).await?, Some(&opaque)).await?;
+    let reply = call(&http, &claims_api(BearerAuthLayer::new(misconfigured)).await, Some(&opaque)).await?;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     Ok(())
 }

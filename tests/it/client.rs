@@ -9,15 +9,13 @@ use tower_oauth::client::{AuthMethod, ErrorCode, InvalidResponse, TokenCache, To
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
 use tower_oauth::{Claims, Validator};
 
+use crate::support::api::endpoint;
+
 const ID: &str = TestIssuer::DEFAULT_CLIENT_ID;
 const SECRET: &str = TestIssuer::DEFAULT_CLIENT_SECRET;
 
 async fn issuer_with_lifetime(lifetime: Duration) -> TestIssuer {
     TestIssuer::builder().token_lifetime(lifetime).start().await.unwrap()
-}
-
-fn endpoint(issuer: &TestIssuer) -> tower_oauth::client::TokenEndpointBuilder {
-    TokenEndpoint::builder(issuer.token_endpoint(), ID, SECRET).timeout(Duration::from_secs(5))
 }
 
 async fn claims(issuer: &TestIssuer, audience: &str, token: &str) -> Claims {
@@ -29,7 +27,8 @@ async fn claims(issuer: &TestIssuer, audience: &str, token: &str) -> Claims {
 async fn client_credentials_work_with_basic_and_post_authentication() {
     let issuer = TestIssuer::start().await.unwrap();
     for method in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
-        let mut endpoint = endpoint(&issuer).auth_method(method).scope("write read").build().unwrap();
+        let mut endpoint =
+            endpoint(&issuer).timeout(Duration::from_secs(5)).auth_method(method).scope("write read").build().unwrap();
         let response = endpoint.request_token().await.unwrap();
         assert_eq!(response.expires_in(), Some(Duration::from_secs(300)));
         assert_eq!(response.refresh_token().map(|_| ()), None, "RFC 6749 §4.4.3: no refresh token");
@@ -42,11 +41,12 @@ async fn client_credentials_work_with_basic_and_post_authentication() {
 #[tokio::test]
 async fn resource_and_audience_parameters_set_the_audience() {
     let issuer = TestIssuer::start().await.unwrap();
-    let mut by_resource = endpoint(&issuer).resource("https://orders.example").build().unwrap();
+    let mut by_resource =
+        endpoint(&issuer).timeout(Duration::from_secs(5)).resource("https://orders.example").build().unwrap();
     let token = by_resource.request_token().await.unwrap();
     claims(&issuer, "https://orders.example", token.access_token()).await;
 
-    let mut by_audience = endpoint(&issuer).audience("billing-api").build().unwrap();
+    let mut by_audience = endpoint(&issuer).timeout(Duration::from_secs(5)).audience("billing-api").build().unwrap();
     let token = by_audience.request_token().await.unwrap();
     claims(&issuer, "billing-api", token.access_token()).await;
 }
@@ -105,7 +105,7 @@ async fn a_thousand_concurrent_callers_on_a_cold_cache_make_one_token_request() 
     let issuer = TestIssuer::start().await.unwrap();
     // A slow endpoint keeps the fetch in flight while every caller arrives.
     issuer.set_fault(Endpoint::Token, Fault::Delay(Duration::from_millis(200)));
-    let cache = TokenCache::new(endpoint(&issuer).build().unwrap()).unwrap();
+    let cache = TokenCache::new(endpoint(&issuer).timeout(Duration::from_secs(5)).build().unwrap()).unwrap();
     let callers: Vec<_> = (0..1000)
         .map(|_| {
             let cache = cache.clone();
@@ -124,7 +124,7 @@ async fn the_token_is_refreshed_ahead_of_expiry_while_callers_keep_the_current_o
     // A 2 s token is refreshed at 1 s (half its lifetime: 80 % would be later than 60 s
     // before expiry, but never earlier than half).
     let issuer = issuer_with_lifetime(Duration::from_secs(2)).await;
-    let cache = TokenCache::new(endpoint(&issuer).build().unwrap()).unwrap();
+    let cache = TokenCache::new(endpoint(&issuer).timeout(Duration::from_secs(5)).build().unwrap()).unwrap();
     let first = cache.token().await.unwrap();
     assert_eq!(first.lifetime(), Duration::from_secs(2));
     let started = Instant::now();
@@ -149,7 +149,7 @@ async fn the_token_is_refreshed_ahead_of_expiry_while_callers_keep_the_current_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_an_outage_the_cached_token_serves_until_its_real_expiry_then_errors_are_typed() {
     let issuer = issuer_with_lifetime(Duration::from_secs(3)).await;
-    let cache = TokenCache::builder(endpoint(&issuer).build().unwrap())
+    let cache = TokenCache::builder(endpoint(&issuer).timeout(Duration::from_secs(5)).build().unwrap())
         .backoff(Duration::from_millis(200), Duration::from_millis(400))
         .build()
         .unwrap();
@@ -179,7 +179,7 @@ async fn through_an_outage_the_cached_token_serves_until_its_real_expiry_then_er
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_holds_the_next_attempt_back() {
     let issuer = issuer_with_lifetime(Duration::from_secs(2)).await;
-    let cache = TokenCache::builder(endpoint(&issuer).build().unwrap())
+    let cache = TokenCache::builder(endpoint(&issuer).timeout(Duration::from_secs(5)).build().unwrap())
         .backoff(Duration::from_millis(100), Duration::from_millis(100))
         .build()
         .unwrap();
@@ -201,7 +201,7 @@ async fn a_429_with_retry_after_holds_the_next_attempt_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_rejections_of_one_token_cause_one_refresh_and_none_once_it_is_replaced() {
     let issuer = TestIssuer::start().await.unwrap();
-    let cache = TokenCache::builder(endpoint(&issuer).build().unwrap())
+    let cache = TokenCache::builder(endpoint(&issuer).timeout(Duration::from_secs(5)).build().unwrap())
         .force_refresh_cooldown(Duration::from_millis(300))
         .build()
         .unwrap();
@@ -233,10 +233,12 @@ async fn a_rotating_refresh_token_is_never_spent_twice_under_concurrency() {
     // the whole family on any reuse, so a single double spend fails every later refresh.
     let issuer = TestIssuer::builder().token_lifetime(Duration::from_secs(2)).start().await.unwrap();
     let refresh_token = issuer.issue_refresh_token(ID, "read write", "alice");
-    let cache = TokenCache::builder(endpoint(&issuer).refresh_token(refresh_token).build().unwrap())
-        .force_refresh_cooldown(Duration::ZERO)
-        .build()
-        .unwrap();
+    let cache = TokenCache::builder(
+        endpoint(&issuer).timeout(Duration::from_secs(5)).refresh_token(refresh_token).build().unwrap(),
+    )
+    .force_refresh_cooldown(Duration::ZERO)
+    .build()
+    .unwrap();
     let stop = Instant::now() + Duration::from_millis(2500);
     let callers: Vec<_> = (0..50)
         .map(|i| {
@@ -306,14 +308,20 @@ async fn the_banks_code_then_refresh_flow_rotates_and_narrows_the_scope() {
 async fn a_spent_code_or_refresh_token_is_a_typed_invalid_grant() {
     let issuer = TestIssuer::start().await.unwrap();
     let code = issuer.issue_code(ID, "https://app/cb", "read", "bob");
-    let mut first = endpoint(&issuer).authorization_code(code.clone(), "https://app/cb").build().unwrap();
+    let mut first = endpoint(&issuer)
+        .timeout(Duration::from_secs(5))
+        .authorization_code(code.clone(), "https://app/cb")
+        .build()
+        .unwrap();
     first.request_token().await.unwrap();
-    let mut again = endpoint(&issuer).authorization_code(code, "https://app/cb").build().unwrap();
+    let mut again =
+        endpoint(&issuer).timeout(Duration::from_secs(5)).authorization_code(code, "https://app/cb").build().unwrap();
     let error = again.request_token().await.unwrap_err();
     assert_eq!(error.oauth().map(|e| e.code()), Some(&ErrorCode::InvalidGrant));
 
     let refresh = issuer.issue_refresh_token(ID, "read", "bob");
-    let mut wider = endpoint(&issuer).refresh_token(refresh).scope("read admin").build().unwrap();
+    let mut wider =
+        endpoint(&issuer).timeout(Duration::from_secs(5)).refresh_token(refresh).scope("read admin").build().unwrap();
     let error = wider.request_token().await.unwrap_err();
     assert_eq!(error.oauth().map(|e| e.code()), Some(&ErrorCode::InvalidScope));
 }
@@ -321,7 +329,7 @@ async fn a_spent_code_or_refresh_token_is_a_typed_invalid_grant() {
 #[tokio::test]
 async fn the_background_task_stops_when_the_last_handle_drops() {
     let issuer = issuer_with_lifetime(Duration::from_secs(1)).await;
-    let cache = TokenCache::new(endpoint(&issuer).build().unwrap()).unwrap();
+    let cache = TokenCache::new(endpoint(&issuer).timeout(Duration::from_secs(5)).build().unwrap()).unwrap();
     let clone = cache.clone();
     cache.token().await.unwrap();
     drop(cache);
@@ -336,7 +344,10 @@ async fn the_background_task_stops_when_the_last_handle_drops() {
 async fn debug_output_never_shows_a_secret_or_a_token() {
     let issuer = TestIssuer::start().await.unwrap();
     let refresh = issuer.issue_refresh_token(ID, "read", "carol");
-    let cache = TokenCache::new(endpoint(&issuer).refresh_token(refresh.clone()).build().unwrap()).unwrap();
+    let cache = TokenCache::new(
+        endpoint(&issuer).timeout(Duration::from_secs(5)).refresh_token(refresh.clone()).build().unwrap(),
+    )
+    .unwrap();
     let token = cache.token().await.unwrap();
     let layer = tower_oauth::ClientCredentialsLayer::new(cache.clone());
     for shown in [format!("{cache:?}"), format!("{token:?}"), format!("{layer:?}"), format!("{:?}", cache.key())] {
@@ -350,7 +361,7 @@ async fn debug_output_never_shows_a_secret_or_a_token() {
 #[tokio::test]
 async fn tokens_from_a_cache_are_shared_behind_an_arc() {
     let issuer = TestIssuer::start().await.unwrap();
-    let cache = TokenCache::new(endpoint(&issuer).build().unwrap()).unwrap();
+    let cache = TokenCache::new(endpoint(&issuer).timeout(Duration::from_secs(5)).build().unwrap()).unwrap();
     let (a, b) = (cache.token().await.unwrap(), cache.token().await.unwrap());
     assert!(Arc::ptr_eq(&a, &b));
 }

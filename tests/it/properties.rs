@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -29,6 +29,8 @@ use tower_oauth::bearer::{Rejection, RequireScopeLayer, ResponseStyle};
 use tower_oauth::client::{CacheKey, GrantKind, InvalidResponse, TokenEndpoint, TokenError, TokenResponse};
 use tower_oauth::testing::{TestIssuer, TestKey};
 use tower_oauth::{Algorithm, BearerAuthLayer, Claims, Jwk, KeySet, KeyStore, Secret, ValidationError, Validator};
+
+use crate::support::api::now;
 
 // ---------------------------------------------------------------------------------------
 // The fixture: one issuer, its keys, a validator that trusts them, and valid tokens.
@@ -162,10 +164,6 @@ fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
 #[test]
 fn every_unmutated_token_validates_with_its_claims() {
     let f = fixture();
@@ -206,8 +204,7 @@ fn forged_jws() -> impl Strategy<Value = String> {
             }
             let claims = json!({
                 "iss": f.issuer.issuer(), "aud": f.issuer.audience(), "sub": "mallory",
-                "exp": now() + 600, "iat": now(), "scope": "read write admin",
-            });
+                "exp": now() + 600, "iat": now(), "scope": "read write admin"});
             format!("{}.{}.{}", b64(header.to_string()), b64(claims.to_string()), b64(signature))
         },
     )
@@ -676,8 +673,7 @@ fn the_policy_violations_are_checked_against_tokens_that_otherwise_validate() {
         let header = json!({"alg": alg.as_str(), "kid": key.kid(), "typ": "at+jwt"}).to_string();
         let payload = json!({
             "sub": "alice", "scope": scope, "iat": now(), "iss": f.issuer.issuer(),
-            "aud": f.issuer.audience(), "exp": now() + 600,
-        });
+            "aud": f.issuer.audience(), "exp": now() + 600});
         assert!(f.validate(&key.sign_compact(&header, &payload.to_string())).is_ok(), "{alg}");
         for (name, offset) in [("exp", 30), ("nbf", -3600), ("iat", 30)] {
             let token = f.issuer.mint().alg(alg).claim(name, now() + offset).sign();
@@ -760,8 +756,7 @@ mod jwe {
                     key.encrypt(&payload, "A256GCM", None)
                 }
                 Reencrypted::UnsignedInner => key.encrypt(inner().unsigned().as_bytes(), "A256GCM", Some("JWT")),
-                Reencrypted::Nested => key.encrypt(token.as_bytes(), "A256GCM", Some("JWT")),
-            };
+                Reencrypted::Nested => key.encrypt(token.as_bytes(), "A256GCM", Some("JWT"))};
             prop_assert!(f.validate(&made).is_err(), "{edit:?} with {} validates", key.alg());
             // The control: the same key and content encryption around a good token pass.
             prop_assert!(f.validate(&key.encrypt(inner().sign().as_bytes(), "A128CBC-HS256", Some("JWT"))).is_ok());
@@ -971,8 +966,7 @@ proptest! {
                 Some("7") => StatusCode::FORBIDDEN,
                 Some("3") => StatusCode::BAD_REQUEST,
                 Some("14") => StatusCode::SERVICE_UNAVAILABLE,
-                other => return Err(TestCaseError::fail(format!("grpc-status {other:?}"))),
-            };
+                other => return Err(TestCaseError::fail(format!("grpc-status {other:?}")))};
             let message = answer.headers.get("grpc-message").expect("a grpc-message");
             prop_assert!(message.to_str().is_ok());
             status
@@ -997,8 +991,7 @@ proptest! {
                 prop_assert!(valid.is_some() && !granted);
                 prop_assert_eq!(challenge.params.get("scope"), Some(&sanitized(&call.required.join(" "))));
             }
-            other => return Err(TestCaseError::fail(format!("status {other}"))),
-        }
+            other => return Err(TestCaseError::fail(format!("status {other}")))}
         if status != StatusCode::FORBIDDEN && valid.is_some() {
             return Err(TestCaseError::fail(format!("a valid token got {status}")));
         }
@@ -1270,12 +1263,10 @@ proptest! {
         };
         match &refresh {
             Some(token) => object.insert("refresh_token".into(), token.clone().into()),
-            None => object.remove("refresh_token"),
-        };
+            None => object.remove("refresh_token")};
         match &scope {
             Some(scope) => object.insert("scope".into(), scope.clone().into()),
-            None => object.remove("scope"),
-        };
+            None => object.remove("scope")};
         let body = Value::Object(object).to_string();
         let response = TokenResponse::parse(body.as_bytes()).map_err(|e| TestCaseError::fail(format!("{e}: {body}")))?;
         prop_assert_eq!(response.access_token(), access.as_str());
@@ -1493,8 +1484,7 @@ proptest! {
         let claims = match form {
             0 => json!({ "scope": scope }),
             1 => json!({ "scp": tokens }),
-            _ => json!({ "scp": tokens.join(" ") }),
-        };
+            _ => json!({ "scp": tokens.join(" ") })};
         let claims: Claims = serde_json::from_value(claims).unwrap();
         let scopes = claims.scopes();
         prop_assert_eq!(scopes.iter().collect::<Vec<_>>(), tokens.iter().map(String::as_str).collect::<Vec<_>>());

@@ -5,8 +5,6 @@
 //! request. And what Redis holds: no token in the clear, no client in the keys.
 #![cfg(all(feature = "redis", feature = "testing", feature = "reqwest-middleware", feature = "axum"))]
 
-mod redis_support;
-
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Output;
@@ -15,21 +13,18 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use redis_support::{RedisServer, dead_redis_url};
 use tower_oauth::client::store::{EntryKey, RedisTokenStore, SharedStore};
-use tower_oauth::client::{TokenCache, TokenEndpoint, TokenError};
+use tower_oauth::client::{TokenCache, TokenError};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
-use tower_oauth::{BearerAuthLayer, Validator};
+
+use crate::support::api::{endpoint, ok_api, serve};
+use crate::support::redis::{RedisServer, dead_redis_url};
 
 const ID: &str = TestIssuer::DEFAULT_CLIENT_ID;
 const SECRET: &str = TestIssuer::DEFAULT_CLIENT_SECRET;
 
 async fn issuer_with_lifetime(lifetime: Duration) -> TestIssuer {
     TestIssuer::builder().token_lifetime(lifetime).start().await.unwrap()
-}
-
-fn endpoint(issuer: &TestIssuer) -> tower_oauth::client::TokenEndpointBuilder {
-    TokenEndpoint::builder(issuer.token_endpoint(), ID, SECRET).scope("read").timeout(Duration::from_secs(30))
 }
 
 fn shared(url: &str) -> SharedStore {
@@ -39,7 +34,11 @@ fn shared(url: &str) -> SharedStore {
 /// A cache on the shared store, refreshed at 80 % of the lifetime (the default for
 /// long-lived tokens; without a margin so short test tokens follow the same rule).
 fn cache(issuer: &TestIssuer, store: SharedStore) -> TokenCache {
-    TokenCache::builder(endpoint(issuer).build().unwrap()).refresh_margin(Duration::ZERO).store(store).build().unwrap()
+    TokenCache::builder(endpoint(issuer).scope("read").timeout(Duration::from_secs(30)).build().unwrap())
+        .refresh_margin(Duration::ZERO)
+        .store(store)
+        .build()
+        .unwrap()
 }
 
 /// Every cache asks for a token every 20 ms until `until`; the number of failed asks.
@@ -153,7 +152,12 @@ async fn a_rotating_refresh_token_is_spent_once_per_refresh_point_fleet_wide() {
     // Three replicas, all configured with the same initial refresh token.
     let caches: Vec<TokenCache> = (0..3)
         .map(|_| {
-            let endpoint = endpoint(&issuer).refresh_token(initial.as_str()).build().unwrap();
+            let endpoint = endpoint(&issuer)
+                .scope("read")
+                .timeout(Duration::from_secs(30))
+                .refresh_token(initial.as_str())
+                .build()
+                .unwrap();
             TokenCache::builder(endpoint)
                 .refresh_margin(Duration::ZERO)
                 .store(shared(&redis.url()).grant_id("alice"))
@@ -183,8 +187,12 @@ async fn an_authorization_code_is_exchanged_once_and_its_refresh_token_shared() 
     let code = issuer.issue_code(ID, "https://app.example/cb", "read", "bob");
     let caches: Vec<TokenCache> = (0..2)
         .map(|_| {
-            let endpoint =
-                endpoint(&issuer).authorization_code(code.as_str(), "https://app.example/cb").build().unwrap();
+            let endpoint = endpoint(&issuer)
+                .scope("read")
+                .timeout(Duration::from_secs(30))
+                .authorization_code(code.as_str(), "https://app.example/cb")
+                .build()
+                .unwrap();
             TokenCache::builder(endpoint)
                 .refresh_margin(Duration::ZERO)
                 .store(shared(&redis.url()).grant_id("bob"))
@@ -206,7 +214,16 @@ async fn a_user_delegated_grant_needs_a_grant_id_and_never_renews_without_the_le
     let issuer = TestIssuer::start().await.unwrap();
     let refresh = issuer.issue_refresh_token(ID, "read", "carol");
     let build = |store: SharedStore| {
-        TokenCache::builder(endpoint(&issuer).refresh_token(refresh.as_str()).build().unwrap()).store(store).build()
+        TokenCache::builder(
+            endpoint(&issuer)
+                .scope("read")
+                .timeout(Duration::from_secs(30))
+                .refresh_token(refresh.as_str())
+                .build()
+                .unwrap(),
+        )
+        .store(store)
+        .build()
     };
     let missing = build(shared(&dead_redis_url()));
     assert!(matches!(missing, Err(tower_oauth::BuildError::MissingGrantId)), "{missing:?}");
@@ -344,10 +361,17 @@ async fn at_rest_tokens_are_sealed_keys_hide_the_client_and_a_wrong_key_opens_no
     let redis = RedisServer::start().await;
     let issuer = TestIssuer::start().await.unwrap();
     let refresh = issuer.issue_refresh_token(ID, "read write", "dave");
-    let sealed = TokenCache::builder(endpoint(&issuer).refresh_token(refresh.as_str()).build().unwrap())
-        .store(shared(&redis.url()).grant_id("dave"))
-        .build()
-        .unwrap();
+    let sealed = TokenCache::builder(
+        endpoint(&issuer)
+            .scope("read")
+            .timeout(Duration::from_secs(30))
+            .refresh_token(refresh.as_str())
+            .build()
+            .unwrap(),
+    )
+    .store(shared(&redis.url()).grant_id("dave"))
+    .build()
+    .unwrap();
     let token = sealed.token().await.unwrap().expose().to_owned();
 
     let keys = redis.keys().await;
@@ -366,17 +390,18 @@ async fn at_rest_tokens_are_sealed_keys_hide_the_client_and_a_wrong_key_opens_no
 
     // Another key cannot open the entry: it counts as absent, and that cache fetches
     // its own token (a reuse of the spent refresh token would fail here).
-    let stranger = TokenCache::builder(endpoint(&issuer).build().unwrap())
-        .store(SharedStore::new(RedisTokenStore::new(&redis.url()).unwrap(), EntryKey::new([9; 32])))
-        .build()
-        .unwrap();
+    let stranger =
+        TokenCache::builder(endpoint(&issuer).scope("read").timeout(Duration::from_secs(30)).build().unwrap())
+            .store(SharedStore::new(RedisTokenStore::new(&redis.url()).unwrap(), EntryKey::new([9; 32])))
+            .build()
+            .unwrap();
     let before = issuer.requests(Endpoint::Token);
     let theirs = stranger.token().await.unwrap().expose().to_owned();
     assert_ne!(theirs, token);
     assert_eq!(issuer.requests(Endpoint::Token), before + 1);
 
     // The explicit plaintext mode stores the token as it is, as documented.
-    let plain = TokenCache::builder(endpoint(&issuer).build().unwrap())
+    let plain = TokenCache::builder(endpoint(&issuer).scope("read").timeout(Duration::from_secs(30)).build().unwrap())
         .store(SharedStore::dangerous_plaintext(RedisTokenStore::new(&redis.url()).unwrap()).prefix("plain"))
         .build()
         .unwrap();
@@ -426,20 +451,11 @@ async fn finished(command: &mut tokio::process::Command) -> Output {
     tokio::time::timeout(Duration::from_secs(60), command.output()).await.unwrap().unwrap()
 }
 
-async fn protected_api(issuer: &TestIssuer) -> String {
-    let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build().unwrap();
-    let app = Router::new().route("/me", get(|| async { "ok" })).layer(BearerAuthLayer::new(validator));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/me", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_processes_with_redis_make_one_token_request() {
     let redis = RedisServer::start().await;
     let issuer = TestIssuer::start().await.unwrap();
-    let api = protected_api(&issuer).await;
+    let api = ok_api(&issuer).await;
     // A slow token endpoint, so the four start-ups overlap the one fetch.
     issuer.set_fault(Endpoint::Token, Fault::Delay(Duration::from_millis(1500)));
     let runs = (0..4).map(|_| {
@@ -460,7 +476,7 @@ async fn four_processes_with_redis_make_one_token_request() {
 async fn a_killed_holder_process_costs_one_lease_time_and_one_request() {
     let redis = RedisServer::start().await;
     let issuer = TestIssuer::start().await.unwrap();
-    let api = protected_api(&issuer).await;
+    let api = ok_api(&issuer).await;
 
     issuer.set_fault(Endpoint::Token, Fault::Stall);
     let mut holder = example_command(&issuer, &redis.url(), &api, 1).spawn().unwrap();
@@ -519,8 +535,10 @@ async fn fleet_token_requests_per_hour() {
             let prefix = format!("figure-{n}-{shared_store}");
             let caches: Vec<TokenCache> = (0..n)
                 .map(|_| {
-                    let builder =
-                        TokenCache::builder(endpoint(&issuer).build().unwrap()).refresh_margin(Duration::ZERO);
+                    let builder = TokenCache::builder(
+                        endpoint(&issuer).scope("read").timeout(Duration::from_secs(30)).build().unwrap(),
+                    )
+                    .refresh_margin(Duration::ZERO);
                     let builder = if shared_store {
                         builder.store(shared(&redis.url()).prefix(prefix.as_str()))
                     } else {
@@ -573,8 +591,5 @@ async fn slow_api(delay: Duration) -> String {
             "ok"
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/me", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    format!("{}/me", serve(app).await)
 }

@@ -2,7 +2,7 @@
 //! test issuer and keys fetched from it over HTTP. Each test fails if its rule is removed.
 #![cfg(feature = "testing")]
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -13,16 +13,10 @@ use tower_oauth::{
     Algorithm, BuildError, Claims, Jwk, KeySet, KeyStore, Secret, TypPolicy, ValidationError, Validator,
 };
 
+use crate::support::api::{now, validator};
+
 async fn issuer() -> TestIssuer {
     TestIssuer::start().await.expect("test issuer starts")
-}
-
-fn validator(issuer: &TestIssuer) -> Validator {
-    Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build().expect("valid configuration")
-}
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 /// Re-encodes a token's header with `edit` applied, keeping its payload and signature.

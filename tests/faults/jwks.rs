@@ -11,8 +11,6 @@
 //! warnings. Run with `--nocapture` to see the measured numbers.
 #![cfg(feature = "testing")]
 
-mod faults_support;
-
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +18,6 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use faults_support::{Behaviour, HEAVY, Hostile, MIB, PeakRss, Warnings, json, mib, redirect, socket_buffer_ceiling};
 use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
 use serde_json::{Value, json};
@@ -29,6 +26,9 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer as _, ServiceExt as _, service_fn};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer, TestKey};
 use tower_oauth::{Algorithm, BearerAuth, BearerAuthLayer, FetchError, KeyStore, Validator};
+
+use crate::observe::{HEAVY, MIB, PeakRss, Warnings, mib, socket_buffer_ceiling};
+use crate::support::server::{Behaviour, Scripted, json, redirect};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 type Inner = BoxCloneSyncService<Request<()>, Response<Empty<Bytes>>, Infallible>;
@@ -175,10 +175,10 @@ async fn issuer_fault(name: &str, fault: Fault, expected: &str) -> Outcome {
 }
 
 /// A hostile server in front of the issuer's keys: it serves them, then misbehaves.
-async fn hostile_fault(name: &str, behaviour: Behaviour, expected: &str) -> (Outcome, Hostile) {
+async fn hostile_fault(name: &str, behaviour: Behaviour, expected: &str) -> (Outcome, Scripted) {
     let (warnings, _guard) = Warnings::capture();
     let issuer = TestIssuer::start().await.expect("an issuer");
-    let server = Hostile::start(Behaviour::Respond(json(&issuer.jwks()))).await;
+    let server = Scripted::start(Behaviour::Respond(json(&issuer.jwks()))).await;
     let guarded = Guarded::on_jwks_uri(&issuer, &server.url("/jwks")).await;
     server.set(behaviour);
     let outcome = refresh_during_fault(name, &guarded, &warnings, expected).await;
@@ -336,7 +336,8 @@ async fn bytes_that_are_not_http_keep_the_last_good_keys() {
 
 #[tokio::test]
 async fn a_body_that_is_not_json_keeps_the_last_good_keys() {
-    let body = faults_support::response(200, &[("content-type", "application/json")], b"\x00\xff{\"keys\": [nope");
+    let body =
+        crate::support::server::response(200, &[("content-type", "application/json")], b"\x00\xff{\"keys\": [nope");
     hostile_fault("not JSON", Behaviour::Respond(body), &FetchError::InvalidDocument("not a JWK Set").to_string())
         .await;
 }
@@ -396,8 +397,8 @@ async fn a_redirect_loop_ends_at_once_and_keeps_the_last_good_keys() {
     let name = "redirect loop A -> B -> A";
     let (warnings, _guard) = Warnings::capture();
     let issuer = TestIssuer::start().await.expect("an issuer");
-    let a = Hostile::start(Behaviour::Respond(json(&issuer.jwks()))).await;
-    let b = Hostile::start(Behaviour::Respond(redirect(302, &a.url("/jwks")))).await;
+    let a = Scripted::start(Behaviour::Respond(json(&issuer.jwks()))).await;
+    let b = Scripted::start(Behaviour::Respond(redirect(302, &a.url("/jwks")))).await;
     let guarded = Guarded::on_jwks_uri(&issuer, &a.url("/jwks")).await;
     a.set(Behaviour::Respond(redirect(302, &b.url("/jwks"))));
     let (a_before, b_before) = (a.accepted(), b.accepted());
@@ -420,7 +421,7 @@ async fn a_redirect_loop_ends_at_once_and_keeps_the_last_good_keys() {
 async fn a_redirect_off_loopback_is_refused_without_a_connection() {
     let (warnings, _guard) = Warnings::capture();
     let issuer = TestIssuer::start().await.expect("an issuer");
-    let target = Hostile::start(Behaviour::Respond(json(&issuer.jwks()))).await;
+    let target = Scripted::start(Behaviour::Respond(json(&issuer.jwks()))).await;
     let mut reachable = Vec::new();
     for host in ["0.0.0.0", "[::ffff:127.0.0.1]"] {
         let address = format!("{host}:{}", target.port());
@@ -432,7 +433,7 @@ async fn a_redirect_off_loopback_is_refused_without_a_connection() {
     target.wait_ended(reachable.len() - 1, Duration::from_secs(5)).await;
     let probes = target.accepted();
 
-    let redirector = Hostile::start(Behaviour::Respond(json(&issuer.jwks()))).await;
+    let redirector = Scripted::start(Behaviour::Respond(json(&issuer.jwks()))).await;
     let store = KeyStore::builder()
         .jwks_uri(redirector.url("/jwks"))
         .timeout(Duration::from_secs(5))
@@ -671,7 +672,7 @@ async fn a_cold_start_against_a_down_jwks_answers_503_then_recovers() -> TestRes
     );
 
     // Nothing listens on the JWKS port at all, until a server takes it.
-    let port = faults_support::closed_port().await;
+    let port = crate::support::server::closed_port().await;
     let store = KeyStore::builder()
         .jwks_uri(format!("http://{port}/jwks"))
         .unknown_kid_cooldown(cooldown)
@@ -679,7 +680,7 @@ async fn a_cold_start_against_a_down_jwks_answers_503_then_recovers() -> TestRes
         .build()?;
     let guarded = cold_guarded(&issuer, store);
     let took = all_unavailable(&guarded, "connection refused").await;
-    let server = Hostile::bind(port, Behaviour::Respond(json(&issuer.jwks()))).await;
+    let server = Scripted::bind(port, Behaviour::Respond(json(&issuer.jwks()))).await;
     let back = all_pass_once_back(&guarded, "connection refused").await;
     println!("cold start, connection refused: 200 x 503 in {took:?}; back {back:?} after a server took the port");
     drop(server);

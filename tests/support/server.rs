@@ -1,32 +1,32 @@
-//! Shared by the fault-injection suites (`faults_jwks`, `faults_token`):
+//! The scripted server: a hand-made HTTP/1.1 server on 127.0.0.1 for everything the
+//! [`TestIssuer`](tower_oauth::testing::TestIssuer) does not serve.
 //!
-//! - [`Hostile`]: a hand-made HTTP/1.1 server on 127.0.0.1 for the faults the test issuer
-//!   cannot make (a body that never ends, 100 MB streamed without `content-length`, a
-//!   30 s stall, a socket that is never read, bytes that are not HTTP, redirects). It
-//!   records every connection: when it came, what it asked, how many bytes it was sent
-//!   and when the client gave up on it.
-//! - [`Warnings`]: the crate's warnings on the current thread, to see which typed error
-//!   a background fetch failed with.
-//! - [`peak_rss`] and [`socket_buffer_ceiling`]: what memory and the kernel allow.
+//! Each connection carries one request and gets one [`Behaviour`], decided when the
+//! connection is accepted: the next queued one ([`Scripted::push`]), else the default
+//! ([`Scripted::set`]), or, for a server started with [`Scripted::routes`], whatever
+//! the routes answer to the request. A behaviour is a canned answer ([`Canned`], or any
+//! bytes, HTTP or not), a delay before it, or one of the hostile ones: a body that never
+//! ends, a flood streamed without ever being allocated, a socket that is never read.
 //!
-//! Every test compiles all of it and uses only part, hence the `dead_code` allowance.
+//! The server records every connection (when it came, what it asked, how many bytes it
+//! was sent, when the client gave up) and every request (method, path, headers, body).
+//! Dropping it stops it and every connection.
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tracing::field::{Field, Visit};
-use tracing::subscriber::DefaultGuard;
-use tracing::{Event, Level, Metadata, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 
-/// What the hostile server does with each connection it accepts, decided at accept time.
+/// What the server does with one connection.
 #[derive(Debug, Clone)]
 pub enum Behaviour {
     /// Reads the request, writes these bytes verbatim (an HTTP response or not), closes.
@@ -44,7 +44,80 @@ pub enum Behaviour {
     NeverRead,
 }
 
-/// One connection the hostile server accepted.
+impl Behaviour {
+    /// These bytes after `delay` (at once for a zero delay).
+    pub fn delayed(delay: Duration, bytes: Vec<u8>) -> Behaviour {
+        if delay.is_zero() { Behaviour::Respond(bytes) } else { Behaviour::Stall { hold: delay, then: bytes } }
+    }
+}
+
+impl From<Vec<u8>> for Behaviour {
+    fn from(bytes: Vec<u8>) -> Behaviour {
+        Behaviour::Respond(bytes)
+    }
+}
+
+impl From<Canned> for Behaviour {
+    fn from(canned: Canned) -> Behaviour {
+        Behaviour::Respond(canned.to_bytes())
+    }
+}
+
+/// A well-formed answer, built up by status, headers and body.
+#[derive(Debug, Clone)]
+pub struct Canned {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+impl Canned {
+    /// `status` with an `application/json` body.
+    pub fn json(status: u16, body: impl Into<String>) -> Canned {
+        Canned { status, headers: vec![("content-type", "application/json".into())], body: body.into() }
+    }
+
+    /// `status` with an empty body.
+    pub fn status(status: u16) -> Canned {
+        Canned { status, headers: Vec::new(), body: String::new() }
+    }
+
+    /// One more header.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Canned {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
+        response(self.status, &headers, self.body.as_bytes())
+    }
+}
+
+/// One request the server read.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    /// The request target as sent: the path and any query.
+    pub target: String,
+    /// The path, without the query.
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as form pairs.
+    pub fn form(&self) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(&self.body).into_owned().collect()
+    }
+}
+
+/// One connection the server accepted.
 #[derive(Debug, Clone)]
 pub struct Connection {
     pub accepted_at: Instant,
@@ -60,43 +133,78 @@ pub struct Connection {
     pub ended_at: Option<Instant>,
 }
 
-struct State {
-    behaviour: Mutex<Behaviour>,
-    connections: Mutex<Vec<Connection>>,
+/// What a server started with [`Scripted::routes`] answers to a request, given its own
+/// base URL (`http://127.0.0.1:PORT`).
+type Routes = Arc<dyn Fn(&Seen, &str) -> Behaviour + Send + Sync>;
+
+enum Fallback {
+    Fixed(Behaviour),
+    Routes(Routes),
 }
 
-/// A hostile HTTP/1.1 server on 127.0.0.1. Dropping it stops it and every connection.
-pub struct Hostile {
+/// The plan for one connection, fixed when it is accepted.
+enum Plan {
+    Fixed(Behaviour),
+    Routes(Routes),
+}
+
+struct State {
+    base: String,
+    queue: VecDeque<Behaviour>,
+    default: Fallback,
+    connections: Vec<Connection>,
+    seen: Vec<Seen>,
+}
+
+/// The scripted HTTP/1.1 server on 127.0.0.1. Dropping it stops it and every connection.
+pub struct Scripted {
     addr: SocketAddr,
-    state: Arc<State>,
+    state: Arc<Mutex<State>>,
     task: tokio::task::AbortHandle,
 }
 
-impl Drop for Hostile {
+impl Drop for Scripted {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl fmt::Debug for Hostile {
+impl fmt::Debug for Scripted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hostile").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Scripted").field("addr", &self.addr).finish_non_exhaustive()
     }
 }
 
-impl Hostile {
-    /// Starts on a free port of 127.0.0.1.
-    pub async fn start(behaviour: Behaviour) -> Hostile {
-        Hostile::bind("127.0.0.1:0".parse().expect("a socket address"), behaviour).await
+impl Scripted {
+    /// Starts on a free port of 127.0.0.1, doing `behaviour` with every connection.
+    pub async fn start(behaviour: impl Into<Behaviour>) -> Scripted {
+        Scripted::bind("127.0.0.1:0".parse().expect("a socket address"), behaviour).await
     }
 
     /// Starts on `addr` (a port another server used before, say).
-    pub async fn bind(addr: SocketAddr, behaviour: Behaviour) -> Hostile {
+    pub async fn bind(addr: SocketAddr, behaviour: impl Into<Behaviour>) -> Scripted {
+        Scripted::launch(addr, Fallback::Fixed(behaviour.into())).await
+    }
+
+    /// Starts on a free port of 127.0.0.1, answering each request with
+    /// `routes(request, base)`, where `base` is `http://127.0.0.1:PORT`.
+    pub async fn routes<B: Into<Behaviour>>(routes: impl Fn(&Seen, &str) -> B + Send + Sync + 'static) -> Scripted {
+        let routes: Routes = Arc::new(move |seen, base| routes(seen, base).into());
+        Scripted::launch("127.0.0.1:0".parse().expect("a socket address"), Fallback::Routes(routes)).await
+    }
+
+    async fn launch(addr: SocketAddr, default: Fallback) -> Scripted {
         let listener = TcpListener::bind(addr).await.expect("a port on 127.0.0.1");
         let addr = listener.local_addr().expect("a bound listener has an address");
-        let state = Arc::new(State { behaviour: Mutex::new(behaviour), connections: Mutex::new(Vec::new()) });
+        let state = Arc::new(Mutex::new(State {
+            base: format!("http://{addr}"),
+            queue: VecDeque::new(),
+            default,
+            connections: Vec::new(),
+            seen: Vec::new(),
+        }));
         let task = tokio::spawn(accept_loop(listener, state.clone())).abort_handle();
-        Hostile { addr, state, task }
+        Scripted { addr, state, task }
     }
 
     /// `http://127.0.0.1:PORT{path}`.
@@ -108,19 +216,35 @@ impl Hostile {
         self.addr.port()
     }
 
-    /// What new connections get from now on; those under way keep what they had.
-    pub fn set(&self, behaviour: Behaviour) {
-        *self.state.behaviour.lock().unwrap() = behaviour;
+    /// What new connections get from now on, once the queue is empty; those under way
+    /// keep what they had.
+    pub fn set(&self, behaviour: impl Into<Behaviour>) {
+        self.state.lock().unwrap().default = Fallback::Fixed(behaviour.into());
+    }
+
+    /// What the next new connection gets, after those queued before.
+    pub fn push(&self, behaviour: impl Into<Behaviour>) {
+        self.state.lock().unwrap().queue.push_back(behaviour.into());
+    }
+
+    /// Every request read so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    /// How many requests were read so far.
+    pub fn count(&self) -> usize {
+        self.state.lock().unwrap().seen.len()
     }
 
     /// Every connection accepted so far, in order.
     pub fn connections(&self) -> Vec<Connection> {
-        self.state.connections.lock().unwrap().clone()
+        self.state.lock().unwrap().connections.clone()
     }
 
     /// How many connections were accepted so far.
     pub fn accepted(&self) -> usize {
-        self.state.connections.lock().unwrap().len()
+        self.state.lock().unwrap().connections.len()
     }
 
     /// Waits until connection `index` has ended; panics after `deadline`.
@@ -136,17 +260,23 @@ impl Hostile {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+async fn accept_loop(listener: TcpListener, state: Arc<Mutex<State>>) {
     // Owned here, so that aborting this task drops every connection too.
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let behaviour = state.behaviour.lock().unwrap().clone();
-                let index = {
-                    let mut all = state.connections.lock().unwrap();
-                    all.push(Connection {
+                let (plan, index) = {
+                    let mut state = state.lock().unwrap();
+                    let plan = match state.queue.pop_front() {
+                        Some(behaviour) => Plan::Fixed(behaviour),
+                        None => match &state.default {
+                            Fallback::Fixed(behaviour) => Plan::Fixed(behaviour.clone()),
+                            Fallback::Routes(routes) => Plan::Routes(routes.clone()),
+                        },
+                    };
+                    state.connections.push(Connection {
                         accepted_at: Instant::now(),
                         request: None,
                         written: 0,
@@ -154,9 +284,9 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
                         client_gone_at: None,
                         ended_at: None,
                     });
-                    all.len() - 1
+                    (plan, state.connections.len() - 1)
                 };
-                connections.spawn(serve(stream, behaviour, Record { state: state.clone(), index }));
+                connections.spawn(serve(stream, plan, Record { state: state.clone(), index }));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -165,13 +295,13 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
 
 /// Updates one connection's entry.
 struct Record {
-    state: Arc<State>,
+    state: Arc<Mutex<State>>,
     index: usize,
 }
 
 impl Record {
     fn update(&self, change: impl FnOnce(&mut Connection)) {
-        change(&mut self.state.connections.lock().unwrap()[self.index]);
+        change(&mut self.state.lock().unwrap().connections[self.index]);
     }
 }
 
@@ -185,15 +315,29 @@ const CHUNK: usize = 64 * 1024;
 static SPACES: [u8; CHUNK] = [b' '; CHUNK];
 const JSON_START: &[u8] = b"{\"keys\":[";
 
-async fn serve(mut stream: TcpStream, behaviour: Behaviour, record: Record) {
-    if let Behaviour::NeverRead = behaviour {
+async fn serve(mut stream: TcpStream, plan: Plan, record: Record) {
+    if let Plan::Fixed(Behaviour::NeverRead) = plan {
         return std::future::pending().await;
     }
-    let Some(request) = read_request(&mut stream).await else {
+    let Some((line, seen)) = read_request(&mut stream).await else {
         record.update(|c| c.client_gone_at = Some(Instant::now()));
         return;
     };
-    record.update(|c| c.request = Some(request));
+    let behaviour = match plan {
+        Plan::Fixed(behaviour) => behaviour,
+        Plan::Routes(routes) => {
+            let base = record.state.lock().unwrap().base.clone();
+            routes(&seen, &base)
+        }
+    };
+    {
+        let mut state = record.state.lock().unwrap();
+        state.connections[record.index].request = Some(line);
+        state.seen.push(seen);
+    }
+    if let Behaviour::NeverRead = behaviour {
+        return std::future::pending().await;
+    }
     let (mut reader, mut writer) = stream.split();
     let mut written = 0u64;
     // The client may give up at any moment: watch for that while writing (or waiting).
@@ -284,7 +428,7 @@ async fn answer(
             }
             Ok(())
         }
-        Behaviour::NeverRead => unreachable!("handled before the request is read"),
+        Behaviour::NeverRead => unreachable!("handled before anything is written"),
     }
 }
 
@@ -302,8 +446,8 @@ async fn send(writer: &mut (impl AsyncWrite + Unpin), mut bytes: &[u8], written:
 }
 
 /// Reads a request head (at most 64 KiB) and its `content-length` body; returns the
-/// request line, or `None` when the client went away first.
-async fn read_request(stream: &mut TcpStream) -> Option<String> {
+/// request line and the request, or `None` when the client went away first.
+async fn read_request(stream: &mut TcpStream) -> Option<(String, Seen)> {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     let head_end = loop {
@@ -319,25 +463,34 @@ async fn read_request(stream: &mut TcpStream) -> Option<String> {
         }
     };
     let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
-    let length: usize = head
-        .split("\r\n")
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, value)| value.trim().parse().ok())
-        .unwrap_or(0);
-    let mut body = data.len() - head_end;
-    while body < length {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => body += n,
+    let mut lines = head.split("\r\n");
+    let line = lines.next().unwrap_or_default().to_owned();
+    let mut headers = HeaderMap::new();
+    for (name, value) in lines.filter_map(|line| line.split_once(':')) {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.trim()), HeaderValue::try_from(value.trim())) {
+            headers.append(name, value);
         }
     }
-    Some(head.lines().next().unwrap_or_default().to_owned())
+    let length: usize =
+        headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+    let mut body = data[head_end..].to_vec();
+    while body.len() < length {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
+        }
+    }
+    let mut parts = line.split(' ');
+    let method = parts.next().and_then(|m| Method::from_bytes(m.as_bytes()).ok()).unwrap_or_default();
+    let target = parts.next().unwrap_or_default().to_owned();
+    let path = target.split('?').next().unwrap_or_default().to_owned();
+    Some((line, Seen { method, target, path, headers, body: Bytes::from(body) }))
 }
 
 /// A complete response with `content-length` and `connection: close`.
 pub fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut head = format!("HTTP/1.1 {status} Hostile\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+    let reason = StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Scripted");
+    let mut head = format!("HTTP/1.1 {status} {reason}\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
     for (name, value) in headers {
         let _ = write!(head, "{name}: {value}\r\n");
     }
@@ -357,137 +510,23 @@ pub fn redirect(status: u16, location: &str) -> Vec<u8> {
     response(status, &[("location", location)], b"")
 }
 
+/// A `200 application/json` with a chunked body (no `content-length`), in pieces of
+/// `chunk` bytes.
+pub fn chunked(body: &[u8], chunk: usize) -> Vec<u8> {
+    let mut out =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+            .to_vec();
+    for piece in body.chunks(chunk) {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
 /// A port on 127.0.0.1 that nothing listens on (it was free a moment ago).
 pub async fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port on 127.0.0.1");
     listener.local_addr().expect("a bound listener has an address")
-}
-
-// ---------------------------------------------------------------------------------
-// Warnings
-// ---------------------------------------------------------------------------------
-
-/// A warning the crate logged: its message and its `error` field.
-#[derive(Debug, Clone)]
-pub struct Warning {
-    pub message: String,
-    pub error: Option<String>,
-}
-
-/// The crate's warnings (level WARN and above, targets under `tower_oauth`) logged on
-/// this thread while the guard lives. Under a current-thread runtime every task of the
-/// test runs on this thread, background refreshers included, and other tests' warnings
-/// (on their own threads) stay out.
-#[derive(Debug, Clone, Default)]
-pub struct Warnings(Arc<Mutex<Vec<Warning>>>);
-
-impl Warnings {
-    pub fn capture() -> (Warnings, DefaultGuard) {
-        let warnings = Warnings::default();
-        let subscriber = tracing_subscriber::registry().with(Collect(warnings.0.clone()));
-        (warnings, tracing::subscriber::set_default(subscriber))
-    }
-
-    /// The `error` of every warning with this message, oldest first.
-    pub fn errors(&self, message: &str) -> Vec<String> {
-        self.0.lock().unwrap().iter().filter(|w| w.message == message).filter_map(|w| w.error.clone()).collect()
-    }
-
-    pub fn all(&self) -> Vec<Warning> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-struct Collect(Arc<Mutex<Vec<Warning>>>);
-
-impl<S: Subscriber> Layer<S> for Collect {
-    fn enabled(&self, metadata: &Metadata<'_>, _: Context<'_, S>) -> bool {
-        *metadata.level() <= Level::WARN && metadata.target().starts_with("tower_oauth")
-    }
-
-    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        self.0.lock().unwrap().push(Warning { message: fields.message, error: fields.error });
-    }
-}
-
-#[derive(Default)]
-struct Fields {
-    message: String,
-    error: Option<String>,
-}
-
-impl Visit for Fields {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        match field.name() {
-            "message" => self.message = format!("{value:?}"),
-            "error" => self.error = Some(format!("{value:?}")),
-            _ => {}
-        }
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            "message" => self.message = value.to_owned(),
-            "error" => self.error = Some(value.to_owned()),
-            _ => {}
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// Memory and the kernel
-// ---------------------------------------------------------------------------------
-
-/// Held by the tests that measure memory and by those that allocate a lot (a flood of
-/// 10,000 tokens), so that a measurement sees only its own test.
-pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// How far the process's peak resident memory rises during a test.
-#[derive(Debug)]
-pub struct PeakRss {
-    start: u64,
-}
-
-impl PeakRss {
-    /// Resets the kernel's peak (`VmHWM`, through `/proc/self/clear_refs`) to the present
-    /// size, and starts from there; where the reset is refused, from the old peak, which
-    /// hides no growth beyond it. `None` where `/proc` has no such numbers.
-    pub fn start() -> Option<PeakRss> {
-        let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-        let start = if reset { status_kib("VmRSS:")? } else { status_kib("VmHWM:")? };
-        Some(PeakRss { start: start * 1024 })
-    }
-
-    /// (peak now, growth over the start), in bytes.
-    pub fn growth(&self) -> (u64, u64) {
-        let peak = status_kib("VmHWM:").map_or(0, |kib| kib * 1024);
-        (peak, peak.saturating_sub(self.start))
-    }
-}
-
-fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with(field))?;
-    line.trim_start_matches(field).trim().trim_end_matches("kB").trim().parse().ok()
-}
-
-/// The most bytes a loopback connection can hold between a writer and a reader that
-/// stopped reading: the largest send and receive buffers the kernel may grow to
-/// (`tcp_wmem` and `tcp_rmem` maxima), or 16 MiB where they cannot be read.
-pub fn socket_buffer_ceiling() -> u64 {
-    let max =
-        |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.split_whitespace().nth(2)?.parse().ok() };
-    match (max("/proc/sys/net/ipv4/tcp_wmem"), max("/proc/sys/net/ipv4/tcp_rmem")) {
-        (Some(w), Some(r)) => w + r,
-        _ => 16 * 1024 * 1024,
-    }
-}
-
-pub const MIB: u64 = 1024 * 1024;
-
-/// Bytes as MiB with two decimals, for the numbers the tests print.
-pub fn mib(bytes: u64) -> String {
-    format!("{:.2} MiB", bytes as f64 / MIB as f64)
 }

@@ -7,13 +7,13 @@
 
 use std::time::Duration;
 
-use axum::routing::get;
-use axum::{Json, Router};
 use tower_oauth::bearer::VerifiedTokenCache;
 use tower_oauth::introspect::{IntrospectionError, Introspector};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
 use tower_oauth::validate::{Issuer, IssuerPattern};
-use tower_oauth::{Algorithm, BearerAuthLayer, Claims, ValidationError, Validator};
+use tower_oauth::{Algorithm, BearerAuthLayer, ValidationError, Validator};
+
+use crate::support::api::claims_api;
 
 const ENDPOINTS: [Endpoint; 6] = [
     Endpoint::OpenIdConfiguration,
@@ -31,15 +31,6 @@ async fn tenant() -> TestIssuer {
 /// Every request the issuer has answered, whatever the endpoint.
 fn all_requests(issuer: &TestIssuer) -> u64 {
     ENDPOINTS.iter().map(|e| issuer.requests(*e)).sum()
-}
-
-/// An axum API behind `layer`; `/me` answers with the claims.
-async fn serve(layer: BearerAuthLayer) -> String {
-    let app = Router::new().route("/me", get(|claims: Claims| async move { Json(claims) })).layer(layer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/me", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
 }
 
 async fn status(http: &reqwest::Client, url: &str, token: &str) -> u16 {
@@ -95,7 +86,7 @@ async fn a_tenant_that_is_down_does_not_affect_another() {
         .lazy_discovery()
         .build()
         .unwrap();
-    let url = serve(BearerAuthLayer::new(validator.clone())).await;
+    let url = claims_api(BearerAuthLayer::new(validator.clone())).await;
     let http = reqwest::Client::new();
 
     // Interleaved: every request of A passes, every request of B is a 503 (B's keys were
@@ -235,7 +226,7 @@ async fn issuers_can_be_added_and_removed_while_requests_are_served() {
     let (a, b) = (tenant().await, tenant().await);
     let validator = Validator::builder().issuer(a.issuer()).audience(a.audience()).build().unwrap();
     let cache = VerifiedTokenCache::default();
-    let url = serve(BearerAuthLayer::new(validator.clone()).cache(cache.clone())).await;
+    let url = claims_api(BearerAuthLayer::new(validator.clone()).cache(cache.clone())).await;
     let http = reqwest::Client::new();
     let (a_token, b_token) = (a.mint().sign(), b.mint().sign());
 
@@ -349,7 +340,7 @@ async fn a_tenant_can_be_introspected_while_another_is_verified_locally() {
         .audience(local.audience())
         .build()
         .unwrap();
-    let url = serve(BearerAuthLayer::new(validator.clone())).await;
+    let url = claims_api(BearerAuthLayer::new(validator.clone())).await;
     let http = reqwest::Client::new();
 
     assert_eq!(status(&http, &url, &local.mint().sign()).await, 200);

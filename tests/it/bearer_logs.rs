@@ -11,8 +11,10 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
 use tower::{Layer, ServiceExt, service_fn};
+use tower_oauth::BearerAuthLayer;
 use tower_oauth::testing::TestIssuer;
-use tower_oauth::{BearerAuthLayer, Validator};
+
+use crate::support::api::validator;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -39,7 +41,7 @@ async fn spans_carry_the_callers_identity_and_logs_never_carry_the_token() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let issuer = TestIssuer::start().await.unwrap();
-    let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build().unwrap();
+    let validator = validator(&issuer);
     let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) });
     let service = BearerAuthLayer::new(validator).layer(inner);
     let good = issuer.mint().subject("alice").sign();

@@ -8,8 +8,6 @@
 //! Needs Node.js and `npm ci` in `tests/oidc`: `scripts/test` provisions both.
 #![cfg(all(feature = "testing", feature = "axum"))]
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,8 +15,11 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
+
+use crate::support;
+use crate::support::api::claims_api;
 use support::oidc_idp::{
-    API, API_ES256, CLIENT, Error, Idp, REQUEST_TIMEOUT, SPECIAL_CLIENT, TestResult, call, http_client, segment, serve,
+    API, API_ES256, CLIENT, Error, Idp, REQUEST_TIMEOUT, SPECIAL_CLIENT, TestResult, call, http_client, segment,
 };
 use tower_oauth::{BearerAuthLayer, TypPolicy, Validator};
 
@@ -65,7 +66,7 @@ async fn oidc_provider_issues_rfc9068_jwt_access_tokens() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_layer_accepts_oidc_provider_tokens_found_by_discovery() -> TestResult {
     let idp = Idp::start().await?;
-    let url = serve(BearerAuthLayer::new(validator(&idp.issuer, &[API])?)).await?;
+    let url = claims_api(BearerAuthLayer::new(validator(&idp.issuer, &[API])?)).await;
     let http = http_client();
 
     let token = idp.token(CLIENT, API, "read").await?;
@@ -134,7 +135,7 @@ async fn key_rotation_at_oidc_provider_causes_no_401() -> TestResult {
     const MAX_PER_WORKER: usize = 500;
 
     let idp = Arc::new(Idp::start().await?);
-    let url = serve(BearerAuthLayer::new(validator(&idp.issuer, &[API])?).verbose_errors(true)).await?;
+    let url = claims_api(BearerAuthLayer::new(validator(&idp.issuer, &[API])?).verbose_errors(true)).await;
     let http = http_client();
     let old_kid = segment(&idp.token(CLIENT, API, "read").await?, 0)["kid"].as_str().ok_or("no kid")?.to_owned();
 
@@ -235,7 +236,7 @@ async fn key_rotation_at_oidc_provider_causes_no_401() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn es256_tokens_pass_the_same_layer() -> TestResult {
     let idp = Idp::start().await?;
-    let url = serve(BearerAuthLayer::new(validator(&idp.issuer, &[API, API_ES256])?)).await?;
+    let url = claims_api(BearerAuthLayer::new(validator(&idp.issuer, &[API, API_ES256])?)).await;
     let http = http_client();
 
     for (resource, alg) in [(API_ES256, "ES256"), (API, "RS256")] {

@@ -3,13 +3,14 @@
 #![cfg(feature = "testing")]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tower_oauth::introspect::{AuthMethod, IntrospectionError, Introspector, IntrospectorBuilder};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
 
-mod support;
+use crate::support;
+use crate::support::api::now;
 use support::backoff::most_discoveries;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -27,10 +28,6 @@ fn builder(issuer: &TestIssuer) -> IntrospectorBuilder {
 
 fn claims(json: &str) -> Value {
     serde_json::from_str(json).expect("introspected claims are JSON")
-}
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 #[tokio::test]

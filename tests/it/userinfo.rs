@@ -13,17 +13,11 @@ use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
 use tower_oauth::userinfo::{FailurePolicy, UserInfo, UserinfoLayer, UserinfoLayerBuilder};
 use tower_oauth::{BearerAuthLayer, KeyStore, Validator};
 
-mod support;
+use crate::support;
+use crate::support::api::{serve, validator};
 use support::backoff::most_discoveries;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
 
 /// What `/me` answers: the userinfo the handler saw, or `null`.
 async fn me(user: Option<UserInfo>) -> Json<Value> {
@@ -34,7 +28,7 @@ async fn me(user: Option<UserInfo>) -> Json<Value> {
 }
 
 async fn api(issuer: &TestIssuer, userinfo: UserinfoLayer) -> String {
-    let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build().unwrap();
+    let validator = validator(issuer);
     api_with(validator, userinfo).await
 }
 

@@ -2,16 +2,13 @@
 //! environment, its one line per failed request, its closing JSON line and exit code.
 #![cfg(all(feature = "testing", feature = "reqwest-middleware", feature = "axum"))]
 
-mod client_support;
-
 use std::path::PathBuf;
 use std::process::Output;
 
-use axum::Router;
-use axum::routing::get;
-use client_support::{Canned, Server};
 use tower_oauth::testing::{Endpoint, TestIssuer};
-use tower_oauth::{BearerAuthLayer, Validator};
+
+use crate::support::api::ok_api;
+use crate::support::server::{Canned, Scripted};
 
 /// The example binary `cargo test` built next to this test's own.
 fn example(name: &str) -> PathBuf {
@@ -33,19 +30,10 @@ fn stdout_lines(output: &Output) -> Vec<String> {
     String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect()
 }
 
-async fn protected_api(issuer: &TestIssuer) -> String {
-    let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build().unwrap();
-    let app = Router::new().route("/me", get(|| async { "ok" })).layer(BearerAuthLayer::new(validator));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/me", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_succeeds_with_one_token() {
     let issuer = TestIssuer::start().await.unwrap();
-    let api = protected_api(&issuer).await;
+    let api = ok_api(&issuer).await;
     let output = run(&[
         ("OAUTH_TOKEN_URL", &issuer.token_endpoint()),
         ("OAUTH_CLIENT_ID", TestIssuer::DEFAULT_CLIENT_ID),
@@ -64,7 +52,7 @@ async fn every_request_succeeds_with_one_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_post_authentication_and_the_refresh_token_grant_work_too() {
     let issuer = TestIssuer::start().await.unwrap();
-    let api = protected_api(&issuer).await;
+    let api = ok_api(&issuer).await;
     let refresh = issuer.issue_refresh_token(TestIssuer::DEFAULT_CLIENT_ID, "read write", "dave");
     let output = run(&[
         ("OAUTH_ISSUER", issuer.issuer()),
@@ -88,12 +76,12 @@ async fn discovery_post_authentication_and_the_refresh_token_grant_work_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_requests_get_a_line_each_and_a_non_zero_exit() {
     let issuer = TestIssuer::start().await.unwrap();
-    let api = Server::start(Canned::status(503)).await;
+    let api = Scripted::start(Canned::status(503)).await;
     let output = run(&[
         ("OAUTH_TOKEN_URL", &issuer.token_endpoint()),
         ("OAUTH_CLIENT_ID", TestIssuer::DEFAULT_CLIENT_ID),
         ("OAUTH_CLIENT_SECRET", TestIssuer::DEFAULT_CLIENT_SECRET),
-        ("TARGET_URL", &format!("{}/x", api.url)),
+        ("TARGET_URL", &api.url("/x")),
         ("REQUESTS", "3"),
     ])
     .await;
@@ -108,7 +96,7 @@ async fn failed_requests_get_a_line_each_and_a_non_zero_exit() {
         ("OAUTH_TOKEN_URL", &issuer.token_endpoint()),
         ("OAUTH_CLIENT_ID", TestIssuer::DEFAULT_CLIENT_ID),
         ("OAUTH_CLIENT_SECRET", "not-the-secret"),
-        ("TARGET_URL", &format!("{}/x", api.url)),
+        ("TARGET_URL", &api.url("/x")),
     ])
     .await;
     assert!(!output.status.success());

@@ -2,24 +2,21 @@
 //! Rejections are gRPC statuses with the RFC 6750 challenge alongside.
 #![cfg(feature = "testing")]
 
-#[path = "../examples/grpc_server.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod grpc_server;
-
-use grpc_server::{WHOAMI_GET, WhoAmIReply, WhoAmIRequest};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+use tower_oauth::BearerAuthLayer;
 use tower_oauth::bearer::RequireScopeLayer;
 use tower_oauth::testing::TestIssuer;
-use tower_oauth::{BearerAuthLayer, Validator};
+
+use crate::grpc_server::{WHOAMI_GET, WhoAmIReply, WhoAmIRequest};
+use crate::support::api::{listen, validator};
 
 async fn start() -> (TestIssuer, Channel) {
     let issuer = TestIssuer::start().await.unwrap();
-    let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(grpc_server::serve(listener, validator));
+    let validator = validator(&issuer);
+    let (listener, url) = listen().await;
+    tokio::spawn(crate::grpc_server::serve(listener, validator));
     (issuer, Channel::from_shared(url).unwrap().connect().await.unwrap())
 }
 
@@ -74,9 +71,8 @@ async fn a_bad_token_is_unauthenticated_with_invalid_token() {
 #[tokio::test]
 async fn a_missing_scope_is_permission_denied() {
     let issuer = TestIssuer::start().await.unwrap();
-    let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let validator = validator(&issuer);
+    let (listener, url) = listen().await;
     let (_reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(
         tonic::transport::Server::builder()

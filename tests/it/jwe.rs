@@ -5,8 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use axum::routing::get;
-use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::{Map, Value, json};
@@ -14,6 +12,8 @@ use tower_oauth::bearer::VerifiedTokenCache;
 use tower_oauth::testing::{TestEncryptionKey, TestIssuer};
 use tower_oauth::validate::DecryptionKeys;
 use tower_oauth::{BearerAuthLayer, BuildError, Claims, TypPolicy, ValidationError, Validator};
+
+use crate::support::api::claims_api;
 
 fn keys(key: &TestEncryptionKey) -> DecryptionKeys {
     DecryptionKeys::from_jwks(key.private_jwks().as_bytes()).unwrap()
@@ -320,10 +320,7 @@ async fn the_bank_flow_issues_encrypted_access_tokens_the_layer_accepts() {
 
     let cache = VerifiedTokenCache::<Claims>::default();
     let layer = BearerAuthLayer::new(validator(&issuer, &key)).cache(cache.clone());
-    let app = Router::new().route("/me", get(|claims: Claims| async move { Json(claims) })).layer(layer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/me", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = claims_api(layer).await;
     for _ in 0..3 {
         let response = http.get(&url).bearer_auth(&refreshed).send().await.unwrap();
         assert_eq!(response.status(), 200);

@@ -3,28 +3,22 @@
 //! attach predicate, and the 401 retry rule.
 #![cfg(all(feature = "testing", feature = "axum"))]
 
-mod client_support;
-
-#[path = "../examples/grpc_server.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod grpc_server;
-
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::routing::get;
-use axum::{Json, Router};
 use bytes::Bytes;
-use client_support::{Canned, Server};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Service, ServiceBuilder, ServiceExt as _};
+use tower_oauth::BearerAuthLayer;
 use tower_oauth::client::{ClientCredentialsLayer, RequestTarget, TokenCache, TokenEndpoint, TokenError};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
-use tower_oauth::{BearerAuthLayer, Claims, Validator};
+
+use crate::support::api::{claims_api, listen, validator};
+use crate::support::server::{Canned, Scripted};
 
 fn cache(issuer: &TestIssuer) -> TokenCache {
     let endpoint = TokenEndpoint::builder(
@@ -38,18 +32,6 @@ fn cache(issuer: &TestIssuer) -> TokenCache {
     TokenCache::new(endpoint).unwrap()
 }
 
-/// An API on 127.0.0.1 that validates tokens from `issuer`; `/me` answers the claims.
-async fn protected_api(issuer: &TestIssuer) -> String {
-    let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build().unwrap();
-    let app = Router::new()
-        .route("/me", get(|claims: Claims| async move { Json(claims) }))
-        .layer(BearerAuthLayer::new(validator));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
 fn get_empty(uri: &str) -> Request<Empty<Bytes>> {
     Request::get(uri).body(Empty::new()).unwrap()
 }
@@ -57,11 +39,11 @@ fn get_empty(uri: &str) -> Request<Empty<Bytes>> {
 #[tokio::test]
 async fn the_hyper_util_client_calls_a_validating_api_with_the_cached_token() {
     let issuer = TestIssuer::start().await.unwrap();
-    let api = protected_api(&issuer).await;
+    let api = claims_api(BearerAuthLayer::new(validator(&issuer))).await;
     let http = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut client = ServiceBuilder::new().layer(ClientCredentialsLayer::new(cache(&issuer))).service(http);
     for _ in 0..3 {
-        let response = client.ready().await.unwrap().call(get_empty(&format!("{api}/me"))).await.unwrap();
+        let response = client.ready().await.unwrap().call(get_empty(&api)).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let claims: serde_json::Value =
             serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
@@ -160,18 +142,18 @@ impl LayerService for ClientCredentialsLayer {
     }
 }
 
-fn authorizations(api: &Server) -> Vec<String> {
+fn authorizations(api: &Scripted) -> Vec<String> {
     api.seen().iter().map(|s| s.header("authorization").unwrap_or("").to_owned()).collect()
 }
 
 #[tokio::test]
 async fn a_401_causes_one_refresh_and_one_retry_with_the_new_token() {
     let issuer = TestIssuer::start().await.unwrap();
-    let api = Server::start(Canned::status(200)).await;
+    let api = Scripted::start(Canned::status(200)).await;
     api.push(Canned::status(401));
     let http = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut client = ClientCredentialsLayer::new(cache(&issuer)).layer_service(http);
-    let response = client.ready().await.unwrap().call(get_empty(&format!("{}/orders", api.url))).await.unwrap();
+    let response = client.ready().await.unwrap().call(get_empty(&api.url("/orders"))).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let seen = authorizations(&api);
     assert_eq!(seen.len(), 2, "one retry");
@@ -182,10 +164,10 @@ async fn a_401_causes_one_refresh_and_one_retry_with_the_new_token() {
 #[tokio::test]
 async fn a_second_401_is_the_answer_and_does_not_refresh_again() {
     let issuer = TestIssuer::start().await.unwrap();
-    let api = Server::start(Canned::status(401)).await;
+    let api = Scripted::start(Canned::status(401)).await;
     let http = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut client = ClientCredentialsLayer::new(cache(&issuer)).layer_service(http);
-    let url = format!("{}/orders", api.url);
+    let url = api.url("/orders");
     let response = client.ready().await.unwrap().call(get_empty(&url)).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(api.count(), 2, "retried once, not twice");
@@ -200,13 +182,13 @@ async fn a_second_401_is_the_answer_and_does_not_refresh_again() {
 #[tokio::test]
 async fn a_request_with_a_body_is_not_replayed_but_the_next_one_carries_a_new_token() {
     let issuer = TestIssuer::start().await.unwrap();
-    let api = Server::start(Canned::status(200)).await;
+    let api = Scripted::start(Canned::status(200)).await;
     api.push(Canned::status(401));
     let cache = cache(&issuer);
     let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut client = ClientCredentialsLayer::new(cache.clone()).layer_service(http);
     let post = |body: &'static str| {
-        Request::post(format!("{}/orders", api.url)).body(Full::new(Bytes::from_static(body.as_bytes()))).unwrap()
+        Request::post(api.url("/orders")).body(Full::new(Bytes::from_static(body.as_bytes()))).unwrap()
     };
     let response = client.ready().await.unwrap().call(post("{\"n\":1}")).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "a body that may not be replayable is not replayed");
@@ -240,15 +222,15 @@ async fn a_token_failure_surfaces_as_a_typed_error_from_the_service() {
 
 #[tokio::test]
 async fn a_tonic_channel_carries_the_token_to_a_validating_grpc_server() {
-    use grpc_server::{WHOAMI_GET, WhoAmIReply, WhoAmIRequest};
+    use crate::grpc_server::{WHOAMI_GET, WhoAmIReply, WhoAmIRequest};
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
 
     let issuer = TestIssuer::start().await.unwrap();
-    let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin: http::Uri = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
-    tokio::spawn(grpc_server::serve(listener, validator));
+    let validator = validator(&issuer);
+    let (listener, origin) = listen().await;
+    let origin: http::Uri = origin.parse().unwrap();
+    tokio::spawn(crate::grpc_server::serve(listener, validator));
     let channel = tonic::transport::Channel::builder(origin.clone()).connect().await.unwrap();
     let channel = ServiceBuilder::new().layer(ClientCredentialsLayer::new(cache(&issuer))).service(channel);
 
@@ -280,10 +262,9 @@ async fn without_an_origin_a_tonic_request_gets_no_token_unless_the_predicate_sa
     use tonic_health::pb::health_client::HealthClient;
 
     let issuer = TestIssuer::start().await.unwrap();
-    let validator = Validator::builder().issuer(issuer.issuer()).audience(issuer.audience()).build().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(grpc_server::serve(listener, validator));
+    let validator = validator(&issuer);
+    let (listener, url) = listen().await;
+    tokio::spawn(crate::grpc_server::serve(listener, validator));
     let channel = tonic::transport::Channel::from_shared(url).unwrap().connect().await.unwrap();
 
     let default = ServiceBuilder::new().layer(ClientCredentialsLayer::new(cache(&issuer))).service(channel.clone());

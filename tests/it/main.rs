@@ -1,0 +1,37 @@
+//! The integration tests, in one test binary (one link instead of one per file). A module
+//! per area; the servers and helpers they share are in `tests/support`.
+//!
+//! Two suites have binaries of their own because they need a process to themselves:
+//! `faults` (it measures the process's peak memory) and `secrets` (it installs the
+//! process-wide subscriber). `vectors` and `jwe_vectors` read the conformance vectors.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+/// The example gRPC server, for `grpc` and `client_layer`.
+#[path = "../../examples/grpc_server.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod grpc_server;
+
+mod bearer;
+mod bearer_logs;
+mod client;
+mod client_credentials_example;
+mod client_keycloak;
+mod client_layer;
+mod client_oidc_provider;
+mod client_reqwest;
+mod grpc;
+mod introspection;
+mod introspection_oidc;
+mod jwe;
+mod key_store;
+mod oidc_jwe;
+mod oidc_provider;
+mod properties;
+mod redis_store;
+mod resource_server;
+mod tenants;
+mod test_issuer;
+mod userinfo;
+mod validator;
