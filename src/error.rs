@@ -1,6 +1,7 @@
 //! Configuration and fetch errors shared by the builders and the key store.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A builder was given a configuration that would not be safe or could not work.
@@ -62,12 +63,17 @@ impl std::error::Error for BuildError {
     }
 }
 
-/// Fetching metadata or a JWK Set failed. The last good keys stay in use.
-#[derive(Debug)]
+/// An exchange with the authorization server failed: fetching metadata or a JWK Set,
+/// or a request to the token, introspection or userinfo endpoint. The cause of every
+/// public error that comes from a fetch (its `source()`).
+///
+/// Cheap to clone (a transport error is shared), so one failure can be handed to every
+/// caller that waited for it.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum FetchError {
     /// The request failed: connection refused or reset, TLS, DNS.
-    Request(reqwest::Error),
+    Request(Arc<reqwest::Error>),
     /// The fetch took longer than the configured timeout (default 10 s in all).
     Timeout,
     /// The server answered with an unexpected status.
@@ -130,7 +136,7 @@ impl fmt::Display for FetchError {
 impl std::error::Error for FetchError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            FetchError::Request(e) => Some(e),
+            FetchError::Request(e) => Some(&**e),
             _ => None,
         }
     }

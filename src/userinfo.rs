@@ -61,9 +61,9 @@ use url::Url;
 use crate::bearer::extract::bearer_token;
 use crate::bearer::{Rejection, ResponseBody, ResponseFuture, ResponseStyle};
 use crate::error::BuildError;
+use crate::idp::endpoint::{IdpEndpoint, MetadataMember, transport_failed, unexpected_status};
 use crate::idp::fetch::{self, Limits, Target, client_or_default};
 use crate::introspect::cache::{Fetched, FlightCache};
-use crate::introspect::endpoint::{Location, Member};
 use crate::{Claims, FetchError};
 
 /// The default cap on a userinfo response body.
@@ -216,7 +216,7 @@ pub struct UserinfoLayer {
 
 struct Shared {
     client: reqwest::Client,
-    location: Location,
+    endpoint: IdpEndpoint,
     limits: Limits,
     max_ttl: Duration,
     policy: FailurePolicy,
@@ -257,7 +257,7 @@ impl UserinfoLayer {
 impl fmt::Debug for UserinfoLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UserinfoLayer")
-            .field("target", &self.shared.location.target())
+            .field("target", &self.shared.endpoint.target())
             .field("max_ttl", &self.shared.max_ttl)
             .field("policy", &self.shared.policy)
             .field("cached", &self.shared.cache.len())
@@ -399,19 +399,25 @@ impl Shared {
     }
 
     async fn exchange(&self, token: &str) -> Result<UserInfo, Failure> {
-        let url = self.endpoint().await?;
+        let url = self.url().await?;
         let mut authorization =
             HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| Failure::Unavailable("token unusable"))?;
         authorization.set_sensitive(true);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let reply = fetch::get_authorized(&self.client, url, &authorization, self.limits).await.map_err(|error| {
+        let reply = fetch::get_authorized(&self.client, &url, &authorization, self.limits).await.map_err(|error| {
             tracing::warn!(%error, "userinfo request failed");
+            if transport_failed(&error) {
+                self.endpoint.failed(&url);
+            }
             Failure::Unavailable(match error {
                 FetchError::Timeout => "timed out",
                 FetchError::BodyTooLarge { .. } => "response body too large",
                 _ => "request failed",
             })
         })?;
+        if unexpected_status(reply.status) {
+            self.endpoint.failed(&url);
+        }
         if !reply.status.is_success() {
             tracing::warn!(status = reply.status.as_u16(), "userinfo endpoint refused");
             return Err(Failure::Unavailable("unexpected status"));
@@ -429,11 +435,11 @@ impl Shared {
         UserInfo::parse(text.trim()).ok_or(Failure::Unavailable("not a userinfo response"))
     }
 
-    async fn endpoint(&self) -> Result<&Url, Failure> {
-        self.location
-            .endpoint(&self.client, self.limits.timeout)
+    async fn url(&self) -> Result<Arc<Url>, Failure> {
+        self.endpoint
+            .url(&self.client, self.limits.timeout)
             .await
-            .map_err(|refused| Failure::Undiscovered { reason: refused.reason, retry_after: refused.retry_after })
+            .map_err(|failed| Failure::Undiscovered { reason: failed.reason, retry_after: failed.retry_after })
     }
 }
 
@@ -510,12 +516,12 @@ impl UserinfoLayerBuilder {
     /// [`BuildError::MissingIssuer`] for an empty issuer, and
     /// [`BuildError::HttpClient`] when the default client cannot be built.
     pub fn build(self) -> Result<UserinfoLayer, BuildError> {
-        let location = Location::from_target(self.target, Member::Userinfo)?;
+        let endpoint = IdpEndpoint::new(self.target, MetadataMember::Userinfo)?;
         let client = client_or_default(self.http_client)?;
         Ok(UserinfoLayer {
             shared: Arc::new(Shared {
                 client,
-                location,
+                endpoint,
                 limits: self.limits,
                 max_ttl: self.max_ttl,
                 policy: self.policy,

@@ -10,8 +10,8 @@ use super::key::{CacheKey, GrantKind, normalize_scope};
 use super::source::{FetchFuture, TokenSource};
 use super::{TokenError, TokenResponse};
 use crate::error::BuildError;
-use crate::idp::discovery;
-use crate::idp::fetch::{self, Checked, Form, Limits, Target, basic_authorization, client_or_default};
+use crate::idp::endpoint::{IdpEndpoint, MetadataMember};
+use crate::idp::fetch::{self, Form, Limits, Target, basic_authorization, client_or_default};
 use crate::{FetchError, Secret};
 
 /// The default cap on a token response body.
@@ -63,7 +63,7 @@ pub enum AuthMethod {
 /// ```
 pub struct TokenEndpoint {
     client: reqwest::Client,
-    location: Location,
+    endpoint: IdpEndpoint,
     client_id: String,
     secret: Secret,
     method: AuthMethod,
@@ -72,11 +72,6 @@ pub struct TokenEndpoint {
     grant: GrantState,
     key: CacheKey,
     limits: Limits,
-}
-
-enum Location {
-    Url(Url),
-    Issuer { issuer: String, discovered: Option<Url> },
 }
 
 enum GrantState {
@@ -128,42 +123,23 @@ impl TokenEndpoint {
     /// A [`TokenError`] saying what failed: the server's RFC 6749 error, a status, the
     /// exchange, or the response.
     pub async fn request_token(&mut self) -> Result<TokenResponse, TokenError> {
-        let url = self.token_url().await?;
+        let url = self.endpoint.url(&self.client, self.limits.timeout).await.map_err(|failed| {
+            if failed.bad_url && matches!(failed.error, FetchError::InsecureUrl) {
+                TokenError::InsecureUrl
+            } else {
+                TokenError::Discovery(failed.error)
+            }
+        })?;
         let body = self.form()?;
         let result = self.post(&url, body).await;
         match &result {
             Ok(response) => self.grant.advance(response),
             // Anything but the server's considered answer may mean the endpoint moved:
-            // look it up again next time.
-            Err(error) if error.oauth().is_none() => {
-                if let Location::Issuer { discovered, .. } = &mut self.location {
-                    *discovered = None;
-                }
-            }
+            // a discovered one is looked up again at the next request.
+            Err(error) if error.oauth().is_none() => self.endpoint.failed(&url),
             Err(_) => {}
         }
         result
-    }
-
-    async fn token_url(&mut self) -> Result<Url, TokenError> {
-        match &mut self.location {
-            Location::Url(url) => Ok(url.clone()),
-            Location::Issuer { discovered: Some(url), .. } => Ok(url.clone()),
-            Location::Issuer { issuer, discovered } => {
-                let limits = Limits { timeout: self.limits.timeout, max_body: fetch::DEFAULT_MAX_BODY };
-                let metadata = discovery::discover(&self.client, issuer, limits)
-                    .await
-                    .map_err(|e| TokenError::Discovery(e.into()))?;
-                let endpoint = metadata.token_endpoint.ok_or(TokenError::Discovery(
-                    FetchError::InvalidDocument("metadata has no token_endpoint").into(),
-                ))?;
-                let url = fetch::parse_url(&endpoint).map_err(|error| match error {
-                    FetchError::InsecureUrl => TokenError::InsecureUrl,
-                    other => TokenError::Discovery(other.into()),
-                })?;
-                Ok(discovered.insert(url).clone())
-            }
-        }
     }
 
     /// The form body (RFC 6749 Appendix B). It holds secrets; it lives only as long as
@@ -257,7 +233,7 @@ fn exchange_error(error: FetchError) -> TokenError {
     match error {
         FetchError::InsecureUrl => TokenError::InsecureUrl,
         FetchError::BodyTooLarge { limit } => TokenError::BodyTooLarge { limit },
-        FetchError::Request(error) => TokenError::Transport(error.into()),
+        FetchError::Request(_) => TokenError::Transport(error),
         _ => TokenError::Timeout,
     }
 }
@@ -418,13 +394,7 @@ impl TokenEndpointBuilder {
     /// http off loopback, [`BuildError::MissingIssuer`] for an empty issuer, and
     /// [`BuildError::HttpClient`] when the default client cannot be built.
     pub fn build(self) -> Result<TokenEndpoint, BuildError> {
-        let (location, endpoint) = match self.target.check()? {
-            Checked::Url(url) => {
-                let endpoint = url.to_string();
-                (Location::Url(url), endpoint)
-            }
-            Checked::Issuer(issuer) => (Location::Issuer { issuer: issuer.clone(), discovered: None }, issuer),
-        };
+        let endpoint = IdpEndpoint::new(self.target, MetadataMember::Token)?;
         for resource in &self.resources {
             if Url::parse(resource).map_or(true, |url| url.fragment().is_some()) {
                 return Err(BuildError::InvalidUrl);
@@ -437,7 +407,7 @@ impl TokenEndpointBuilder {
             GrantState::Code { .. } => GrantKind::AuthorizationCode,
         };
         let key = CacheKey::new(
-            endpoint,
+            endpoint.target().to_owned(),
             self.client_id.clone(),
             grant,
             self.scope.as_deref(),
@@ -448,7 +418,7 @@ impl TokenEndpointBuilder {
             .then(|| basic_authorization(&self.client_id, self.secret.expose()));
         Ok(TokenEndpoint {
             client,
-            location,
+            endpoint,
             client_id: self.client_id,
             secret: self.secret,
             method: self.method,

@@ -1,7 +1,6 @@
 //! Why a token could not be had: the token endpoint's answer, the exchange, or the cache.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -54,8 +53,9 @@ pub enum TokenError {
     /// The exchange took longer than the timeout (default 10 s), or a caller waited
     /// longer than the cache's wait bound.
     Timeout,
-    /// The request failed: connection refused or reset, TLS, DNS.
-    Transport(Arc<reqwest::Error>),
+    /// The request failed: connection refused or reset, TLS, DNS. The
+    /// [`FetchError::Request`] is the `source()`.
+    Transport(FetchError),
     /// The response body exceeded the limit (default 64 KiB).
     BodyTooLarge {
         /// The limit, in bytes.
@@ -66,8 +66,10 @@ pub enum TokenError {
     /// The token is not a bearer token (RFC 6749 §7.1): this crate only attaches
     /// `Bearer` tokens, so a `DPoP` or `MAC` token cannot be used.
     UnsupportedTokenType(String),
-    /// Finding the token endpoint through the issuer's metadata failed.
-    Discovery(Arc<FetchError>),
+    /// Finding the token endpoint through the issuer's metadata failed, now or a moment
+    /// ago (a failed lookup is not tried again before a backoff of 1 s doubling up to
+    /// 1 min has elapsed). The [`FetchError`] is the `source()`.
+    Discovery(FetchError),
     /// A URL (the configured or discovered token endpoint) is not https and not loopback.
     InsecureUrl,
     /// The grant needs a refresh token and has none: the code exchange returned none,
@@ -224,8 +226,7 @@ impl fmt::Display for TokenError {
 impl std::error::Error for TokenError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            TokenError::Transport(error) => Some(&**error),
-            TokenError::Discovery(error) => Some(&**error),
+            TokenError::Transport(error) | TokenError::Discovery(error) => Some(error),
             _ => None,
         }
     }

@@ -21,8 +21,11 @@ pub(crate) struct Limits {
     pub(crate) max_body: usize,
 }
 
+/// The default time limit of one exchange with the authorization server (discovery and
+/// key sets included): every builder's `timeout`.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-pub(crate) const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// The default cap on a metadata document or a JWK Set.
+pub(crate) const DEFAULT_DOCUMENT_MAX_BODY_SIZE: usize = 1024 * 1024;
 const MAX_REDIRECTS: usize = 5;
 
 /// A successful fetch.
@@ -241,7 +244,7 @@ async fn exchange(
 }
 
 fn request_error(error: reqwest::Error) -> FetchError {
-    if error.is_timeout() { FetchError::Timeout } else { FetchError::Request(error) }
+    if error.is_timeout() { FetchError::Timeout } else { FetchError::Request(error.into()) }
 }
 
 async fn read_capped(response: &mut reqwest::Response, max_body: usize) -> Result<Bytes, FetchError> {

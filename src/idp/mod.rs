@@ -2,7 +2,10 @@
 //! sets, tokens, introspection, userinfo) goes through here.
 //!
 //! - [`fetch`]: bounded GET and POST, the https-or-loopback rule, the default clients;
-//! - [`discovery`]: authorization server metadata (OIDC Discovery, RFC 8414).
+//! - [`discovery`]: authorization server metadata (OIDC Discovery, RFC 8414);
+//! - [`endpoint`]: an endpoint that is a URL or a member of the issuer's metadata, with
+//!   one single-flight lookup and one rule for looking again.
 
 pub(crate) mod discovery;
+pub(crate) mod endpoint;
 pub(crate) mod fetch;

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use url::Url;
 
 use super::cache::{Fetched, FlightCache};
-use super::endpoint::{Location, Member};
 use super::{AuthMethod, IntrospectionError};
 use crate::error::BuildError;
+use crate::idp::endpoint::{IdpEndpoint, MetadataMember, transport_failed, unexpected_status};
 use crate::idp::fetch::{self, Form, Limits, Target, basic_authorization, client_or_default};
 use crate::{FetchError, Secret};
 
@@ -40,7 +40,7 @@ pub struct Introspector {
 
 struct Inner {
     client: reqwest::Client,
-    location: Location,
+    endpoint: IdpEndpoint,
     client_id: String,
     secret: Secret,
     method: AuthMethod,
@@ -181,7 +181,7 @@ impl Inner {
     }
 
     async fn exchange(&self, token: &str) -> Result<Introspected, IntrospectionError> {
-        let url = self.endpoint().await?;
+        let url = self.url().await?;
         let mut form = Form::default();
         form.pair("token", token.as_bytes());
         form.pair("token_type_hint", b"access_token");
@@ -190,13 +190,19 @@ impl Inner {
             form.pair("client_secret", self.secret.expose());
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let posted = fetch::post_form(&self.client, url, self.basic.as_ref(), form.into_bytes(), self.limits)
+        let posted = fetch::post_form(&self.client, &url, self.basic.as_ref(), form.into_bytes(), self.limits)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "introspection request failed");
+                if transport_failed(&error) {
+                    self.endpoint.failed(&url);
+                }
                 unavailable(&error)
             })?;
         let status = posted.status;
+        if unexpected_status(status) {
+            self.endpoint.failed(&url);
+        }
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             tracing::warn!(status = status.as_u16(), "introspection endpoint unavailable");
             let reason = if status.is_server_error() { "server error" } else { "rate limited" };
@@ -219,9 +225,10 @@ impl Inner {
         parse(&body)
     }
 
-    async fn endpoint(&self) -> Result<&Url, IntrospectionError> {
-        self.location.endpoint(&self.client, self.limits.timeout).await.map_err(|refused| {
-            IntrospectionError::Unavailable { retry_after: Some(refused.retry_after), reason: refused.reason }
+    async fn url(&self) -> Result<Arc<Url>, IntrospectionError> {
+        self.endpoint.url(&self.client, self.limits.timeout).await.map_err(|failed| IntrospectionError::Unavailable {
+            retry_after: Some(failed.retry_after),
+            reason: failed.reason,
         })
     }
 }
@@ -263,7 +270,7 @@ impl fmt::Debug for Introspector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &*self.inner;
         f.debug_struct("Introspector")
-            .field("target", &inner.location.target())
+            .field("target", &inner.endpoint.target())
             .field("client_id", &inner.client_id)
             .field("client_secret", &"***")
             .field("auth_method", &inner.method)
@@ -362,14 +369,14 @@ impl IntrospectorBuilder {
     /// [`BuildError::MissingIssuer`] for an empty issuer, and
     /// [`BuildError::HttpClient`] when the default client cannot be built.
     pub fn build(self) -> Result<Introspector, BuildError> {
-        let location = Location::from_target(self.target, Member::Introspection)?;
+        let endpoint = IdpEndpoint::new(self.target, MetadataMember::Introspection)?;
         let client = client_or_default(self.http_client)?;
         let basic = (self.method == AuthMethod::ClientSecretBasic)
             .then(|| basic_authorization(&self.client_id, self.secret.expose()));
         Ok(Introspector {
             inner: Arc::new(Inner {
                 client,
-                location,
+                endpoint,
                 client_id: self.client_id,
                 secret: self.secret,
                 method: self.method,

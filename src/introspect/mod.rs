@@ -46,7 +46,6 @@
 //! ```
 
 pub(crate) mod cache;
-pub(crate) mod endpoint;
 mod error;
 mod introspector;
 
