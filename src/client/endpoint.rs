@@ -10,24 +10,13 @@ use super::key::{CacheKey, GrantKind, normalize_scope};
 use super::source::{FetchFuture, TokenSource};
 use super::{TokenError, TokenResponse};
 use crate::error::BuildError;
+use crate::idp::client_auth::{AuthMethod, ClientAuth, form_urlencoded};
 use crate::idp::endpoint::{IdpEndpoint, MetadataMember};
-use crate::idp::fetch::{self, Form, Limits, Target, basic_authorization, client_or_default};
+use crate::idp::fetch::{self, Form, Limits, Target, client_or_default};
 use crate::{FetchError, Secret};
 
 /// The default cap on a token response body.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
-
-/// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum AuthMethod {
-    /// `client_secret_basic`: HTTP Basic with the id and secret form-urlencoded first.
-    /// The default, and the method every server must support.
-    #[default]
-    ClientSecretBasic,
-    /// `client_secret_post`: `client_id` and `client_secret` in the form body.
-    ClientSecretPost,
-}
 
 /// An OAuth 2.0 token endpoint and the client's credentials and grant: the
 /// [`TokenSource`] a [`TokenCache`](super::TokenCache) normally uses.
@@ -64,11 +53,7 @@ pub enum AuthMethod {
 pub struct TokenEndpoint {
     client: reqwest::Client,
     endpoint: IdpEndpoint,
-    client_id: String,
-    secret: Secret,
-    method: AuthMethod,
-    /// The precomputed `Authorization: Basic …` value for `client_secret_basic`.
-    basic: Option<HeaderValue>,
+    auth: ClientAuth,
     grant: GrantState,
     key: CacheKey,
     limits: Limits,
@@ -130,8 +115,9 @@ impl TokenEndpoint {
                 TokenError::Discovery(failed.error)
             }
         })?;
-        let body = self.form()?;
-        let result = self.post(&url, body).await;
+        let mut form = self.form()?;
+        let authorization = self.auth.authenticate(&mut form);
+        let result = self.post(&url, authorization, form.into_bytes()).await;
         match &result {
             Ok(response) => self.grant.advance(response),
             // Anything but the server's considered answer may mean the endpoint moved:
@@ -144,7 +130,7 @@ impl TokenEndpoint {
 
     /// The form body (RFC 6749 Appendix B). It holds secrets; it lives only as long as
     /// the request.
-    fn form(&self) -> Result<Vec<u8>, TokenError> {
+    fn form(&self) -> Result<Form, TokenError> {
         let mut form = Form::default();
         match &self.grant {
             GrantState::ClientCredentials => {
@@ -165,11 +151,7 @@ impl TokenEndpoint {
                 self.extras(&mut form, false);
             }
         }
-        if self.method == AuthMethod::ClientSecretPost {
-            form.pair("client_id", self.client_id.as_bytes());
-            form.pair("client_secret", self.secret.expose());
-        }
-        Ok(form.into_bytes())
+        Ok(form)
     }
 
     fn extras(&self, form: &mut Form, with_scope: bool) {
@@ -185,34 +167,31 @@ impl TokenEndpoint {
         }
     }
 
-    /// Every form a credential of this endpoint's requests takes on the wire: the client
-    /// secret, the refresh token or code, raw and form-urlencoded, and the Basic
-    /// credentials. An error response that echoes any of them is redacted.
+    /// Every form a credential of this endpoint's requests takes on the wire: the
+    /// client's (from its authentication), and the refresh token or code, raw and
+    /// form-urlencoded. An error response that echoes any of them is redacted.
     fn credentials(&self) -> Vec<Vec<u8>> {
-        let mut secrets = Vec::with_capacity(6);
-        let mut both = |value: &[u8]| {
-            secrets.push(value.to_vec());
-            secrets.push(url::form_urlencoded::byte_serialize(value).flat_map(str::bytes).collect());
-        };
-        both(self.secret.expose());
+        let mut secrets = self.auth.credentials();
         match &self.grant {
-            GrantState::RefreshToken(Some(token)) => both(token.expose()),
-            GrantState::Code { code, .. } => both(code.expose()),
+            GrantState::RefreshToken(Some(token)) => {
+                secrets.extend([token.expose().to_vec(), form_urlencoded(token.expose())])
+            }
+            GrantState::Code { code, .. } => secrets.extend([code.expose().to_vec(), form_urlencoded(code.expose())]),
             GrantState::ClientCredentials | GrantState::RefreshToken(None) => {}
-        }
-        if let Some(basic) = &self.basic {
-            let value = basic.as_bytes();
-            secrets.push(value.strip_prefix(b"Basic ").unwrap_or(value).to_vec());
         }
         // Longest first, so a secret that contains another is replaced whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets
     }
 
-    async fn post(&self, url: &Url, body: Vec<u8>) -> Result<TokenResponse, TokenError> {
-        let posted = fetch::post_form(&self.client, url, self.basic.as_ref(), body, self.limits)
-            .await
-            .map_err(exchange_error)?;
+    async fn post(
+        &self,
+        url: &Url,
+        authorization: Option<&HeaderValue>,
+        body: Vec<u8>,
+    ) -> Result<TokenResponse, TokenError> {
+        let posted =
+            fetch::post_form(&self.client, url, authorization, body, self.limits).await.map_err(exchange_error)?;
         let fetch::Reply { status, retry_after, body, .. } = posted;
         if status.is_success() {
             return TokenResponse::parse(&body.map_err(exchange_error)?);
@@ -286,7 +265,7 @@ impl fmt::Debug for TokenEndpoint {
         f.debug_struct("TokenEndpoint")
             .field("key", &self.key)
             .field("client_secret", &"***")
-            .field("auth_method", &self.method)
+            .field("auth_method", &self.auth.method())
             .field("timeout", &self.limits.timeout)
             .field("max_body", &self.limits.max_body)
             .finish_non_exhaustive()
@@ -414,15 +393,10 @@ impl TokenEndpointBuilder {
             self.resources,
             self.audience.as_deref(),
         );
-        let basic = (self.method == AuthMethod::ClientSecretBasic)
-            .then(|| basic_authorization(&self.client_id, self.secret.expose()));
         Ok(TokenEndpoint {
             client,
             endpoint,
-            client_id: self.client_id,
-            secret: self.secret,
-            method: self.method,
-            basic,
+            auth: ClientAuth::new(self.client_id, self.secret, self.method),
             grant: self.grant,
             key,
             limits: self.limits,
@@ -449,7 +423,10 @@ mod tests {
     use super::*;
 
     fn form_of(builder: TokenEndpointBuilder) -> String {
-        String::from_utf8(builder.build().unwrap().form().unwrap()).unwrap()
+        let endpoint = builder.build().unwrap();
+        let mut form = endpoint.form().unwrap();
+        endpoint.auth.authenticate(&mut form);
+        String::from_utf8(form.into_bytes()).unwrap()
     }
 
     #[test]

@@ -72,8 +72,9 @@ pub mod store;
 mod target;
 mod token;
 
+pub use crate::idp::client_auth::AuthMethod;
 pub use cache::{TokenCache, TokenCacheBuilder};
-pub use endpoint::{AuthMethod, DEFAULT_MAX_BODY, TokenEndpoint, TokenEndpointBuilder};
+pub use endpoint::{DEFAULT_MAX_BODY, TokenEndpoint, TokenEndpointBuilder};
 pub use error::{ErrorCode, ErrorResponse, InvalidResponse, TokenError};
 pub use future::{BoxError, ResponseFuture};
 pub use key::{CacheKey, GrantKind};

@@ -5,8 +5,6 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
@@ -282,20 +280,6 @@ impl Form {
     }
 }
 
-/// `client_secret_basic`: RFC 6749 §2.3.1 form-urlencodes the id and the secret
-/// (Appendix B) before RFC 7617 joins them with `:` and base64-encodes them, so a `:`
-/// or `%` in either survives the trip.
-pub(crate) fn basic_authorization(client_id: &str, secret: &[u8]) -> HeaderValue {
-    let mut credentials = Vec::with_capacity(client_id.len() + secret.len() + 1);
-    credentials.extend(url::form_urlencoded::byte_serialize(client_id.as_bytes()).flat_map(str::bytes));
-    credentials.push(b':');
-    credentials.extend(url::form_urlencoded::byte_serialize(secret).flat_map(str::bytes));
-    let mut value = HeaderValue::try_from(format!("Basic {}", STANDARD.encode(credentials)))
-        .expect("base64 is always a valid header value");
-    value.set_sensitive(true);
-    value
-}
-
 /// The delay after `failures` failures in a row: `initial` doubling up to `max`, with
 /// ±20 % jitter so a fleet does not retry in step, and never sooner than the server's
 /// `Retry-After` (itself capped at `retry_after_cap`).
@@ -364,19 +348,6 @@ mod tests {
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn basic_credentials_are_form_urlencoded_before_base64() {
-        // The Keycloak sample (seed 001): nothing to encode.
-        assert_eq!(
-            basic_authorization("cop-client-id", b"cop-client-secret"),
-            "Basic Y29wLWNsaWVudC1pZDpjb3AtY2xpZW50LXNlY3JldA=="
-        );
-        let value = basic_authorization("svc:special", b"p@ss:w+rd%/ &=");
-        let decoded = STANDARD.decode(&value.as_bytes()[6..]).unwrap();
-        assert_eq!(decoded, b"svc%3Aspecial:p%40ss%3Aw%2Brd%25%2F+%26%3D");
-        assert!(value.is_sensitive());
     }
 
     #[test]

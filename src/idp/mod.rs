@@ -2,10 +2,12 @@
 //! sets, tokens, introspection, userinfo) goes through here.
 //!
 //! - [`fetch`]: bounded GET and POST, the https-or-loopback rule, the default clients;
+//! - [`client_auth`]: client authentication, one type for every method;
 //! - [`discovery`]: authorization server metadata (OIDC Discovery, RFC 8414);
 //! - [`endpoint`]: an endpoint that is a URL or a member of the issuer's metadata, with
 //!   one single-flight lookup and one rule for looking again.
 
+pub(crate) mod client_auth;
 pub(crate) mod discovery;
 pub(crate) mod endpoint;
 pub(crate) mod fetch;

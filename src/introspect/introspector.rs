@@ -3,15 +3,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 use serde::Deserialize;
 use url::Url;
 
 use super::cache::{Fetched, FlightCache};
 use super::{AuthMethod, IntrospectionError};
 use crate::error::BuildError;
+use crate::idp::client_auth::ClientAuth;
 use crate::idp::endpoint::{IdpEndpoint, MetadataMember, transport_failed, unexpected_status};
-use crate::idp::fetch::{self, Form, Limits, Target, basic_authorization, client_or_default};
+use crate::idp::fetch::{self, Form, Limits, Target, client_or_default};
 use crate::{FetchError, Secret};
 
 /// The default cap on an introspection response body.
@@ -41,11 +42,7 @@ pub struct Introspector {
 struct Inner {
     client: reqwest::Client,
     endpoint: IdpEndpoint,
-    client_id: String,
-    secret: Secret,
-    method: AuthMethod,
-    /// The precomputed `Authorization: Basic …` value for `client_secret_basic`.
-    basic: Option<HeaderValue>,
+    auth: ClientAuth,
     limits: Limits,
     max_ttl: Duration,
     negative_ttl: Duration,
@@ -185,12 +182,9 @@ impl Inner {
         let mut form = Form::default();
         form.pair("token", token.as_bytes());
         form.pair("token_type_hint", b"access_token");
-        if self.method == AuthMethod::ClientSecretPost {
-            form.pair("client_id", self.client_id.as_bytes());
-            form.pair("client_secret", self.secret.expose());
-        }
+        let authorization = self.auth.authenticate(&mut form);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let posted = fetch::post_form(&self.client, &url, self.basic.as_ref(), form.into_bytes(), self.limits)
+        let posted = fetch::post_form(&self.client, &url, authorization, form.into_bytes(), self.limits)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "introspection request failed");
@@ -213,7 +207,7 @@ impl Inner {
             // is wrong, not the caller's token.
             tracing::error!(
                 status = status.as_u16(),
-                client_id = %self.client_id,
+                client_id = %self.auth.client_id(),
                 "introspection endpoint refused the request; check the client credentials"
             );
             return Err(IntrospectionError::Rejected { status });
@@ -271,9 +265,9 @@ impl fmt::Debug for Introspector {
         let inner = &*self.inner;
         f.debug_struct("Introspector")
             .field("target", &inner.endpoint.target())
-            .field("client_id", &inner.client_id)
+            .field("client_id", &inner.auth.client_id())
             .field("client_secret", &"***")
-            .field("auth_method", &inner.method)
+            .field("auth_method", &inner.auth.method())
             .field("max_ttl", &inner.max_ttl)
             .field("negative_ttl", &inner.negative_ttl)
             .field("cached", &inner.cache.len())
@@ -371,16 +365,11 @@ impl IntrospectorBuilder {
     pub fn build(self) -> Result<Introspector, BuildError> {
         let endpoint = IdpEndpoint::new(self.target, MetadataMember::Introspection)?;
         let client = client_or_default(self.http_client)?;
-        let basic = (self.method == AuthMethod::ClientSecretBasic)
-            .then(|| basic_authorization(&self.client_id, self.secret.expose()));
         Ok(Introspector {
             inner: Arc::new(Inner {
                 client,
                 endpoint,
-                client_id: self.client_id,
-                secret: self.secret,
-                method: self.method,
-                basic,
+                auth: ClientAuth::new(self.client_id, self.secret, self.method),
                 limits: self.limits,
                 max_ttl: self.max_ttl,
                 negative_ttl: self.negative_ttl,

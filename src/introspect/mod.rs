@@ -49,7 +49,7 @@ pub(crate) mod cache;
 mod error;
 mod introspector;
 
-pub use crate::client::AuthMethod;
+pub use crate::idp::client_auth::AuthMethod;
 pub use error::IntrospectionError;
 pub use introspector::{
     DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_BODY, DEFAULT_MAX_TTL, DEFAULT_NEGATIVE_TTL, Introspected, Introspector,
