@@ -12,11 +12,8 @@ use super::{TokenError, TokenResponse};
 use crate::error::BuildError;
 use crate::idp::client_auth::{AuthMethod, ClientAuth, form_urlencoded};
 use crate::idp::endpoint::{IdpEndpoint, MetadataMember};
-use crate::idp::fetch::{self, Form, Limits, Target, client_or_default};
+use crate::idp::fetch::{self, DEFAULT_MAX_BODY_SIZE, Form, Limits, Target, client_or_default};
 use crate::{FetchError, Secret};
-
-/// The default cap on a token response body.
-pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 
 /// An OAuth 2.0 token endpoint and the client's credentials and grant: the
 /// [`TokenSource`] a [`TokenCache`](super::TokenCache) normally uses.
@@ -267,7 +264,7 @@ impl fmt::Debug for TokenEndpoint {
             .field("client_secret", &"***")
             .field("auth_method", &self.auth.method())
             .field("timeout", &self.limits.timeout)
-            .field("max_body", &self.limits.max_body)
+            .field("max_body_size", &self.limits.max_body)
             .finish_non_exhaustive()
     }
 }
@@ -300,7 +297,7 @@ impl TokenEndpointBuilder {
             resources: Vec::new(),
             audience: None,
             http_client: None,
-            limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: DEFAULT_MAX_BODY },
+            limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: DEFAULT_MAX_BODY_SIZE },
         }
     }
 
@@ -350,8 +347,9 @@ impl TokenEndpointBuilder {
         self
     }
 
-    /// The largest response body read; default 64 KiB.
-    pub fn max_body(mut self, bytes: usize) -> Self {
+    /// The largest response body read; default 64 KiB
+    /// ([`DEFAULT_MAX_BODY_SIZE`](crate::client::DEFAULT_MAX_BODY_SIZE)).
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
         self.limits.max_body = bytes;
         self
     }

@@ -121,39 +121,39 @@ pub(crate) struct LookupFailed {
 /// An endpoint of the authorization server: configured, or found in the issuer's
 /// metadata under the [rule](self) of this module.
 #[derive(Debug)]
-pub(crate) struct IdpEndpoint(Kind);
+pub(crate) struct IdpEndpoint(EndpointKind);
 
 #[derive(Debug)]
-enum Kind {
+enum EndpointKind {
     Configured(Arc<Url>),
-    Discovered(Lookup),
+    Discovered(MetadataLookup),
 }
 
 /// An endpoint found in `issuer`'s metadata.
-struct Lookup {
+struct MetadataLookup {
     issuer: String,
     member: MetadataMember,
     /// The URL found, until a user reports that it failed.
     found: ArcSwapOption<Url>,
     /// Held by the one lookup in flight.
     flight: tokio::sync::Mutex<()>,
-    backoff: Mutex<Backoff>,
+    backoff: Mutex<LookupBackoff>,
 }
 
 /// Why a lookup failed: the reason, the cause, and whether the URL found was bad.
 #[derive(Clone)]
-struct Failure(&'static str, FetchError, bool);
+struct LookupFailure(&'static str, FetchError, bool);
 
 /// The failures in a row, and the refusal that stands until `until`.
 #[derive(Default)]
-struct Backoff {
+struct LookupBackoff {
     failures: u32,
-    refusal: Option<(Instant, Failure)>,
+    refusal: Option<(Instant, LookupFailure)>,
 }
 
-impl std::fmt::Debug for Lookup {
+impl std::fmt::Debug for MetadataLookup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lookup")
+        f.debug_struct("MetadataLookup")
             .field("issuer", &self.issuer)
             .field("member", &self.member)
             .field("found", &self.found.load().as_deref().map(Url::as_str))
@@ -187,25 +187,25 @@ impl IdpEndpoint {
 
     /// An endpoint at a configured (and checked) URL.
     pub(crate) fn configured(url: Url) -> IdpEndpoint {
-        IdpEndpoint(Kind::Configured(Arc::new(url)))
+        IdpEndpoint(EndpointKind::Configured(Arc::new(url)))
     }
 
     /// `member` of `issuer`'s metadata, looked up at the first use.
     pub(crate) fn discovered(issuer: String, member: MetadataMember) -> IdpEndpoint {
-        IdpEndpoint(Kind::Discovered(Lookup {
+        IdpEndpoint(EndpointKind::Discovered(MetadataLookup {
             issuer,
             member,
             found: ArcSwapOption::empty(),
             flight: tokio::sync::Mutex::new(()),
-            backoff: Mutex::new(Backoff::default()),
+            backoff: Mutex::new(LookupBackoff::default()),
         }))
     }
 
     /// The configured URL or issuer, for `Debug` and cache keys.
     pub(crate) fn target(&self) -> &str {
         match &self.0 {
-            Kind::Configured(url) => url.as_str(),
-            Kind::Discovered(lookup) => &lookup.issuer,
+            EndpointKind::Configured(url) => url.as_str(),
+            EndpointKind::Discovered(lookup) => &lookup.issuer,
         }
     }
 
@@ -213,8 +213,8 @@ impl IdpEndpoint {
     #[allow(dead_code, reason = "for the key store, which finds its jwks_uri here next")]
     pub(crate) fn known(&self) -> Option<Arc<Url>> {
         match &self.0 {
-            Kind::Configured(url) => Some(Arc::clone(url)),
-            Kind::Discovered(lookup) => lookup.found.load_full(),
+            EndpointKind::Configured(url) => Some(Arc::clone(url)),
+            EndpointKind::Discovered(lookup) => lookup.found.load_full(),
         }
     }
 
@@ -228,8 +228,8 @@ impl IdpEndpoint {
     /// not elapsed.
     pub(crate) async fn url(&self, client: &reqwest::Client, timeout: Duration) -> Result<Arc<Url>, LookupFailed> {
         match &self.0 {
-            Kind::Configured(url) => Ok(Arc::clone(url)),
-            Kind::Discovered(lookup) => lookup.url(client, timeout).await,
+            EndpointKind::Configured(url) => Ok(Arc::clone(url)),
+            EndpointKind::Discovered(lookup) => lookup.url(client, timeout).await,
         }
     }
 
@@ -238,7 +238,7 @@ impl IdpEndpoint {
     /// endpoint up again. Nothing happens for a configured URL, or when another report
     /// or lookup replaced `url` already.
     pub(crate) fn failed(&self, url: &Arc<Url>) {
-        if let Kind::Discovered(lookup) = &self.0 {
+        if let EndpointKind::Discovered(lookup) = &self.0 {
             let previous = lookup.found.compare_and_swap(url, None);
             if previous.as_ref().is_some_and(|previous| Arc::ptr_eq(previous, url)) {
                 tracing::info!(
@@ -251,7 +251,7 @@ impl IdpEndpoint {
     }
 }
 
-impl Lookup {
+impl MetadataLookup {
     async fn url(&self, client: &reqwest::Client, timeout: Duration) -> Result<Arc<Url>, LookupFailed> {
         if let Some(url) = self.found.load_full() {
             return Ok(url);
@@ -266,11 +266,11 @@ impl Lookup {
         match self.look_up(client, timeout).await {
             Ok(url) => {
                 let url = Arc::new(url);
-                *self.lock() = Backoff::default();
+                *self.lock() = LookupBackoff::default();
                 self.found.store(Some(Arc::clone(&url)));
                 Ok(url)
             }
-            Err(Failure(reason, error, bad_url)) => {
+            Err(LookupFailure(reason, error, bad_url)) => {
                 let mut backoff = self.lock();
                 backoff.failures = backoff.failures.saturating_add(1);
                 let wait = fetch::backoff(
@@ -280,7 +280,7 @@ impl Lookup {
                     error.retry_after(),
                     MAX_RETRY_AFTER,
                 );
-                backoff.refusal = Some((Instant::now() + wait, Failure(reason, error.clone(), bad_url)));
+                backoff.refusal = Some((Instant::now() + wait, LookupFailure(reason, error.clone(), bad_url)));
                 tracing::warn!(
                     issuer = %self.issuer,
                     endpoint = self.member.name(),
@@ -297,7 +297,7 @@ impl Lookup {
     /// The refusal that stands at `now`, if any.
     fn refused(&self, now: Instant) -> Result<(), LookupFailed> {
         match &self.lock().refusal {
-            Some((until, Failure(reason, error, bad_url))) if now < *until => {
+            Some((until, LookupFailure(reason, error, bad_url))) if now < *until => {
                 Err(LookupFailed { reason, error: error.clone(), retry_after: *until - now, bad_url: *bad_url })
             }
             _ => Ok(()),
@@ -305,17 +305,18 @@ impl Lookup {
     }
 
     /// One lookup: the metadata, its member, and the URL checked. On failure, why.
-    async fn look_up(&self, client: &reqwest::Client, timeout: Duration) -> Result<Url, Failure> {
+    async fn look_up(&self, client: &reqwest::Client, timeout: Duration) -> Result<Url, LookupFailure> {
         let limits = Limits { timeout, max_body: fetch::DEFAULT_DOCUMENT_MAX_BODY_SIZE };
         let metadata = discovery::discover(client, &self.issuer, limits)
             .await
-            .map_err(|error| Failure("discovery failed", error, false))?;
+            .map_err(|error| LookupFailure("discovery failed", error, false))?;
         let member = self.member;
-        let url = member.take(metadata).ok_or_else(|| Failure(member.missing_reason(), member.missing(), false))?;
-        fetch::parse_url(&url).map_err(|error| Failure(member.insecure_reason(), error, true))
+        let url =
+            member.take(metadata).ok_or_else(|| LookupFailure(member.missing_reason(), member.missing(), false))?;
+        fetch::parse_url(&url).map_err(|error| LookupFailure(member.insecure_reason(), error, true))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Backoff> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LookupBackoff> {
         self.backoff.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

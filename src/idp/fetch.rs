@@ -24,6 +24,13 @@ pub(crate) struct Limits {
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default cap on a metadata document or a JWK Set.
 pub(crate) const DEFAULT_DOCUMENT_MAX_BODY_SIZE: usize = 1024 * 1024;
+/// The default cap on the body of an endpoint's answer: a token response, an
+/// introspection or a userinfo answer.
+pub const DEFAULT_MAX_BODY_SIZE: usize = 64 * 1024;
+/// The default token size limit: 16 KiB. No access token is this long; the validator
+/// refuses a longer one, and introspection never sends one (the request body stays
+/// bounded).
+pub const DEFAULT_MAX_TOKEN_SIZE: usize = 16 * 1024;
 const MAX_REDIRECTS: usize = 5;
 
 /// A successful fetch.

@@ -1,33 +1,26 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::StatusCode;
 use serde::Deserialize;
 use url::Url;
 
-use super::cache::{Fetched, FlightCache};
 use super::{AuthMethod, IntrospectionError};
 use crate::error::BuildError;
+use crate::idp::answers::{Answer, AnswerCache, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_TTL, ttl_until};
 use crate::idp::client_auth::ClientAuth;
 use crate::idp::endpoint::{IdpEndpoint, MetadataMember, transport_failed, unexpected_status};
-use crate::idp::fetch::{self, Form, Limits, Target, client_or_default};
+use crate::idp::fetch::{self, DEFAULT_MAX_BODY_SIZE, Form, Limits, Target, client_or_default};
 use crate::{FetchError, Secret};
 
-/// The default cap on an introspection response body.
-pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
-/// The default bound of the answer cache, in bytes of claims (plus a fixed allowance
-/// per entry).
-pub const DEFAULT_CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
-/// The default longest time an active answer is reused.
-pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
 /// The default time an inactive answer is reused.
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
 
 /// Tokens longer than this are inactive without asking: no access token is this long,
 /// and the request body stays bounded.
-const MAX_TOKEN_SIZE: usize = crate::validate::DEFAULT_MAX_TOKEN_SIZE;
+const MAX_TOKEN_SIZE: usize = crate::idp::fetch::DEFAULT_MAX_TOKEN_SIZE;
 
 /// An RFC 7662 introspection client with a bounded, single-flight answer cache; see
 /// the [module documentation](super).
@@ -46,7 +39,7 @@ struct Inner {
     limits: Limits,
     max_ttl: Duration,
     negative_ttl: Duration,
-    cache: FlightCache<Result<Introspected, IntrospectionError>>,
+    cache: AnswerCache<Result<Introspected, IntrospectionError>>,
     requests: AtomicU64,
 }
 
@@ -160,21 +153,15 @@ impl Introspector {
 }
 
 impl Inner {
-    async fn fetch(&self, token: &str) -> Fetched<Result<Introspected, IntrospectionError>> {
+    async fn fetch(&self, token: &str) -> Answer<Result<Introspected, IntrospectionError>> {
         let result = self.exchange(token).await;
         let (ttl, weight) = match &result {
-            Ok(introspected) => {
-                let remaining = introspected.expires_at.map(|exp| {
-                    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                    Duration::from_secs(u64::try_from(exp).unwrap_or(0).saturating_sub(now))
-                });
-                (remaining.map_or(self.max_ttl, |r| r.min(self.max_ttl)), introspected.claims.len() as u64)
-            }
+            Ok(introspected) => (ttl_until(introspected.expires_at, self.max_ttl), introspected.claims.len() as u64),
             Err(IntrospectionError::Inactive) => (self.negative_ttl, 0),
             // Failures are shared with the callers waiting on this flight, never kept.
             Err(_) => (Duration::ZERO, 0),
         };
-        Fetched { value: result, ttl, weight }
+        Answer { value: result, ttl, weight }
     }
 
     async fn exchange(&self, token: &str) -> Result<Introspected, IntrospectionError> {
@@ -299,7 +286,7 @@ impl IntrospectorBuilder {
             client_id,
             secret,
             method: AuthMethod::default(),
-            limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: DEFAULT_MAX_BODY },
+            limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: DEFAULT_MAX_BODY_SIZE },
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             max_ttl: DEFAULT_MAX_TTL,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
@@ -320,8 +307,9 @@ impl IntrospectorBuilder {
         self
     }
 
-    /// The largest response body read; default 64 KiB.
-    pub fn max_body(mut self, bytes: usize) -> Self {
+    /// The largest response body read; default 64 KiB
+    /// ([`DEFAULT_MAX_BODY_SIZE`](crate::client::DEFAULT_MAX_BODY_SIZE)).
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
         self.limits.max_body = bytes;
         self
     }
@@ -373,7 +361,7 @@ impl IntrospectorBuilder {
                 limits: self.limits,
                 max_ttl: self.max_ttl,
                 negative_ttl: self.negative_ttl,
-                cache: FlightCache::with_capacity(self.cache_capacity),
+                cache: AnswerCache::with_capacity(self.cache_capacity),
                 requests: AtomicU64::new(0),
             }),
         })
