@@ -188,10 +188,10 @@ impl TokenEndpoint {
         body: Vec<u8>,
     ) -> Result<TokenResponse, TokenError> {
         let posted =
-            fetch::post_form(&self.client, url, authorization, body, self.limits).await.map_err(exchange_error)?;
+            fetch::post_form(&self.client, url, authorization, body, self.limits).await.map_err(TokenError::from)?;
         let fetch::Reply { status, retry_after, body, .. } = posted;
         if status.is_success() {
-            return TokenResponse::parse(&body.map_err(exchange_error)?);
+            return TokenResponse::parse(&body.map_err(TokenError::from)?);
         }
         // RFC 6749 §5.2: errors come as 400 (401 for invalid_client) with a JSON
         // body; a body that is not one, or too large, leaves the status to speak.
@@ -200,17 +200,6 @@ impl TokenEndpoint {
             _ => None,
         };
         Err(oauth.map_or_else(|| TokenError::from_status(status, retry_after), TokenError::OAuth))
-    }
-}
-
-/// What [`fetch::post_form`] reports: a timeout, a transport error, a body over the
-/// limit, or an insecure final URL.
-fn exchange_error(error: FetchError) -> TokenError {
-    match error {
-        FetchError::InsecureUrl => TokenError::InsecureUrl,
-        FetchError::BodyTooLarge { limit } => TokenError::BodyTooLarge { limit },
-        FetchError::Request(_) => TokenError::Transport(error),
-        _ => TokenError::Timeout,
     }
 }
 

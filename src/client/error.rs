@@ -187,6 +187,22 @@ impl TokenError {
     }
 }
 
+impl From<FetchError> for TokenError {
+    /// The one mapping of a failed exchange with the token endpoint: a timeout, a
+    /// transport error, a body over the limit, an insecure (final) URL, a status.
+    fn from(error: FetchError) -> Self {
+        match error {
+            FetchError::InsecureUrl => TokenError::InsecureUrl,
+            FetchError::BodyTooLarge { limit } => TokenError::BodyTooLarge { limit },
+            FetchError::Timeout => TokenError::Timeout,
+            FetchError::Request(_) => TokenError::Transport(error),
+            FetchError::Status(status) => TokenError::from_status(status, None),
+            FetchError::RateLimited { retry_after } => TokenError::RateLimited { retry_after },
+            other => TokenError::Discovery(other),
+        }
+    }
+}
+
 impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

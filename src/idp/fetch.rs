@@ -86,15 +86,11 @@ impl Target {
 
     /// Applies the URL rule (https, or http on loopback) to the URL or the issuer.
     pub(crate) fn check(self) -> Result<Checked, BuildError> {
-        let url_error = |error| match error {
-            FetchError::InsecureUrl => BuildError::InsecureUrl,
-            _ => BuildError::InvalidUrl,
-        };
         match self {
-            Target::Url(url) => Ok(Checked::Url(parse_url(&url).map_err(url_error)?)),
+            Target::Url(url) => Ok(Checked::Url(check_url(&url)?)),
             Target::Issuer(issuer) if issuer.trim().is_empty() => Err(BuildError::MissingIssuer),
             Target::Issuer(issuer) => {
-                parse_url(&issuer).map_err(url_error)?;
+                check_url(&issuer)?;
                 Ok(Checked::Issuer(issuer))
             }
         }
@@ -111,6 +107,12 @@ pub(crate) fn client_or_default(client: Option<reqwest::Client>) -> Result<reqwe
             .build()
             .map_err(BuildError::HttpClient),
     }
+}
+
+/// A URL a builder was given, under the URL rule: [`BuildError::InsecureUrl`] or
+/// [`BuildError::InvalidUrl`] when it fails.
+pub(crate) fn check_url(url: &str) -> Result<Url, BuildError> {
+    Ok(parse_url(url)?)
 }
 
 pub(crate) fn parse_url(s: &str) -> Result<Url, FetchError> {

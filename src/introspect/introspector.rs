@@ -178,7 +178,7 @@ impl Inner {
                 if transport_failed(&error) {
                     self.endpoint.failed(&url);
                 }
-                unavailable(&error)
+                unavailable(error)
             })?;
         let status = posted.status;
         if unexpected_status(status) {
@@ -186,8 +186,12 @@ impl Inner {
         }
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             tracing::warn!(status = status.as_u16(), "introspection endpoint unavailable");
-            let reason = if status.is_server_error() { "server error" } else { "rate limited" };
-            return Err(IntrospectionError::Unavailable { retry_after: posted.retry_after, reason });
+            let (reason, error) = if status.is_server_error() {
+                ("server error", FetchError::Status(status))
+            } else {
+                ("rate limited", FetchError::RateLimited { retry_after: posted.retry_after })
+            };
+            return Err(IntrospectionError::Unavailable { retry_after: posted.retry_after, reason, error });
         }
         if !status.is_success() {
             // 401/403: the endpoint does not accept our credentials. Our configuration
@@ -201,7 +205,7 @@ impl Inner {
         }
         let body = posted.body.map_err(|error| {
             tracing::warn!(%error, "introspection response could not be read");
-            unavailable(&error)
+            unavailable(error)
         })?;
         parse(&body)
     }
@@ -210,17 +214,19 @@ impl Inner {
         self.endpoint.url(&self.client, self.limits.timeout).await.map_err(|failed| IntrospectionError::Unavailable {
             retry_after: Some(failed.retry_after),
             reason: failed.reason,
+            error: failed.error,
         })
     }
 }
 
-fn unavailable(error: &FetchError) -> IntrospectionError {
-    IntrospectionError::unavailable(match error {
+fn unavailable(error: FetchError) -> IntrospectionError {
+    let reason = match error {
         FetchError::Timeout => "timed out",
         FetchError::BodyTooLarge { .. } => "response body too large",
         FetchError::InsecureUrl => "redirected to an insecure url",
         _ => "request failed",
-    })
+    };
+    IntrospectionError::unavailable(reason, error)
 }
 
 /// RFC 7662 §2.2: a JSON object with a boolean `active`; everything else is the
@@ -228,7 +234,10 @@ fn unavailable(error: &FetchError) -> IntrospectionError {
 fn parse(body: &[u8]) -> Result<Introspected, IntrospectionError> {
     let garbage = || {
         tracing::warn!("introspection response is not an RFC 7662 JSON object");
-        IntrospectionError::unavailable("not an introspection response")
+        IntrospectionError::unavailable(
+            "not an introspection response",
+            FetchError::InvalidDocument("not an RFC 7662 JSON object"),
+        )
     };
     let text = std::str::from_utf8(body).map_err(|_| garbage())?.trim();
     let head: Head = serde_json::from_str(text).map_err(|_| garbage())?;
@@ -402,6 +411,17 @@ mod tests {
             let error = parse(garbage).unwrap_err();
             assert!(error.is_server_error(), "{}: {error}", String::from_utf8_lossy(garbage));
         }
+    }
+
+    #[test]
+    fn an_unavailable_answer_keeps_its_cause_as_source() {
+        use std::error::Error as _;
+        let garbage = parse(b"<html>").unwrap_err();
+        assert_eq!(garbage.to_string(), "introspection unavailable: not an introspection response");
+        assert!(garbage.source().is_some_and(|cause| cause.to_string().starts_with("invalid document")));
+        let timeout = unavailable(FetchError::Timeout);
+        assert_eq!(timeout.source().map(ToString::to_string).as_deref(), Some("request timed out"));
+        assert!(IntrospectionError::Inactive.source().is_none());
     }
 
     #[test]
