@@ -136,6 +136,19 @@ impl Introspector {
         inner.cache.get_or_fetch(token, || inner.fetch(token)).await
     }
 
+    /// The answer kept for `token`, without waiting for anything: the synchronous path a
+    /// validator can take before it needs the network (no future, no lock held across
+    /// an await). `None` when nothing usable is kept: never asked, expired, being
+    /// fetched, or a failure (never kept). An empty or oversized token is inactive, as
+    /// [`introspect`](Self::introspect) says.
+    #[allow(dead_code, reason = "for the validator's synchronous path, wired next")]
+    pub(crate) fn cached_answer(&self, token: &str) -> Option<Result<Introspected, IntrospectionError>> {
+        if token.is_empty() || token.len() > MAX_TOKEN_SIZE {
+            return Some(Err(IntrospectionError::Inactive));
+        }
+        self.inner.cache.get(token)
+    }
+
     /// Forgets the cached answer for `token`, say after a revocation notice.
     pub fn forget(&self, token: &str) {
         self.inner.cache.remove(token);
@@ -411,6 +424,20 @@ mod tests {
             let error = parse(garbage).unwrap_err();
             assert!(error.is_server_error(), "{}: {error}", String::from_utf8_lossy(garbage));
         }
+    }
+
+    #[tokio::test]
+    async fn a_kept_answer_is_served_synchronously() {
+        let introspector = Introspector::builder("https://idp/introspect", "c", "s").build().unwrap();
+        assert_eq!(introspector.cached_answer(""), Some(Err(IntrospectionError::Inactive)));
+        assert_eq!(introspector.cached_answer("t"), None);
+        let active = parse(br#"{"active":true,"sub":"alice"}"#);
+        let kept = Answer { value: active.clone(), ttl: Duration::from_secs(60), weight: 16 };
+        assert!(introspector.inner.cache.get_or_fetch("t", || async { kept }).await.is_ok());
+        assert_eq!(introspector.cached_answer("t"), Some(active));
+        let inactive = Answer { value: Err(IntrospectionError::Inactive), ttl: Duration::from_secs(10), weight: 0 };
+        assert!(introspector.inner.cache.get_or_fetch("u", || async { inactive }).await.is_err());
+        assert_eq!(introspector.cached_answer("u"), Some(Err(IntrospectionError::Inactive)));
     }
 
     #[test]
