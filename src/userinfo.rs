@@ -20,8 +20,10 @@
 //! down, slow, answering garbage or refusing the token, a `sub` that differs) are not
 //! kept; what happens to the request is the [`FailurePolicy`]: a 503 with
 //! `Retry-After` by default, or the request goes on without `UserinfoClaims`. A
-//! [discovered](UserinfoLayer::discover) endpoint is looked up once, by one request at a
-//! time, and after a failed lookup not again until a backoff has elapsed.
+//! [discovered](UserinfoLayer::discover) endpoint is looked up by one request at a time,
+//! and kept until it fails at the transport level or answers a status no userinfo
+//! endpoint answers (404, a redirect, …); after a failed lookup, not again until a
+//! backoff has elapsed.
 //!
 //! Only JSON answers are supported; a signed or encrypted userinfo response
 //! (`application/jwt`, Core 1.0 §5.3.2) counts as a failure.

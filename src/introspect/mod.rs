@@ -16,8 +16,10 @@
 //!   our credentials) are never cached, but are shared by the requests waiting on the
 //!   same exchange: concurrent introspections of one token make one request.
 //!
-//! A [discovered](Introspector::discover) endpoint is looked up once, by one request
-//! at a time. After a failed lookup, introspections are refused at once with
+//! A [discovered](Introspector::discover) endpoint is looked up by one request at a
+//! time, and kept until it fails at the transport level or answers a status no
+//! introspection endpoint answers (404, a redirect, …); then the next introspection
+//! looks it up again. After a failed lookup, introspections are refused at once with
 //! [`IntrospectionError::Unavailable`] (and its `retry_after`, the time left) until a
 //! jittered backoff of 1 s doubling up to 1 min elapses, so an outage of the issuer's
 //! metadata costs it a few requests rather than one per incoming request.
