@@ -1,73 +1,75 @@
 //! Configuration and fetch errors shared by the builders and the key store.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A builder was given a configuration that would not be safe or could not work.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
     /// No trusted issuer was configured (or an empty one).
+    #[error("no trusted issuer configured")]
     MissingIssuer,
     /// The same issuer was configured twice.
+    #[error("issuer configured twice")]
     DuplicateIssuer,
     /// No audience was configured; every token would be accepted for any API.
+    #[error("no audience configured")]
     MissingAudience,
     /// The algorithm allow-list is empty.
+    #[error("no algorithm allowed")]
     NoAlgorithms,
     /// Encryption is required but no decryption keys were configured (or the `jwe`
     /// feature is off): every token would be rejected.
+    #[error("encryption required but no decryption keys configured")]
     NoDecryptionKeys,
     /// Neither an issuer (for discovery) nor a JWKS URI was given to a key store.
+    #[error("no issuer or jwks uri configured")]
     MissingKeySource,
     /// A URL does not parse.
+    #[error("invalid url")]
     InvalidUrl,
     /// A URL is plain `http` to a host other than loopback.
+    #[error("url must be https (http only on loopback)")]
     InsecureUrl,
     /// A background task was needed but no Tokio runtime is running.
+    #[error("must be called within a tokio runtime")]
     NoRuntime,
     /// The default HTTP client could not be built (no TLS roots, for instance).
-    HttpClient(reqwest::Error),
+    #[error("could not build the http client")]
+    HttpClient(#[source] reqwest::Error),
     /// A token cache of a user-delegated grant (refresh token, authorization code) was
     /// given a shared store without a grant id: the cache key does not tell users apart,
     /// so their tokens would be mixed. Set
     /// [`SharedStore::grant_id`](crate::client::store::SharedStore::grant_id).
+    #[error("a shared store for a user-delegated grant needs a grant id")]
     MissingGrantId,
 }
 
-impl fmt::Display for BuildError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BuildError::MissingIssuer => f.write_str("no trusted issuer configured"),
-            BuildError::DuplicateIssuer => f.write_str("issuer configured twice"),
-            BuildError::MissingAudience => f.write_str("no audience configured"),
-            BuildError::NoAlgorithms => f.write_str("no algorithm allowed"),
-            BuildError::NoDecryptionKeys => f.write_str("encryption required but no decryption keys configured"),
-            BuildError::MissingKeySource => f.write_str("no issuer or jwks uri configured"),
-            BuildError::InvalidUrl => f.write_str("invalid url"),
-            BuildError::InsecureUrl => f.write_str("url must be https (http only on loopback)"),
-            BuildError::NoRuntime => f.write_str("must be called within a tokio runtime"),
-            BuildError::HttpClient(_) => f.write_str("could not build the http client"),
-            BuildError::MissingGrantId => f.write_str("a shared store for a user-delegated grant needs a grant id"),
+impl From<FetchError> for BuildError {
+    /// The one mapping of a URL that a builder was given and that fails the URL rule:
+    /// [`FetchError::InsecureUrl`] stays [`BuildError::InsecureUrl`], and anything else
+    /// is [`BuildError::InvalidUrl`].
+    fn from(error: FetchError) -> Self {
+        match error {
+            FetchError::InsecureUrl => BuildError::InsecureUrl,
+            _ => BuildError::InvalidUrl,
         }
     }
 }
 
-impl std::error::Error for BuildError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BuildError::HttpClient(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-/// Fetching metadata or a JWK Set failed. The last good keys stay in use.
-#[derive(Debug)]
+/// An exchange with the authorization server failed: fetching metadata or a JWK Set,
+/// or a request to the token, introspection or userinfo endpoint. The cause of every
+/// public error that comes from a fetch (its `source()`).
+///
+/// Cheap to clone (a transport error is shared), so one failure can be handed to every
+/// caller that waited for it.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum FetchError {
     /// The request failed: connection refused or reset, TLS, DNS.
-    Request(reqwest::Error),
+    Request(Arc<reqwest::Error>),
     /// The fetch took longer than the configured timeout (default 10 s in all).
     Timeout,
     /// The server answered with an unexpected status.
@@ -127,10 +129,12 @@ impl fmt::Display for FetchError {
     }
 }
 
+// Written by hand, not derived: `source()` is the `reqwest::Error` itself (not the
+// `Arc` that shares it), so a caller can downcast to it.
 impl std::error::Error for FetchError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            FetchError::Request(e) => Some(e),
+            FetchError::Request(e) => Some(&**e),
             _ => None,
         }
     }

@@ -1,6 +1,6 @@
 //! OpenID Connect userinfo (Core 1.0 §5.3) as an optional enrichment step behind
 //! [`BearerAuthLayer`](crate::BearerAuthLayer): the user's claims, fetched with the
-//! presented access token, cached, and handed to handlers as [`UserInfo`].
+//! presented access token, cached, and handed to handlers as [`UserinfoClaims`].
 //!
 //! [`UserinfoLayer`] goes *inside* the bearer layer (in axum, `.layer(userinfo)` before
 //! `.layer(bearer)`), so it only sees requests whose token was validated. For each
@@ -12,16 +12,18 @@
 //!   per token at a time: concurrent requests share it);
 //! - checks that the answer's `sub` equals the token's `sub` (Core 1.0 §5.3.2: otherwise
 //!   the answer must not be used);
-//! - puts the [`UserInfo`] into the request's extensions, where handlers (and the axum
+//! - puts the [`UserinfoClaims`] into the request's extensions, where handlers (and the axum
 //!   extractor) find it.
 //!
 //! An answer is reused until the token's `exp`, and never longer than
 //! [`max_ttl`](UserinfoLayerBuilder::max_ttl) (default 5 min). Failures (the endpoint
 //! down, slow, answering garbage or refusing the token, a `sub` that differs) are not
 //! kept; what happens to the request is the [`FailurePolicy`]: a 503 with
-//! `Retry-After` by default, or the request goes on without `UserInfo`. A
-//! [discovered](UserinfoLayer::discover) endpoint is looked up once, by one request at a
-//! time, and after a failed lookup not again until a backoff has elapsed.
+//! `Retry-After` by default, or the request goes on without `UserinfoClaims`. A
+//! [discovered](UserinfoLayer::discover) endpoint is looked up by one request at a time,
+//! and kept until it fails at the transport level or answers a status no userinfo
+//! endpoint answers (404, a redirect, …); after a failed lookup, not again until a
+//! backoff has elapsed.
 //!
 //! Only JSON answers are supported; a signed or encrypted userinfo response
 //! (`application/jwt`, Core 1.0 §5.3.2) counts as a failure.
@@ -30,10 +32,10 @@
 //! # #[cfg(feature = "axum")]
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use axum::{Router, routing::get};
-//! use tower_oauth::userinfo::{UserInfo, UserinfoLayer};
+//! use tower_oauth::userinfo::{UserinfoClaims, UserinfoLayer};
 //! use tower_oauth::{BearerAuthLayer, Validator};
 //!
-//! async fn me(user: UserInfo) -> String {
+//! async fn me(user: UserinfoClaims) -> String {
 //!     format!("hello {}", user.name().unwrap_or("stranger"))
 //! }
 //!
@@ -49,7 +51,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -61,37 +63,32 @@ use url::Url;
 use crate::bearer::extract::bearer_token;
 use crate::bearer::{Rejection, ResponseBody, ResponseFuture, ResponseStyle};
 use crate::error::BuildError;
+use crate::idp::answers::{Answer, AnswerCache, ttl_until};
+use crate::idp::endpoint::{IdpEndpoint, MetadataMember, transport_failed, unexpected_status};
 use crate::idp::fetch::{self, Limits, Target, client_or_default};
-use crate::introspect::cache::{Fetched, FlightCache};
-use crate::introspect::endpoint::{Location, Member};
 use crate::{Claims, FetchError};
 
-/// The default cap on a userinfo response body.
-pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
-/// The default longest time an answer is reused.
-pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
-/// The default bound of the answer cache, in bytes of claims (plus a fixed allowance per
-/// entry).
-pub const DEFAULT_CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
+pub use crate::idp::answers::{DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_TTL};
+pub use crate::idp::fetch::DEFAULT_MAX_BODY_SIZE;
 
 /// The user's claims from the userinfo endpoint, checked to be about the token's `sub`.
 ///
 /// Cheap to clone. `Debug` shows `sub` and the names of the other members, not their
 /// values (they are personal data).
 #[derive(Clone)]
-pub struct UserInfo(Arc<UserInfoInner>);
+pub struct UserinfoClaims(Arc<UserinfoClaimsInner>);
 
-struct UserInfoInner {
+struct UserinfoClaimsInner {
     raw: Box<str>,
     members: Map<String, Value>,
 }
 
-impl UserInfo {
+impl UserinfoClaims {
     /// Parses a userinfo response: a JSON object with a string `sub`.
-    fn parse(text: &str) -> Option<UserInfo> {
+    fn parse(text: &str) -> Option<UserinfoClaims> {
         let members: Map<String, Value> = serde_json::from_str(text).ok()?;
         members.get("sub")?.as_str()?;
-        Some(UserInfo(Arc::new(UserInfoInner { raw: text.into(), members })))
+        Some(UserinfoClaims(Arc::new(UserinfoClaimsInner { raw: text.into(), members })))
     }
 
     fn str(&self, name: &str) -> Option<&str> {
@@ -154,10 +151,10 @@ impl UserInfo {
     }
 }
 
-impl fmt::Debug for UserInfo {
+impl fmt::Debug for UserinfoClaims {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let members: Vec<&str> = self.0.members.keys().map(String::as_str).filter(|k| *k != "sub").collect();
-        f.debug_struct("UserInfo").field("sub", &self.subject()).field("members", &members).finish()
+        f.debug_struct("UserinfoClaims").field("sub", &self.subject()).field("members", &members).finish()
     }
 }
 
@@ -166,11 +163,11 @@ impl fmt::Debug for UserInfo {
 #[non_exhaustive]
 pub enum FailurePolicy {
     /// 503 with `Retry-After` (or gRPC `UNAVAILABLE`); the inner service is not called.
-    /// The default: handlers can count on [`UserInfo`].
+    /// The default: handlers can count on [`UserinfoClaims`].
     #[default]
     Unavailable,
-    /// The request goes on without [`UserInfo`]; handlers must cope with its absence
-    /// (`Option<UserInfo>` in axum).
+    /// The request goes on without [`UserinfoClaims`]; handlers must cope with its absence
+    /// (`Option<UserinfoClaims>` in axum).
     Continue,
 }
 
@@ -205,22 +202,22 @@ impl Failure {
     }
 }
 
-/// Adds [`UserInfo`] to requests that [`BearerAuthLayer`](crate::BearerAuthLayer)
+/// Adds [`UserinfoClaims`] to requests that [`BearerAuthLayer`](crate::BearerAuthLayer)
 /// validated; see the [module documentation](self).
 ///
 /// Cheap to clone: clones share the configuration, the cache and the counter.
 #[derive(Clone)]
 pub struct UserinfoLayer {
-    shared: Arc<Shared>,
+    shared: Arc<UserinfoState>,
 }
 
-struct Shared {
+struct UserinfoState {
     client: reqwest::Client,
-    location: Location,
+    endpoint: IdpEndpoint,
     limits: Limits,
     max_ttl: Duration,
     policy: FailurePolicy,
-    cache: FlightCache<Result<UserInfo, Failure>>,
+    cache: AnswerCache<Result<UserinfoClaims, Failure>>,
     requests: AtomicU64,
 }
 
@@ -257,7 +254,7 @@ impl UserinfoLayer {
 impl fmt::Debug for UserinfoLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UserinfoLayer")
-            .field("target", &self.shared.location.target())
+            .field("target", &self.shared.endpoint.target())
             .field("max_ttl", &self.shared.max_ttl)
             .field("policy", &self.shared.policy)
             .field("cached", &self.shared.cache.len())
@@ -276,7 +273,7 @@ impl<S> Layer<S> for UserinfoLayer {
 /// The service of [`UserinfoLayer`].
 pub struct Userinfo<S> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: Arc<UserinfoState>,
 }
 
 impl<S> Userinfo<S> {
@@ -380,38 +377,40 @@ where
     }
 }
 
-impl Shared {
-    async fn fetch(&self, token: &str, claims: &Claims) -> Fetched<Result<UserInfo, Failure>> {
+impl UserinfoState {
+    async fn fetch(&self, token: &str, claims: &Claims) -> Answer<Result<UserinfoClaims, Failure>> {
         let result = self.exchange(token).await.and_then(|userinfo| {
             // Core 1.0 §5.3.2: the answer must be about the token's subject.
             if Some(userinfo.subject()) == claims.subject() { Ok(userinfo) } else { Err(Failure::SubjectMismatch) }
         });
-        let ttl = match (&result, claims.expires_at()) {
-            (Ok(_), Some(exp)) => {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                Duration::from_secs(u64::try_from(exp).unwrap_or(0).saturating_sub(now)).min(self.max_ttl)
-            }
-            (Ok(_), None) => self.max_ttl,
-            (Err(_), _) => Duration::ZERO,
+        let ttl = match &result {
+            Ok(_) => ttl_until(claims.expires_at(), self.max_ttl),
+            Err(_) => Duration::ZERO,
         };
         let weight = result.as_ref().map_or(0, |userinfo| userinfo.as_json().len() as u64 * 2);
-        Fetched { value: result, ttl, weight }
+        Answer { value: result, ttl, weight }
     }
 
-    async fn exchange(&self, token: &str) -> Result<UserInfo, Failure> {
-        let url = self.endpoint().await?;
+    async fn exchange(&self, token: &str) -> Result<UserinfoClaims, Failure> {
+        let url = self.url().await?;
         let mut authorization =
             HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| Failure::Unavailable("token unusable"))?;
         authorization.set_sensitive(true);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let reply = fetch::get_authorized(&self.client, url, &authorization, self.limits).await.map_err(|error| {
+        let reply = fetch::get_authorized(&self.client, &url, &authorization, self.limits).await.map_err(|error| {
             tracing::warn!(%error, "userinfo request failed");
+            if transport_failed(&error) {
+                self.endpoint.failed(&url);
+            }
             Failure::Unavailable(match error {
                 FetchError::Timeout => "timed out",
                 FetchError::BodyTooLarge { .. } => "response body too large",
                 _ => "request failed",
             })
         })?;
+        if unexpected_status(reply.status) {
+            self.endpoint.failed(&url);
+        }
         if !reply.status.is_success() {
             tracing::warn!(status = reply.status.as_u16(), "userinfo endpoint refused");
             return Err(Failure::Unavailable("unexpected status"));
@@ -426,14 +425,14 @@ impl Shared {
         }
         let body = reply.body.map_err(|_| Failure::Unavailable("response body unreadable"))?;
         let text = std::str::from_utf8(&body).map_err(|_| Failure::Unavailable("not a userinfo response"))?;
-        UserInfo::parse(text.trim()).ok_or(Failure::Unavailable("not a userinfo response"))
+        UserinfoClaims::parse(text.trim()).ok_or(Failure::Unavailable("not a userinfo response"))
     }
 
-    async fn endpoint(&self) -> Result<&Url, Failure> {
-        self.location
-            .endpoint(&self.client, self.limits.timeout)
+    async fn url(&self) -> Result<Arc<Url>, Failure> {
+        self.endpoint
+            .url(&self.client, self.limits.timeout)
             .await
-            .map_err(|refused| Failure::Undiscovered { reason: refused.reason, retry_after: refused.retry_after })
+            .map_err(|failed| Failure::Undiscovered { reason: failed.reason, retry_after: failed.retry_after })
     }
 }
 
@@ -453,7 +452,7 @@ impl UserinfoLayerBuilder {
     fn new(target: Target) -> Self {
         UserinfoLayerBuilder {
             target,
-            limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: DEFAULT_MAX_BODY },
+            limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: DEFAULT_MAX_BODY_SIZE },
             max_ttl: DEFAULT_MAX_TTL,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             policy: FailurePolicy::default(),
@@ -488,7 +487,7 @@ impl UserinfoLayerBuilder {
     }
 
     /// The largest response body read; default 64 KiB.
-    pub fn max_body(mut self, bytes: usize) -> Self {
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
         self.limits.max_body = bytes;
         self
     }
@@ -510,16 +509,16 @@ impl UserinfoLayerBuilder {
     /// [`BuildError::MissingIssuer`] for an empty issuer, and
     /// [`BuildError::HttpClient`] when the default client cannot be built.
     pub fn build(self) -> Result<UserinfoLayer, BuildError> {
-        let location = Location::from_target(self.target, Member::Userinfo)?;
+        let endpoint = IdpEndpoint::new(self.target, MetadataMember::Userinfo)?;
         let client = client_or_default(self.http_client)?;
         Ok(UserinfoLayer {
-            shared: Arc::new(Shared {
+            shared: Arc::new(UserinfoState {
                 client,
-                location,
+                endpoint,
                 limits: self.limits,
                 max_ttl: self.max_ttl,
                 policy: self.policy,
-                cache: FlightCache::with_capacity(self.cache_capacity),
+                cache: AnswerCache::with_capacity(self.cache_capacity),
                 requests: AtomicU64::new(0),
             }),
         })
@@ -546,52 +545,52 @@ mod extract {
     use http::StatusCode;
     use http::request::Parts;
 
-    use super::UserInfo;
+    use super::UserinfoClaims;
 
-    /// The rejection when no [`UserInfo`] is in the request.
+    /// The rejection when no [`UserinfoClaims`] is in the request.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     #[non_exhaustive]
-    pub struct MissingUserInfo;
+    pub struct MissingUserinfoClaims;
 
-    impl std::fmt::Display for MissingUserInfo {
+    impl std::fmt::Display for MissingUserinfoClaims {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str(
                 "userinfo not found in request extensions; perhaps you forgot to add UserinfoLayer \
                  (inside BearerAuthLayer), or it continues without userinfo on failure and the \
-                 handler should take Option<UserInfo>?",
+                 handler should take Option<UserinfoClaims>?",
             )
         }
     }
 
-    impl std::error::Error for MissingUserInfo {}
+    impl std::error::Error for MissingUserinfoClaims {}
 
-    impl IntoResponse for MissingUserInfo {
+    impl IntoResponse for MissingUserinfoClaims {
         fn into_response(self) -> Response {
             tracing::error!("{self}");
             (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
         }
     }
 
-    impl<S: Send + Sync> FromRequestParts<S> for UserInfo {
-        type Rejection = MissingUserInfo;
+    impl<S: Send + Sync> FromRequestParts<S> for UserinfoClaims {
+        type Rejection = MissingUserinfoClaims;
 
         async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-            parts.extensions.get::<UserInfo>().cloned().ok_or(MissingUserInfo)
+            parts.extensions.get::<UserinfoClaims>().cloned().ok_or(MissingUserinfoClaims)
         }
     }
 
-    impl<S: Send + Sync> OptionalFromRequestParts<S> for UserInfo {
+    impl<S: Send + Sync> OptionalFromRequestParts<S> for UserinfoClaims {
         type Rejection = Infallible;
 
         async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
-            Ok(parts.extensions.get::<UserInfo>().cloned())
+            Ok(parts.extensions.get::<UserinfoClaims>().cloned())
         }
     }
 }
 
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-pub use extract::MissingUserInfo;
+pub use extract::MissingUserinfoClaims;
 
 #[cfg(test)]
 mod tests {
@@ -600,14 +599,14 @@ mod tests {
     #[test]
     fn userinfo_needs_a_string_sub_and_shows_no_personal_data() {
         let user =
-            UserInfo::parse(r#"{"sub":"alice","name":"Alice A.","email":"a@example.com","email_verified":true}"#)
+            UserinfoClaims::parse(r#"{"sub":"alice","name":"Alice A.","email":"a@example.com","email_verified":true}"#)
                 .expect("a userinfo answer");
         assert_eq!((user.subject(), user.name(), user.email_verified()), ("alice", Some("Alice A."), Some(true)));
         assert_eq!(user.get::<String>("email").as_deref(), Some("a@example.com"));
         let debug = format!("{user:?}");
         assert!(!debug.contains("Alice A.") && !debug.contains("a@example.com"), "{debug}");
         for bad in ["[]", "{}", r#"{"sub":7}"#, "<html>"] {
-            assert!(UserInfo::parse(bad).is_none(), "{bad}");
+            assert!(UserinfoClaims::parse(bad).is_none(), "{bad}");
         }
     }
 }

@@ -276,6 +276,7 @@ mod tests {
             Rejection::from_validation(ValidationError::Introspection(IntrospectionError::Unavailable {
                 retry_after,
                 reason: "status 503",
+                error: crate::FetchError::Status(StatusCode::SERVICE_UNAVAILABLE),
             }))
         };
         for (retry_after, secs) in [

@@ -10,24 +10,10 @@ use super::key::{CacheKey, GrantKind, normalize_scope};
 use super::source::{FetchFuture, TokenSource};
 use super::{TokenError, TokenResponse};
 use crate::error::BuildError;
-use crate::idp::discovery;
-use crate::idp::fetch::{self, Checked, Form, Limits, Target, basic_authorization, client_or_default};
+use crate::idp::client_auth::{AuthMethod, ClientAuth, form_urlencoded};
+use crate::idp::endpoint::{IdpEndpoint, MetadataMember};
+use crate::idp::fetch::{self, DEFAULT_MAX_BODY_SIZE, Form, Limits, Target, client_or_default};
 use crate::{FetchError, Secret};
-
-/// The default cap on a token response body.
-pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
-
-/// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum AuthMethod {
-    /// `client_secret_basic`: HTTP Basic with the id and secret form-urlencoded first.
-    /// The default, and the method every server must support.
-    #[default]
-    ClientSecretBasic,
-    /// `client_secret_post`: `client_id` and `client_secret` in the form body.
-    ClientSecretPost,
-}
 
 /// An OAuth 2.0 token endpoint and the client's credentials and grant: the
 /// [`TokenSource`] a [`TokenCache`](super::TokenCache) normally uses.
@@ -63,20 +49,11 @@ pub enum AuthMethod {
 /// ```
 pub struct TokenEndpoint {
     client: reqwest::Client,
-    location: Location,
-    client_id: String,
-    secret: Secret,
-    method: AuthMethod,
-    /// The precomputed `Authorization: Basic …` value for `client_secret_basic`.
-    basic: Option<HeaderValue>,
+    endpoint: IdpEndpoint,
+    auth: ClientAuth,
     grant: GrantState,
     key: CacheKey,
     limits: Limits,
-}
-
-enum Location {
-    Url(Url),
-    Issuer { issuer: String, discovered: Option<Url> },
 }
 
 enum GrantState {
@@ -128,47 +105,29 @@ impl TokenEndpoint {
     /// A [`TokenError`] saying what failed: the server's RFC 6749 error, a status, the
     /// exchange, or the response.
     pub async fn request_token(&mut self) -> Result<TokenResponse, TokenError> {
-        let url = self.token_url().await?;
-        let body = self.form()?;
-        let result = self.post(&url, body).await;
+        let url = self.endpoint.url(&self.client, self.limits.timeout).await.map_err(|failed| {
+            if failed.bad_url && matches!(failed.error, FetchError::InsecureUrl) {
+                TokenError::InsecureUrl
+            } else {
+                TokenError::Discovery(failed.error)
+            }
+        })?;
+        let mut form = self.form()?;
+        let authorization = self.auth.authenticate(&mut form);
+        let result = self.post(&url, authorization, form.into_bytes()).await;
         match &result {
             Ok(response) => self.grant.advance(response),
             // Anything but the server's considered answer may mean the endpoint moved:
-            // look it up again next time.
-            Err(error) if error.oauth().is_none() => {
-                if let Location::Issuer { discovered, .. } = &mut self.location {
-                    *discovered = None;
-                }
-            }
+            // a discovered one is looked up again at the next request.
+            Err(error) if error.oauth().is_none() => self.endpoint.failed(&url),
             Err(_) => {}
         }
         result
     }
 
-    async fn token_url(&mut self) -> Result<Url, TokenError> {
-        match &mut self.location {
-            Location::Url(url) => Ok(url.clone()),
-            Location::Issuer { discovered: Some(url), .. } => Ok(url.clone()),
-            Location::Issuer { issuer, discovered } => {
-                let limits = Limits { timeout: self.limits.timeout, max_body: fetch::DEFAULT_MAX_BODY };
-                let metadata = discovery::discover(&self.client, issuer, limits)
-                    .await
-                    .map_err(|e| TokenError::Discovery(e.into()))?;
-                let endpoint = metadata.token_endpoint.ok_or(TokenError::Discovery(
-                    FetchError::InvalidDocument("metadata has no token_endpoint").into(),
-                ))?;
-                let url = fetch::parse_url(&endpoint).map_err(|error| match error {
-                    FetchError::InsecureUrl => TokenError::InsecureUrl,
-                    other => TokenError::Discovery(other.into()),
-                })?;
-                Ok(discovered.insert(url).clone())
-            }
-        }
-    }
-
     /// The form body (RFC 6749 Appendix B). It holds secrets; it lives only as long as
     /// the request.
-    fn form(&self) -> Result<Vec<u8>, TokenError> {
+    fn form(&self) -> Result<Form, TokenError> {
         let mut form = Form::default();
         match &self.grant {
             GrantState::ClientCredentials => {
@@ -189,11 +148,7 @@ impl TokenEndpoint {
                 self.extras(&mut form, false);
             }
         }
-        if self.method == AuthMethod::ClientSecretPost {
-            form.pair("client_id", self.client_id.as_bytes());
-            form.pair("client_secret", self.secret.expose());
-        }
-        Ok(form.into_bytes())
+        Ok(form)
     }
 
     fn extras(&self, form: &mut Form, with_scope: bool) {
@@ -209,37 +164,34 @@ impl TokenEndpoint {
         }
     }
 
-    /// Every form a credential of this endpoint's requests takes on the wire: the client
-    /// secret, the refresh token or code, raw and form-urlencoded, and the Basic
-    /// credentials. An error response that echoes any of them is redacted.
+    /// Every form a credential of this endpoint's requests takes on the wire: the
+    /// client's (from its authentication), and the refresh token or code, raw and
+    /// form-urlencoded. An error response that echoes any of them is redacted.
     fn credentials(&self) -> Vec<Vec<u8>> {
-        let mut secrets = Vec::with_capacity(6);
-        let mut both = |value: &[u8]| {
-            secrets.push(value.to_vec());
-            secrets.push(url::form_urlencoded::byte_serialize(value).flat_map(str::bytes).collect());
-        };
-        both(self.secret.expose());
+        let mut secrets = self.auth.credentials();
         match &self.grant {
-            GrantState::RefreshToken(Some(token)) => both(token.expose()),
-            GrantState::Code { code, .. } => both(code.expose()),
+            GrantState::RefreshToken(Some(token)) => {
+                secrets.extend([token.expose().to_vec(), form_urlencoded(token.expose())])
+            }
+            GrantState::Code { code, .. } => secrets.extend([code.expose().to_vec(), form_urlencoded(code.expose())]),
             GrantState::ClientCredentials | GrantState::RefreshToken(None) => {}
-        }
-        if let Some(basic) = &self.basic {
-            let value = basic.as_bytes();
-            secrets.push(value.strip_prefix(b"Basic ").unwrap_or(value).to_vec());
         }
         // Longest first, so a secret that contains another is replaced whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets
     }
 
-    async fn post(&self, url: &Url, body: Vec<u8>) -> Result<TokenResponse, TokenError> {
-        let posted = fetch::post_form(&self.client, url, self.basic.as_ref(), body, self.limits)
-            .await
-            .map_err(exchange_error)?;
+    async fn post(
+        &self,
+        url: &Url,
+        authorization: Option<&HeaderValue>,
+        body: Vec<u8>,
+    ) -> Result<TokenResponse, TokenError> {
+        let posted =
+            fetch::post_form(&self.client, url, authorization, body, self.limits).await.map_err(TokenError::from)?;
         let fetch::Reply { status, retry_after, body, .. } = posted;
         if status.is_success() {
-            return TokenResponse::parse(&body.map_err(exchange_error)?);
+            return TokenResponse::parse(&body.map_err(TokenError::from)?);
         }
         // RFC 6749 §5.2: errors come as 400 (401 for invalid_client) with a JSON
         // body; a body that is not one, or too large, leaves the status to speak.
@@ -248,17 +200,6 @@ impl TokenEndpoint {
             _ => None,
         };
         Err(oauth.map_or_else(|| TokenError::from_status(status, retry_after), TokenError::OAuth))
-    }
-}
-
-/// What [`fetch::post_form`] reports: a timeout, a transport error, a body over the
-/// limit, or an insecure final URL.
-fn exchange_error(error: FetchError) -> TokenError {
-    match error {
-        FetchError::InsecureUrl => TokenError::InsecureUrl,
-        FetchError::BodyTooLarge { limit } => TokenError::BodyTooLarge { limit },
-        FetchError::Request(error) => TokenError::Transport(error.into()),
-        _ => TokenError::Timeout,
     }
 }
 
@@ -310,9 +251,9 @@ impl fmt::Debug for TokenEndpoint {
         f.debug_struct("TokenEndpoint")
             .field("key", &self.key)
             .field("client_secret", &"***")
-            .field("auth_method", &self.method)
+            .field("auth_method", &self.auth.method())
             .field("timeout", &self.limits.timeout)
-            .field("max_body", &self.limits.max_body)
+            .field("max_body_size", &self.limits.max_body)
             .finish_non_exhaustive()
     }
 }
@@ -345,7 +286,7 @@ impl TokenEndpointBuilder {
             resources: Vec::new(),
             audience: None,
             http_client: None,
-            limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: DEFAULT_MAX_BODY },
+            limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: DEFAULT_MAX_BODY_SIZE },
         }
     }
 
@@ -395,8 +336,9 @@ impl TokenEndpointBuilder {
         self
     }
 
-    /// The largest response body read; default 64 KiB.
-    pub fn max_body(mut self, bytes: usize) -> Self {
+    /// The largest response body read; default 64 KiB
+    /// ([`DEFAULT_MAX_BODY_SIZE`](crate::client::DEFAULT_MAX_BODY_SIZE)).
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
         self.limits.max_body = bytes;
         self
     }
@@ -418,13 +360,7 @@ impl TokenEndpointBuilder {
     /// http off loopback, [`BuildError::MissingIssuer`] for an empty issuer, and
     /// [`BuildError::HttpClient`] when the default client cannot be built.
     pub fn build(self) -> Result<TokenEndpoint, BuildError> {
-        let (location, endpoint) = match self.target.check()? {
-            Checked::Url(url) => {
-                let endpoint = url.to_string();
-                (Location::Url(url), endpoint)
-            }
-            Checked::Issuer(issuer) => (Location::Issuer { issuer: issuer.clone(), discovered: None }, issuer),
-        };
+        let endpoint = IdpEndpoint::new(self.target, MetadataMember::Token)?;
         for resource in &self.resources {
             if Url::parse(resource).map_or(true, |url| url.fragment().is_some()) {
                 return Err(BuildError::InvalidUrl);
@@ -437,22 +373,17 @@ impl TokenEndpointBuilder {
             GrantState::Code { .. } => GrantKind::AuthorizationCode,
         };
         let key = CacheKey::new(
-            endpoint,
+            endpoint.target().to_owned(),
             self.client_id.clone(),
             grant,
             self.scope.as_deref(),
             self.resources,
             self.audience.as_deref(),
         );
-        let basic = (self.method == AuthMethod::ClientSecretBasic)
-            .then(|| basic_authorization(&self.client_id, self.secret.expose()));
         Ok(TokenEndpoint {
             client,
-            location,
-            client_id: self.client_id,
-            secret: self.secret,
-            method: self.method,
-            basic,
+            endpoint,
+            auth: ClientAuth::new(self.client_id, self.secret, self.method),
             grant: self.grant,
             key,
             limits: self.limits,
@@ -479,7 +410,10 @@ mod tests {
     use super::*;
 
     fn form_of(builder: TokenEndpointBuilder) -> String {
-        String::from_utf8(builder.build().unwrap().form().unwrap()).unwrap()
+        let endpoint = builder.build().unwrap();
+        let mut form = endpoint.form().unwrap();
+        endpoint.auth.authenticate(&mut form);
+        String::from_utf8(form.into_bytes()).unwrap()
     }
 
     #[test]

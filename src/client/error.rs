@@ -1,7 +1,6 @@
 //! Why a token could not be had: the token endpoint's answer, the exchange, or the cache.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -13,35 +12,45 @@ use crate::error::FetchError;
 /// Errors are cheap to clone (the cache hands the same failure to every caller that
 /// waited for one fetch). `Display` never shows a secret, a token or the response body:
 /// at most the RFC 6749 §5.2 error code and a sanitized, truncated description.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
     /// The token endpoint answered with an RFC 6749 §5.2 error (`invalid_client`,
     /// `invalid_grant`, …). Retrying will not help until the configuration, the grant or
     /// the client registration changes.
+    #[error("token endpoint refused the request: {0}")]
     OAuth(ErrorResponse),
     /// 400 without an RFC 6749 error body: the request is malformed for this server.
+    #[error("token endpoint answered 400 bad request")]
     BadRequest,
     /// 401 without an RFC 6749 error body: the client id or secret is wrong, or the
     /// server wants another authentication method (`basic` or `post`).
+    #[error("token endpoint answered 401: client authentication failed")]
     Unauthorized,
     /// 403: the client may not use this endpoint or grant.
+    #[error("token endpoint answered 403 forbidden")]
     Forbidden,
     /// 404: the token URL is wrong (Keycloak: check the realm in the path).
+    #[error("token endpoint answered 404: wrong token url")]
     NotFound,
     /// 405: the endpoint does not take `POST`; the URL is probably not a token endpoint.
+    #[error("token endpoint answered 405: not a token endpoint")]
     MethodNotAllowed,
     /// 406: the server cannot answer `application/json`.
+    #[error("token endpoint answered 406: cannot answer json")]
     NotAcceptable,
     /// 415: the server does not take `application/x-www-form-urlencoded`.
+    #[error("token endpoint answered 415: form body not accepted")]
     UnsupportedMediaType,
     /// 429: too many requests. The cache waits at least `retry_after` before it tries
     /// again (bounded).
+    #[error("token endpoint rate limited us{}", RetryAfter(*.retry_after))]
     RateLimited {
         /// The server's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
     },
     /// 5xx: the server failed (503 may carry `Retry-After`, honoured like 429's).
+    #[error("token endpoint failed with {}", .status.as_u16())]
     ServerError {
         /// The status, 500 to 599.
         status: StatusCode,
@@ -50,39 +59,54 @@ pub enum TokenError {
     },
     /// Any other status that is not a success, a redirect among them (token requests
     /// never follow redirects: they would carry the credentials elsewhere).
+    #[error("token endpoint answered unexpected status {}", .0.as_u16())]
     UnexpectedStatus(StatusCode),
     /// The exchange took longer than the timeout (default 10 s), or a caller waited
     /// longer than the cache's wait bound.
+    #[error("token request timed out")]
     Timeout,
-    /// The request failed: connection refused or reset, TLS, DNS.
-    Transport(Arc<reqwest::Error>),
+    /// The request failed: connection refused or reset, TLS, DNS. The
+    /// [`FetchError::Request`] is the `source()`.
+    #[error("token request failed")]
+    Transport(#[source] FetchError),
     /// The response body exceeded the limit (default 64 KiB).
+    #[error("token response body over {limit} bytes")]
     BodyTooLarge {
         /// The limit, in bytes.
         limit: usize,
     },
     /// The success response is not what RFC 6749 §5.1 describes.
+    #[error("invalid token response: {0}")]
     InvalidResponse(InvalidResponse),
     /// The token is not a bearer token (RFC 6749 §7.1): this crate only attaches
     /// `Bearer` tokens, so a `DPoP` or `MAC` token cannot be used.
+    #[error("unsupported token type {0:?}, expected Bearer")]
     UnsupportedTokenType(String),
-    /// Finding the token endpoint through the issuer's metadata failed.
-    Discovery(Arc<FetchError>),
+    /// Finding the token endpoint through the issuer's metadata failed, now or a moment
+    /// ago (a failed lookup is not tried again before a backoff of 1 s doubling up to
+    /// 1 min has elapsed). The [`FetchError`] is the `source()`.
+    #[error("could not discover the token endpoint")]
+    Discovery(#[source] FetchError),
     /// A URL (the configured or discovered token endpoint) is not https and not loopback.
+    #[error("token url must be https (http only on loopback)")]
     InsecureUrl,
     /// The grant needs a refresh token and has none: the code exchange returned none,
     /// or the refresh token was spent without a new one.
+    #[error("no refresh token to renew the access token with")]
     NoRefreshToken,
     /// A forced refresh was refused because another one happened within the cooldown:
     /// a new token was just obtained and the API rejected it too.
+    #[error("token was refreshed moments ago; not refreshing again yet")]
     Throttled,
     /// The cache's background task is not running (its runtime shut down).
+    #[error("token cache is not running")]
     Stopped,
     /// The cache shares a refresh-token or authorization-code grant through a
     /// [`SharedStore`](super::store::SharedStore) that could not be reached: without the
     /// store's lease, renewing alone could spend a rotating refresh token that another
     /// process spends too, and a server with reuse detection would revoke the grant. The
     /// current token serves until it expires; the cache tries again with backoff.
+    #[error("shared token store unavailable; not renewing the grant without its lease")]
     StoreUnavailable,
 }
 
@@ -185,48 +209,30 @@ impl TokenError {
     }
 }
 
-impl fmt::Display for TokenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TokenError::OAuth(response) => write!(f, "token endpoint refused the request: {response}"),
-            TokenError::BadRequest => f.write_str("token endpoint answered 400 bad request"),
-            TokenError::Unauthorized => f.write_str("token endpoint answered 401: client authentication failed"),
-            TokenError::Forbidden => f.write_str("token endpoint answered 403 forbidden"),
-            TokenError::NotFound => f.write_str("token endpoint answered 404: wrong token url"),
-            TokenError::MethodNotAllowed => f.write_str("token endpoint answered 405: not a token endpoint"),
-            TokenError::NotAcceptable => f.write_str("token endpoint answered 406: cannot answer json"),
-            TokenError::UnsupportedMediaType => f.write_str("token endpoint answered 415: form body not accepted"),
-            TokenError::RateLimited { retry_after: Some(d) } => {
-                write!(f, "token endpoint rate limited us; retry after {} s", d.as_secs())
-            }
-            TokenError::RateLimited { retry_after: None } => f.write_str("token endpoint rate limited us"),
-            TokenError::ServerError { status, .. } => write!(f, "token endpoint failed with {}", status.as_u16()),
-            TokenError::UnexpectedStatus(status) => {
-                write!(f, "token endpoint answered unexpected status {}", status.as_u16())
-            }
-            TokenError::Timeout => f.write_str("token request timed out"),
-            TokenError::Transport(_) => f.write_str("token request failed"),
-            TokenError::BodyTooLarge { limit } => write!(f, "token response body over {limit} bytes"),
-            TokenError::InvalidResponse(what) => write!(f, "invalid token response: {what}"),
-            TokenError::UnsupportedTokenType(kind) => write!(f, "unsupported token type {kind:?}, expected Bearer"),
-            TokenError::Discovery(_) => f.write_str("could not discover the token endpoint"),
-            TokenError::InsecureUrl => f.write_str("token url must be https (http only on loopback)"),
-            TokenError::NoRefreshToken => f.write_str("no refresh token to renew the access token with"),
-            TokenError::Throttled => f.write_str("token was refreshed moments ago; not refreshing again yet"),
-            TokenError::Stopped => f.write_str("token cache is not running"),
-            TokenError::StoreUnavailable => {
-                f.write_str("shared token store unavailable; not renewing the grant without its lease")
-            }
+impl From<FetchError> for TokenError {
+    /// The one mapping of a failed exchange with the token endpoint: a timeout, a
+    /// transport error, a body over the limit, an insecure (final) URL, a status.
+    fn from(error: FetchError) -> Self {
+        match error {
+            FetchError::InsecureUrl => TokenError::InsecureUrl,
+            FetchError::BodyTooLarge { limit } => TokenError::BodyTooLarge { limit },
+            FetchError::Timeout => TokenError::Timeout,
+            FetchError::Request(_) => TokenError::Transport(error),
+            FetchError::Status(status) => TokenError::from_status(status, None),
+            FetchError::RateLimited { retry_after } => TokenError::RateLimited { retry_after },
+            other => TokenError::Discovery(other),
         }
     }
 }
 
-impl std::error::Error for TokenError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            TokenError::Transport(error) => Some(&**error),
-            TokenError::Discovery(error) => Some(&**error),
-            _ => None,
+/// `; retry after N s` when the server said how long to wait.
+struct RetryAfter(Option<Duration>);
+
+impl fmt::Display for RetryAfter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(wait) => write!(f, "; retry after {} s", wait.as_secs()),
+            None => Ok(()),
         }
     }
 }
@@ -455,6 +461,25 @@ mod tests {
         let body = serde_json::json!({"error": "invalid_grant", "error_description": long}).to_string();
         let error = ErrorResponse::parse(StatusCode::BAD_REQUEST, body.as_bytes()).unwrap();
         assert_eq!(error.description().unwrap().chars().count(), MAX_TEXT + 1);
+    }
+
+    #[test]
+    fn messages_name_the_failure_and_the_cause_is_the_source() {
+        use std::error::Error as _;
+        let limited = |secs: Option<u64>| TokenError::RateLimited { retry_after: secs.map(Duration::from_secs) };
+        assert_eq!(limited(Some(3)).to_string(), "token endpoint rate limited us; retry after 3 s");
+        assert_eq!(limited(None).to_string(), "token endpoint rate limited us");
+        let server = TokenError::ServerError { status: StatusCode::BAD_GATEWAY, retry_after: None };
+        assert_eq!(server.to_string(), "token endpoint failed with 502");
+        assert_eq!(
+            TokenError::UnsupportedTokenType("DPoP".into()).to_string(),
+            r#"unsupported token type "DPoP", expected Bearer"#
+        );
+        let discovery = TokenError::Discovery(FetchError::MissingJwksUri);
+        assert_eq!(discovery.to_string(), "could not discover the token endpoint");
+        assert_eq!(discovery.source().map(ToString::to_string).as_deref(), Some("metadata has no jwks_uri"));
+        assert!(TokenError::from(FetchError::Timeout).source().is_none());
+        assert!(matches!(TokenError::from(FetchError::InsecureUrl), TokenError::InsecureUrl));
     }
 
     #[test]

@@ -75,8 +75,10 @@ pub mod store;
 mod target;
 mod token;
 
+pub use crate::idp::client_auth::AuthMethod;
+pub use crate::idp::fetch::DEFAULT_MAX_BODY_SIZE;
 pub use cache::{TokenCache, TokenCacheBuilder};
-pub use endpoint::{AuthMethod, DEFAULT_MAX_BODY, TokenEndpoint, TokenEndpointBuilder};
+pub use endpoint::{TokenEndpoint, TokenEndpointBuilder};
 pub use error::{ErrorCode, ErrorResponse, InvalidResponse, TokenError};
 pub use future::ClientCredentialsFuture;
 pub use key::{CacheKey, GrantKind};

@@ -5,8 +5,6 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
@@ -21,8 +19,18 @@ pub(crate) struct Limits {
     pub(crate) max_body: usize,
 }
 
+/// The default time limit of one exchange with the authorization server (discovery and
+/// key sets included): every builder's `timeout`.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-pub(crate) const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// The default cap on a metadata document or a JWK Set.
+pub(crate) const DEFAULT_DOCUMENT_MAX_BODY_SIZE: usize = 1024 * 1024;
+/// The default cap on the body of an endpoint's answer: a token response, an
+/// introspection or a userinfo answer.
+pub const DEFAULT_MAX_BODY_SIZE: usize = 64 * 1024;
+/// The default token size limit: 16 KiB. No access token is this long; the validator
+/// refuses a longer one, and introspection never sends one (the request body stays
+/// bounded).
+pub const DEFAULT_MAX_TOKEN_SIZE: usize = 16 * 1024;
 const MAX_REDIRECTS: usize = 5;
 
 /// A successful fetch.
@@ -78,15 +86,11 @@ impl Target {
 
     /// Applies the URL rule (https, or http on loopback) to the URL or the issuer.
     pub(crate) fn check(self) -> Result<Checked, BuildError> {
-        let url_error = |error| match error {
-            FetchError::InsecureUrl => BuildError::InsecureUrl,
-            _ => BuildError::InvalidUrl,
-        };
         match self {
-            Target::Url(url) => Ok(Checked::Url(parse_url(&url).map_err(url_error)?)),
+            Target::Url(url) => Ok(Checked::Url(check_url(&url)?)),
             Target::Issuer(issuer) if issuer.trim().is_empty() => Err(BuildError::MissingIssuer),
             Target::Issuer(issuer) => {
-                parse_url(&issuer).map_err(url_error)?;
+                check_url(&issuer)?;
                 Ok(Checked::Issuer(issuer))
             }
         }
@@ -103,6 +107,12 @@ pub(crate) fn client_or_default(client: Option<reqwest::Client>) -> Result<reqwe
             .build()
             .map_err(BuildError::HttpClient),
     }
+}
+
+/// A URL a builder was given, under the URL rule: [`BuildError::InsecureUrl`] or
+/// [`BuildError::InvalidUrl`] when it fails.
+pub(crate) fn check_url(url: &str) -> Result<Url, BuildError> {
+    Ok(parse_url(url)?)
 }
 
 pub(crate) fn parse_url(s: &str) -> Result<Url, FetchError> {
@@ -241,7 +251,7 @@ async fn exchange(
 }
 
 fn request_error(error: reqwest::Error) -> FetchError {
-    if error.is_timeout() { FetchError::Timeout } else { FetchError::Request(error) }
+    if error.is_timeout() { FetchError::Timeout } else { FetchError::Request(error.into()) }
 }
 
 async fn read_capped(response: &mut reqwest::Response, max_body: usize) -> Result<Bytes, FetchError> {
@@ -277,20 +287,6 @@ impl Form {
     pub(crate) fn into_bytes(self) -> Vec<u8> {
         self.0
     }
-}
-
-/// `client_secret_basic`: RFC 6749 §2.3.1 form-urlencodes the id and the secret
-/// (Appendix B) before RFC 7617 joins them with `:` and base64-encodes them, so a `:`
-/// or `%` in either survives the trip.
-pub(crate) fn basic_authorization(client_id: &str, secret: &[u8]) -> HeaderValue {
-    let mut credentials = Vec::with_capacity(client_id.len() + secret.len() + 1);
-    credentials.extend(url::form_urlencoded::byte_serialize(client_id.as_bytes()).flat_map(str::bytes));
-    credentials.push(b':');
-    credentials.extend(url::form_urlencoded::byte_serialize(secret).flat_map(str::bytes));
-    let mut value = HeaderValue::try_from(format!("Basic {}", STANDARD.encode(credentials)))
-        .expect("base64 is always a valid header value");
-    value.set_sensitive(true);
-    value
 }
 
 /// The delay after `failures` failures in a row: `initial` doubling up to `max`, with
@@ -361,19 +357,6 @@ mod tests {
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn basic_credentials_are_form_urlencoded_before_base64() {
-        // The Keycloak sample (seed 001): nothing to encode.
-        assert_eq!(
-            basic_authorization("cop-client-id", b"cop-client-secret"),
-            "Basic Y29wLWNsaWVudC1pZDpjb3AtY2xpZW50LXNlY3JldA=="
-        );
-        let value = basic_authorization("svc:special", b"p@ss:w+rd%/ &=");
-        let decoded = STANDARD.decode(&value.as_bytes()[6..]).unwrap();
-        assert_eq!(decoded, b"svc%3Aspecial:p%40ss%3Aw%2Brd%25%2F+%26%3D");
-        assert!(value.is_sensitive());
     }
 
     #[test]

@@ -1,24 +1,27 @@
-use std::fmt;
 use std::time::Duration;
 
 use http::StatusCode;
+
+use crate::error::FetchError;
 
 /// Why an introspection gave no active token.
 ///
 /// [`Inactive`](Self::Inactive) is the token's fault (RFC 6750 `invalid_token`); the
 /// others are the server's side (answer 503 with `Retry-After`, never 401: the token
 /// may well be valid). `Display` never includes the token, the client secret or the
-/// response body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// response body. Equality compares the variants and their fields, not the causes.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum IntrospectionError {
     /// The authorization server says the token is not active (RFC 7662 §2.2): unknown,
     /// expired, revoked, issued to be used elsewhere, or not a bearer access token.
+    #[error("token is not active")]
     Inactive,
     /// The introspection endpoint could not answer: a transport error, a timeout, a
     /// 5xx, a 429, a body over the limit, a response that is not an RFC 7662 JSON
     /// object, or (for a discovered endpoint) a failed discovery, or one that is not
     /// tried again yet because the last one failed.
+    #[error("introspection unavailable: {reason}")]
     #[non_exhaustive]
     Unavailable {
         /// The server's `Retry-After`, when it sent one; for a failed discovery, the
@@ -26,10 +29,17 @@ pub enum IntrospectionError {
         retry_after: Option<Duration>,
         /// What went wrong, in a few words.
         reason: &'static str,
+        /// The cause, the `source()`: the failed exchange ([`FetchError::Request`],
+        /// [`FetchError::Timeout`], …), the status ([`FetchError::Status`],
+        /// [`FetchError::RateLimited`]), an answer that is not an RFC 7662 response
+        /// ([`FetchError::InvalidDocument`]), or the failed discovery of the endpoint.
+        #[source]
+        error: FetchError,
     },
     /// The endpoint refused the request itself: 401 or 403 (it does not accept this
     /// client's credentials) or another 4xx. A misconfiguration of the resource
     /// server, logged at `error` level.
+    #[error("introspection endpoint refused the request with status {}", .status.as_u16())]
     #[non_exhaustive]
     Rejected {
         /// The status the endpoint answered with.
@@ -38,8 +48,8 @@ pub enum IntrospectionError {
 }
 
 impl IntrospectionError {
-    pub(crate) fn unavailable(reason: &'static str) -> Self {
-        IntrospectionError::Unavailable { retry_after: None, reason }
+    pub(crate) fn unavailable(reason: &'static str, error: FetchError) -> Self {
+        IntrospectionError::Unavailable { retry_after: None, reason, error }
     }
 
     /// Whether the fault is on the server's side (answer 503) rather than the token's.
@@ -57,16 +67,20 @@ impl IntrospectionError {
     }
 }
 
-impl fmt::Display for IntrospectionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IntrospectionError::Inactive => f.write_str("token is not active"),
-            IntrospectionError::Unavailable { reason, .. } => write!(f, "introspection unavailable: {reason}"),
-            IntrospectionError::Rejected { status } => {
-                write!(f, "introspection endpoint refused the request with status {}", status.as_u16())
+impl PartialEq for IntrospectionError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (IntrospectionError::Inactive, IntrospectionError::Inactive) => true,
+            (
+                IntrospectionError::Unavailable { retry_after, reason, .. },
+                IntrospectionError::Unavailable { retry_after: other_retry_after, reason: other_reason, .. },
+            ) => (retry_after, reason) == (other_retry_after, other_reason),
+            (IntrospectionError::Rejected { status }, IntrospectionError::Rejected { status: other }) => {
+                status == other
             }
+            _ => false,
         }
     }
 }
 
-impl std::error::Error for IntrospectionError {}
+impl Eq for IntrospectionError {}

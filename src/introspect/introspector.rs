@@ -1,32 +1,26 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 use serde::Deserialize;
 use url::Url;
 
-use super::cache::{Fetched, FlightCache};
-use super::endpoint::{Location, Member};
 use super::{AuthMethod, IntrospectionError};
 use crate::error::BuildError;
-use crate::idp::fetch::{self, Form, Limits, Target, basic_authorization, client_or_default};
+use crate::idp::answers::{Answer, AnswerCache, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_TTL, ttl_until};
+use crate::idp::client_auth::ClientAuth;
+use crate::idp::endpoint::{IdpEndpoint, MetadataMember, transport_failed, unexpected_status};
+use crate::idp::fetch::{self, DEFAULT_MAX_BODY_SIZE, Form, Limits, Target, client_or_default};
 use crate::{FetchError, Secret};
 
-/// The default cap on an introspection response body.
-pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
-/// The default bound of the answer cache, in bytes of claims (plus a fixed allowance
-/// per entry).
-pub const DEFAULT_CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
-/// The default longest time an active answer is reused.
-pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
 /// The default time an inactive answer is reused.
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
 
 /// Tokens longer than this are inactive without asking: no access token is this long,
 /// and the request body stays bounded.
-const MAX_TOKEN_SIZE: usize = crate::validate::DEFAULT_MAX_TOKEN_SIZE;
+const MAX_TOKEN_SIZE: usize = crate::idp::fetch::DEFAULT_MAX_TOKEN_SIZE;
 
 /// An RFC 7662 introspection client with a bounded, single-flight answer cache; see
 /// the [module documentation](super).
@@ -40,16 +34,12 @@ pub struct Introspector {
 
 struct Inner {
     client: reqwest::Client,
-    location: Location,
-    client_id: String,
-    secret: Secret,
-    method: AuthMethod,
-    /// The precomputed `Authorization: Basic …` value for `client_secret_basic`.
-    basic: Option<HeaderValue>,
+    endpoint: IdpEndpoint,
+    auth: ClientAuth,
     limits: Limits,
     max_ttl: Duration,
     negative_ttl: Duration,
-    cache: FlightCache<Result<Introspected, IntrospectionError>>,
+    cache: AnswerCache<Result<Introspected, IntrospectionError>>,
     requests: AtomicU64,
 }
 
@@ -146,6 +136,19 @@ impl Introspector {
         inner.cache.get_or_fetch(token, || inner.fetch(token)).await
     }
 
+    /// The answer kept for `token`, without waiting for anything: the synchronous path a
+    /// validator can take before it needs the network (no future, no lock held across
+    /// an await). `None` when nothing usable is kept: never asked, expired, being
+    /// fetched, or a failure (never kept). An empty or oversized token is inactive, as
+    /// [`introspect`](Self::introspect) says.
+    #[allow(dead_code, reason = "for the validator's synchronous path, wired next")]
+    pub(crate) fn cached_answer(&self, token: &str) -> Option<Result<Introspected, IntrospectionError>> {
+        if token.is_empty() || token.len() > MAX_TOKEN_SIZE {
+            return Some(Err(IntrospectionError::Inactive));
+        }
+        self.inner.cache.get(token)
+    }
+
     /// Forgets the cached answer for `token`, say after a revocation notice.
     pub fn forget(&self, token: &str) {
         self.inner.cache.remove(token);
@@ -163,76 +166,80 @@ impl Introspector {
 }
 
 impl Inner {
-    async fn fetch(&self, token: &str) -> Fetched<Result<Introspected, IntrospectionError>> {
+    async fn fetch(&self, token: &str) -> Answer<Result<Introspected, IntrospectionError>> {
         let result = self.exchange(token).await;
         let (ttl, weight) = match &result {
-            Ok(introspected) => {
-                let remaining = introspected.expires_at.map(|exp| {
-                    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                    Duration::from_secs(u64::try_from(exp).unwrap_or(0).saturating_sub(now))
-                });
-                (remaining.map_or(self.max_ttl, |r| r.min(self.max_ttl)), introspected.claims.len() as u64)
-            }
+            Ok(introspected) => (ttl_until(introspected.expires_at, self.max_ttl), introspected.claims.len() as u64),
             Err(IntrospectionError::Inactive) => (self.negative_ttl, 0),
             // Failures are shared with the callers waiting on this flight, never kept.
             Err(_) => (Duration::ZERO, 0),
         };
-        Fetched { value: result, ttl, weight }
+        Answer { value: result, ttl, weight }
     }
 
     async fn exchange(&self, token: &str) -> Result<Introspected, IntrospectionError> {
-        let url = self.endpoint().await?;
+        let url = self.url().await?;
         let mut form = Form::default();
         form.pair("token", token.as_bytes());
         form.pair("token_type_hint", b"access_token");
-        if self.method == AuthMethod::ClientSecretPost {
-            form.pair("client_id", self.client_id.as_bytes());
-            form.pair("client_secret", self.secret.expose());
-        }
+        let authorization = self.auth.authenticate(&mut form);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let posted = fetch::post_form(&self.client, url, self.basic.as_ref(), form.into_bytes(), self.limits)
+        let posted = fetch::post_form(&self.client, &url, authorization, form.into_bytes(), self.limits)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "introspection request failed");
-                unavailable(&error)
+                if transport_failed(&error) {
+                    self.endpoint.failed(&url);
+                }
+                unavailable(error)
             })?;
         let status = posted.status;
+        if unexpected_status(status) {
+            self.endpoint.failed(&url);
+        }
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             tracing::warn!(status = status.as_u16(), "introspection endpoint unavailable");
-            let reason = if status.is_server_error() { "server error" } else { "rate limited" };
-            return Err(IntrospectionError::Unavailable { retry_after: posted.retry_after, reason });
+            let (reason, error) = if status.is_server_error() {
+                ("server error", FetchError::Status(status))
+            } else {
+                ("rate limited", FetchError::RateLimited { retry_after: posted.retry_after })
+            };
+            return Err(IntrospectionError::Unavailable { retry_after: posted.retry_after, reason, error });
         }
         if !status.is_success() {
             // 401/403: the endpoint does not accept our credentials. Our configuration
             // is wrong, not the caller's token.
             tracing::error!(
                 status = status.as_u16(),
-                client_id = %self.client_id,
+                client_id = %self.auth.client_id(),
                 "introspection endpoint refused the request; check the client credentials"
             );
             return Err(IntrospectionError::Rejected { status });
         }
         let body = posted.body.map_err(|error| {
             tracing::warn!(%error, "introspection response could not be read");
-            unavailable(&error)
+            unavailable(error)
         })?;
         parse(&body)
     }
 
-    async fn endpoint(&self) -> Result<&Url, IntrospectionError> {
-        self.location.endpoint(&self.client, self.limits.timeout).await.map_err(|refused| {
-            IntrospectionError::Unavailable { retry_after: Some(refused.retry_after), reason: refused.reason }
+    async fn url(&self) -> Result<Arc<Url>, IntrospectionError> {
+        self.endpoint.url(&self.client, self.limits.timeout).await.map_err(|failed| IntrospectionError::Unavailable {
+            retry_after: Some(failed.retry_after),
+            reason: failed.reason,
+            error: failed.error,
         })
     }
 }
 
-fn unavailable(error: &FetchError) -> IntrospectionError {
-    IntrospectionError::unavailable(match error {
+fn unavailable(error: FetchError) -> IntrospectionError {
+    let reason = match error {
         FetchError::Timeout => "timed out",
         FetchError::BodyTooLarge { .. } => "response body too large",
         FetchError::InsecureUrl => "redirected to an insecure url",
         _ => "request failed",
-    })
+    };
+    IntrospectionError::unavailable(reason, error)
 }
 
 /// RFC 7662 §2.2: a JSON object with a boolean `active`; everything else is the
@@ -240,7 +247,10 @@ fn unavailable(error: &FetchError) -> IntrospectionError {
 fn parse(body: &[u8]) -> Result<Introspected, IntrospectionError> {
     let garbage = || {
         tracing::warn!("introspection response is not an RFC 7662 JSON object");
-        IntrospectionError::unavailable("not an introspection response")
+        IntrospectionError::unavailable(
+            "not an introspection response",
+            FetchError::InvalidDocument("not an RFC 7662 JSON object"),
+        )
     };
     let text = std::str::from_utf8(body).map_err(|_| garbage())?.trim();
     let head: Head = serde_json::from_str(text).map_err(|_| garbage())?;
@@ -263,10 +273,10 @@ impl fmt::Debug for Introspector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &*self.inner;
         f.debug_struct("Introspector")
-            .field("target", &inner.location.target())
-            .field("client_id", &inner.client_id)
+            .field("target", &inner.endpoint.target())
+            .field("client_id", &inner.auth.client_id())
             .field("client_secret", &"***")
-            .field("auth_method", &inner.method)
+            .field("auth_method", &inner.auth.method())
             .field("max_ttl", &inner.max_ttl)
             .field("negative_ttl", &inner.negative_ttl)
             .field("cached", &inner.cache.len())
@@ -298,7 +308,7 @@ impl IntrospectorBuilder {
             client_id,
             secret,
             method: AuthMethod::default(),
-            limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: DEFAULT_MAX_BODY },
+            limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: DEFAULT_MAX_BODY_SIZE },
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             max_ttl: DEFAULT_MAX_TTL,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
@@ -319,8 +329,9 @@ impl IntrospectorBuilder {
         self
     }
 
-    /// The largest response body read; default 64 KiB.
-    pub fn max_body(mut self, bytes: usize) -> Self {
+    /// The largest response body read; default 64 KiB
+    /// ([`DEFAULT_MAX_BODY_SIZE`](crate::client::DEFAULT_MAX_BODY_SIZE)).
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
         self.limits.max_body = bytes;
         self
     }
@@ -362,22 +373,17 @@ impl IntrospectorBuilder {
     /// [`BuildError::MissingIssuer`] for an empty issuer, and
     /// [`BuildError::HttpClient`] when the default client cannot be built.
     pub fn build(self) -> Result<Introspector, BuildError> {
-        let location = Location::from_target(self.target, Member::Introspection)?;
+        let endpoint = IdpEndpoint::new(self.target, MetadataMember::Introspection)?;
         let client = client_or_default(self.http_client)?;
-        let basic = (self.method == AuthMethod::ClientSecretBasic)
-            .then(|| basic_authorization(&self.client_id, self.secret.expose()));
         Ok(Introspector {
             inner: Arc::new(Inner {
                 client,
-                location,
-                client_id: self.client_id,
-                secret: self.secret,
-                method: self.method,
-                basic,
+                endpoint,
+                auth: ClientAuth::new(self.client_id, self.secret, self.method),
                 limits: self.limits,
                 max_ttl: self.max_ttl,
                 negative_ttl: self.negative_ttl,
-                cache: FlightCache::with_capacity(self.cache_capacity),
+                cache: AnswerCache::with_capacity(self.cache_capacity),
                 requests: AtomicU64::new(0),
             }),
         })
@@ -418,6 +424,31 @@ mod tests {
             let error = parse(garbage).unwrap_err();
             assert!(error.is_server_error(), "{}: {error}", String::from_utf8_lossy(garbage));
         }
+    }
+
+    #[tokio::test]
+    async fn a_kept_answer_is_served_synchronously() {
+        let introspector = Introspector::builder("https://idp/introspect", "c", "s").build().unwrap();
+        assert_eq!(introspector.cached_answer(""), Some(Err(IntrospectionError::Inactive)));
+        assert_eq!(introspector.cached_answer("t"), None);
+        let active = parse(br#"{"active":true,"sub":"alice"}"#);
+        let kept = Answer { value: active.clone(), ttl: Duration::from_secs(60), weight: 16 };
+        assert!(introspector.inner.cache.get_or_fetch("t", || async { kept }).await.is_ok());
+        assert_eq!(introspector.cached_answer("t"), Some(active));
+        let inactive = Answer { value: Err(IntrospectionError::Inactive), ttl: Duration::from_secs(10), weight: 0 };
+        assert!(introspector.inner.cache.get_or_fetch("u", || async { inactive }).await.is_err());
+        assert_eq!(introspector.cached_answer("u"), Some(Err(IntrospectionError::Inactive)));
+    }
+
+    #[test]
+    fn an_unavailable_answer_keeps_its_cause_as_source() {
+        use std::error::Error as _;
+        let garbage = parse(b"<html>").unwrap_err();
+        assert_eq!(garbage.to_string(), "introspection unavailable: not an introspection response");
+        assert!(garbage.source().is_some_and(|cause| cause.to_string().starts_with("invalid document")));
+        let timeout = unavailable(FetchError::Timeout);
+        assert_eq!(timeout.source().map(ToString::to_string).as_deref(), Some("request timed out"));
+        assert!(IntrospectionError::Inactive.source().is_none());
     }
 
     #[test]

@@ -16,8 +16,10 @@
 //!   our credentials) are never cached, but are shared by the requests waiting on the
 //!   same exchange: concurrent introspections of one token make one request.
 //!
-//! A [discovered](Introspector::discover) endpoint is looked up once, by one request
-//! at a time. After a failed lookup, introspections are refused at once with
+//! A [discovered](Introspector::discover) endpoint is looked up by one request at a
+//! time, and kept until it fails at the transport level or answers a status no
+//! introspection endpoint answers (404, a redirect, …); then the next introspection
+//! looks it up again. After a failed lookup, introspections are refused at once with
 //! [`IntrospectionError::Unavailable`] (and its `retry_after`, the time left) until a
 //! jittered backoff of 1 s doubling up to 1 min elapses, so an outage of the issuer's
 //! metadata costs it a few requests rather than one per incoming request.
@@ -45,14 +47,11 @@
 //! # Ok(()) }
 //! ```
 
-pub(crate) mod cache;
-pub(crate) mod endpoint;
 mod error;
 mod introspector;
 
-pub use crate::client::AuthMethod;
+pub use crate::idp::answers::{DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_TTL};
+pub use crate::idp::client_auth::AuthMethod;
+pub use crate::idp::fetch::DEFAULT_MAX_BODY_SIZE;
 pub use error::IntrospectionError;
-pub use introspector::{
-    DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_BODY, DEFAULT_MAX_TTL, DEFAULT_NEGATIVE_TTL, Introspected, Introspector,
-    IntrospectorBuilder,
-};
+pub use introspector::{DEFAULT_NEGATIVE_TTL, Introspected, Introspector, IntrospectorBuilder};

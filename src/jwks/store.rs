@@ -135,7 +135,7 @@ impl Default for KeyStoreBuilder {
             http_client: None,
             schedule: Schedule::default(),
             cooldown: Duration::from_secs(30),
-            limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: fetch::DEFAULT_MAX_BODY },
+            limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: fetch::DEFAULT_DOCUMENT_MAX_BODY_SIZE },
         }
     }
 }

@@ -11,8 +11,7 @@ use super::claims::Claims;
 use super::issuer_set::Issuers;
 use super::pipeline::{Attempt, Pending, Pipeline, Verified};
 
-/// The default token size limit: 16 KiB.
-pub const DEFAULT_MAX_TOKEN_SIZE: usize = 16 * 1024;
+pub use crate::idp::fetch::DEFAULT_MAX_TOKEN_SIZE;
 
 /// The default leeway for `exp`, `nbf` and `iat`: 60 s.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use tower::{Layer as _, Service, ServiceExt as _, service_fn};
 use tower_oauth::Validator;
 use tower_oauth::client::{
-    ClientCredentialsLayer, DEFAULT_MAX_BODY, InvalidResponse, TokenCache, TokenEndpoint, TokenError,
+    ClientCredentialsLayer, DEFAULT_MAX_BODY_SIZE, InvalidResponse, TokenCache, TokenEndpoint, TokenError,
 };
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
 
@@ -235,13 +235,13 @@ async fn bodies_that_never_end_and_servers_that_never_read_are_cut_off_as_timeou
 async fn a_100_mb_body_is_read_no_further_than_the_cap() {
     let _heavy = HEAVY.lock().await;
     let rss = PeakRss::start();
-    let ceiling = DEFAULT_MAX_BODY as u64 + socket_buffer_ceiling() + MIB;
+    let ceiling = DEFAULT_MAX_BODY_SIZE as u64 + socket_buffer_ceiling() + MIB;
     let timeout = Duration::from_secs(10);
     for (name, status) in [("100 MB chunked 200", 200), ("100 MB chunked 400", 400)] {
         let flood = Behaviour::Flood { status, len: 100_000_000, chunked: true };
         let (error, _, server) = hostile_request(name, flood, timeout).await;
         if status == 200 {
-            assert!(matches!(error, TokenError::BodyTooLarge { limit } if limit == DEFAULT_MAX_BODY), "{error:?}");
+            assert!(matches!(error, TokenError::BodyTooLarge { limit } if limit == DEFAULT_MAX_BODY_SIZE), "{error:?}");
         } else {
             // An error body over the cap leaves the status to speak.
             assert!(matches!(error, TokenError::BadRequest), "{error:?}");

@@ -244,7 +244,7 @@ async fn callers_waiting_on_a_failing_request_share_its_failure() -> TestResult 
 #[tokio::test]
 async fn every_outage_is_unavailable_never_inactive_and_is_not_cached() -> TestResult {
     let issuer = TestIssuer::start().await?;
-    let introspector = builder(&issuer).timeout(Duration::from_millis(500)).max_body(4096).build()?;
+    let introspector = builder(&issuer).timeout(Duration::from_millis(500)).max_body_size(4096).build()?;
     let token = issuer.mint().opaque();
     let faults = [
         Fault::Down,

@@ -1,5 +1,5 @@
 //! OIDC userinfo enrichment behind `BearerAuthLayer`, against the embedded test issuer:
-//! the handler's `UserInfo`, the cache, single flight, the `sub` check, and failures.
+//! the handler's `UserinfoClaims`, the cache, single flight, the `sub` check, and failures.
 #![cfg(all(feature = "testing", feature = "axum"))]
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
-use tower_oauth::userinfo::{FailurePolicy, UserInfo, UserinfoLayer, UserinfoLayerBuilder};
+use tower_oauth::userinfo::{FailurePolicy, UserinfoClaims, UserinfoLayer, UserinfoLayerBuilder};
 use tower_oauth::{BearerAuthLayer, KeyStore, Validator};
 
 use crate::support;
@@ -20,7 +20,7 @@ use support::backoff::most_discoveries;
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// What `/me` answers: the userinfo the handler saw, or `null`.
-async fn me(user: Option<UserInfo>) -> Json<Value> {
+async fn me(user: Option<UserinfoClaims>) -> Json<Value> {
     Json(match user {
         Some(user) => json!({ "sub": user.subject(), "name": user.name(), "email": user.email() }),
         None => Value::Null,
@@ -36,7 +36,7 @@ async fn api(issuer: &TestIssuer, userinfo: UserinfoLayer) -> String {
 async fn api_with(validator: Validator, userinfo: UserinfoLayer) -> String {
     let app = Router::new()
         .route("/me", get(me))
-        .route("/strict", get(|user: UserInfo| async move { user.subject().to_owned() }))
+        .route("/strict", get(|user: UserinfoClaims| async move { user.subject().to_owned() }))
         .layer(userinfo)
         .layer(BearerAuthLayer::new(validator));
     serve(app).await

@@ -1,11 +1,34 @@
-//! A bounded cache of per-token answers with single flight: what introspection and
-//! userinfo share.
+//! A bounded cache of per-token answers with single flight, and the rule for how long
+//! an answer lives: what introspection and userinfo share.
+//!
+//! - The key is the SHA-256 of the token: the cache never holds a token.
+//! - One fetch per token at a time: callers that arrive while it runs wait for it and
+//!   share its answer, even one that is not kept (a failure).
+//! - An answer that is kept lives until the token's `exp`, and never longer than the
+//!   owner's `max_ttl` ([`ttl_until`]); an answer with a time to live of zero is shared
+//!   with the waiting callers, then dropped.
+//! - The cache is bounded by the weight of its answers (S3-FIFO eviction).
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::digest::{SHA256, digest};
+
+/// The default longest time an answer is reused, whatever the token's `exp`.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
+/// The default bound of an answer cache, in bytes of claims (plus a fixed allowance per
+/// entry).
+pub const DEFAULT_CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
+
+/// How long an answer about a token that expires at `exp` (seconds since the epoch) may
+/// be reused: until `exp`, and never longer than `max_ttl` (nor longer than `max_ttl`
+/// when the token has no `exp`). Zero once the token has expired.
+pub(crate) fn ttl_until(exp: Option<i64>, max_ttl: Duration) -> Duration {
+    let Some(exp) = exp else { return max_ttl };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Duration::from_secs(u64::try_from(exp).unwrap_or(0).saturating_sub(now)).min(max_ttl)
+}
 
 /// The SHA-256 of a token: the cache key, so the cache never holds a token.
 pub(crate) type TokenHash = [u8; 32];
@@ -19,12 +42,12 @@ pub(crate) fn token_hash(token: &str) -> TokenHash {
 /// Per-token answers, each with its own lifetime, bounded by total weight (S3-FIFO
 /// eviction). One fetch per token at a time: callers that arrive while it runs wait
 /// for it and share its answer, even one that is not kept.
-pub(crate) struct FlightCache<V> {
+pub(crate) struct AnswerCache<V> {
     entries: quick_cache::sync::Cache<TokenHash, Arc<Entry<V>>, EntryWeight>,
 }
 
 /// What a fetch produced, and how long it may be reused.
-pub(crate) struct Fetched<V> {
+pub(crate) struct Answer<V> {
     pub(crate) value: V,
     /// `Duration::ZERO`: shared with the callers already waiting, then dropped.
     pub(crate) ttl: Duration,
@@ -59,10 +82,10 @@ impl<V> quick_cache::Weighter<TokenHash, Arc<Entry<V>>> for EntryWeight {
     }
 }
 
-impl<V: Clone> FlightCache<V> {
+impl<V: Clone> AnswerCache<V> {
     pub(crate) fn with_capacity(bytes: u64) -> Self {
         let estimated_items = usize::try_from(bytes / 1024).unwrap_or(usize::MAX).max(16);
-        FlightCache { entries: quick_cache::sync::Cache::with_weighter(estimated_items, bytes.max(1), EntryWeight) }
+        AnswerCache { entries: quick_cache::sync::Cache::with_weighter(estimated_items, bytes.max(1), EntryWeight) }
     }
 
     /// The cached answer for `token`, or the answer of the one `fetch` that runs for
@@ -70,7 +93,7 @@ impl<V: Clone> FlightCache<V> {
     pub(crate) async fn get_or_fetch<F, Fut>(&self, token: &str, fetch: F) -> V
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Fetched<V>>,
+        Fut: Future<Output = Answer<V>>,
     {
         let key = token_hash(token);
         let mut fetch = Some(fetch);
@@ -127,13 +150,13 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn answer(value: u32, ttl: Duration) -> Fetched<u32> {
-        Fetched { value, ttl, weight: 4 }
+    fn answer(value: u32, ttl: Duration) -> Answer<u32> {
+        Answer { value, ttl, weight: 4 }
     }
 
     #[tokio::test]
     async fn a_kept_answer_is_reused_and_an_unkept_one_is_not() {
-        let cache = FlightCache::with_capacity(1 << 20);
+        let cache = AnswerCache::with_capacity(1 << 20);
         let fetches = AtomicUsize::new(0);
         let fetch = |value, ttl| {
             let fetches = &fetches;
@@ -155,10 +178,59 @@ mod tests {
 
     #[tokio::test(start_paused = false)]
     async fn an_expired_answer_is_fetched_again() {
-        let cache = FlightCache::with_capacity(1 << 20);
+        let cache = AnswerCache::with_capacity(1 << 20);
         assert_eq!(cache.get_or_fetch("a", || async { answer(1, Duration::from_millis(1)) }).await, 1);
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(cache.get_or_fetch("a", || async { answer(2, Duration::from_secs(60)) }).await, 2);
+    }
+
+    #[test]
+    fn an_answer_lives_until_exp_and_never_longer_than_max_ttl() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        let max = Duration::from_secs(300);
+        assert_eq!(ttl_until(None, max), max);
+        assert_eq!(ttl_until(Some(now + 3600), max), max);
+        let soon = ttl_until(Some(now + 60), max);
+        assert!(soon <= Duration::from_secs(60) && soon >= Duration::from_secs(58), "{soon:?}");
+        assert_eq!(ttl_until(Some(now - 1), max), Duration::ZERO);
+        assert_eq!(ttl_until(Some(-5), max), Duration::ZERO);
+        assert_eq!(ttl_until(Some(now + 60), Duration::ZERO), Duration::ZERO);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_share_one_fetch_even_of_an_answer_not_kept() {
+        let cache = Arc::new(AnswerCache::with_capacity(1 << 20));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (cache, fetches) = (Arc::clone(&cache), Arc::clone(&fetches));
+                tokio::spawn(async move {
+                    cache
+                        .get_or_fetch("t", || async move {
+                            fetches.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            answer(7, Duration::ZERO)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), 7);
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        assert_eq!((cache.len(), cache.get("t")), (0, None), "not kept");
+    }
+
+    #[tokio::test]
+    async fn only_a_kept_unexpired_answer_is_served_without_waiting() {
+        let cache = AnswerCache::with_capacity(1 << 20);
+        assert_eq!(cache.get("a"), None);
+        cache.get_or_fetch("a", || async { answer(1, Duration::from_secs(60)) }).await;
+        assert_eq!(cache.get("a"), Some(1));
+        cache.get_or_fetch("b", || async { answer(2, Duration::from_millis(1)) }).await;
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(cache.get("b"), None);
     }
 
     #[test]
