@@ -48,7 +48,6 @@ pub(crate) enum MetadataMember {
     /// `userinfo_endpoint` (OpenID Connect Discovery 1.0 §3).
     Userinfo,
     /// `jwks_uri` (RFC 8414 §2).
-    #[allow(dead_code, reason = "for the key store, which finds its jwks_uri here next")]
     Jwks,
 }
 
@@ -210,7 +209,7 @@ impl IdpEndpoint {
     }
 
     /// The URL without waiting: the configured one, or the one found before, if any.
-    #[allow(dead_code, reason = "for the key store, which finds its jwks_uri here next")]
+    #[cfg(test)]
     pub(crate) fn known(&self) -> Option<Arc<Url>> {
         match &self.0 {
             EndpointKind::Configured(url) => Some(Arc::clone(url)),
@@ -229,7 +228,22 @@ impl IdpEndpoint {
     pub(crate) async fn url(&self, client: &reqwest::Client, timeout: Duration) -> Result<Arc<Url>, LookupFailed> {
         match &self.0 {
             EndpointKind::Configured(url) => Ok(Arc::clone(url)),
-            EndpointKind::Discovered(lookup) => lookup.url(client, timeout).await,
+            EndpointKind::Discovered(lookup) => lookup.url(client, timeout, true).await,
+        }
+    }
+
+    /// Like [`url`](Self::url), for an owner that paces its own fetches (the key store,
+    /// with its schedule, its backoff and its on-demand cooldown): a standing refusal
+    /// does not hold this call back, so an explicit refresh is never refused by a
+    /// backoff the owner did not choose. The lookup is still single-flight.
+    pub(crate) async fn url_paced_by_owner(
+        &self,
+        client: &reqwest::Client,
+        timeout: Duration,
+    ) -> Result<Arc<Url>, LookupFailed> {
+        match &self.0 {
+            EndpointKind::Configured(url) => Ok(Arc::clone(url)),
+            EndpointKind::Discovered(lookup) => lookup.url(client, timeout, false).await,
         }
     }
 
@@ -252,17 +266,22 @@ impl IdpEndpoint {
 }
 
 impl MetadataLookup {
-    async fn url(&self, client: &reqwest::Client, timeout: Duration) -> Result<Arc<Url>, LookupFailed> {
+    /// The URL; `backoff`: whether a standing refusal holds this call back.
+    async fn url(&self, client: &reqwest::Client, timeout: Duration, backoff: bool) -> Result<Arc<Url>, LookupFailed> {
         if let Some(url) = self.found.load_full() {
             return Ok(url);
         }
-        self.refused(Instant::now())?;
+        if backoff {
+            self.refused(Instant::now())?;
+        }
         let _flight = self.flight.lock().await;
         // The flight we waited for may have settled it either way.
         if let Some(url) = self.found.load_full() {
             return Ok(url);
         }
-        self.refused(Instant::now())?;
+        if backoff {
+            self.refused(Instant::now())?;
+        }
         match self.look_up(client, timeout).await {
             Ok(url) => {
                 let url = Arc::new(url);

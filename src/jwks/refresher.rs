@@ -21,7 +21,7 @@ pub(super) struct KeyStoreState {
 struct Remote {
     /// Fetches started (the first counts from build time), finished and failed; why
     /// the last one failed.
-    background: Background<Arc<FetchError>>,
+    background: Background<FetchError>,
     /// The cold path's one decision: claim, join or refuse an on-demand fetch. A lock
     /// is fine here: only requests with an unknown `kid` come this way, and they hold it
     /// for a few instructions, never across an await.
@@ -80,7 +80,7 @@ impl KeyStoreState {
         self.remote.as_ref().map_or(0, |r| r.background.failures())
     }
 
-    pub(super) fn last_error(&self) -> Option<Arc<FetchError>> {
+    pub(super) fn last_error(&self) -> Option<FetchError> {
         self.remote.as_ref().and_then(|r| r.background.last_error())
     }
 
@@ -136,13 +136,7 @@ impl KeyStoreState {
     /// the progress that wakes waiters.
     fn finish(&self, outcome: Result<KeySet, FetchError>) {
         let Some(remote) = &self.remote else { return };
-        let outcome = match outcome {
-            Ok(keys) => {
-                self.keys.store(Some(Arc::new(keys)));
-                Ok(())
-            }
-            Err(error) => Err(Arc::new(error)),
-        };
+        let outcome = outcome.map(|keys| self.keys.store(Some(Arc::new(keys))));
         remote.background.finish(outcome);
     }
 
@@ -376,7 +370,7 @@ mod tests {
         assert!(!h.state.wait_until_loaded(Duration::from_millis(100)).await);
         settle().await;
         assert_eq!(h.state.failures(), 1);
-        assert!(matches!(h.state.last_error().as_deref(), Some(FetchError::Timeout)));
+        assert!(matches!(h.state.last_error(), Some(FetchError::Timeout)));
 
         // Retried after the backoff (1 s ± 20 %), on its own.
         tokio::time::sleep(Duration::from_millis(1300)).await;

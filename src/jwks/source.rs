@@ -1,30 +1,13 @@
-//! Where a remote key store fetches its keys: a JWKS URI, or one found through the
-//! issuer's metadata.
+//! Where a remote key store fetches its keys: a JWKS URI, or the `jwks_uri` of the
+//! issuer's metadata, found under the one endpoint rule of [`idp::endpoint`](crate::idp::endpoint).
 
 use std::future::Future;
 use std::time::Duration;
 
-use url::Url;
-
-use crate::KeySet;
 use crate::error::FetchError;
-use crate::idp::discovery;
+use crate::idp::endpoint::IdpEndpoint;
 use crate::idp::fetch::{self, Limits};
-
-/// What the store was configured with.
-pub(super) enum KeySource {
-    Issuer(String),
-    JwksUri(Url),
-}
-
-impl std::fmt::Debug for KeySource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            KeySource::Issuer(issuer) => f.debug_tuple("Issuer").field(issuer).finish(),
-            KeySource::JwksUri(uri) => f.debug_tuple("JwksUri").field(&uri.as_str()).finish(),
-        }
-    }
-}
+use crate::jwk::KeySet;
 
 /// One fetch of a key set: the keys, and the server's `max-age` if it sent one.
 pub(super) type Fetched = Result<(KeySet, Option<Duration>), FetchError>;
@@ -37,49 +20,37 @@ pub(super) trait FetchKeys: Send + 'static {
 /// Fetches the key set over HTTP, every fetch bounded by the limits.
 pub(super) struct KeyFetcher {
     pub(super) client: reqwest::Client,
-    pub(super) source: KeySource,
+    /// The configured JWKS URI, or the issuer's `jwks_uri`.
+    pub(super) endpoint: IdpEndpoint,
     pub(super) limits: Limits,
-    /// The JWKS URI found through discovery, until a fetch fails.
-    discovered: Option<Url>,
 }
 
 impl KeyFetcher {
-    pub(super) fn new(client: reqwest::Client, source: KeySource, limits: Limits) -> KeyFetcher {
-        KeyFetcher { client, source, limits, discovered: None }
-    }
-
-    /// Where the key set is: the configured URI, or the one the issuer's metadata names
-    /// (looked up once, then again after a failed fetch).
-    async fn jwks_uri(&mut self) -> Result<Url, FetchError> {
-        let issuer = match (&self.source, &self.discovered) {
-            (KeySource::JwksUri(uri), _) | (KeySource::Issuer(_), Some(uri)) => return Ok(uri.clone()),
-            (KeySource::Issuer(issuer), None) => issuer,
-        };
-        let metadata = discovery::discover(&self.client, issuer, self.limits).await?;
-        let uri = fetch::parse_url(metadata.jwks_uri.as_deref().ok_or(FetchError::MissingJwksUri)?)?;
-        Ok(self.discovered.insert(uri).clone())
-    }
-
-    async fn fetch_once(&mut self) -> Fetched {
-        let uri = self.jwks_uri().await?;
-        let fetched = fetch::get(&self.client, &uri, self.limits).await?;
-        let keys = KeySet::from_jwks(&fetched.body).map_err(|_| FetchError::InvalidDocument("not a JWK Set"))?;
-        if keys.is_empty() {
-            return Err(FetchError::NoUsableKeys);
+    async fn fetch_once(&self) -> Fetched {
+        // The store paces its fetches itself (schedule, backoff, cooldown).
+        let uri =
+            self.endpoint.url_paced_by_owner(&self.client, self.limits.timeout).await.map_err(|failed| failed.error)?;
+        let outcome = async {
+            let fetched = fetch::get(&self.client, &uri, self.limits).await?;
+            let keys = KeySet::from_jwks(&fetched.body).map_err(|_| FetchError::InvalidDocument("not a JWK Set"))?;
+            if keys.is_empty() {
+                return Err(FetchError::NoUsableKeys);
+            }
+            Ok((keys, fetched.max_age))
         }
-        Ok((keys, fetched.max_age))
+        .await;
+        if outcome.is_err() {
+            // A discovered URI that fails may have moved: look it up again next time.
+            self.endpoint.failed(&uri);
+        }
+        outcome
     }
 }
 
 impl FetchKeys for KeyFetcher {
-    /// Discovery and JWKS together, within the time limit.
+    /// The lookup (when discovered) and the JWKS together, within the time limit.
     async fn fetch(&mut self) -> Fetched {
         let timeout = self.limits.timeout;
-        let outcome = tokio::time::timeout(timeout, self.fetch_once()).await.unwrap_or(Err(FetchError::Timeout));
-        if outcome.is_err() {
-            // A discovered URI that fails may have moved: discover again next time.
-            self.discovered = None;
-        }
-        outcome
+        tokio::time::timeout(timeout, self.fetch_once()).await.unwrap_or(Err(FetchError::Timeout))
     }
 }

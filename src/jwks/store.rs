@@ -3,10 +3,11 @@ use std::time::Duration;
 
 use super::refresher::KeyStoreState;
 use super::schedule::Schedule;
-use super::source::{KeyFetcher, KeySource};
+use super::source::KeyFetcher;
 use crate::KeySet;
 use crate::error::{BuildError, FetchError};
-use crate::idp::fetch::{self, Limits};
+use crate::idp::endpoint::{IdpEndpoint, MetadataMember};
+use crate::idp::fetch::{self, Limits, Target};
 
 /// The issuer's signing keys, shared by every clone of the handle.
 ///
@@ -77,7 +78,7 @@ impl KeyStore {
     /// let store = KeyStore::from_key_set(KeySet::default());
     /// assert!(store.last_error().is_none()); // static keys are never fetched
     /// ```
-    pub fn last_error(&self) -> Option<Arc<FetchError>> {
+    pub fn last_error(&self) -> Option<FetchError> {
         self.state.last_error()
     }
 
@@ -195,29 +196,20 @@ impl KeyStoreBuilder {
     ///
     /// Must be called within a Tokio runtime.
     pub fn build(self) -> Result<KeyStore, BuildError> {
-        let source = match (self.jwks_uri, self.issuer) {
-            (Some(uri), _) => KeySource::JwksUri(check(&uri)?),
-            (None, Some(issuer)) => {
-                check(&issuer)?;
-                KeySource::Issuer(issuer)
-            }
+        let target = match (self.jwks_uri, self.issuer) {
+            (Some(uri), _) => Target::Url(uri),
+            (None, Some(issuer)) => Target::Issuer(issuer),
             (None, None) => return Err(BuildError::MissingKeySource),
         };
+        let endpoint = IdpEndpoint::new(target, MetadataMember::Jwks)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let client = match self.http_client {
             Some(client) => client,
             None => fetch::default_client().map_err(BuildError::HttpClient)?,
         };
-        let fetcher = KeyFetcher::new(client, source, self.limits);
+        let fetcher = KeyFetcher { client, endpoint, limits: self.limits };
         let wait = self.limits.timeout * 2 + Duration::from_secs(1);
         let state = KeyStoreState::start(&runtime, fetcher, self.schedule, self.cooldown, wait);
         Ok(KeyStore { state })
     }
-}
-
-fn check(url: &str) -> Result<url::Url, BuildError> {
-    fetch::parse_url(url).map_err(|e| match e {
-        FetchError::InsecureUrl => BuildError::InsecureUrl,
-        _ => BuildError::InvalidUrl,
-    })
 }

@@ -202,10 +202,7 @@ impl Issuers {
             ConfiguredSource::Introspection(introspector) => IssuerSource::Introspection(introspector),
             ConfiguredSource::Discovery if self.lazy => {
                 // Checked now so a bad URL fails here, not on the first token.
-                fetch::parse_url(&issuer.name).map_err(|e| match e {
-                    crate::FetchError::InsecureUrl => BuildError::InsecureUrl,
-                    _ => BuildError::InvalidUrl,
-                })?;
+                fetch::check_url(&issuer.name)?;
                 IssuerSource::Undiscovered
             }
             ConfiguredSource::Discovery => IssuerSource::Keys(self.discovery_store(&issuer.name)?),

@@ -902,14 +902,14 @@ async fn the_last_fetch_error_is_typed_and_cleared_by_a_success() -> TestResult 
     issuer.set_fault(Endpoint::Jwks, Fault::Status(500));
     assert!(!store.refresh().await);
     assert!(
-        matches!(store.last_error().as_deref(), Some(FetchError::Status(s)) if s.as_u16() == 500),
+        matches!(store.last_error().as_ref(), Some(FetchError::Status(s)) if s.as_u16() == 500),
         "{:?}",
         store.last_error()
     );
 
     issuer.set_fault(Endpoint::Jwks, Fault::Oversized(2 * 1024 * 1024));
     assert!(!store.refresh().await);
-    assert!(matches!(store.last_error().as_deref(), Some(FetchError::BodyTooLarge { .. })), "{:?}", store.last_error());
+    assert!(matches!(store.last_error().as_ref(), Some(FetchError::BodyTooLarge { .. })), "{:?}", store.last_error());
     assert!(store.is_loaded(), "the last good keys stay");
 
     issuer.clear_faults();

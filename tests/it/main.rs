@@ -1,9 +1,11 @@
 //! The integration tests, in one test binary (one link instead of one per file). A module
 //! per area; the servers and helpers they share are in `tests/support`.
 //!
-//! Two suites have binaries of their own because they need a process to themselves:
-//! `faults` (it measures the process's peak memory) and `secrets` (it installs the
-//! process-wide subscriber). `vectors` and `jwe_vectors` read the conformance vectors.
+//! Three suites have binaries of their own because they need a process to themselves:
+//! `faults` (it measures the process's peak memory), `secrets` (it installs the
+//! process-wide subscriber) and `bearer_logs` (its scoped subscriber must see every
+//! callsite: tracing caches a callsite's interest per process, and tests on other
+//! threads without a subscriber race with it). `vectors` and `jwe_vectors` read the conformance vectors.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -14,7 +16,6 @@ mod support;
 mod grpc_server;
 
 mod bearer;
-mod bearer_logs;
 mod client;
 mod client_credentials_example;
 mod client_keycloak;

@@ -2,6 +2,8 @@
 //! `kid`; rejections at debug with their reason; never the token.
 #![cfg(feature = "testing")]
 
+mod support;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
