@@ -247,22 +247,17 @@ impl TokenRefresher {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-    use tokio::sync::mpsc;
-
     use super::*;
     use crate::client::source::FetchFuture;
     use crate::client::{GrantKind, TokenResponse};
+    use crate::idp::background::script::{Director, Script, script};
 
     type Outcome = Result<TokenResponse, TokenError>;
 
     /// A token source whose answers the test hands over, one per fetch, when it likes.
     struct Scripted {
         key: CacheKey,
-        outcomes: mpsc::UnboundedReceiver<Outcome>,
-        started: Arc<AtomicU64>,
-        dropped: Arc<AtomicBool>,
+        script: Script<Outcome>,
     }
 
     impl TokenSource for Scripted {
@@ -271,54 +266,38 @@ mod tests {
         }
 
         fn fetch(&mut self) -> FetchFuture<'_> {
-            self.started.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async move {
-                match self.outcomes.recv().await {
-                    Some(outcome) => outcome,
-                    None => std::future::pending().await,
-                }
-            })
-        }
-    }
-
-    impl Drop for Scripted {
-        fn drop(&mut self) {
-            self.dropped.store(true, Ordering::SeqCst);
+            Box::pin(self.script.next())
         }
     }
 
     struct Harness {
         state: Arc<TokenCacheState>,
-        outcomes: mpsc::UnboundedSender<Outcome>,
-        started: Arc<AtomicU64>,
-        dropped: Arc<AtomicBool>,
+        director: Director<Outcome>,
     }
 
     const FORCE_COOLDOWN: Duration = Duration::from_secs(5);
     const LIFETIME: Duration = Duration::from_secs(300);
 
     fn start() -> Harness {
-        let (outcomes, rx) = mpsc::unbounded_channel();
-        let started = Arc::new(AtomicU64::new(0));
-        let dropped = Arc::new(AtomicBool::new(false));
+        let (script, director) = script();
         let key = CacheKey::new("memory:", "c", GrantKind::ClientCredentials, None, Vec::<String>::new(), None);
-        let source = Box::new(Scripted { key, outcomes: rx, started: started.clone(), dropped: dropped.clone() });
+        let source = Box::new(Scripted { key, script });
         let runtime = tokio::runtime::Handle::current();
         let state = TokenCacheState::start(&runtime, source, RefreshPolicy::default(), FORCE_COOLDOWN);
-        Harness { state, outcomes, started, dropped }
+        Harness { state, director }
     }
 
     impl Harness {
         fn succeed(&self, token: &str) {
-            self.outcomes.send(TokenResponse::bearer(token, Some(LIFETIME))).unwrap();
+            self.director.send(TokenResponse::bearer(token, Some(LIFETIME)));
         }
 
         fn fail(&self) {
-            self.outcomes.send(Err(TokenError::StoreUnavailable)).unwrap();
+            self.director.send(Err(TokenError::StoreUnavailable));
         }
 
         fn started(&self) -> u64 {
-            self.started.load(Ordering::SeqCst)
+            self.director.started()
         }
 
         /// A caller waiting for a token above `newer_than`, in its own task.
@@ -458,12 +437,12 @@ mod tests {
         assert_eq!(h.started(), 1);
         drop(h.state);
         settle().await;
-        assert!(h.dropped.load(Ordering::SeqCst), "the task ended");
+        assert!(h.director.dropped(), "the task ended");
 
         let h = start();
         settle().await;
         drop(h.state);
         settle().await;
-        assert!(h.dropped.load(Ordering::SeqCst), "the idle task ended too");
+        assert!(h.director.dropped(), "the idle task ended too");
     }
 }

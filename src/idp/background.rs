@@ -179,6 +179,78 @@ impl<S> Worker<S> {
     }
 }
 
+/// For the owners' unit tests: a fetch whose outcomes the test hands over, one per fetch,
+/// when it likes.
+#[cfg(test)]
+pub(crate) mod script {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use tokio::sync::mpsc;
+
+    /// The task's side: the next outcome, once the test sends it.
+    pub(crate) struct Script<T> {
+        outcomes: mpsc::UnboundedReceiver<T>,
+        started: Arc<AtomicU64>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    /// The test's side: sends outcomes, and sees how many fetches began and whether the
+    /// task dropped its fetcher.
+    pub(crate) struct Director<T> {
+        outcomes: mpsc::UnboundedSender<T>,
+        started: Arc<AtomicU64>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    /// A script and its director.
+    pub(crate) fn script<T>() -> (Script<T>, Director<T>) {
+        let (outcomes, rx) = mpsc::unbounded_channel();
+        let (started, dropped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let script = Script { outcomes: rx, started: started.clone(), dropped: dropped.clone() };
+        (script, Director { outcomes, started, dropped })
+    }
+
+    impl<T> Script<T> {
+        /// One fetch: counted as begun now, it ends with the next outcome sent (never, once
+        /// the director is gone).
+        pub(crate) fn next(&mut self) -> impl Future<Output = T> + Send + '_
+        where
+            T: Send,
+        {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match self.outcomes.recv().await {
+                    Some(outcome) => outcome,
+                    None => std::future::pending().await,
+                }
+            }
+        }
+    }
+
+    impl<T> Drop for Script<T> {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl<T> Director<T> {
+        pub(crate) fn send(&self, outcome: T) {
+            self.outcomes.send(outcome).unwrap_or_else(|_| panic!("the task is gone"));
+        }
+
+        /// Fetches the task has begun.
+        pub(crate) fn started(&self) -> u64 {
+            self.started.load(Ordering::SeqCst)
+        }
+
+        /// Whether the task dropped its fetcher (it ended).
+        pub(crate) fn dropped(&self) -> bool {
+            self.dropped.load(Ordering::SeqCst)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicBool;

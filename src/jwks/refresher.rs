@@ -194,66 +194,43 @@ impl<F: FetchKeys> KeyRefresher<F> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-    use tokio::sync::mpsc;
-
     use super::*;
     use crate::algorithm::Algorithm;
+    use crate::idp::background::script::{Director, Script, script};
     use crate::jwks::source::Fetched;
     use crate::{Jwk, Secret};
 
     /// A fetch whose outcome the test hands over, one per fetch, when it likes.
-    struct Scripted {
-        outcomes: mpsc::UnboundedReceiver<Fetched>,
-        started: Arc<AtomicU64>,
-        dropped: Arc<AtomicBool>,
-    }
+    struct Scripted(Script<Fetched>);
 
     impl FetchKeys for Scripted {
         async fn fetch(&mut self) -> Fetched {
-            self.started.fetch_add(1, Ordering::SeqCst);
-            match self.outcomes.recv().await {
-                Some(outcome) => outcome,
-                None => std::future::pending().await,
-            }
-        }
-    }
-
-    impl Drop for Scripted {
-        fn drop(&mut self) {
-            self.dropped.store(true, Ordering::SeqCst);
+            self.0.next().await
         }
     }
 
     struct Harness {
         state: Arc<KeyStoreState>,
-        outcomes: mpsc::UnboundedSender<Fetched>,
-        /// Fetches the task has actually begun.
-        started: Arc<AtomicU64>,
-        dropped: Arc<AtomicBool>,
+        director: Director<Fetched>,
     }
 
     const COOLDOWN: Duration = Duration::from_secs(30);
     const WAIT: Duration = Duration::from_secs(21);
 
     fn start() -> Harness {
-        let (outcomes, rx) = mpsc::unbounded_channel();
-        let started = Arc::new(AtomicU64::new(0));
-        let dropped = Arc::new(AtomicBool::new(false));
-        let fetcher = Scripted { outcomes: rx, started: started.clone(), dropped: dropped.clone() };
+        let (script, director) = script();
         let runtime = tokio::runtime::Handle::current();
-        let state = KeyStoreState::start(&runtime, fetcher, Schedule::default(), COOLDOWN, WAIT);
-        Harness { state, outcomes, started, dropped }
+        let state = KeyStoreState::start(&runtime, Scripted(script), Schedule::default(), COOLDOWN, WAIT);
+        Harness { state, director }
     }
 
     impl Harness {
         fn succeed(&self, kid: &str) {
-            self.outcomes.send(Ok((keys(kid), None))).unwrap();
+            self.director.send(Ok((keys(kid), None)));
         }
 
         fn fail(&self) {
-            self.outcomes.send(Err(FetchError::Timeout)).unwrap();
+            self.director.send(Err(FetchError::Timeout));
         }
 
         fn kid(&self) -> Option<String> {
@@ -285,14 +262,14 @@ mod tests {
         assert_eq!(h.state.attempts(), 1, "counted before the task runs");
         let (a, b) = (h.unknown_kid(), h.unknown_kid());
         settle().await;
-        assert_eq!(h.started.load(Ordering::SeqCst), 1);
+        assert_eq!(h.director.started(), 1);
         assert!(!a.is_finished() && !b.is_finished());
         h.succeed("k1");
         a.await.unwrap();
         b.await.unwrap();
         assert_eq!(h.kid().as_deref(), Some("k1"));
         assert!(h.state.wait_until_loaded(Duration::ZERO).await);
-        assert_eq!((h.state.attempts(), h.started.load(Ordering::SeqCst)), (1, 1));
+        assert_eq!((h.state.attempts(), h.director.started()), (1, 1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -304,7 +281,7 @@ mod tests {
         // Claimed by the first request, joined by the second: one fetch.
         let (a, b) = (h.unknown_kid(), h.unknown_kid());
         settle().await;
-        assert_eq!((h.state.attempts(), h.started.load(Ordering::SeqCst)), (2, 2));
+        assert_eq!((h.state.attempts(), h.director.started()), (2, 2));
         h.succeed("k2");
         a.await.unwrap();
         b.await.unwrap();
@@ -339,14 +316,14 @@ mod tests {
         let state = h.state.clone();
         let refresh = tokio::spawn(async move { state.refresh().await });
         settle().await;
-        assert_eq!(h.started.load(Ordering::SeqCst), 2);
+        assert_eq!(h.director.started(), 2);
         let request = h.unknown_kid();
         settle().await;
         h.succeed("old");
         assert!(refresh.await.unwrap());
         settle().await;
         assert!(!request.is_finished(), "the running fetch is not the one it claimed");
-        assert_eq!((h.state.attempts(), h.started.load(Ordering::SeqCst)), (3, 3));
+        assert_eq!((h.state.attempts(), h.director.started()), (3, 3));
         h.succeed("new");
         request.await.unwrap();
         assert_eq!(h.kid().as_deref(), Some("new"));
@@ -374,7 +351,7 @@ mod tests {
 
         // Retried after the backoff (1 s ± 20 %), on its own.
         tokio::time::sleep(Duration::from_millis(1300)).await;
-        assert_eq!(h.started.load(Ordering::SeqCst), 2);
+        assert_eq!(h.director.started(), 2);
         h.succeed("k1");
         assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
         assert_eq!((h.state.attempts(), h.state.failures()), (2, 1));
@@ -399,23 +376,23 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(299)).await;
         assert_eq!(h.state.attempts(), 1);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!((h.state.attempts(), h.started.load(Ordering::SeqCst)), (2, 2));
+        assert_eq!((h.state.attempts(), h.director.started()), (2, 2));
     }
 
     #[tokio::test(start_paused = true)]
     async fn dropping_the_last_handle_stops_the_task_even_mid_fetch() {
         let h = start();
         settle().await;
-        assert_eq!(h.started.load(Ordering::SeqCst), 1);
+        assert_eq!(h.director.started(), 1);
         drop(h.state);
         settle().await;
-        assert!(h.dropped.load(Ordering::SeqCst), "the task ended");
+        assert!(h.director.dropped(), "the task ended");
 
         let h = start();
         h.succeed("k1");
         assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
         drop(h.state);
         settle().await;
-        assert!(h.dropped.load(Ordering::SeqCst), "the task ended between fetches too");
+        assert!(h.director.dropped(), "the task ended between fetches too");
     }
 }
