@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::claims::{ClaimsParts, Registered};
 use super::header::Header;
+use super::header_cache::HeaderCache;
 use super::issuer_set::{IssuerSource, Issuers, TrustedIssuer};
 use super::jws::{Compact, HeaderBuf, SignatureBuf, dots, verify_signature};
 use super::policy::Times;
@@ -22,6 +23,8 @@ use crate::jwks::KeyStore;
 /// Everything a validator applies, shared by its clones.
 pub(crate) struct Pipeline {
     pub(crate) issuers: Issuers,
+    /// The JOSE headers of recently verified tokens, checked once.
+    pub(crate) headers: HeaderCache,
     pub(crate) leeway: i64,
     pub(crate) max_token_size: usize,
     /// Introspects what cannot be verified locally: opaque tokens, and JWEs no key opens.
@@ -265,10 +268,21 @@ impl Pipeline {
         span: &tracing::Span,
     ) -> Result<Verified<C>, Check> {
         let compact = Compact::split(token).map_err(Check::NotJwt)?;
-        let mut header_buf = HeaderBuf::new();
-        let header = Header::parse(compact.header(&mut header_buf).map_err(Check::NotJwt)?).map_err(Check::NotJwt)?;
-        let alg = header.algorithm()?;
-        header.check_extensions()?;
+        // A header seen on a verified token before passed these same checks: the
+        // issuer's own rules below are applied to every token.
+        let cached = self.headers.get(compact.header_b64);
+        let (mut header_buf, parsed);
+        let (alg, kid, typ) = match cached.as_deref().and_then(Option::as_deref) {
+            Some(known) => (known.alg, known.kid.as_deref(), known.typ.as_deref()),
+            None => {
+                header_buf = HeaderBuf::new();
+                parsed =
+                    Header::parse(compact.header(&mut header_buf).map_err(Check::NotJwt)?).map_err(Check::NotJwt)?;
+                let alg = parsed.algorithm()?;
+                parsed.check_extensions()?;
+                (alg, parsed.kid.as_deref(), parsed.typ.as_deref())
+            }
+        };
         let payload = compact.payload()?;
         let mut buf = SignatureBuf::new();
         let signature = compact.signature(&mut buf)?;
@@ -291,22 +305,23 @@ impl Pipeline {
         if !policy.algorithms.contains(alg) {
             return Err(ValidationError::AlgorithmNotAllowed(alg).into());
         }
-        policy.typ.check(header.typ.as_deref())?;
+        policy.typ.check(typ)?;
 
         let guard = keys.load();
         let Some(key_set) = guard.as_deref() else {
             return Err(Check::NeedsKeys(keys.clone()));
         };
-        let key = verify_signature(key_set, header.kid.as_deref(), alg, compact.signing_input, signature).map_err(
-            |e| match e {
-                ValidationError::UnknownKey => Check::NeedsKeys(keys.clone()),
-                other => Check::Invalid(other),
-            },
-        )?;
+        let key = verify_signature(key_set, kid, alg, compact.signing_input, signature).map_err(|e| match e {
+            ValidationError::UnknownKey => Check::NeedsKeys(keys.clone()),
+            other => Check::Invalid(other),
+        })?;
         drop(guard);
+        if cached.is_none() {
+            self.headers.insert(compact.header_b64, alg, kid, typ);
+        }
         if !span.is_disabled() {
             span.record("iss", &*issuer.name);
-            span.record("kid", header.kid.as_deref());
+            span.record("kid", kid);
             span.record("sub", registered.sub.as_deref());
             span.record("client_id", registered.client_id.as_deref());
             tracing::trace!(parent: span, %alg, "signature verified");
