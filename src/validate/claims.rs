@@ -140,13 +140,27 @@ pub(crate) struct Registered<'a> {
 
 impl<'a> Registered<'a> {
     pub(crate) fn parse(json: &'a [u8]) -> Result<Registered<'a>, ValidationError> {
-        let field = Cell::new(None);
         // Text checked once as a whole is read without checking each string again; any
         // other input takes the byte reader, which fails exactly where it always did.
-        let parsed = match std::str::from_utf8(json) {
-            Ok(text) => Self::read(&mut serde_json::Deserializer::from_str(text), &field),
-            Err(_) => Self::read(&mut serde_json::Deserializer::from_slice(json), &field),
-        };
+        match std::str::from_utf8(json) {
+            Ok(text) => Self::parse_text(text),
+            Err(_) => {
+                Self::parse_with(json, |field| Self::read(&mut serde_json::Deserializer::from_slice(json), field))
+            }
+        }
+    }
+
+    /// [`Registered::parse`] of a payload already known to be UTF-8.
+    pub(crate) fn parse_text(text: &'a str) -> Result<Registered<'a>, ValidationError> {
+        Self::parse_with(text.as_bytes(), |field| Self::read(&mut serde_json::Deserializer::from_str(text), field))
+    }
+
+    fn parse_with(
+        json: &'a [u8],
+        read: impl FnOnce(&Cell<Option<&'static str>>) -> serde_json::Result<Registered<'a>>,
+    ) -> Result<Registered<'a>, ValidationError> {
+        let field = Cell::new(None);
+        let parsed = read(&field);
         let parsed = parsed.map(|mut r| {
             r.raw_len = json.len();
             r
