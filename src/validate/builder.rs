@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::claims::Claims;
 use super::header::TypPolicy;
+use super::header_cache::HeaderCache;
 use super::issuer::Issuer;
 use super::issuer_set::{DEFAULT_MAX_DISCOVERED_ISSUERS, Issuers, IssuersConfig};
 use super::patterns::IssuerPattern;
@@ -310,6 +311,7 @@ impl<C> ValidatorBuilder<C> {
         })?;
         Ok(Validator::from_pipeline(Pipeline {
             issuers,
+            headers: HeaderCache::new(),
             leeway: i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX),
             max_token_size: self.max_token_size,
             fallback: self.fallback,

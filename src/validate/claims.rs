@@ -37,18 +37,19 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
 
 /// A claim that is a string or an array of strings (`aud`, RFC 7519 §4.1.3; `scp`).
 pub(crate) struct StringOrList<'a> {
-    /// The first item apart, so the common single audience needs no allocation.
-    first: Option<Cow<'a, str>>,
+    /// The first two items apart, so the common one or two audiences (an API and
+    /// `account`, say) need no allocation; they are filled in order.
+    head: [Option<Cow<'a, str>>; 2],
     rest: Vec<Cow<'a, str>>,
 }
 
 impl<'a> StringOrList<'a> {
     fn one(item: Cow<'a, str>) -> Self {
-        StringOrList { first: Some(item), rest: Vec::new() }
+        StringOrList { head: [Some(item), None], rest: Vec::new() }
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Cow<'a, str>> {
-        self.first.iter().chain(self.rest.iter())
+        self.head.iter().flatten().chain(self.rest.iter())
     }
 
     fn join(&self) -> String {
@@ -78,12 +79,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for StringOrList<'a> {
                 Ok(StringOrList::one(Cow::Owned(v.to_owned())))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut list = StringOrList { first: None, rest: Vec::new() };
+                let mut list = StringOrList { head: [None, None], rest: Vec::new() };
                 while let Some(Str(item)) = seq.next_element()? {
-                    if list.first.is_none() {
-                        list.first = Some(item);
-                    } else {
-                        list.rest.push(item);
+                    match list.head.iter_mut().find(|slot| slot.is_none()) {
+                        Some(slot) => *slot = Some(item),
+                        None => list.rest.push(item),
                     }
                 }
                 Ok(list)
@@ -140,13 +140,27 @@ pub(crate) struct Registered<'a> {
 
 impl<'a> Registered<'a> {
     pub(crate) fn parse(json: &'a [u8]) -> Result<Registered<'a>, ValidationError> {
-        let field = Cell::new(None);
         // Text checked once as a whole is read without checking each string again; any
         // other input takes the byte reader, which fails exactly where it always did.
-        let parsed = match std::str::from_utf8(json) {
-            Ok(text) => Self::read(&mut serde_json::Deserializer::from_str(text), &field),
-            Err(_) => Self::read(&mut serde_json::Deserializer::from_slice(json), &field),
-        };
+        match std::str::from_utf8(json) {
+            Ok(text) => Self::parse_text(text),
+            Err(_) => {
+                Self::parse_with(json, |field| Self::read(&mut serde_json::Deserializer::from_slice(json), field))
+            }
+        }
+    }
+
+    /// [`Registered::parse`] of a payload already known to be UTF-8.
+    pub(crate) fn parse_text(text: &'a str) -> Result<Registered<'a>, ValidationError> {
+        Self::parse_with(text.as_bytes(), |field| Self::read(&mut serde_json::Deserializer::from_str(text), field))
+    }
+
+    fn parse_with(
+        json: &'a [u8],
+        read: impl FnOnce(&Cell<Option<&'static str>>) -> serde_json::Result<Registered<'a>>,
+    ) -> Result<Registered<'a>, ValidationError> {
+        let field = Cell::new(None);
+        let parsed = read(&field);
         let parsed = parsed.map(|mut r| {
             r.raw_len = json.len();
             r
@@ -333,7 +347,7 @@ impl Claims {
 
     /// `aud`: the audiences, whether the token sent a string or an array.
     pub fn audience(&self) -> impl Iterator<Item = &str> {
-        self.0.parts.aud.0.iter().chain(self.0.parts.aud.1.iter()).map(|t| self.0.text(t))
+        self.0.parts.aud.0.iter().flatten().chain(self.0.parts.aud.1.iter()).map(|t| self.0.text(t))
     }
 
     /// `exp`, in seconds since the epoch.
@@ -398,7 +412,8 @@ impl Claims {
 pub(crate) struct ClaimsParts {
     iss: Option<Text>,
     sub: Option<Text>,
-    aud: (Option<Text>, Vec<Text>),
+    /// The first two apart, as in [`StringOrList`].
+    aud: ([Option<Text>; 2], Vec<Text>),
     exp: Option<i64>,
     nbf: Option<i64>,
     iat: Option<i64>,
@@ -419,8 +434,10 @@ impl ClaimsParts {
             (None, None) => None,
         };
         let aud = match &registered.aud {
-            Some(list) => (list.first.as_ref().map(text), list.rest.iter().map(text).collect()),
-            None => (None, Vec::new()),
+            Some(list) => {
+                (list.head.each_ref().map(|item| item.as_ref().map(text)), list.rest.iter().map(text).collect())
+            }
+            None => ([None, None], Vec::new()),
         };
         ClaimsParts {
             iss: opt(&registered.iss),

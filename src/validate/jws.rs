@@ -32,7 +32,7 @@ impl HeaderBuf {
 /// A compact JWS split into its segments, with the header decoded.
 pub(crate) struct Compact<'t> {
     pub(crate) signing_input: &'t [u8],
-    header_b64: &'t str,
+    pub(crate) header_b64: &'t str,
     payload_b64: &'t str,
     signature_b64: &'t str,
 }

@@ -57,6 +57,7 @@ mod builder;
 mod claims;
 mod error;
 mod header;
+mod header_cache;
 mod issuer;
 mod issuer_set;
 #[cfg(feature = "jwe")]

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::claims::{ClaimsParts, Registered};
 use super::header::Header;
+use super::header_cache::HeaderCache;
 use super::issuer_set::{IssuerSource, Issuers, TrustedIssuer};
 use super::jws::{Compact, HeaderBuf, SignatureBuf, dots, verify_signature};
 use super::policy::Times;
@@ -22,6 +23,8 @@ use crate::jwks::KeyStore;
 /// Everything a validator applies, shared by its clones.
 pub(crate) struct Pipeline {
     pub(crate) issuers: Issuers,
+    /// The JOSE headers of recently verified tokens, checked once.
+    pub(crate) headers: HeaderCache,
     pub(crate) leeway: i64,
     pub(crate) max_token_size: usize,
     /// Introspects what cannot be verified locally: opaque tokens, and JWEs no key opens.
@@ -185,17 +188,22 @@ impl Pipeline {
         if token.len() > self.max_token_size {
             return Err(ValidationError::TokenTooLarge.into());
         }
-        // RFC 7516 §7.1: five segments make a JWE.
-        let dots = dots(token.as_bytes());
-        if dots == 4 {
-            return self.check_encrypted(token, now, span);
-        }
+        // RFC 7516 §7.1: five segments make a JWE. One scan finds the dots of a JWS.
+        let compact = match Compact::split(token) {
+            Err(ValidationError::EncryptedToken) => return self.check_encrypted(token, now, span),
+            compact => compact,
+        };
         #[cfg(feature = "jwe")]
         if self.jwe.as_ref().is_some_and(|jwe| jwe.required) {
             // An opaque token is not a plain JWS: it may still be introspected.
-            return Err(if dots == 2 { ValidationError::EncryptionRequired.into() } else { self.not_a_jwt(None) });
+            return Err(if compact.is_ok() {
+                ValidationError::EncryptionRequired.into()
+            } else {
+                self.not_a_jwt(None)
+            });
         }
-        match self.check_signed(token, now, span) {
+        let compact = compact.map_err(|error| self.not_a_jwt(Some(error)))?;
+        match self.check_signed(compact, now, span) {
             Err(Check::NotJwt(error)) => Err(self.not_a_jwt(Some(error))),
             other => other,
         }
@@ -239,7 +247,8 @@ impl Pipeline {
                 // Never a JWE inside a JWE, and never an unsecured inner token.
                 return Err(ValidationError::Malformed("nested token is not a JWS").into());
             }
-            return match self.check_signed(signed, now, span) {
+            let compact = Compact::split(signed).map_err(Check::Invalid)?;
+            return match self.check_signed(compact, now, span) {
                 Err(Check::NotJwt(error)) => Err(Check::Invalid(error)),
                 other => other,
             };
@@ -254,25 +263,37 @@ impl Pipeline {
         let times = issuer.policy.check_claims(&registered, now, self.leeway)?;
         let parts = parts_for::<C>(&registered, &payload);
         drop(registered);
-        self.finish(payload, parts, times, None)
+        self.finish(Payload::Bytes(payload), parts, times, None)
     }
 
     /// A compact JWS: header rules, the issuer's key, the signature, then the claims.
     fn check_signed<C: DeserializeOwned + 'static>(
         &self,
-        token: &str,
+        compact: Compact<'_>,
         now: SystemTime,
         span: &tracing::Span,
     ) -> Result<Verified<C>, Check> {
-        let compact = Compact::split(token).map_err(Check::NotJwt)?;
-        let mut header_buf = HeaderBuf::new();
-        let header = Header::parse(compact.header(&mut header_buf).map_err(Check::NotJwt)?).map_err(Check::NotJwt)?;
-        let alg = header.algorithm()?;
-        header.check_extensions()?;
+        // A header seen on a verified token before passed these same checks: the
+        // issuer's own rules below are applied to every token.
+        let cached = self.headers.get(compact.header_b64);
+        let (mut header_buf, parsed);
+        let (alg, kid, typ) = match cached.as_deref().and_then(Option::as_deref) {
+            Some(known) => (known.alg, known.kid.as_deref(), known.typ.as_deref()),
+            None => {
+                header_buf = HeaderBuf::new();
+                parsed =
+                    Header::parse(compact.header(&mut header_buf).map_err(Check::NotJwt)?).map_err(Check::NotJwt)?;
+                let alg = parsed.algorithm()?;
+                parsed.check_extensions()?;
+                (alg, parsed.kid.as_deref(), parsed.typ.as_deref())
+            }
+        };
         let payload = compact.payload()?;
         let mut buf = SignatureBuf::new();
         let signature = compact.signature(&mut buf)?;
-        let registered = Registered::parse(&payload)?;
+        // Checked for UTF-8 once, here: the claims keep the text.
+        let payload = Payload::new(payload);
+        let registered = payload.registered()?;
 
         // The issuer is picked by the unverified `iss`; nothing is trusted until the
         // signature verifies with that issuer's own keys. One lock-free load.
@@ -291,28 +312,29 @@ impl Pipeline {
         if !policy.algorithms.contains(alg) {
             return Err(ValidationError::AlgorithmNotAllowed(alg).into());
         }
-        policy.typ.check(header.typ.as_deref())?;
+        policy.typ.check(typ)?;
 
         let guard = keys.load();
         let Some(key_set) = guard.as_deref() else {
             return Err(Check::NeedsKeys(keys.clone()));
         };
-        let key = verify_signature(key_set, header.kid.as_deref(), alg, compact.signing_input, signature).map_err(
-            |e| match e {
-                ValidationError::UnknownKey => Check::NeedsKeys(keys.clone()),
-                other => Check::Invalid(other),
-            },
-        )?;
+        let key = verify_signature(key_set, kid, alg, compact.signing_input, signature).map_err(|e| match e {
+            ValidationError::UnknownKey => Check::NeedsKeys(keys.clone()),
+            other => Check::Invalid(other),
+        })?;
         drop(guard);
+        if cached.is_none() {
+            self.headers.insert(compact.header_b64, alg, kid, typ);
+        }
         if !span.is_disabled() {
             span.record("iss", &*issuer.name);
-            span.record("kid", header.kid.as_deref());
+            span.record("kid", kid);
             span.record("sub", registered.sub.as_deref());
             span.record("client_id", registered.client_id.as_deref());
             tracing::trace!(parent: span, %alg, "signature verified");
         }
         let times = policy.check_claims(&registered, now, self.leeway)?;
-        let parts = parts_for::<C>(&registered, &payload);
+        let parts = parts_for::<C>(&registered, payload.as_bytes());
         drop(registered);
         let signer = Signer { alg, key, issuer: issuer.clone() };
         self.finish(payload, parts, times, Some(signer))
@@ -359,7 +381,7 @@ impl Pipeline {
         }
         let parts = parts_for::<C>(&registered, &payload);
         drop(registered);
-        match self.finish(payload, parts, times, None) {
+        match self.finish(Payload::Bytes(payload), parts, times, None) {
             Ok(verified) => Ok(verified),
             Err(Check::Invalid(error)) => Err(error),
             Err(_) => Err(ValidationError::ClaimsType),
@@ -369,7 +391,7 @@ impl Pipeline {
     /// The application's claims, and what a cache needs to know about the token.
     fn finish<C: DeserializeOwned + 'static>(
         &self,
-        payload: Vec<u8>,
+        payload: Payload,
         parts: Option<ClaimsParts>,
         times: Times,
         signer: Option<Signer>,
@@ -388,16 +410,51 @@ impl Pipeline {
 /// the policy already made, with the payload moved in: one parse and no copy. Any other
 /// type goes through serde.
 fn claims_from<C: DeserializeOwned + 'static>(
-    payload: Vec<u8>,
+    payload: Payload,
     parts: Option<ClaimsParts>,
 ) -> Result<C, ValidationError> {
     if let Some(parts) = parts {
-        let raw = String::from_utf8(payload).map_err(|_| ValidationError::Malformed("payload is not UTF-8"))?;
+        let raw = match payload {
+            Payload::Text(text) => text,
+            Payload::Bytes(bytes) => {
+                String::from_utf8(bytes).map_err(|_| ValidationError::Malformed("payload is not UTF-8"))?
+            }
+        };
         let mut slot = Some(parts.with_raw(raw));
         let claims = (&mut slot as &mut dyn Any).downcast_mut::<Option<C>>().and_then(Option::take);
         return claims.ok_or(ValidationError::ClaimsType);
     }
-    serde_json::from_slice(&payload).map_err(|_| ValidationError::ClaimsType)
+    serde_json::from_slice(payload.as_bytes()).map_err(|_| ValidationError::ClaimsType)
+}
+
+/// A payload, as text when it is UTF-8 (checked once for both the policy's pass and
+/// the claims that keep it).
+enum Payload {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl Payload {
+    fn new(bytes: Vec<u8>) -> Payload {
+        match String::from_utf8(bytes) {
+            Ok(text) => Payload::Text(text),
+            Err(error) => Payload::Bytes(error.into_bytes()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Payload::Text(text) => text.as_bytes(),
+            Payload::Bytes(bytes) => bytes,
+        }
+    }
+
+    fn registered(&self) -> Result<Registered<'_>, ValidationError> {
+        match self {
+            Payload::Text(text) => Registered::parse_text(text),
+            Payload::Bytes(bytes) => Registered::parse(bytes),
+        }
+    }
 }
 
 /// The parts of [`Claims`] when `C` is `Claims`, taken before the payload is released.
