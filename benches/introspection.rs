@@ -19,6 +19,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, StatusCode, header};
 use support::{SCOPE, bearer, configure, service};
 use tower::{Service, ServiceExt as _};
+use tower_oauth::bearer::VerifiedTokenCache;
 use tower_oauth::introspect::Introspector;
 use tower_oauth::testing::TestIssuer;
 use tower_oauth::{BearerAuthLayer, Validator};
@@ -44,23 +45,29 @@ fn introspection(c: &mut Criterion) {
     let opaque = issuer.mint().subject("f3b2c1d0-8e7a-4b6c-9d5e-1a2b3c4d5e6f").scope(SCOPE).opaque();
     let jwt = issuer.mint().subject("f3b2c1d0-8e7a-4b6c-9d5e-1a2b3c4d5e6f").scope(SCOPE).sign();
     let svc = service(BearerAuthLayer::new(validator.clone()));
+    // The yardstick: a JWT served from the layer's verified-token cache (which never
+    // keeps an introspected token).
+    let cached_svc = service(BearerAuthLayer::new(validator.clone()).cache(VerifiedTokenCache::default()));
 
     let request = |token: &str| {
         let mut request = Request::new(());
         request.headers_mut().insert(header::AUTHORIZATION, bearer(token));
         request
     };
-    let through_layer = |token: &str| {
-        let mut svc = svc.clone();
+    let drive = |cached: bool, token: &str| {
+        let mut svc = if cached { cached_svc.clone() } else { svc.clone() };
         let request = request(token);
         rt.block_on(async move {
             let ready = svc.ready().await.expect("ready");
             ready.call(request).await.expect("infallible").status()
         })
     };
+    let through_layer = |token: &str| drive(false, token);
+    let through_cached_layer = |token: &str| drive(true, token);
     // Warm up: the keys for the JWT, the introspection answer for the opaque token.
     assert_eq!(through_layer(&jwt), StatusCode::OK);
     assert_eq!(through_layer(&opaque), StatusCode::OK);
+    assert_eq!(through_cached_layer(&jwt), StatusCode::OK);
     let introspections = introspector.requests();
     assert_eq!(introspections, 1);
 
@@ -79,6 +86,9 @@ fn introspection(c: &mut Criterion) {
         b.iter(|| assert_eq!(through_layer(black_box(&opaque)), StatusCode::OK))
     });
     group.bench_function("layer/jwt_rs256", |b| b.iter(|| assert_eq!(through_layer(black_box(&jwt)), StatusCode::OK)));
+    group.bench_function("layer/jwt_verified_cache_hit", |b| {
+        b.iter(|| assert_eq!(through_cached_layer(black_box(&jwt)), StatusCode::OK))
+    });
     group.finish();
     assert_eq!(introspector.requests(), introspections, "every timed introspection was a cache hit");
 }

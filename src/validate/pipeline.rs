@@ -15,7 +15,7 @@ use super::jws::{Compact, HeaderBuf, SignatureBuf, dots, verify_signature};
 use super::policy::Times;
 use super::{Claims, ValidationError};
 use crate::Algorithm;
-use crate::introspect::Introspector;
+use crate::introspect::{Introspected, IntrospectionError, Introspector};
 use crate::jwk::Jwk;
 use crate::jwks::KeyStore;
 
@@ -171,7 +171,7 @@ impl Pipeline {
             Ok(verified) => Attempt::Done(Ok(verified)),
             Err(Check::Invalid(e) | Check::NotJwt(e)) => Attempt::Done(Err(e)),
             Err(Check::NeedsKeys(store)) => Attempt::Pending(Pending::Keys(store)),
-            Err(Check::Introspect(introspection)) => Attempt::Pending(Pending::Introspect(introspection)),
+            Err(Check::Introspect(introspection)) => self.introspect_kept(token, introspection, now, span),
             Err(Check::Retry) => Attempt::Done(Err(ValidationError::KeysUnavailable)),
         }
     }
@@ -329,8 +329,7 @@ impl Pipeline {
     }
 
     /// Asks the introspection endpoint, then applies the same claims policy as to a
-    /// JWT: `iss` (the issuer's, or any trusted one for the fallback), `aud`, `exp`,
-    /// `nbf`, `iat`.
+    /// JWT; see [`Pipeline::settle_answer`].
     async fn introspect<C: DeserializeOwned + 'static>(
         &self,
         token: &str,
@@ -338,32 +337,8 @@ impl Pipeline {
         now: Option<SystemTime>,
         span: &tracing::Span,
     ) -> Result<Verified<C>, ValidationError> {
-        let answer = introspection.introspector.introspect(token).await?;
-        let payload = answer.claims_json().as_bytes().to_vec();
-        drop(answer);
-        let registered = Registered::parse(&payload)?;
-        let policy = match (&introspection.issuer, registered.iss.as_deref()) {
-            (Some(issuer), Some(iss)) if *issuer.name != *iss => return Err(ValidationError::UntrustedIssuer),
-            (Some(issuer), _) => issuer.policy.clone(),
-            (None, Some(iss)) => self.issuers.policy_for(iss).ok_or(ValidationError::UntrustedIssuer)?,
-            // RFC 7662 §2.2: `iss` is optional; the endpoint we were configured with
-            // vouches for the token.
-            (None, None) => self.issuers.defaults().clone(),
-        };
-        let times = policy.check_claims(&registered, now.unwrap_or_else(SystemTime::now), self.leeway)?;
-        if !span.is_disabled() {
-            span.record("iss", registered.iss.as_deref());
-            span.record("sub", registered.sub.as_deref());
-            span.record("client_id", registered.client_id.as_deref());
-            tracing::trace!(parent: span, "token introspected");
-        }
-        let parts = parts_for::<C>(&registered, &payload);
-        drop(registered);
-        match self.finish(payload, parts, times, None) {
-            Ok(verified) => Ok(verified),
-            Err(Check::Invalid(error)) => Err(error),
-            Err(_) => Err(ValidationError::ClaimsType),
-        }
+        let answer = introspection.introspector.introspect(token).await;
+        self.settle_answer(answer, introspection.issuer.as_ref(), now.unwrap_or_else(SystemTime::now), span)
     }
 
     /// The application's claims, and what a cache needs to know about the token.
@@ -404,3 +379,92 @@ fn claims_from<C: DeserializeOwned + 'static>(
 fn parts_for<C: 'static>(registered: &Registered<'_>, payload: &[u8]) -> Option<ClaimsParts> {
     (TypeId::of::<C>() == TypeId::of::<Claims>()).then(|| ClaimsParts::new(registered, payload.as_ptr()))
 }
+
+impl Pipeline {
+    /// A token to be introspected whose answer the introspector keeps is settled here,
+    /// with no future: the same checks as [`Pipeline::introspect`] once the answer
+    /// arrives. Without a kept answer, the introspection is pending.
+    fn introspect_kept<C: DeserializeOwned + 'static>(
+        &self,
+        token: &str,
+        introspection: Introspection,
+        now: SystemTime,
+        span: &tracing::Span,
+    ) -> Attempt<C> {
+        match introspection.introspector.cached_answer(token) {
+            Some(answer) => Attempt::Done(self.settle_answer(answer, introspection.issuer.as_ref(), now, span)),
+            None => Attempt::Pending(Pending::Introspect(introspection)),
+        }
+    }
+
+    /// An introspection's answer, checked with the same claims policy as a JWT: `iss`
+    /// (the issuer's, or any trusted one for the fallback), `aud`, `exp`, `nbf`, `iat`,
+    /// as of `now`. The policy runs on every call (issuer sets are live and time moves);
+    /// the application's claims are parsed once per answer when they are the crate's
+    /// [`Claims`], and kept with it.
+    fn settle_answer<C: DeserializeOwned + 'static>(
+        &self,
+        answer: Result<Introspected, IntrospectionError>,
+        issuer: Option<&Arc<TrustedIssuer>>,
+        now: SystemTime,
+        span: &tracing::Span,
+    ) -> Result<Verified<C>, ValidationError> {
+        let answer = answer?;
+        let payload = answer.claims_json().as_bytes();
+        let registered = Registered::parse(payload)?;
+        let policy = match (issuer, registered.iss.as_deref()) {
+            (Some(issuer), Some(iss)) if *issuer.name != *iss => return Err(ValidationError::UntrustedIssuer),
+            (Some(issuer), _) => issuer.policy.clone(),
+            (None, Some(iss)) => self.issuers.policy_for(iss).ok_or(ValidationError::UntrustedIssuer)?,
+            // RFC 7662 §2.2: `iss` is optional; the endpoint we were configured with
+            // vouches for the token.
+            (None, None) => self.issuers.defaults().clone(),
+        };
+        let times = policy.check_claims(&registered, now, self.leeway)?;
+        if !span.is_disabled() {
+            span.record("iss", registered.iss.as_deref());
+            span.record("sub", registered.sub.as_deref());
+            span.record("client_id", registered.client_id.as_deref());
+            tracing::trace!(parent: span, "token introspected");
+        }
+        let claims = match kept_claims::<C>(&answer) {
+            Some(claims) => claims,
+            None => {
+                let parts = parts_for::<C>(&registered, payload);
+                drop(registered);
+                let claims = claims_from::<C>(payload.to_vec(), parts)?;
+                keep_claims(&answer, &claims);
+                claims
+            }
+        };
+        Ok(Verified {
+            claims,
+            expires_at: times.expires_at,
+            not_before: times.not_before,
+            leeway: self.leeway,
+            signer: None,
+        })
+    }
+}
+
+/// The [`Claims`] parsed from this answer before, when `C` is `Claims`.
+fn kept_claims<C: 'static>(answer: &Introspected) -> Option<C> {
+    if TypeId::of::<C>() != TypeId::of::<Claims>() {
+        return None;
+    }
+    let claims = (**answer.derived().get()?).downcast_ref::<Claims>()?.clone();
+    let mut slot = Some(claims);
+    (&mut slot as &mut dyn Any).downcast_mut::<Option<C>>().and_then(Option::take)
+}
+
+/// Keeps `claims` with the answer they were parsed from, when they are [`Claims`]
+/// (cheap to clone); other types are parsed on each use.
+fn keep_claims<C: 'static>(answer: &Introspected, claims: &C) {
+    if let Some(claims) = (claims as &dyn Any).downcast_ref::<Claims>() {
+        // A concurrent first use may have kept an equal copy already.
+        let _ = answer.derived().set(Box::new(claims.clone()));
+    }
+}
+
+#[cfg(test)]
+mod introspection_tests;
