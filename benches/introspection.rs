@@ -17,7 +17,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, StatusCode, header};
-use support::{SCOPE, bearer, configure, service};
+use support::{SCOPE, bearer, configure, one_request, service};
 use tower::{Service, ServiceExt as _};
 use tower_oauth::bearer::VerifiedTokenCache;
 use tower_oauth::introspect::Introspector;
@@ -88,6 +88,16 @@ fn introspection(c: &mut Criterion) {
     group.bench_function("layer/jwt_rs256", |b| b.iter(|| assert_eq!(through_layer(black_box(&jwt)), StatusCode::OK)));
     group.bench_function("layer/jwt_verified_cache_hit", |b| {
         b.iter(|| assert_eq!(through_cached_layer(black_box(&jwt)), StatusCode::OK))
+    });
+    // The same two hits with no runtime in the loop: `poll_ready`, `call` and one poll
+    // of the response future, as the cache benches of `validate` drive the layer.
+    let (mut polled, mut polled_cached) = (svc.clone(), cached_svc.clone());
+    let (opaque_auth, jwt_auth) = (bearer(&opaque), bearer(&jwt));
+    group.bench_function("layer_polled/introspection_cached_hit", |b| {
+        b.iter(|| assert_eq!(one_request(&mut polled, black_box(&opaque_auth)), StatusCode::OK))
+    });
+    group.bench_function("layer_polled/jwt_verified_cache_hit", |b| {
+        b.iter(|| assert_eq!(one_request(&mut polled_cached, black_box(&jwt_auth)), StatusCode::OK))
     });
     group.finish();
     assert_eq!(introspector.requests(), introspections, "every timed introspection was a cache hit");

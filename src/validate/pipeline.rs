@@ -3,12 +3,14 @@
 //! key refresh, or an introspection).
 
 use std::any::{Any, TypeId};
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
+use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
 
-use super::claims::{ClaimsParts, Registered};
+use super::claims::{ClaimsParts, Registered, StringOrList};
 use super::header::Header;
 use super::issuer_set::{IssuerSource, Issuers, TrustedIssuer};
 use super::jws::{Compact, HeaderBuf, SignatureBuf, dots, verify_signature};
@@ -410,8 +412,20 @@ impl Pipeline {
         span: &tracing::Span,
     ) -> Result<Verified<C>, ValidationError> {
         let answer = answer?;
-        let payload = answer.claims_json().as_bytes();
-        let registered = Registered::parse(payload)?;
+        let parsed = match answer.derived().get().and_then(|kept| kept.downcast_ref::<Parsed>()) {
+            Some(parsed) => parsed,
+            None => {
+                let parsed = Parsed::new::<C>(answer.claims_json())?;
+                // A concurrent first use may have kept an equal parse already.
+                let _ = answer.derived().set(Box::new(parsed));
+                answer
+                    .derived()
+                    .get()
+                    .and_then(|kept| kept.downcast_ref::<Parsed>())
+                    .ok_or(ValidationError::ClaimsType)?
+            }
+        };
+        let registered = &parsed.registered;
         let policy = match (issuer, registered.iss.as_deref()) {
             (Some(issuer), Some(iss)) if *issuer.name != *iss => return Err(ValidationError::UntrustedIssuer),
             (Some(issuer), _) => issuer.policy.clone(),
@@ -420,20 +434,22 @@ impl Pipeline {
             // vouches for the token.
             (None, None) => self.issuers.defaults().clone(),
         };
-        let times = policy.check_claims(&registered, now, self.leeway)?;
+        let times = policy.check_claims(registered, now, self.leeway)?;
         if !span.is_disabled() {
             span.record("iss", registered.iss.as_deref());
             span.record("sub", registered.sub.as_deref());
             span.record("client_id", registered.client_id.as_deref());
             tracing::trace!(parent: span, "token introspected");
         }
-        let claims = match kept_claims::<C>(&answer) {
+        let claims = match parsed.claims::<C>() {
             Some(claims) => claims,
             None => {
-                let parts = parts_for::<C>(&registered, payload);
-                drop(registered);
+                let payload = answer.claims_json().as_bytes();
+                let parsed_again = Registered::parse(payload)?;
+                let parts = parts_for::<C>(&parsed_again, payload);
+                drop(parsed_again);
                 let claims = claims_from::<C>(payload.to_vec(), parts)?;
-                keep_claims(&answer, &claims);
+                parsed.keep_claims(&claims);
                 claims
             }
         };
@@ -447,22 +463,53 @@ impl Pipeline {
     }
 }
 
-/// The [`Claims`] parsed from this answer before, when `C` is `Claims`.
-fn kept_claims<C: 'static>(answer: &Introspected) -> Option<C> {
-    if TypeId::of::<C>() != TypeId::of::<Claims>() {
-        return None;
-    }
-    let claims = (**answer.derived().get()?).downcast_ref::<Claims>()?.clone();
-    let mut slot = Some(claims);
-    (&mut slot as &mut dyn Any).downcast_mut::<Option<C>>().and_then(Option::take)
+/// What an introspection answer parses to, whatever the policy or the time: kept with
+/// the answer, so that a hit parses nothing.
+struct Parsed {
+    /// The registered claims, owned: `iss`, `aud`, `exp`, `nbf`, `iat`, and `sub` and
+    /// `client_id` for the span.
+    registered: Registered<'static>,
+    /// The application's claims when they are the crate's [`Claims`] (cheap to clone);
+    /// other types are parsed on each use.
+    claims: OnceLock<Claims>,
 }
 
-/// Keeps `claims` with the answer they were parsed from, when they are [`Claims`]
-/// (cheap to clone); other types are parsed on each use.
-fn keep_claims<C: 'static>(answer: &Introspected, claims: &C) {
-    if let Some(claims) = (claims as &dyn Any).downcast_ref::<Claims>() {
-        // A concurrent first use may have kept an equal copy already.
-        let _ = answer.derived().set(Box::new(claims.clone()));
+impl Parsed {
+    fn new<C: 'static>(json: &str) -> Result<Parsed, ValidationError> {
+        let borrowed = Registered::parse(json.as_bytes())?;
+        let owned = |text: &Option<Cow<'_, str>>| text.as_deref().map(|text| Cow::Owned(text.to_owned()));
+        let mut registered = Registered::default();
+        registered.iss = owned(&borrowed.iss);
+        registered.sub = owned(&borrowed.sub);
+        registered.client_id = owned(&borrowed.client_id);
+        (registered.exp, registered.nbf, registered.iat) = (borrowed.exp, borrowed.nbf, borrowed.iat);
+        if let Some(aud) = &borrowed.aud {
+            let list = aud.iter().map(|a| serde_json::Value::String(a.to_string())).collect();
+            let aud = StringOrList::deserialize(serde_json::Value::Array(list));
+            registered.aud = Some(aud.map_err(|_| ValidationError::InvalidClaim("aud"))?);
+        }
+        let parsed = Parsed { registered, claims: OnceLock::new() };
+        if TypeId::of::<C>() == TypeId::of::<Claims>() {
+            let parts = ClaimsParts::new(&borrowed, json.as_ptr());
+            drop(borrowed);
+            if let Ok(claims) = claims_from::<Claims>(json.as_bytes().to_vec(), Some(parts)) {
+                let _ = parsed.claims.set(claims);
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// The kept [`Claims`], when `C` is `Claims`.
+    fn claims<C: 'static>(&self) -> Option<C> {
+        let mut slot = Some(self.claims.get()?.clone());
+        (&mut slot as &mut dyn Any).downcast_mut::<Option<C>>().and_then(Option::take)
+    }
+
+    /// Keeps `claims` when they are [`Claims`].
+    fn keep_claims<C: 'static>(&self, claims: &C) {
+        if let Some(claims) = (claims as &dyn Any).downcast_ref::<Claims>() {
+            let _ = self.claims.set(claims.clone());
+        }
     }
 }
 
