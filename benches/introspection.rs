@@ -1,11 +1,13 @@
 //! Introspection benchmarks: a cached introspection hit against a local RS256 JWT
-//! validation, both through one `Validator` and one `BearerAuthLayer`, plus the
-//! `Introspector` hit on its own.
+//! validation, both through one `Validator` and one `BearerAuthLayer`, the
+//! `Introspector` hit on its own, and the yardstick of the layer's cached path: a JWT
+//! served from its verified-token cache.
 //!
 //! The introspection endpoint is the embedded test issuer on 127.0.0.1, asked once per
-//! token before the timed loops; the loops never leave the process. Both the hit and
-//! the JWT go through the same driver (a current-thread runtime's `block_on`), since an
-//! introspected token takes the validator's asynchronous path. Run with
+//! token before the timed loops; the loops never leave the process. The `layer/` cases
+//! go through one driver (a current-thread runtime's `block_on`); the `layer_polled/`
+//! cases call the service and poll its response once, with no runtime in the loop, as a
+//! kept introspection answer is settled without a future. Run with
 //! `cargo bench --bench introspection`.
 
 // Shared with the other benches; this one needs only the service and its parts.
