@@ -1,5 +1,6 @@
 use std::any::Any;
 use std::fmt;
+use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -59,7 +60,7 @@ struct Kept {
     /// What a reader derived from `claims` once and for all (the validator's parsed
     /// claims), so a cache hit does not parse the same text again. It lives as long as
     /// the answer: a `forget` or the end of the answer's time to live drops it.
-    derived: OnceLock<Box<dyn Any + Send + Sync>>,
+    derived: OnceLock<Box<dyn Any + Send + Sync + UnwindSafe + RefUnwindSafe>>,
 }
 
 impl Introspected {
@@ -83,11 +84,17 @@ impl Introspected {
         self.inner.expires_at
     }
 
-    /// A slot for a value derived from the claims alone (never from the time or a
-    /// policy), shared by every clone of this answer; type-erased, so its reader checks
-    /// the type it finds.
-    pub(crate) fn derived(&self) -> &OnceLock<Box<dyn Any + Send + Sync>> {
-        &self.inner.derived
+    /// The value derived from the claims alone (never from the time or a policy) and
+    /// kept with this answer, if it is a `T`: shared by every clone of the answer.
+    pub(crate) fn derived<T: Any>(&self) -> Option<&T> {
+        let kept: &(dyn Any + Send + Sync) = &**self.inner.derived.get()?;
+        kept.downcast_ref()
+    }
+
+    /// Keeps `value`, derived from the claims alone, with this answer and its clones.
+    /// The first value kept stays.
+    pub(crate) fn keep_derived<T: Any + Send + Sync + UnwindSafe + RefUnwindSafe>(&self, value: T) {
+        let _ = self.inner.derived.set(Box::new(value));
     }
 }
 
@@ -487,12 +494,20 @@ mod tests {
     fn clones_share_one_derived_slot_and_equality_is_by_content() {
         let answer = parse(br#"{"active":true,"sub":"alice"}"#).unwrap();
         let clone = answer.clone();
-        assert!(answer.derived().set(Box::new(7_u32)).is_ok());
-        assert_eq!(clone.derived().get().and_then(|kept| kept.downcast_ref::<u32>()), Some(&7));
+        answer.keep_derived(7_u32);
+        answer.keep_derived(8_u32);
+        assert_eq!(clone.derived::<u32>(), Some(&7), "shared, and the first kept stays");
+        assert_eq!(clone.derived::<u64>(), None);
         let fresh = parse(br#"{"active":true,"sub":"alice"}"#).unwrap();
-        assert!(fresh.derived().get().is_none(), "a new answer derives anew");
+        assert!(fresh.derived::<u32>().is_none(), "a new answer derives anew");
         assert_eq!(fresh, answer);
         assert_ne!(parse(br#"{"active":true,"sub":"bob"}"#).unwrap(), answer);
+    }
+
+    #[test]
+    fn an_answer_stays_send_sync_and_unwind_safe() {
+        fn check<T: Send + Sync + UnwindSafe + RefUnwindSafe>() {}
+        check::<Introspected>();
     }
 
     #[test]

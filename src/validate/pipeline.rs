@@ -412,17 +412,12 @@ impl Pipeline {
         span: &tracing::Span,
     ) -> Result<Verified<C>, ValidationError> {
         let answer = answer?;
-        let parsed = match answer.derived().get().and_then(|kept| kept.downcast_ref::<Parsed>()) {
+        let parsed = match answer.derived::<Parsed>() {
             Some(parsed) => parsed,
             None => {
-                let parsed = Parsed::new::<C>(answer.claims_json())?;
                 // A concurrent first use may have kept an equal parse already.
-                let _ = answer.derived().set(Box::new(parsed));
-                answer
-                    .derived()
-                    .get()
-                    .and_then(|kept| kept.downcast_ref::<Parsed>())
-                    .ok_or(ValidationError::ClaimsType)?
+                answer.keep_derived(Parsed::new::<C>(answer.claims_json())?);
+                answer.derived::<Parsed>().ok_or(ValidationError::ClaimsType)?
             }
         };
         let registered = &parsed.registered;

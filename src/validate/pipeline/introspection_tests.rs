@@ -29,7 +29,7 @@ fn answer(iss: &str) -> Result<Introspected, IntrospectionError> {
 
 /// The [`Claims`] kept with an answer.
 fn kept_claims(answer: &Result<Introspected, IntrospectionError>) -> Option<Claims> {
-    let parsed = answer.as_ref().unwrap().derived().get()?.downcast_ref::<Parsed>()?;
+    let parsed = answer.as_ref().unwrap().derived::<Parsed>()?;
     parsed.claims.get().cloned()
 }
 
