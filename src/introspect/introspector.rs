@@ -1,6 +1,8 @@
+use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -46,35 +48,69 @@ struct Inner {
 /// The answer for an active token: its claims as the introspection endpoint sent them.
 ///
 /// Cheap to clone. `Debug` shows only `exp` and the size of the claims.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Introspected {
+    inner: Arc<Kept>,
+}
+
+/// One answer, shared by its clones: by every hit of the cache entry that keeps it.
+struct Kept {
     claims: Arc<str>,
     expires_at: Option<i64>,
+    /// What a reader derived from `claims` once and for all (the validator's parsed
+    /// claims), so a cache hit does not parse the same text again. It lives as long as
+    /// the answer: a `forget` or the end of the answer's time to live drops it.
+    derived: OnceLock<Box<dyn Any + Send + Sync + UnwindSafe + RefUnwindSafe>>,
 }
 
 impl Introspected {
+    fn new(claims: Arc<str>, expires_at: Option<i64>) -> Introspected {
+        Introspected { inner: Arc::new(Kept { claims, expires_at, derived: OnceLock::new() }) }
+    }
+
     /// The response's JSON object as text: the token's claims (`iss`, `sub`, `aud`,
     /// `exp`, `scope`, `client_id`, …) along with `active: true`.
     pub fn claims_json(&self) -> &str {
-        &self.claims
+        &self.inner.claims
     }
 
     /// The same text, shared.
     pub fn claims(&self) -> &Arc<str> {
-        &self.claims
+        &self.inner.claims
     }
 
     /// `exp`, in seconds since the epoch, when the response has an integer one.
     pub fn expires_at(&self) -> Option<i64> {
-        self.expires_at
+        self.inner.expires_at
+    }
+
+    /// The value derived from the claims alone (never from the time or a policy) and
+    /// kept with this answer, if it is a `T`: shared by every clone of the answer.
+    pub(crate) fn derived<T: Any>(&self) -> Option<&T> {
+        let kept: &(dyn Any + Send + Sync) = &**self.inner.derived.get()?;
+        kept.downcast_ref()
+    }
+
+    /// Keeps `value`, derived from the claims alone, with this answer and its clones.
+    /// The first value kept stays.
+    pub(crate) fn keep_derived<T: Any + Send + Sync + UnwindSafe + RefUnwindSafe>(&self, value: T) {
+        let _ = self.inner.derived.set(Box::new(value));
     }
 }
+
+impl PartialEq for Introspected {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.claims == other.inner.claims && self.inner.expires_at == other.inner.expires_at
+    }
+}
+
+impl Eq for Introspected {}
 
 impl fmt::Debug for Introspected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Introspected")
-            .field("expires_at", &self.expires_at)
-            .field("claims_len", &self.claims.len())
+            .field("expires_at", &self.inner.expires_at)
+            .field("claims_len", &self.inner.claims.len())
             .finish()
     }
 }
@@ -141,12 +177,24 @@ impl Introspector {
     /// an await). `None` when nothing usable is kept: never asked, expired, being
     /// fetched, or a failure (never kept). An empty or oversized token is inactive, as
     /// [`introspect`](Self::introspect) says.
-    #[allow(dead_code, reason = "for the validator's synchronous path, wired next")]
     pub(crate) fn cached_answer(&self, token: &str) -> Option<Result<Introspected, IntrospectionError>> {
         if token.is_empty() || token.len() > MAX_TOKEN_SIZE {
             return Some(Err(IntrospectionError::Inactive));
         }
         self.inner.cache.get(token)
+    }
+
+    /// Keeps `answer` for `token` for a minute, as a fetch would.
+    #[cfg(test)]
+    pub(crate) async fn keep(&self, token: &str, answer: Result<Introspected, IntrospectionError>) {
+        let kept = Answer { value: answer, ttl: Duration::from_secs(60), weight: 16 };
+        let _ = self.inner.cache.get_or_fetch(token, || async { kept }).await;
+    }
+
+    /// The answer an introspection endpoint gives as `json`.
+    #[cfg(test)]
+    pub(crate) fn answer(json: &str) -> Result<Introspected, IntrospectionError> {
+        parse(json.as_bytes())
     }
 
     /// Forgets the cached answer for `token`, say after a revocation notice.
@@ -169,7 +217,9 @@ impl Inner {
     async fn fetch(&self, token: &str) -> Answer<Result<Introspected, IntrospectionError>> {
         let result = self.exchange(token).await;
         let (ttl, weight) = match &result {
-            Ok(introspected) => (ttl_until(introspected.expires_at, self.max_ttl), introspected.claims.len() as u64),
+            Ok(introspected) => {
+                (ttl_until(introspected.expires_at(), self.max_ttl), introspected.claims_json().len() as u64)
+            }
             Err(IntrospectionError::Inactive) => (self.negative_ttl, 0),
             // Failures are shared with the callers waiting on this flight, never kept.
             Err(_) => (Duration::ZERO, 0),
@@ -266,7 +316,7 @@ fn parse(body: &[u8]) -> Result<Introspected, IntrospectionError> {
         return Err(IntrospectionError::Inactive);
     }
     let expires_at = head.exp.as_ref().and_then(serde_json::Value::as_i64);
-    Ok(Introspected { claims: text.into(), expires_at })
+    Ok(Introspected::new(text.into(), expires_at))
 }
 
 impl fmt::Debug for Introspector {
@@ -438,6 +488,26 @@ mod tests {
         let inactive = Answer { value: Err(IntrospectionError::Inactive), ttl: Duration::from_secs(10), weight: 0 };
         assert!(introspector.inner.cache.get_or_fetch("u", || async { inactive }).await.is_err());
         assert_eq!(introspector.cached_answer("u"), Some(Err(IntrospectionError::Inactive)));
+    }
+
+    #[test]
+    fn clones_share_one_derived_slot_and_equality_is_by_content() {
+        let answer = parse(br#"{"active":true,"sub":"alice"}"#).unwrap();
+        let clone = answer.clone();
+        answer.keep_derived(7_u32);
+        answer.keep_derived(8_u32);
+        assert_eq!(clone.derived::<u32>(), Some(&7), "shared, and the first kept stays");
+        assert_eq!(clone.derived::<u64>(), None);
+        let fresh = parse(br#"{"active":true,"sub":"alice"}"#).unwrap();
+        assert!(fresh.derived::<u32>().is_none(), "a new answer derives anew");
+        assert_eq!(fresh, answer);
+        assert_ne!(parse(br#"{"active":true,"sub":"bob"}"#).unwrap(), answer);
+    }
+
+    #[test]
+    fn an_answer_stays_send_sync_and_unwind_safe() {
+        fn check<T: Send + Sync + UnwindSafe + RefUnwindSafe>() {}
+        check::<Introspected>();
     }
 
     #[test]

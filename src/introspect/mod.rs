@@ -27,7 +27,9 @@
 //! The answer's claims are handed over as JSON text; the
 //! [`Validator`](crate::Validator) checks them with the same policy as a JWT's claims
 //! (`iss`, `aud`, `exp`, `nbf`, scopes). An inactive token is a 401 `invalid_token`;
-//! an endpoint that cannot answer is a 503, never a 401.
+//! an endpoint that cannot answer is a 503, never a 401. An answer the cache keeps is
+//! settled without waiting (no future), and the claims parsed from it are kept with it
+//! for as long as the answer lives; the policy is still applied on every use.
 //!
 //! Only JSON introspection responses are supported, not the signed ones of RFC 9701.
 //! A response whose `token_type` is present and is not `Bearer` (a refresh token, a

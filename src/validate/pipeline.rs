@@ -3,12 +3,14 @@
 //! key refresh, or an introspection).
 
 use std::any::{Any, TypeId};
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
+use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
 
-use super::claims::{ClaimsParts, Registered};
+use super::claims::{ClaimsParts, Registered, StringOrList};
 use super::header::Header;
 use super::header_cache::HeaderCache;
 use super::issuer_set::{IssuerSource, Issuers, TrustedIssuer};
@@ -16,7 +18,7 @@ use super::jws::{Compact, HeaderBuf, SignatureBuf, dots, verify_signature};
 use super::policy::Times;
 use super::{Claims, ValidationError};
 use crate::Algorithm;
-use crate::introspect::Introspector;
+use crate::introspect::{Introspected, IntrospectionError, Introspector};
 use crate::jwk::Jwk;
 use crate::jwks::KeyStore;
 
@@ -174,7 +176,7 @@ impl Pipeline {
             Ok(verified) => Attempt::Done(Ok(verified)),
             Err(Check::Invalid(e) | Check::NotJwt(e)) => Attempt::Done(Err(e)),
             Err(Check::NeedsKeys(store)) => Attempt::Pending(Pending::Keys(store)),
-            Err(Check::Introspect(introspection)) => Attempt::Pending(Pending::Introspect(introspection)),
+            Err(Check::Introspect(introspection)) => self.introspect_kept(token, introspection, now, span),
             Err(Check::Retry) => Attempt::Done(Err(ValidationError::KeysUnavailable)),
         }
     }
@@ -351,8 +353,7 @@ impl Pipeline {
     }
 
     /// Asks the introspection endpoint, then applies the same claims policy as to a
-    /// JWT: `iss` (the issuer's, or any trusted one for the fallback), `aud`, `exp`,
-    /// `nbf`, `iat`.
+    /// JWT; see [`Pipeline::settle_answer`].
     async fn introspect<C: DeserializeOwned + 'static>(
         &self,
         token: &str,
@@ -360,32 +361,8 @@ impl Pipeline {
         now: Option<SystemTime>,
         span: &tracing::Span,
     ) -> Result<Verified<C>, ValidationError> {
-        let answer = introspection.introspector.introspect(token).await?;
-        let payload = answer.claims_json().as_bytes().to_vec();
-        drop(answer);
-        let registered = Registered::parse(&payload)?;
-        let policy = match (&introspection.issuer, registered.iss.as_deref()) {
-            (Some(issuer), Some(iss)) if *issuer.name != *iss => return Err(ValidationError::UntrustedIssuer),
-            (Some(issuer), _) => issuer.policy.clone(),
-            (None, Some(iss)) => self.issuers.policy_for(iss).ok_or(ValidationError::UntrustedIssuer)?,
-            // RFC 7662 §2.2: `iss` is optional; the endpoint we were configured with
-            // vouches for the token.
-            (None, None) => self.issuers.defaults().clone(),
-        };
-        let times = policy.check_claims(&registered, now.unwrap_or_else(SystemTime::now), self.leeway)?;
-        if !span.is_disabled() {
-            span.record("iss", registered.iss.as_deref());
-            span.record("sub", registered.sub.as_deref());
-            span.record("client_id", registered.client_id.as_deref());
-            tracing::trace!(parent: span, "token introspected");
-        }
-        let parts = parts_for::<C>(&registered, &payload);
-        drop(registered);
-        match self.finish(Payload::Bytes(payload), parts, times, None) {
-            Ok(verified) => Ok(verified),
-            Err(Check::Invalid(error)) => Err(error),
-            Err(_) => Err(ValidationError::ClaimsType),
-        }
+        let answer = introspection.introspector.introspect(token).await;
+        self.settle_answer(answer, introspection.issuer.as_ref(), now.unwrap_or_else(SystemTime::now), span)
     }
 
     /// The application's claims, and what a cache needs to know about the token.
@@ -461,3 +438,132 @@ impl Payload {
 fn parts_for<C: 'static>(registered: &Registered<'_>, payload: &[u8]) -> Option<ClaimsParts> {
     (TypeId::of::<C>() == TypeId::of::<Claims>()).then(|| ClaimsParts::new(registered, payload.as_ptr()))
 }
+
+impl Pipeline {
+    /// A token to be introspected whose answer the introspector keeps is settled here,
+    /// with no future: the same checks as [`Pipeline::introspect`] once the answer
+    /// arrives. Without a kept answer, the introspection is pending.
+    fn introspect_kept<C: DeserializeOwned + 'static>(
+        &self,
+        token: &str,
+        introspection: Introspection,
+        now: SystemTime,
+        span: &tracing::Span,
+    ) -> Attempt<C> {
+        match introspection.introspector.cached_answer(token) {
+            Some(answer) => Attempt::Done(self.settle_answer(answer, introspection.issuer.as_ref(), now, span)),
+            None => Attempt::Pending(Pending::Introspect(introspection)),
+        }
+    }
+
+    /// An introspection's answer, checked with the same claims policy as a JWT: `iss`
+    /// (the issuer's, or any trusted one for the fallback), `aud`, `exp`, `nbf`, `iat`,
+    /// as of `now`. The policy runs on every call (issuer sets are live and time moves);
+    /// the application's claims are parsed once per answer when they are the crate's
+    /// [`Claims`], and kept with it.
+    fn settle_answer<C: DeserializeOwned + 'static>(
+        &self,
+        answer: Result<Introspected, IntrospectionError>,
+        issuer: Option<&Arc<TrustedIssuer>>,
+        now: SystemTime,
+        span: &tracing::Span,
+    ) -> Result<Verified<C>, ValidationError> {
+        let answer = answer?;
+        let parsed = match answer.derived::<Parsed>() {
+            Some(parsed) => parsed,
+            None => {
+                // A concurrent first use may have kept an equal parse already.
+                answer.keep_derived(Parsed::new::<C>(answer.claims_json())?);
+                answer.derived::<Parsed>().ok_or(ValidationError::ClaimsType)?
+            }
+        };
+        let registered = &parsed.registered;
+        let policy = match (issuer, registered.iss.as_deref()) {
+            (Some(issuer), Some(iss)) if *issuer.name != *iss => return Err(ValidationError::UntrustedIssuer),
+            (Some(issuer), _) => issuer.policy.clone(),
+            (None, Some(iss)) => self.issuers.policy_for(iss).ok_or(ValidationError::UntrustedIssuer)?,
+            // RFC 7662 §2.2: `iss` is optional; the endpoint we were configured with
+            // vouches for the token.
+            (None, None) => self.issuers.defaults().clone(),
+        };
+        let times = policy.check_claims(registered, now, self.leeway)?;
+        if !span.is_disabled() {
+            span.record("iss", registered.iss.as_deref());
+            span.record("sub", registered.sub.as_deref());
+            span.record("client_id", registered.client_id.as_deref());
+            tracing::trace!(parent: span, "token introspected");
+        }
+        let claims = match parsed.claims::<C>() {
+            Some(claims) => claims,
+            None => {
+                let payload = answer.claims_json().as_bytes();
+                let parsed_again = Registered::parse(payload)?;
+                let parts = parts_for::<C>(&parsed_again, payload);
+                drop(parsed_again);
+                let claims = claims_from::<C>(Payload::Text(answer.claims_json().to_owned()), parts)?;
+                parsed.keep_claims(&claims);
+                claims
+            }
+        };
+        Ok(Verified {
+            claims,
+            expires_at: times.expires_at,
+            not_before: times.not_before,
+            leeway: self.leeway,
+            signer: None,
+        })
+    }
+}
+
+/// What an introspection answer parses to, whatever the policy or the time: kept with
+/// the answer, so that a hit parses nothing.
+struct Parsed {
+    /// The registered claims, owned: `iss`, `aud`, `exp`, `nbf`, `iat`, and `sub` and
+    /// `client_id` for the span.
+    registered: Registered<'static>,
+    /// The application's claims when they are the crate's [`Claims`] (cheap to clone);
+    /// other types are parsed on each use.
+    claims: OnceLock<Claims>,
+}
+
+impl Parsed {
+    fn new<C: 'static>(json: &str) -> Result<Parsed, ValidationError> {
+        let borrowed = Registered::parse(json.as_bytes())?;
+        let owned = |text: &Option<Cow<'_, str>>| text.as_deref().map(|text| Cow::Owned(text.to_owned()));
+        let mut registered = Registered::default();
+        registered.iss = owned(&borrowed.iss);
+        registered.sub = owned(&borrowed.sub);
+        registered.client_id = owned(&borrowed.client_id);
+        (registered.exp, registered.nbf, registered.iat) = (borrowed.exp, borrowed.nbf, borrowed.iat);
+        if let Some(aud) = &borrowed.aud {
+            let list = aud.iter().map(|a| serde_json::Value::String(a.to_string())).collect();
+            let aud = StringOrList::deserialize(serde_json::Value::Array(list));
+            registered.aud = Some(aud.map_err(|_| ValidationError::InvalidClaim("aud"))?);
+        }
+        let parsed = Parsed { registered, claims: OnceLock::new() };
+        if TypeId::of::<C>() == TypeId::of::<Claims>() {
+            let parts = ClaimsParts::new(&borrowed, json.as_ptr());
+            drop(borrowed);
+            if let Ok(claims) = claims_from::<Claims>(Payload::Text(json.to_owned()), Some(parts)) {
+                let _ = parsed.claims.set(claims);
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// The kept [`Claims`], when `C` is `Claims`.
+    fn claims<C: 'static>(&self) -> Option<C> {
+        let mut slot = Some(self.claims.get()?.clone());
+        (&mut slot as &mut dyn Any).downcast_mut::<Option<C>>().and_then(Option::take)
+    }
+
+    /// Keeps `claims` when they are [`Claims`].
+    fn keep_claims<C: 'static>(&self, claims: &C) {
+        if let Some(claims) = (claims as &dyn Any).downcast_ref::<Claims>() {
+            let _ = self.claims.set(claims.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod introspection_tests;

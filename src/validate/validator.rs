@@ -96,7 +96,8 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
     ///
     /// An unknown `kid` gives [`ValidationError::UnknownKey`] and no keys at all gives
     /// [`ValidationError::KeysUnavailable`]; neither triggers a refresh. A token that
-    /// is to be introspected gives [`ValidationError::IntrospectionRequired`].
+    /// is to be introspected is judged by the answer its introspector keeps for it, and
+    /// without one gives [`ValidationError::IntrospectionRequired`].
     pub fn validate_with_current_keys(&self, token: &str) -> Result<C, ValidationError> {
         match self.attempt(token, SystemTime::now(), &tracing::Span::none()) {
             Attempt::Done(result) => result.map(|v| v.claims),
