@@ -5,7 +5,7 @@
 //!    scheme case-insensitive; the `access_token` query parameter only when enabled);
 //! 2. validates it with a [`Validator`](crate::Validator) (a token whose `kid` is new
 //!    waits for one shared key refresh instead of failing; a token to be introspected
-//!    waits for the introspection endpoint, or its cached answer);
+//!    is served at once from a kept answer, or waits for the introspection endpoint);
 //! 3. puts the claims into the request's extensions and calls the inner service.
 //!
 //! Otherwise it answers itself, and the inner service is not called:
