@@ -4,9 +4,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use std::convert::Infallible;
 
 use bytes::Bytes;
@@ -17,30 +14,12 @@ use tower_oauth::BearerAuthLayer;
 use tower_oauth::testing::TestIssuer;
 
 use crate::support::api::validator;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use crate::support::logs::Captured;
 
 #[tokio::test]
 async fn spans_carry_the_callers_identity_and_logs_never_carry_the_token() {
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("tower_oauth=trace")
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = captured.install("tower_oauth=trace");
 
     let issuer = TestIssuer::start().await.unwrap();
     let validator = validator(&issuer);
@@ -57,7 +36,7 @@ async fn spans_carry_the_callers_identity_and_logs_never_carry_the_token() {
     }
     assert_eq!(statuses, [StatusCode::OK, StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED]);
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let kid = issuer.current_key(tower_oauth::Algorithm::RS256).kid().to_owned();
     assert!(logs.contains("sub=\"alice\""), "{logs}");
     assert!(logs.contains("client_id=\"test-client\""), "{logs}");

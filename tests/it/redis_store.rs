@@ -5,10 +5,8 @@
 //! request. And what Redis holds: no token in the clear, no client in the keys.
 #![cfg(all(feature = "redis", feature = "testing", feature = "reqwest-middleware", feature = "axum"))]
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::Output;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -18,6 +16,7 @@ use tower_oauth::client::{TokenCache, TokenError};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
 
 use crate::support::api::{endpoint, ok_api, serve};
+use crate::support::logs::Captured;
 use crate::support::redis::{RedisServer, dead_redis_url};
 
 const ID: &str = TestIssuer::DEFAULT_CLIENT_ID;
@@ -234,40 +233,10 @@ async fn a_user_delegated_grant_needs_a_grant_id_and_never_renews_without_the_le
     assert_eq!(issuer.requests(Endpoint::Token), 0);
 }
 
-/// Logs captured on this thread (a current-thread runtime runs every task on it).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("tower_oauth=info")
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
 #[tokio::test]
 async fn redis_stopped_then_restarted_during_traffic_fails_no_request_and_is_used_again() {
     let logs = Captured::default();
-    let _guard = logs.install();
+    let _guard = logs.install("tower_oauth=info");
     let mut redis = RedisServer::start().await;
     let issuer = issuer_with_lifetime(Duration::from_secs(4)).await;
     let caches: Vec<TokenCache> = (0..3).map(|_| cache(&issuer, shared(&redis.url()))).collect();

@@ -1,4 +1,4 @@
-//! Shared by the test binaries (`it`, `faults`, `secrets`, `vectors`, `jwe_vectors`):
+//! Shared by the test binaries (`it`, `faults`, `secrets`, `bearer_logs`, `vectors`, `jwe_vectors`):
 //!
 //! - [`server`]: the scripted server, for every fault and answer the
 //!   [`TestIssuer`](tower_oauth::testing::TestIssuer) does not make: scripted statuses,
@@ -9,6 +9,7 @@
 //! - [`oidc_idp`]: the independent IdP (node-oidc-provider, `tests/oidc/idp.mjs`) and the API
 //!   under test, for `oidc_provider`, `oidc_jwe` and `client_oidc_provider`;
 //! - [`redis`]: `redis-server` processes on free ports, for `redis_store`;
+//! - [`logs`]: log lines of a scoped `tracing` subscriber, kept for assertions;
 //! - [`backoff`]: how many discoveries the discovery backoff allows in a time, for
 //!   `introspection` and `userinfo`;
 //! - [`vectors`]: reading `tests/vectors/` and comparing Wycheproof labels with what we do,
@@ -20,6 +21,7 @@
 #[cfg(feature = "testing")]
 pub(crate) mod api;
 pub(crate) mod backoff;
+pub(crate) mod logs;
 pub(crate) mod oidc_idp;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
