@@ -27,12 +27,15 @@ pub enum BuildError {
     /// Neither an issuer (for discovery) nor a JWKS URI was given to a key store.
     #[error("no issuer or jwks uri configured")]
     MissingKeySource,
-    /// A URL does not parse.
+    /// A URL is not of the form needed: an issuer template without exactly one
+    /// placeholder, a resource with a fragment, a Redis URL its client refuses.
     #[error("invalid url")]
     InvalidUrl,
-    /// A URL is plain `http` to a host other than loopback.
-    #[error("url must be https (http only on loopback)")]
-    InsecureUrl,
+    /// A URL fails the rule every fetch applies: it does not parse
+    /// ([`FetchError::InvalidUrl`]), or it is plain `http` to a host other than loopback
+    /// ([`FetchError::InsecureUrl`]). The [`FetchError`] is the `source()`.
+    #[error("unusable url")]
+    Url(#[source] FetchError),
     /// A background task was needed but no Tokio runtime is running.
     #[error("must be called within a tokio runtime")]
     NoRuntime,
@@ -48,14 +51,9 @@ pub enum BuildError {
 }
 
 impl From<FetchError> for BuildError {
-    /// The one mapping of a URL that a builder was given and that fails the URL rule:
-    /// [`FetchError::InsecureUrl`] stays [`BuildError::InsecureUrl`], and anything else
-    /// is [`BuildError::InvalidUrl`].
+    /// A URL that a builder was given and that fails the URL rule: [`BuildError::Url`].
     fn from(error: FetchError) -> Self {
-        match error {
-            FetchError::InsecureUrl => BuildError::InsecureUrl,
-            _ => BuildError::InvalidUrl,
-        }
+        BuildError::Url(error)
     }
 }
 

@@ -504,8 +504,7 @@ impl UserinfoLayerBuilder {
     ///
     /// # Errors
     ///
-    /// [`BuildError::InvalidUrl`] for a URL that does not parse,
-    /// [`BuildError::InsecureUrl`] for plain http off loopback,
+    /// [`BuildError::Url`] for a URL that does not parse or is plain http off loopback,
     /// [`BuildError::MissingIssuer`] for an empty issuer, and
     /// [`BuildError::HttpClient`] when the default client cannot be built.
     pub fn build(self) -> Result<UserinfoLayer, BuildError> {

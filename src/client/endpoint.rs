@@ -9,11 +9,11 @@ use url::Url;
 use super::key::{CacheKey, GrantKind, normalize_scope};
 use super::source::{FetchFuture, TokenSource};
 use super::{TokenError, TokenResponse};
+use crate::Secret;
 use crate::error::BuildError;
 use crate::idp::client_auth::{AuthMethod, ClientAuth, form_urlencoded};
 use crate::idp::endpoint::{IdpEndpoint, MetadataMember};
 use crate::idp::fetch::{self, DEFAULT_MAX_BODY_SIZE, Form, Limits, Target, client_or_default};
-use crate::{FetchError, Secret};
 
 /// An OAuth 2.0 token endpoint and the client's credentials and grant: the
 /// [`TokenSource`] a [`TokenCache`](super::TokenCache) normally uses.
@@ -105,13 +105,11 @@ impl TokenEndpoint {
     /// A [`TokenError`] saying what failed: the server's RFC 6749 error, a status, the
     /// exchange, or the response.
     pub async fn request_token(&mut self) -> Result<TokenResponse, TokenError> {
-        let url = self.endpoint.url(&self.client, self.limits.timeout).await.map_err(|failed| {
-            if failed.bad_url && matches!(failed.error, FetchError::InsecureUrl) {
-                TokenError::InsecureUrl
-            } else {
-                TokenError::Discovery(failed.error)
-            }
-        })?;
+        let url = self
+            .endpoint
+            .url(&self.client, self.limits.timeout)
+            .await
+            .map_err(|failed| TokenError::Discovery(failed.error))?;
         let mut form = self.form()?;
         let authorization = self.auth.authenticate(&mut form);
         let result = self.post(&url, authorization, form.into_bytes()).await;
@@ -408,6 +406,7 @@ impl fmt::Debug for TokenEndpointBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FetchError;
 
     fn form_of(builder: TokenEndpointBuilder) -> String {
         let endpoint = builder.build().unwrap();
@@ -473,8 +472,8 @@ mod tests {
     #[test]
     fn insecure_or_malformed_configuration_is_refused() {
         let build = |url: &str| TokenEndpoint::builder(url, "c", "s").build().map(|_| ());
-        assert!(matches!(build("http://idp.example/token"), Err(BuildError::InsecureUrl)));
-        assert!(matches!(build("not a url"), Err(BuildError::InvalidUrl)));
+        assert!(matches!(build("http://idp.example/token"), Err(BuildError::Url(FetchError::InsecureUrl))));
+        assert!(matches!(build("not a url"), Err(BuildError::Url(FetchError::InvalidUrl))));
         assert!(build("http://127.0.0.1:8080/token").is_ok());
         let resource = TokenEndpoint::builder("https://idp/token", "c", "s").resource("https://api#frag").build();
         assert!(matches!(resource, Err(BuildError::InvalidUrl)));

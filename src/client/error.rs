@@ -84,12 +84,11 @@ pub enum TokenError {
     UnsupportedTokenType(String),
     /// Finding the token endpoint through the issuer's metadata failed, now or a moment
     /// ago (a failed lookup is not tried again before a backoff of 1 s doubling up to
-    /// 1 min has elapsed). The [`FetchError`] is the `source()`.
+    /// 1 min has elapsed), or the URL found is not usable
+    /// ([`FetchError::InsecureUrl`], [`FetchError::InvalidUrl`]). The [`FetchError`] is
+    /// the `source()`.
     #[error("could not discover the token endpoint")]
     Discovery(#[source] FetchError),
-    /// A URL (the configured or discovered token endpoint) is not https and not loopback.
-    #[error("token url must be https (http only on loopback)")]
-    InsecureUrl,
     /// The grant needs a refresh token and has none: the code exchange returned none,
     /// or the refresh token was spent without a new one.
     #[error("no refresh token to renew the access token with")]
@@ -211,10 +210,10 @@ impl TokenError {
 
 impl From<FetchError> for TokenError {
     /// The one mapping of a failed exchange with the token endpoint: a timeout, a
-    /// transport error, a body over the limit, an insecure (final) URL, a status.
+    /// transport error, a body over the limit, a status; anything else (an unusable
+    /// URL, a metadata document without the endpoint) is the endpoint's lookup.
     fn from(error: FetchError) -> Self {
         match error {
-            FetchError::InsecureUrl => TokenError::InsecureUrl,
             FetchError::BodyTooLarge { limit } => TokenError::BodyTooLarge { limit },
             FetchError::Timeout => TokenError::Timeout,
             FetchError::Request(_) => TokenError::Transport(error),
@@ -479,7 +478,7 @@ mod tests {
         assert_eq!(discovery.to_string(), "could not discover the token endpoint");
         assert_eq!(discovery.source().map(ToString::to_string).as_deref(), Some("metadata has no jwks_uri"));
         assert!(TokenError::from(FetchError::Timeout).source().is_none());
-        assert!(matches!(TokenError::from(FetchError::InsecureUrl), TokenError::InsecureUrl));
+        assert!(matches!(TokenError::from(FetchError::InsecureUrl), TokenError::Discovery(FetchError::InsecureUrl)));
     }
 
     #[test]

@@ -113,8 +113,6 @@ pub(crate) struct LookupFailed {
     pub(crate) error: FetchError,
     /// What is left of the backoff: the wait a client should be told.
     pub(crate) retry_after: Duration,
-    /// The metadata was had, and the URL it names is insecure or invalid.
-    pub(crate) bad_url: bool,
 }
 
 /// An endpoint of the authorization server: configured, or found in the issuer's
@@ -141,7 +139,7 @@ struct MetadataLookup {
 
 /// Why a lookup failed: the reason, the cause, and whether the URL found was bad.
 #[derive(Clone)]
-struct LookupFailure(&'static str, FetchError, bool);
+struct LookupFailure(&'static str, FetchError);
 
 /// The failures in a row, and the refusal that stands until `until`.
 #[derive(Default)]
@@ -289,7 +287,7 @@ impl MetadataLookup {
                 self.found.store(Some(Arc::clone(&url)));
                 Ok(url)
             }
-            Err(LookupFailure(reason, error, bad_url)) => {
+            Err(LookupFailure(reason, error)) => {
                 let mut backoff = self.lock();
                 backoff.failures = backoff.failures.saturating_add(1);
                 let wait = fetch::backoff(
@@ -299,7 +297,7 @@ impl MetadataLookup {
                     error.retry_after(),
                     MAX_RETRY_AFTER,
                 );
-                backoff.refusal = Some((Instant::now() + wait, LookupFailure(reason, error.clone(), bad_url)));
+                backoff.refusal = Some((Instant::now() + wait, LookupFailure(reason, error.clone())));
                 tracing::warn!(
                     issuer = %self.issuer,
                     endpoint = self.member.name(),
@@ -308,7 +306,7 @@ impl MetadataLookup {
                     %error,
                     "{reason}; the endpoint is not looked up again before the backoff elapses"
                 );
-                Err(LookupFailed { reason, error, retry_after: wait, bad_url })
+                Err(LookupFailed { reason, error, retry_after: wait })
             }
         }
     }
@@ -316,8 +314,8 @@ impl MetadataLookup {
     /// The refusal that stands at `now`, if any.
     fn refused(&self, now: Instant) -> Result<(), LookupFailed> {
         match &self.lock().refusal {
-            Some((until, LookupFailure(reason, error, bad_url))) if now < *until => {
-                Err(LookupFailed { reason, error: error.clone(), retry_after: *until - now, bad_url: *bad_url })
+            Some((until, LookupFailure(reason, error))) if now < *until => {
+                Err(LookupFailed { reason, error: error.clone(), retry_after: *until - now })
             }
             _ => Ok(()),
         }
@@ -328,11 +326,10 @@ impl MetadataLookup {
         let limits = Limits { timeout, max_body: fetch::DEFAULT_DOCUMENT_MAX_BODY_SIZE };
         let metadata = discovery::discover(client, &self.issuer, limits)
             .await
-            .map_err(|error| LookupFailure("discovery failed", error, false))?;
+            .map_err(|error| LookupFailure("discovery failed", error))?;
         let member = self.member;
-        let url =
-            member.take(metadata).ok_or_else(|| LookupFailure(member.missing_reason(), member.missing(), false))?;
-        fetch::parse_url(&url).map_err(|error| LookupFailure(member.insecure_reason(), error, true))
+        let url = member.take(metadata).ok_or_else(|| LookupFailure(member.missing_reason(), member.missing()))?;
+        fetch::parse_url(&url).map_err(|error| LookupFailure(member.insecure_reason(), error))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LookupBackoff> {

@@ -109,8 +109,7 @@ pub(crate) fn client_or_default(client: Option<reqwest::Client>) -> Result<reqwe
     }
 }
 
-/// A URL a builder was given, under the URL rule: [`BuildError::InsecureUrl`] or
-/// [`BuildError::InvalidUrl`] when it fails.
+/// A URL a builder was given, under the URL rule: [`BuildError::Url`] when it fails.
 pub(crate) fn check_url(url: &str) -> Result<Url, BuildError> {
     Ok(parse_url(url)?)
 }

@@ -418,8 +418,7 @@ impl IntrospectorBuilder {
     ///
     /// # Errors
     ///
-    /// [`BuildError::InvalidUrl`] for a URL that does not parse,
-    /// [`BuildError::InsecureUrl`] for plain http off loopback,
+    /// [`BuildError::Url`] for a URL that does not parse or is plain http off loopback,
     /// [`BuildError::MissingIssuer`] for an empty issuer, and
     /// [`BuildError::HttpClient`] when the default client cannot be built.
     pub fn build(self) -> Result<Introspector, BuildError> {
@@ -524,8 +523,8 @@ mod tests {
     #[test]
     fn insecure_or_malformed_configuration_is_refused() {
         let build = |url: &str| Introspector::builder(url, "c", "s").build().map(|_| ());
-        assert!(matches!(build("http://idp.example/introspect"), Err(BuildError::InsecureUrl)));
-        assert!(matches!(build("not a url"), Err(BuildError::InvalidUrl)));
+        assert!(matches!(build("http://idp.example/introspect"), Err(BuildError::Url(FetchError::InsecureUrl))));
+        assert!(matches!(build("not a url"), Err(BuildError::Url(FetchError::InvalidUrl))));
         assert!(build("http://127.0.0.1:8080/introspect").is_ok());
         assert!(matches!(Introspector::discover(" ", "c", "s").build(), Err(BuildError::MissingIssuer)));
     }

@@ -1,14 +1,14 @@
 //! Claims: the registered ones the policy checks, and the ready [`Claims`] type.
 
 use std::borrow::Cow;
-use std::cell::Cell;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::ValidationError;
+use super::json::{Invalid, Reader};
 
 /// A string that borrows from the input when it has no escapes.
 pub(crate) struct Str<'a>(pub(crate) Cow<'a, str>);
@@ -52,6 +52,38 @@ impl<'a> StringOrList<'a> {
         self.head.iter().flatten().chain(self.rest.iter())
     }
 
+    /// A string, or an array of strings.
+    fn read(reader: &mut Reader<'a>) -> Result<StringOrList<'a>, Invalid> {
+        if reader.peek_token() != Some(b'[') {
+            return reader.string().map(StringOrList::one);
+        }
+        reader.expect(b'[')?;
+        let mut list = StringOrList { head: [None, None], rest: Vec::new() };
+        if reader.peek_token() == Some(b']') {
+            return reader.expect(b']').map(|()| list);
+        }
+        loop {
+            let item = reader.string()?;
+            match list.head.iter_mut().find(|slot| slot.is_none()) {
+                Some(slot) => *slot = Some(item),
+                None => list.rest.push(item),
+            }
+            match reader.peek_token() {
+                Some(b',') => reader.expect(b',')?,
+                _ => return reader.expect(b']').map(|()| list),
+            }
+        }
+    }
+
+    /// The same list, owning its items.
+    pub(crate) fn to_owned_list(&self) -> StringOrList<'static> {
+        let owned = |item: &Cow<'a, str>| Cow::Owned(item.to_string());
+        StringOrList {
+            head: self.head.each_ref().map(|item| item.as_ref().map(owned)),
+            rest: self.rest.iter().map(owned).collect(),
+        }
+    }
+
     fn join(&self) -> String {
         let mut joined = String::new();
         for (i, item) in self.iter().enumerate() {
@@ -61,62 +93,6 @@ impl<'a> StringOrList<'a> {
             joined.push_str(item);
         }
         joined
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for StringOrList<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = StringOrList<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or an array of strings")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(StringOrList::one(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(StringOrList::one(Cow::Owned(v.to_owned())))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut list = StringOrList { head: [None, None], rest: Vec::new() };
-                while let Some(Str(item)) = seq.next_element()? {
-                    match list.head.iter_mut().find(|slot| slot.is_none()) {
-                        Some(slot) => *slot = Some(item),
-                        None => list.rest.push(item),
-                    }
-                }
-                Ok(list)
-            }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
-    }
-}
-
-/// Seconds since the epoch (RFC 7519 §2 NumericDate); fractions are truncated.
-#[derive(Clone, Copy)]
-pub(crate) struct NumericDate(pub(crate) i64);
-
-impl<'de> Deserialize<'de> for NumericDate {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = NumericDate;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a NumericDate")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(NumericDate(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(NumericDate(i64::try_from(v).unwrap_or(i64::MAX)))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                // `as` saturates, which is the right reading of an absurd date.
-                Ok(NumericDate(v.floor() as i64))
-            }
-        }
-        d.deserialize_any(V)
     }
 }
 
@@ -138,131 +114,71 @@ pub(crate) struct Registered<'a> {
     scp: Option<StringOrList<'a>>,
 }
 
+const NOT_AN_OBJECT: ValidationError = ValidationError::Malformed("payload is not a JSON object");
+
 impl<'a> Registered<'a> {
+    /// Reads a claims set (RFC 7519 §7.2: a JSON object). A registered claim of the
+    /// wrong type, or one the policy checks given twice (RFC 7519 §4: refused rather
+    /// than guessed at), is [`ValidationError::InvalidClaim`]; anything else that is
+    /// not a JSON object is [`ValidationError::Malformed`]. Strings that are read must
+    /// be UTF-8; other members are checked as JSON only.
     pub(crate) fn parse(json: &'a [u8]) -> Result<Registered<'a>, ValidationError> {
-        // Text checked once as a whole is read without checking each string again; any
-        // other input takes the byte reader, which fails exactly where it always did.
         match std::str::from_utf8(json) {
             Ok(text) => Self::parse_text(text),
-            Err(_) => {
-                Self::parse_with(json, |field| Self::read(&mut serde_json::Deserializer::from_slice(json), field))
-            }
+            Err(_) => Self::read(Reader::new(json), json.len()),
         }
     }
 
-    /// [`Registered::parse`] of a payload already known to be UTF-8.
+    /// [`Registered::parse`] of a claims set already known to be text.
     pub(crate) fn parse_text(text: &'a str) -> Result<Registered<'a>, ValidationError> {
-        Self::parse_with(text.as_bytes(), |field| Self::read(&mut serde_json::Deserializer::from_str(text), field))
+        Self::read(Reader::from_text(text), text.len())
     }
 
-    fn parse_with(
-        json: &'a [u8],
-        read: impl FnOnce(&Cell<Option<&'static str>>) -> serde_json::Result<Registered<'a>>,
-    ) -> Result<Registered<'a>, ValidationError> {
-        let field = Cell::new(None);
-        let parsed = read(&field);
-        let parsed = parsed.map(|mut r| {
-            r.raw_len = json.len();
-            r
-        });
-        parsed.map_err(|_| match field.get() {
-            Some(name) => ValidationError::InvalidClaim(name),
-            None => ValidationError::Malformed("payload is not a JSON object"),
-        })
-    }
-
-    fn read<R: serde_json::de::Read<'a>>(
-        de: &mut serde_json::Deserializer<R>,
-        field: &Cell<Option<&'static str>>,
-    ) -> serde_json::Result<Registered<'a>> {
-        let registered = RegisteredSeed { field }.deserialize(&mut *de)?;
-        de.end()?;
-        Ok(registered)
-    }
-}
-
-/// Remembers which claim was being read, so that an error names it.
-struct RegisteredSeed<'c> {
-    field: &'c Cell<Option<&'static str>>,
-}
-
-impl<'de> DeserializeSeed<'de> for RegisteredSeed<'_> {
-    type Value = Registered<'de>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RegisteredSeed<'_> {
-    type Value = Registered<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JWT claims set")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        fn once<T, E: de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
-            // RFC 7519 §4: duplicate claim names are rejected rather than guessed at.
-            match slot.replace(value) {
-                None => Ok(()),
-                Some(_) => Err(E::custom("duplicate claim")),
-            }
+    fn read(mut reader: Reader<'a>, raw_len: usize) -> Result<Registered<'a>, ValidationError> {
+        let mut out = Registered { raw_len, ..Registered::default() };
+        reader.expect(b'{').map_err(|Invalid| NOT_AN_OBJECT)?;
+        let mut first = true;
+        while reader.next_member(first).map_err(|Invalid| NOT_AN_OBJECT)? {
+            first = false;
+            let key = reader.string().map_err(|Invalid| NOT_AN_OBJECT)?;
+            reader.expect(b':').map_err(|Invalid| NOT_AN_OBJECT)?;
+            out.member(&key, &mut reader)?;
         }
-        let mut out = Registered::default();
-        while let Some(Str(key)) = map.next_key()? {
-            match &*key {
-                "iss" => {
-                    self.field.set(Some("iss"));
-                    let Str(v) = map.next_value()?;
-                    once(&mut out.iss, v)?;
-                }
-                "aud" => {
-                    self.field.set(Some("aud"));
-                    once(&mut out.aud, map.next_value()?)?;
-                }
-                "exp" => {
-                    self.field.set(Some("exp"));
-                    once(&mut out.exp, map.next_value::<NumericDate>()?.0)?;
-                }
-                "nbf" => {
-                    self.field.set(Some("nbf"));
-                    once(&mut out.nbf, map.next_value::<NumericDate>()?.0)?;
-                }
-                "iat" => {
-                    self.field.set(Some("iat"));
-                    once(&mut out.iat, map.next_value::<NumericDate>()?.0)?;
-                }
-                // StringOrURI (RFC 7519 §4.1.2), RFC 9068 §2.2 and OIDC's `azp`: strings,
-                // not checked by the policy, so the lexically last wins (RFC 7519 §4;
-                // Keycloak sends `sub` twice).
-                "sub" | "client_id" | "azp" | "jti" | "scope" => {
-                    let (name, slot) = match &*key {
-                        "sub" => ("sub", &mut out.sub),
-                        "client_id" => ("client_id", &mut out.client_id),
-                        "azp" => ("azp", &mut out.azp),
-                        "jti" => ("jti", &mut out.jti),
-                        _ => ("scope", &mut out.scope),
-                    };
-                    self.field.set(Some(name));
-                    let Str(v) = map.next_value()?;
-                    *slot = Some(v);
-                }
-                "scp" => {
-                    self.field.set(Some("scp"));
-                    out.scp = Some(map.next_value()?);
-                }
-                _ => {
-                    self.field.set(None);
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
+        if !reader.at_end() {
+            return Err(NOT_AN_OBJECT);
         }
-        self.field.set(None);
         if out.client_id.is_none() {
             out.client_id = out.azp.take();
         }
         Ok(out)
+    }
+
+    /// The value of the member named `key`.
+    fn member(&mut self, key: &str, reader: &mut Reader<'a>) -> Result<(), ValidationError> {
+        fn once<T>(slot: &mut Option<T>, value: T) -> Result<(), Invalid> {
+            match slot.replace(value) {
+                None => Ok(()),
+                Some(_) => Err(Invalid),
+            }
+        }
+        let (name, read) = match key {
+            "iss" => ("iss", reader.string().and_then(|v| once(&mut self.iss, v))),
+            "aud" => ("aud", StringOrList::read(reader).and_then(|v| once(&mut self.aud, v))),
+            "exp" => ("exp", reader.numeric_date().and_then(|v| once(&mut self.exp, v))),
+            "nbf" => ("nbf", reader.numeric_date().and_then(|v| once(&mut self.nbf, v))),
+            "iat" => ("iat", reader.numeric_date().and_then(|v| once(&mut self.iat, v))),
+            // StringOrURI (RFC 7519 §4.1.2), RFC 9068 §2.2 and OIDC's `azp`: strings,
+            // not checked by the policy, so the lexically last wins (RFC 7519 §4;
+            // Keycloak sends `sub` twice).
+            "sub" => ("sub", reader.string().map(|v| self.sub = Some(v))),
+            "client_id" => ("client_id", reader.string().map(|v| self.client_id = Some(v))),
+            "azp" => ("azp", reader.string().map(|v| self.azp = Some(v))),
+            "jti" => ("jti", reader.string().map(|v| self.jti = Some(v))),
+            "scope" => ("scope", reader.string().map(|v| self.scope = Some(v))),
+            "scp" => ("scp", StringOrList::read(reader).map(|v| self.scp = Some(v))),
+            _ => return reader.skip_value().map_err(|Invalid| NOT_AN_OBJECT),
+        };
+        read.map_err(|Invalid| ValidationError::InvalidClaim(name))
     }
 }
 
@@ -553,6 +469,155 @@ mod tests {
         // checked when it becomes `Claims`.
         let r = Registered::parse(b"{\"iss\":\"\xc3\xa9\",\"other\":\"\xff\"}").unwrap();
         assert_eq!(r.iss.as_deref(), Some("\u{e9}"));
+    }
+
+    /// The claims as `serde_json` reads them, the reference the reader is held to:
+    /// registered claims typed, duplicates of the checked ones refused, anything else
+    /// only required to be JSON.
+    #[derive(Debug, PartialEq)]
+    struct Reference {
+        strings: Vec<(&'static str, Option<String>)>,
+        lists: Vec<(&'static str, Option<Vec<String>>)>,
+        dates: [Option<i64>; 3],
+    }
+
+    fn reference(json: &[u8]) -> Option<Reference> {
+        use serde_json::{Map, Value};
+        const READ: [&str; 11] = ["iss", "aud", "exp", "nbf", "iat", "sub", "client_id", "azp", "jti", "scope", "scp"];
+        // Duplicates survive in a list of pairs; a map would keep the last one silently.
+        struct Pairs(Vec<(String, Value)>);
+        impl<'de> Deserialize<'de> for Pairs {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Pairs;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("an object")
+                    }
+                    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Pairs, A::Error> {
+                        let mut pairs = Vec::new();
+                        // Members the policy does not read are only required to be JSON.
+                        while let Some(name) = map.next_key::<String>()? {
+                            let read = READ.contains(&name.as_str());
+                            let value = if read {
+                                map.next_value()?
+                            } else {
+                                map.next_value::<de::IgnoredAny>().map(|_| Value::Null)?
+                            };
+                            pairs.push((name, value));
+                        }
+                        Ok(Pairs(pairs))
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+        let Pairs(pairs) = serde_json::from_slice(json).ok()?;
+        let mut last = Map::new();
+        for (name, value) in &pairs {
+            let checked = ["iss", "aud", "exp", "nbf", "iat"].contains(&name.as_str());
+            if checked && last.contains_key(name) {
+                return None;
+            }
+            last.insert(name.clone(), value.clone());
+        }
+        let string = |name: &'static str| match last.get(name) {
+            None => Some((name, None)),
+            Some(Value::String(s)) => Some((name, Some(s.clone()))),
+            Some(_) => None,
+        };
+        let list = |name: &'static str| match last.get(name) {
+            None => Some((name, None)),
+            Some(Value::String(s)) => Some((name, Some(vec![s.clone()]))),
+            Some(Value::Array(items)) => {
+                let items: Option<Vec<String>> = items.iter().map(|i| i.as_str().map(str::to_owned)).collect();
+                Some((name, Some(items?)))
+            }
+            Some(_) => None,
+        };
+        let date = |name: &str| match last.get(name) {
+            None => Some(None),
+            Some(Value::Number(n)) => {
+                Some(Some(n.as_i64().or_else(|| n.as_u64().map(|_| i64::MAX)).unwrap_or_else(|| {
+                    // `as` saturates.
+                    n.as_f64().map_or(0, |f| f.floor() as i64)
+                })))
+            }
+            Some(_) => None,
+        };
+        let mut strings: Vec<_> =
+            ["iss", "sub", "client_id", "azp", "jti", "scope"].into_iter().map(string).collect::<Option<_>>()?;
+        if strings[2].1.is_none() {
+            strings[2].1 = strings[3].1.take();
+        }
+        Some(Reference {
+            strings,
+            lists: ["aud", "scp"].into_iter().map(list).collect::<Option<_>>()?,
+            dates: [date("exp")?, date("nbf")?, date("iat")?],
+        })
+    }
+
+    fn read(json: &[u8]) -> Option<Reference> {
+        let r = Registered::parse(json).ok()?;
+        let s = |v: &Option<Cow<'_, str>>| v.as_deref().map(str::to_owned);
+        let l = |v: &Option<StringOrList<'_>>| v.as_ref().map(|l| l.iter().map(|i| i.to_string()).collect());
+        Some(Reference {
+            strings: vec![
+                ("iss", s(&r.iss)),
+                ("sub", s(&r.sub)),
+                ("client_id", s(&r.client_id)),
+                ("azp", s(&r.azp)),
+                ("jti", s(&r.jti)),
+                ("scope", s(&r.scope)),
+            ],
+            lists: vec![("aud", l(&r.aud)), ("scp", l(&r.scp))],
+            dates: [r.exp, r.nbf, r.iat],
+        })
+    }
+
+    const SEEDS: [&str; 4] = [
+        r#"{"iss":"https://idp/realms/a","sub":"u","aud":["api","account"],"exp":1700000000,"iat":1.5,"nbf":-3,"scope":"a b","azp":"c","realm_access":{"roles":["x",{"y":[null,true,false]}]},"n":-1.25e-3}"#,
+        r#" { "iss" : "i\u0073s" , "aud" : "a\"b" , "scp" : [ "s1" , "s\ud83d\ude00" ] , "client_id" : "cl" , "jti" : "\/j" , "x" : [ [ ] , { } ] } "#,
+        r#"{"sub":"a","sub":"b","exp":99999999999999999999,"nbf":-99999999999999999999,"iat":1E3,"o":"\u0000\t"}"#,
+        r#"{"aud":[],"scp":"one","iss":"","exp":0,"deep":[[[[[{"a":[[{}]]}]]]]]}"#,
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// Random edits of real-looking claims sets: the reader accepts what the
+        /// reference accepts, and reads the same values.
+        #[test]
+        fn the_reader_agrees_with_serde_json(
+            seed in 0..SEEDS.len(),
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), 0..3u8, proptest::sample::select(
+                    b"{}[]\",:0123456789.eE+-tfnul \\/\x01\x7f\xc3\xa9\xffabisudxpcjt".to_vec()
+                )),
+                0..4,
+            ),
+        ) {
+            let mut json = SEEDS[seed].as_bytes().to_vec();
+            for (at, kind, byte) in edits {
+                let i = at.index(json.len() + 1);
+                match kind {
+                    0 => json.insert(i, byte),
+                    1 if i < json.len() => { json.remove(i); }
+                    _ if i < json.len() => json[i] = byte,
+                    _ => {}
+                }
+            }
+            proptest::prop_assert_eq!(read(&json), reference(&json), "{}", String::from_utf8_lossy(&json));
+        }
+    }
+
+    #[test]
+    fn the_seeds_read_as_the_reference_reads_them() {
+        for seed in SEEDS {
+            let read = read(seed.as_bytes());
+            assert!(read.is_some(), "{seed}");
+            assert_eq!(read, reference(seed.as_bytes()), "{seed}");
+        }
     }
 
     #[test]

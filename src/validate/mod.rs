@@ -60,6 +60,7 @@ mod header;
 mod header_cache;
 mod issuer;
 mod issuer_set;
+mod json;
 #[cfg(feature = "jwe")]
 mod jwe;
 mod jws;

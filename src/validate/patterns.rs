@@ -9,7 +9,7 @@ use url::Url;
 use super::header::TypPolicy;
 use super::policy::Overrides;
 use crate::Algorithm;
-use crate::error::BuildError;
+use crate::error::{BuildError, FetchError};
 use crate::idp::fetch;
 
 /// The longest tenant segment a template accepts. Real tenant ids (GUIDs, realm names,
@@ -65,7 +65,8 @@ impl IssuerPattern {
     /// [`BuildError::InvalidUrl`] when the template has no placeholder or several, the
     /// placeholder is not a whole path segment (in the host, say), or the URL is not in
     /// its canonical form (no userinfo, query, fragment, `%`, `.` segments, default port
-    /// or upper-case host); [`BuildError::InsecureUrl`] for plain http off loopback.
+    /// or upper-case host); [`BuildError::Url`] with [`FetchError::InsecureUrl`] for plain
+    /// http off loopback.
     pub fn template(template: &str) -> Result<IssuerPattern, BuildError> {
         let (Some(open), Some(close)) = (template.find('{'), template.find('}')) else {
             return Err(BuildError::InvalidUrl);
@@ -93,7 +94,7 @@ impl IssuerPattern {
             return Err(BuildError::InvalidUrl);
         }
         if !fetch::is_allowed(&url) {
-            return Err(BuildError::InsecureUrl);
+            return Err(FetchError::InsecureUrl.into());
         }
         let matcher = Matcher::Template { template: template.into(), prefix: prefix.into(), suffix: suffix.into() };
         Ok(IssuerPattern { matcher, overrides: Overrides::default() })
@@ -254,7 +255,10 @@ mod tests {
         ] {
             assert!(matches!(IssuerPattern::template(bad), Err(BuildError::InvalidUrl)), "{bad}");
         }
-        assert!(matches!(IssuerPattern::template("http://login.example.com/{tenant}"), Err(BuildError::InsecureUrl)));
+        assert!(matches!(
+            IssuerPattern::template("http://login.example.com/{tenant}"),
+            Err(BuildError::Url(FetchError::InsecureUrl))
+        ));
         assert!(IssuerPattern::template("http://localhost:9000/{tenant}").is_ok());
     }
 

@@ -7,7 +7,6 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
 
 use super::claims::{ClaimsParts, Registered, StringOrList};
@@ -535,11 +534,7 @@ impl Parsed {
         registered.sub = owned(&borrowed.sub);
         registered.client_id = owned(&borrowed.client_id);
         (registered.exp, registered.nbf, registered.iat) = (borrowed.exp, borrowed.nbf, borrowed.iat);
-        if let Some(aud) = &borrowed.aud {
-            let list = aud.iter().map(|a| serde_json::Value::String(a.to_string())).collect();
-            let aud = StringOrList::deserialize(serde_json::Value::Array(list));
-            registered.aud = Some(aud.map_err(|_| ValidationError::InvalidClaim("aud"))?);
-        }
+        registered.aud = borrowed.aud.as_ref().map(StringOrList::to_owned_list);
         let parsed = Parsed { registered, claims: OnceLock::new() };
         if TypeId::of::<C>() == TypeId::of::<Claims>() {
             let parts = ClaimsParts::new(&borrowed, json.as_ptr());

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer, TestKey};
-use tower_oauth::{Algorithm, BuildError, KeySet, KeyStore, ValidationError, Validator};
+use tower_oauth::{Algorithm, BuildError, FetchError, KeySet, KeyStore, ValidationError, Validator};
 
 use crate::support::api::validator;
 use crate::support::server::{Behaviour, Scripted, Seen, chunked, json, response};
@@ -674,12 +674,12 @@ async fn a_chunked_key_set_larger_than_the_body_limit_is_refused() -> TestResult
 async fn plain_http_off_loopback_is_refused_when_building() -> TestResult {
     for url in ["http://example.com", "http://10.0.0.1/jwks", "http://localhost.example/jwks"] {
         let by_issuer = KeyStore::builder().issuer(url).build();
-        assert!(matches!(by_issuer, Err(BuildError::InsecureUrl)), "issuer {url}: {by_issuer:?}");
+        assert!(matches!(by_issuer, Err(BuildError::Url(FetchError::InsecureUrl))), "issuer {url}: {by_issuer:?}");
         let by_jwks = KeyStore::builder().jwks_uri(url).build();
-        assert!(matches!(by_jwks, Err(BuildError::InsecureUrl)), "jwks_uri {url}: {by_jwks:?}");
+        assert!(matches!(by_jwks, Err(BuildError::Url(FetchError::InsecureUrl))), "jwks_uri {url}: {by_jwks:?}");
     }
     let validator = Validator::builder().issuer("http://example.com").audience("api").build();
-    assert!(matches!(validator, Err(BuildError::InsecureUrl)), "{validator:?}");
+    assert!(matches!(validator, Err(BuildError::Url(FetchError::InsecureUrl))), "{validator:?}");
 
     // Loopback http and any https are fine. (Port 9 refuses; 192.0.2.1 is TEST-NET-1.)
     for url in ["http://127.0.0.1:9/jwks", "http://localhost:9/jwks", "http://[::1]:9/jwks", "https://192.0.2.1/jwks"] {
@@ -690,7 +690,7 @@ async fn plain_http_off_loopback_is_refused_when_building() -> TestResult {
     assert!(store.is_ok(), "{store:?}");
 
     let invalid = KeyStore::builder().jwks_uri("not a url").build();
-    assert!(matches!(invalid, Err(BuildError::InvalidUrl)), "{invalid:?}");
+    assert!(matches!(invalid, Err(BuildError::Url(FetchError::InvalidUrl))), "{invalid:?}");
     let missing = KeyStore::builder().refresh_interval(Duration::from_secs(1)).build();
     assert!(matches!(missing, Err(BuildError::MissingKeySource)), "{missing:?}");
     Ok(())
@@ -888,8 +888,6 @@ async fn an_endless_redirect_chain_is_cut_short() -> TestResult {
 
 #[tokio::test]
 async fn the_last_fetch_error_is_typed_and_cleared_by_a_success() -> TestResult {
-    use tower_oauth::FetchError;
-
     let issuer = TestIssuer::start().await?;
     let store = KeyStore::builder()
         .jwks_uri(issuer.jwks_uri())

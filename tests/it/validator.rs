@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tower_oauth::testing::{TestIssuer, TestKey};
 use tower_oauth::{
-    Algorithm, BuildError, Claims, Jwk, KeySet, KeyStore, Secret, TypPolicy, ValidationError, Validator,
+    Algorithm, BuildError, Claims, FetchError, Jwk, KeySet, KeyStore, Secret, TypPolicy, ValidationError, Validator,
 };
 
 use crate::support::api::{now, validator};
@@ -452,7 +452,7 @@ async fn nothing_is_accepted_until_issuer_and_audience_are_configured() {
     ));
     assert!(matches!(
         Validator::builder().issuer("http://idp.example").audience("a").build(),
-        Err(BuildError::InsecureUrl)
+        Err(BuildError::Url(FetchError::InsecureUrl))
     ));
     assert!(matches!(
         Validator::builder().issuer(issuer.issuer()).issuer(issuer.issuer()).audience("a").build(),
