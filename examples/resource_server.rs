@@ -15,6 +15,7 @@
 //! | `OAUTH_INTROSPECTION_CLIENT_ID`, `OAUTH_INTROSPECTION_CLIENT_SECRET` | this server's credentials there (Basic auth) |
 //! | `OAUTH_ADMIN_SCOPE` | scope `/admin` requires; default `admin` |
 //! | `OAUTH_TOKEN_CACHE` | `1`: the verified-token cache |
+//! | `METRICS` | `1`: the crate's metrics (feature `metrics`) in Prometheus text at `/metrics` |
 //! | `LISTEN` | default `127.0.0.1:3000` |
 //!
 //! Try it against the test issuer (`cargo run --example test_issuer` prints a token):
@@ -68,6 +69,11 @@ fn list(value: &str) -> impl Iterator<Item = &str> {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    // Installed before anything validates: the crate takes its metric handles at first use.
+    let metrics = match var("METRICS").as_deref() {
+        Some("1") => Some(metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?),
+        _ => None,
+    };
     let audience = var("OAUTH_AUDIENCE").ok_or("OAUTH_AUDIENCE is required")?;
     let mut builder = Validator::builder().audience(audience);
     match (var("OAUTH_ISSUERS"), var("OAUTH_ISSUER")) {
@@ -123,6 +129,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .route("/me", get(me))
         .layer(auth)
         .route("/healthz", get(|| async { "ok" }));
+    let app = match metrics {
+        Some(handle) => app.route("/metrics", get(move || std::future::ready(handle.render()))),
+        None => app,
+    };
 
     let listen = var("LISTEN").unwrap_or_else(|| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&listen).await?;

@@ -18,6 +18,7 @@ pub mod jwks;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub mod reqwest;
 mod secret;
+mod telemetry;
 pub mod userinfo;
 pub mod validate;
 

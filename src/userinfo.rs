@@ -379,7 +379,9 @@ where
 
 impl UserinfoState {
     async fn fetch(&self, token: &str, claims: &Claims) -> Answer<Result<UserinfoClaims, Failure>> {
-        let result = self.exchange(token).await.and_then(|userinfo| {
+        let exchanged = self.exchange(token).await;
+        crate::telemetry::userinfo(if exchanged.is_ok() { "ok" } else { "error" });
+        let result = exchanged.and_then(|userinfo| {
             // Core 1.0 §5.3.2: the answer must be about the token's subject.
             if Some(userinfo.subject()) == claims.subject() { Ok(userinfo) } else { Err(Failure::SubjectMismatch) }
         });

@@ -101,6 +101,7 @@ where
         let now = SystemTime::now();
 
         if let Some(claims) = config.cache.as_ref().and_then(|cache| cache.get(token, now, &span)) {
+            crate::telemetry::cache_hit();
             drop(found);
             return self.call_inner(request, claims);
         }

@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::refresher::TokenCacheState;
 use super::refresher::policy::RefreshPolicy;
+use super::refresher::{DEFAULT_MAX_WAIT, TokenCacheState};
 use super::store::SharedStore;
 use super::{AccessToken, CacheKey, TokenError, TokenSource};
 use crate::error::BuildError;
@@ -24,8 +24,10 @@ use crate::idp::background;
 ///   of a cold cache share one fetch, and a rotating refresh token is never spent twice.
 /// - **Outages.** A failed fetch is retried with exponential backoff (1 s doubling up to
 ///   60 s, ±20 % jitter), never sooner than the server's `Retry-After` (429, 503; honoured
-///   up to 5 min). The current token serves until its real expiry; after that, callers
-///   get the last error at once until the next attempt is due.
+///   up to 5 min). The current token serves until its real expiry. A caller with no
+///   usable token waits (up to [`max_wait`](TokenCacheBuilder::max_wait), 10 s) for the
+///   retry of a transient failure when it is due within that bound, sharing it with every
+///   other waiting caller; otherwise it gets the error at once.
 /// - **Rejected tokens.** [`force_refresh`](Self::force_refresh) with the token an API
 ///   rejected fetches a new one, once for many callers, and not at all when the token
 ///   was replaced since; a second forced refresh within 5 s is refused
@@ -69,6 +71,7 @@ impl TokenCache {
             source: Box::new(source),
             policy: RefreshPolicy::default(),
             force_cooldown: FORCE_COOLDOWN,
+            max_wait: DEFAULT_MAX_WAIT,
             store: None,
         }
     }
@@ -93,8 +96,10 @@ impl TokenCache {
     ///
     /// # Errors
     ///
-    /// The error of the fetch it waited for, the last error at once while the cache
-    /// backs off after a failure, or [`TokenError::Timeout`] after 30 s.
+    /// The error of the fetch it waited for when that failure is not transient or its
+    /// retry is due beyond the wait bound (then at once); after the bound
+    /// ([`TokenCacheBuilder::max_wait`], 10 s by default) the last failure, or
+    /// [`TokenError::Timeout`] when no fetch has failed.
     pub async fn token(&self) -> Result<Arc<AccessToken>, TokenError> {
         if let Some(token) = self.cached() {
             return Ok(token);
@@ -162,10 +167,25 @@ pub struct TokenCacheBuilder {
     source: Box<dyn TokenSource>,
     policy: RefreshPolicy,
     force_cooldown: Duration,
+    max_wait: Duration,
     store: Option<SharedStore>,
 }
 
 impl TokenCacheBuilder {
+    /// The longest a caller waits for a token when none is usable: the fetch in flight,
+    /// and after a transient failure (429, 503, a 5xx, a timeout, a transport error)
+    /// the backoff and the one retry the cache makes for every waiting caller, when that
+    /// retry is due within this bound (a `Retry-After` is honoured). Default 10 s.
+    ///
+    /// A failure that is not transient, or one whose retry is due later, is returned
+    /// at once; a caller still waiting when the bound passes gets the last failure, or
+    /// [`TokenError::Timeout`] when there was none (the first fetch is still running). The same bound holds for [`TokenCache::token`], the
+    /// Tower layer and the reqwest middleware.
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
     /// Refresh at this fraction of the lifetime; default 0.8. Clamped to `0.0..=1.0`.
     pub fn refresh_at(mut self, fraction: f64) -> Self {
         self.policy.refresh_at = clamp_fraction(fraction, self.policy.refresh_at);
@@ -228,7 +248,7 @@ impl TokenCacheBuilder {
             None => self.source,
             Some(store) => Box::new(store.wrap(self.source, self.policy)?),
         };
-        let state = TokenCacheState::start(&runtime, source, self.policy, self.force_cooldown);
+        let state = TokenCacheState::start(&runtime, source, self.policy, self.force_cooldown, self.max_wait);
         Ok(TokenCache { state })
     }
 }
@@ -254,6 +274,7 @@ impl fmt::Debug for TokenCacheBuilder {
             .field("key", self.source.key())
             .field("policy", &self.policy)
             .field("force_cooldown", &self.force_cooldown)
+            .field("max_wait", &self.max_wait)
             .field("store", &self.store)
             .finish()
     }

@@ -112,7 +112,13 @@ impl TokenEndpoint {
             .map_err(|failed| TokenError::Discovery(failed.error))?;
         let mut form = self.form()?;
         let authorization = self.auth.authenticate(&mut form);
+        let grant = match self.grant {
+            GrantState::ClientCredentials => "client_credentials",
+            GrantState::RefreshToken(_) => "refresh_token",
+            GrantState::Code { .. } => "authorization_code",
+        };
         let result = self.post(&url, authorization, form.into_bytes()).await;
+        crate::telemetry::token_request(grant, crate::telemetry::token_result(&result));
         match &result {
             Ok(response) => self.grant.advance(response),
             // Anything but the server's considered answer may mean the endpoint moved:

@@ -11,13 +11,14 @@ use super::error::InvalidResponse;
 use super::source::TokenSource;
 use super::{AccessToken, CacheKey, TokenError};
 use crate::idp::background::{self, Background, Worker};
+use crate::telemetry;
 
 pub(in crate::client) mod policy;
 
 use policy::{MIN_INTERVAL, RefreshPolicy};
 
-/// How long a caller waits for a fetch.
-const WAIT: Duration = Duration::from_secs(30);
+/// How long a caller waits for a token, by default.
+pub(super) const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// What every clone of a [`TokenCache`](super::TokenCache) shares.
 pub(super) struct TokenCacheState {
@@ -29,6 +30,8 @@ pub(super) struct TokenCacheState {
     /// Fetches started, finished and failed; how the last one ended.
     background: Background<TokenError>,
     force_cooldown: Duration,
+    /// How long a caller waits for a token, retries after transient failures included.
+    max_wait: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -49,6 +52,7 @@ impl TokenCacheState {
         source: Box<dyn TokenSource>,
         policy: RefreshPolicy,
         force_cooldown: Duration,
+        max_wait: Duration,
     ) -> Arc<TokenCacheState> {
         let (background, signals) = Background::new();
         let state = Arc::new(TokenCacheState {
@@ -57,6 +61,7 @@ impl TokenCacheState {
             control: Mutex::new(Control::default()),
             background,
             force_cooldown,
+            max_wait,
         });
         let refresher = TokenRefresher { source, policy };
         runtime.spawn(refresher.run(signals.worker(&state)));
@@ -92,10 +97,22 @@ impl TokenCacheState {
     }
 
     /// Waits for a valid token of a generation above `newer_than`, asking the
-    /// refresher for a fetch when needed.
+    /// refresher for a fetch when needed, for at most the cache's `max_wait`.
+    ///
+    /// After a failure, a caller waits out the backoff (which honours `Retry-After`)
+    /// and the retry the refresher makes on its own when the failure is transient and
+    /// the retry is due within the caller's bound; otherwise it gets the error at once.
+    /// Waiting callers never add requests: the refresher makes one retry for them all.
     pub(super) async fn obtain(&self, newer_than: u64, forced: bool) -> Result<Arc<AccessToken>, TokenError> {
+        let timer = telemetry::Timer::start();
+        let result = self.obtain_within(newer_than, forced).await;
+        telemetry::token_wait(timer.elapsed());
+        result
+    }
+
+    async fn obtain_within(&self, newer_than: u64, forced: bool) -> Result<Arc<AccessToken>, TokenError> {
         let mut progress = self.background.subscribe();
-        let deadline = background::now() + WAIT;
+        let deadline = background::now() + self.max_wait;
         let mut first = true;
         loop {
             {
@@ -107,10 +124,17 @@ impl TokenCacheState {
                 if let Some(token) = self.valid(now, newer_than) {
                     return Ok(token);
                 }
-                if !first && let Err(error) = outcome {
-                    return Err(error);
+                let retry_at = control.retry_at.filter(|at| now < *at);
+                match (retry_at, outcome) {
+                    // Backing off after a transient failure, with the retry due within
+                    // the bound: wait for it.
+                    (Some(at), Err(error)) if error.is_transient() && at <= deadline => {
+                        tracing::debug!(%error, wait_ms = (at - now).as_millis() as u64, "waiting for the token request's retry");
+                    }
+                    (Some(_), outcome) => return Err(outcome.err().unwrap_or(TokenError::Stopped)),
+                    (None, Err(error)) if !first && !error.is_transient() => return Err(error),
+                    (None, _) => self.request(&mut control, newer_than, forced && first, now)?,
                 }
-                self.request(&mut control, newer_than, forced && first, now)?;
             }
             first = false;
             self.background.wake();
@@ -118,7 +142,8 @@ impl TokenCacheState {
             match tokio::time::timeout(wait, progress.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(TokenError::Stopped),
-                Err(_) => return Err(TokenError::Timeout),
+                // The bound passed: the failure that kept the token away, if any.
+                Err(_) => return Err(self.background.last_error().unwrap_or(TokenError::Timeout)),
             }
         }
     }
@@ -199,8 +224,12 @@ impl TokenRefresher {
                 let Some(state) = worker.wait(next).await else { return };
                 let now = background::now();
                 let due = next.is_some_and(|at| now >= at);
-                if !state.take_demand(now) && !due {
+                let demanded = state.take_demand(now);
+                if !demanded && !due {
                     continue;
+                }
+                if due && failures == 0 && state.valid(now, 0).is_some() {
+                    telemetry::token_refresh_ahead();
                 }
                 state.background.begin();
             }
@@ -276,6 +305,7 @@ mod tests {
     }
 
     const FORCE_COOLDOWN: Duration = Duration::from_secs(5);
+    const MAX_WAIT: Duration = DEFAULT_MAX_WAIT;
     const LIFETIME: Duration = Duration::from_secs(300);
 
     fn start() -> Harness {
@@ -283,7 +313,7 @@ mod tests {
         let key = CacheKey::new("memory:", "c", GrantKind::ClientCredentials, None, Vec::<String>::new(), None);
         let source = Box::new(Scripted { key, script });
         let runtime = tokio::runtime::Handle::current();
-        let state = TokenCacheState::start(&runtime, source, RefreshPolicy::default(), FORCE_COOLDOWN);
+        let state = TokenCacheState::start(&runtime, source, RefreshPolicy::default(), FORCE_COOLDOWN, MAX_WAIT);
         Harness { state, director }
     }
 
@@ -292,8 +322,13 @@ mod tests {
             self.director.send(TokenResponse::bearer(token, Some(LIFETIME)));
         }
 
+        /// A failure that waiting will not mend.
         fn fail(&self) {
-            self.director.send(Err(TokenError::StoreUnavailable));
+            self.director.send(Err(TokenError::Unauthorized));
+        }
+
+        fn rate_limited(&self, retry_after: Duration) {
+            self.director.send(Err(TokenError::RateLimited { retry_after: Some(retry_after) }));
         }
 
         fn started(&self) -> u64 {
@@ -400,13 +435,13 @@ mod tests {
         let (a, b) = (h.obtain(0, false), h.obtain(0, false));
         settle().await;
         h.fail();
-        assert!(matches!(a.await.unwrap(), Err(TokenError::StoreUnavailable)));
-        assert!(matches!(b.await.unwrap(), Err(TokenError::StoreUnavailable)));
+        assert!(matches!(a.await.unwrap(), Err(TokenError::Unauthorized)));
+        assert!(matches!(b.await.unwrap(), Err(TokenError::Unauthorized)));
         assert_eq!((h.state.attempts(), h.state.failures()), (1, 1));
 
         // Within the backoff (1 s ± 20 %): the last error at once, and no fetch.
         let before = background::now();
-        assert!(matches!(h.state.obtain(0, false).await, Err(TokenError::StoreUnavailable)));
+        assert!(matches!(h.state.obtain(0, false).await, Err(TokenError::Unauthorized)));
         assert_eq!(background::now(), before);
         assert_eq!(h.started(), 1);
 
@@ -425,7 +460,70 @@ mod tests {
         let h = start();
         let started = background::now();
         assert!(matches!(h.state.obtain(0, false).await, Err(TokenError::Timeout)));
-        assert_eq!(background::now() - started, WAIT);
+        assert_eq!(background::now() - started, MAX_WAIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cold_callers_wait_out_a_retry_after_within_the_bound_with_one_retry_for_all() {
+        let h = start();
+        let started = background::now();
+        let callers: Vec<_> = (0..50).map(|_| h.obtain(0, false)).collect();
+        settle().await;
+        assert_eq!(h.started(), 1);
+        h.rate_limited(Duration::from_secs(1));
+        settle().await;
+        assert!(callers.iter().all(|c| !c.is_finished()), "429 with Retry-After: 1 is waited out");
+
+        // The refresher retries once, after the Retry-After (and the jittered backoff).
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert_eq!(h.started(), 2, "one retry for all the waiting callers");
+        h.succeed("t1");
+        for caller in callers {
+            assert_eq!(caller.await.unwrap().unwrap().expose(), "t1");
+        }
+        assert!(background::now() - started <= Duration::from_millis(1300));
+        assert_eq!((h.state.attempts(), h.state.failures()), (2, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_beyond_the_bound_fails_at_once_with_the_typed_error() {
+        let h = start();
+        let caller = h.obtain(0, false);
+        settle().await;
+        h.rate_limited(Duration::from_secs(30));
+        let started = background::now();
+        let error = caller.await.unwrap().unwrap_err();
+        assert!(matches!(error, TokenError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(30)));
+        assert_eq!(background::now(), started);
+        // And so does a caller that arrives during that backoff.
+        assert!(matches!(h.state.obtain(0, false).await, Err(TokenError::RateLimited { .. })));
+        assert_eq!(background::now(), started);
+        assert_eq!(h.started(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_after_a_retry_is_waited_out_until_the_bound() {
+        let h = start();
+        let started = background::now();
+        let caller = h.obtain(0, false);
+        // Transport-like failures, each retried after a doubling backoff (1, 2, 4 s ±
+        // 20 %): the caller waits while the next retry is due within its 10 s.
+        for _ in 0..10 {
+            settle().await;
+            if caller.is_finished() {
+                break;
+            }
+            h.director.send(Err(TokenError::Timeout));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while !caller.is_finished() && h.started() == h.state.attempts() && h.state.attempts() == h.state.failures()
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        assert!(matches!(caller.await.unwrap(), Err(TokenError::Timeout)));
+        let waited = background::now() - started;
+        assert!(waited <= MAX_WAIT, "waited {waited:?}");
+        assert!(h.started() >= 3, "{} attempts", h.started());
     }
 
     #[tokio::test(start_paused = true)]

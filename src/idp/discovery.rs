@@ -67,8 +67,9 @@ async fn fetch_one(
     issuer: &str,
     limits: Limits,
 ) -> Result<ProviderMetadata, FetchError> {
-    let fetched = fetch::get(client, url, limits).await?;
-    parse_metadata(&fetched.body, issuer)
+    let result = async { parse_metadata(&fetch::get(client, url, limits).await?.body, issuer) }.await;
+    crate::telemetry::metadata_fetch(if result.is_ok() { "ok" } else { "error" });
+    result
 }
 
 /// Reads a metadata document and checks that it names `issuer`.

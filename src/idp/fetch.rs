@@ -38,6 +38,39 @@ pub(crate) struct Fetched {
     pub(crate) body: Bytes,
     /// `Cache-Control: max-age`, when the server sent one.
     pub(crate) max_age: Option<Duration>,
+    /// The version of the document, to ask next time whether it changed.
+    pub(crate) version: Version,
+}
+
+/// A document's version as its server named it (RFC 9110 §8.8): `ETag` and
+/// `Last-Modified`, sent back as `If-None-Match` and `If-Modified-Since`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Version {
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+}
+
+impl Version {
+    fn of(headers: &http::HeaderMap) -> Version {
+        Version {
+            etag: headers.get(http::header::ETAG).cloned(),
+            last_modified: headers.get(http::header::LAST_MODIFIED).cloned(),
+        }
+    }
+
+    /// Whether the server named a version at all.
+    pub(crate) fn is_known(&self) -> bool {
+        self.etag.is_some() || self.last_modified.is_some()
+    }
+}
+
+/// A conditional fetch: the document, or word that the version asked about is current.
+pub(crate) enum Conditional {
+    Modified(Fetched),
+    /// `304 Not Modified`, with the `max-age` the server sent along.
+    NotModified {
+        max_age: Option<Duration>,
+    },
 }
 
 /// Whether `url` may be fetched: https anywhere, http only to a loopback host.
@@ -143,9 +176,23 @@ pub(crate) fn default_client() -> Result<reqwest::Client, reqwest::Error> {
 
 /// GETs `url` as JSON within `limits`.
 pub(crate) async fn get(client: &reqwest::Client, url: &Url, limits: Limits) -> Result<Fetched, FetchError> {
-    match tokio::time::timeout(limits.timeout, get_unbounded_in_time(client, url, limits.max_body, limits.timeout))
-        .await
-    {
+    match get_if_modified(client, url, limits, &Version::default()).await? {
+        Conditional::Modified(fetched) => Ok(fetched),
+        // Never asked for: a server that answers 304 anyway answers wrongly.
+        Conditional::NotModified { .. } => Err(FetchError::Status(http::StatusCode::NOT_MODIFIED)),
+    }
+}
+
+/// GETs `url` as JSON within `limits`, unless the server says that `version` (when
+/// known) is still current.
+pub(crate) async fn get_if_modified(
+    client: &reqwest::Client,
+    url: &Url,
+    limits: Limits,
+    version: &Version,
+) -> Result<Conditional, FetchError> {
+    let fetch = get_unbounded_in_time(client, url, limits.max_body, limits.timeout, version);
+    match tokio::time::timeout(limits.timeout, fetch).await {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout),
     }
@@ -156,14 +203,16 @@ async fn get_unbounded_in_time(
     url: &Url,
     max_body: usize,
     timeout: Duration,
-) -> Result<Fetched, FetchError> {
-    let mut response = client
-        .get(url.clone())
-        .timeout(timeout)
-        .header(http::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(request_error)?;
+    version: &Version,
+) -> Result<Conditional, FetchError> {
+    let mut request = client.get(url.clone()).timeout(timeout).header(http::header::ACCEPT, "application/json");
+    if let Some(etag) = &version.etag {
+        request = request.header(http::header::IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(last_modified) = &version.last_modified {
+        request = request.header(http::header::IF_MODIFIED_SINCE, last_modified.clone());
+    }
+    let mut response = request.send().await.map_err(request_error)?;
     // An injected client may follow redirects on its own terms; check where we landed.
     if !is_allowed(response.url()) {
         return Err(FetchError::InsecureUrl);
@@ -172,12 +221,16 @@ async fn get_unbounded_in_time(
     if status == http::StatusCode::TOO_MANY_REQUESTS || status == http::StatusCode::SERVICE_UNAVAILABLE {
         return Err(FetchError::RateLimited { retry_after: retry_after(response.headers()) });
     }
+    let max_age = max_age(response.headers());
+    if status == http::StatusCode::NOT_MODIFIED && version.is_known() {
+        return Ok(Conditional::NotModified { max_age });
+    }
     if !status.is_success() {
         return Err(FetchError::Status(status));
     }
-    let max_age = max_age(response.headers());
+    let version = Version::of(response.headers());
     let body = read_capped(&mut response, max_body).await?;
-    Ok(Fetched { body, max_age })
+    Ok(Conditional::Modified(Fetched { body, max_age, version }))
 }
 
 /// The answer to a credentialed request: its status, its `Retry-After`, its

@@ -216,6 +216,11 @@ impl Introspector {
 impl Inner {
     async fn fetch(&self, token: &str) -> Answer<Result<Introspected, IntrospectionError>> {
         let result = self.exchange(token).await;
+        crate::telemetry::introspection(match &result {
+            Ok(_) => "active",
+            Err(IntrospectionError::Inactive) => "inactive",
+            Err(_) => "error",
+        });
         let (ttl, weight) = match &result {
             Ok(introspected) => {
                 (ttl_until(introspected.expires_at(), self.max_ttl), introspected.claims_json().len() as u64)

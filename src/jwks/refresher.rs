@@ -1,22 +1,29 @@
 //! The state behind a [`KeyStore`](super::KeyStore) handle, and the background task
 //! that keeps it fresh.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
 use super::schedule::Schedule;
-use super::source::FetchKeys;
+use super::source::{FetchKeys, Keys};
 use crate::KeySet;
 use crate::error::FetchError;
 use crate::idp::background::{self, Background, Worker};
+use crate::telemetry::{self, Trigger};
 
 /// What every clone of a [`KeyStore`](super::KeyStore) shares.
 pub(super) struct KeyStoreState {
     pub(super) keys: ArcSwapOption<KeySet>,
     remote: Option<Remote>,
 }
+
+/// Why the task was woken, for the metrics: a [`Trigger`] as a number (0: the schedule).
+const SCHEDULE: u8 = 0;
+const UNKNOWN_KID: u8 = 1;
+const MANUAL: u8 = 2;
 
 struct Remote {
     /// Fetches started (the first counts from build time), finished and failed; why
@@ -26,17 +33,111 @@ struct Remote {
     /// is fine here: only requests with an unknown `kid` come this way, and they hold it
     /// for a few instructions, never across an await.
     on_demand: Mutex<OnDemand>,
-    cooldown: Duration,
+    pacing: Pacing,
     /// How long a request waits for an on-demand fetch: the one in flight, then its own.
     wait: Duration,
+    /// What woke the task last: [`UNKNOWN_KID`], [`MANUAL`], or [`SCHEDULE`] once taken.
+    trigger: AtomicU8,
 }
+
+/// How often unknown `kid`s may trigger a fetch: see [`KeyStoreState::refresh_for_unknown_kid`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pacing {
+    /// The cooldown after the first on-demand fetch; it doubles with each further one.
+    pub(super) first: Duration,
+    /// The longest cooldown, and the quiet time (no unknown `kid` at all) that brings
+    /// the cooldown back to `first`.
+    pub(super) max: Duration,
+    /// The longest a request waits for the cooldown to end before its fetch.
+    pub(super) max_wait: Duration,
+}
+
+impl Pacing {
+    /// The cooldown after `claims` on-demand fetches since the last reset (none counts
+    /// as one: the first cooldown).
+    fn cooldown(&self, claims: u32) -> Duration {
+        doubling(self.first, claims, self.max)
+    }
+
+    /// The cooldown of the repeated-`kid` fetches: from 1 s (or the ceiling), doubling.
+    fn repeat_cooldown(&self, claims: u32) -> Duration {
+        doubling(REPEAT_FIRST_COOLDOWN.min(self.max), claims, self.max)
+    }
+}
+
+fn doubling(first: Duration, claims: u32, max: Duration) -> Duration {
+    let doublings = claims.saturating_sub(1).min(31);
+    first.saturating_mul(1 << doublings).min(max)
+}
+
+/// How many requests inside the cooldown must name the same unknown `kid` before it
+/// earns a fetch of its own: a real new key is on every token its issuer now signs,
+/// while a flood of made-up `kid`s names each once.
+const REPEATS: u32 = 3;
+
+/// How many unknown `kid`s are counted between fetches: at 100 made-up `kid`s a second
+/// a new one is kept for over a second, time for requests to name it again.
+const SUSPECTS: usize = 128;
+
+/// The first cooldown of the repeated-`kid` fetches.
+const REPEAT_FIRST_COOLDOWN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct OnDemand {
     /// When the last on-demand fetch was claimed.
     last: Option<Instant>,
+    /// On-demand fetches claimed since a fetch last brought a new key, or since a quiet
+    /// spell: each doubles the cooldown.
+    claims: u32,
+    /// When the last unknown `kid` was seen, whether it fetched or not.
+    last_seen: Option<Instant>,
     /// The fetch number that claim waits for (one that starts after the claim).
     target: u64,
+    /// The unknown `kid`s refused since the last claim, with how many requests named
+    /// each: bounded, the least named making room.
+    suspects: Vec<(Box<str>, u32)>,
+    /// Fetches claimed for a repeated `kid` since the last reset, and when the last was.
+    repeat_claims: u32,
+    repeat_last: Option<Instant>,
+}
+
+impl OnDemand {
+    /// Counts one more request naming `kid`; returns how many did since the last claim.
+    fn suspect(&mut self, kid: &str) -> u32 {
+        if let Some((_, count)) = self.suspects.iter_mut().find(|(known, _)| **known == *kid) {
+            *count += 1;
+            return *count;
+        }
+        if self.suspects.len() >= SUSPECTS {
+            // The oldest of the least named makes room: the order is that of arrival.
+            let least = self.suspects.iter().enumerate().min_by_key(|(_, (_, count))| *count).map(|(i, _)| i);
+            if let Some(least) = least {
+                self.suspects.remove(least);
+            }
+        }
+        self.suspects.push((kid.into(), 1));
+        1
+    }
+
+    /// A fetch starts after now for every request that waits on `target`.
+    fn claim(&mut self, target: u64) {
+        self.target = target;
+        self.suspects.clear();
+    }
+}
+
+/// What a request with an unknown `kid` does now.
+enum Decision {
+    /// Wait for this fetch (joined or claimed).
+    Fetch(u64),
+    /// The cooldown ends at this instant, within the request's wait: sleep, then decide again.
+    Sleep(Instant),
+    /// No fetch of its own within the request's wait, but one that other requests naming
+    /// the same `kid` may earn: wait for a fetch that starts after now, until the
+    /// request's wait ends.
+    Watch(u64),
+    /// No fetch within the request's wait.
+    Refuse,
 }
 
 impl KeyStoreState {
@@ -50,13 +151,19 @@ impl KeyStoreState {
         runtime: &tokio::runtime::Handle,
         fetcher: impl FetchKeys,
         schedule: Schedule,
-        cooldown: Duration,
+        pacing: Pacing,
         wait: Duration,
     ) -> Arc<KeyStoreState> {
         let (background, signals) = Background::new();
         // The first fetch counts as started now, so early requests join it.
         background.begin();
-        let remote = Remote { background, on_demand: Mutex::new(OnDemand::default()), cooldown, wait };
+        let remote = Remote {
+            background,
+            on_demand: Mutex::new(OnDemand::default()),
+            pacing,
+            wait,
+            trigger: AtomicU8::new(SCHEDULE),
+        };
         let state = Arc::new(KeyStoreState { keys: ArcSwapOption::empty(), remote: Some(remote) });
         let refresher = KeyRefresher { fetcher, schedule };
         runtime.spawn(refresher.run(signals.worker(&state)));
@@ -97,47 +204,136 @@ impl KeyStoreState {
     pub(super) async fn refresh(&self) -> bool {
         let Some(remote) = &self.remote else { return self.is_loaded() };
         let target = remote.background.attempts() + 1;
+        remote.trigger.store(MANUAL, Ordering::Relaxed);
         remote.background.wake();
         remote.background.wait_for_fetch(target, remote.wait).await.is_some_and(|p| p.outcome.is_ok())
     }
 
     /// For a request whose token names a `kid` the set lacks, or when no set is loaded:
     /// waits for a fetch that can have the key, sharing it with every other such
-    /// request, and starting one at most once per cooldown; returns at once when the
-    /// cooldown allows no fetch.
-    pub(super) async fn refresh_for_unknown_kid(&self) {
+    /// request.
+    ///
+    /// On-demand fetches are paced by a cooldown that starts short ([`Pacing::first`])
+    /// and doubles with each on-demand fetch, up to [`Pacing::max`]. A fetch that brings
+    /// a new key resets it, and so does a quiet spell of [`Pacing::max`] with no unknown
+    /// `kid`. So a few made-up `kid`s cost a rotation at most a short wait, while a
+    /// flood of them costs the issuer a handful of fetches a minute. A request inside
+    /// the cooldown waits for its end when that is within [`Pacing::max_wait`], and
+    /// returns at once otherwise. A made-up `kid` and a real one take the same path.
+    ///
+    /// Inside a long cooldown, a `kid` that [`REPEATS`] requests named earns a fetch of
+    /// its own, paced apart (1 s doubling to the ceiling), and the requests before it
+    /// wait for that fetch (up to [`Pacing::max_wait`]): the first tokens of a new key
+    /// are served within moments even during a flood of made-up `kid`s, each named once.
+    /// A made-up `kid` therefore waits [`Pacing::max_wait`] before it is refused, as a
+    /// real one would.
+    pub(super) async fn refresh_for_unknown_kid(&self, kid: Option<&str>) {
         let Some(remote) = &self.remote else { return };
-        let target = {
-            let mut on_demand = remote.on_demand.lock().unwrap_or_else(|e| e.into_inner());
-            let started = remote.background.attempts();
-            let completed = remote.background.completed();
-            if !self.is_loaded() && started > completed {
-                // The first fetch is under way: any fetch will do.
-                started
-            } else if on_demand.target > completed {
-                // Another request claimed a fetch that has not finished: join it.
-                on_demand.target
-            } else if on_demand.last.is_none_or(|at| background::now().duration_since(at) >= remote.cooldown) {
-                // Claim a fetch that starts after now, so it sees the new key even if an
-                // older (scheduled) fetch is running at this moment.
-                on_demand.last = Some(background::now());
-                on_demand.target = started + 1;
-                tracing::debug!("unknown kid: fetching keys on demand");
-                remote.background.wake();
-                on_demand.target
-            } else {
-                return;
+        let deadline = background::now() + remote.pacing.max_wait;
+        let timer = telemetry::Timer::start();
+        let target = loop {
+            match self.decide(remote, deadline, kid) {
+                Decision::Fetch(target) => break target,
+                Decision::Sleep(until) => tokio::time::sleep_until(until.into()).await,
+                Decision::Watch(target) => {
+                    let left = deadline.saturating_duration_since(background::now());
+                    let fetched = remote.background.wait_for_fetch(target, left).await.is_some();
+                    if !fetched {
+                        telemetry::unknown_kid_refused();
+                    }
+                    telemetry::key_wait(timer.elapsed());
+                    return;
+                }
+                Decision::Refuse => {
+                    telemetry::unknown_kid_refused();
+                    return;
+                }
             }
         };
         remote.background.wait_for_fetch(target, remote.wait).await;
+        telemetry::key_wait(timer.elapsed());
+    }
+
+    fn decide(&self, remote: &Remote, deadline: Instant, kid: Option<&str>) -> Decision {
+        let mut on_demand = remote.on_demand.lock().unwrap_or_else(|e| e.into_inner());
+        let now = background::now();
+        if on_demand.last_seen.is_some_and(|seen| now.duration_since(seen) >= remote.pacing.max) {
+            on_demand.claims = 0;
+            on_demand.repeat_claims = 0;
+        }
+        on_demand.last_seen = Some(now);
+        let started = remote.background.attempts();
+        let completed = remote.background.completed();
+        if !self.is_loaded() && started > completed {
+            // The first fetch is under way: any fetch will do.
+            return Decision::Fetch(started);
+        }
+        if on_demand.target > completed {
+            // Another request claimed a fetch that has not finished: join it.
+            return Decision::Fetch(on_demand.target);
+        }
+        let next = on_demand.last.map_or(now, |last| last + remote.pacing.cooldown(on_demand.claims));
+        if next <= now {
+            // Claim a fetch that starts after now, so it sees the new key even if an
+            // older (scheduled) fetch is running at this moment.
+            on_demand.last = Some(now);
+            on_demand.claims = on_demand.claims.saturating_add(1);
+            on_demand.claim(started + 1);
+            tracing::debug!(claims = on_demand.claims, "unknown kid: fetching keys on demand");
+            remote.trigger.store(UNKNOWN_KID, Ordering::Relaxed);
+            remote.background.wake();
+            return Decision::Fetch(on_demand.target);
+        }
+        if next <= deadline {
+            return Decision::Sleep(next);
+        }
+        // A long cooldown: only a `kid` that requests keep naming earns a fetch now.
+        let repeated = kid.is_some_and(|kid| on_demand.suspect(kid) >= REPEATS);
+        let repeat_next =
+            on_demand.repeat_last.map_or(now, |last| last + remote.pacing.repeat_cooldown(on_demand.repeat_claims));
+        if repeated && repeat_next <= now {
+            on_demand.repeat_last = Some(now);
+            on_demand.repeat_claims = on_demand.repeat_claims.saturating_add(1);
+            on_demand.claim(started + 1);
+            tracing::debug!(claims = on_demand.repeat_claims, "a repeated unknown kid: fetching keys on demand");
+            remote.trigger.store(UNKNOWN_KID, Ordering::Relaxed);
+            remote.background.wake();
+            return Decision::Fetch(on_demand.target);
+        }
+        match kid {
+            // Other requests may yet name it enough.
+            Some(_) if deadline > now => Decision::Watch(started + 1),
+            _ => Decision::Refuse,
+        }
     }
 
     /// Publishes a fetch: the new keys (or the error, keeping the last good keys), then
     /// the progress that wakes waiters.
     fn finish(&self, outcome: Result<KeySet, FetchError>) {
         let Some(remote) = &self.remote else { return };
-        let outcome = outcome.map(|keys| self.keys.store(Some(Arc::new(keys))));
+        let outcome = outcome.map(|keys| {
+            let previous = self.keys.swap(Some(Arc::new(keys)));
+            let current = self.keys.load();
+            if let (Some(previous), Some(current)) = (previous, &*current)
+                && brought_a_new_key(&previous, current)
+            {
+                // A rotation: unknown `kid`s may be real again, so the cooldown starts
+                // short, as if the last claim (if any) had been the first.
+                let mut on_demand = remote.on_demand.lock().unwrap_or_else(|e| e.into_inner());
+                on_demand.claims = on_demand.claims.min(1);
+                on_demand.repeat_claims = on_demand.repeat_claims.min(1);
+            }
+        });
         remote.background.finish(outcome);
+    }
+
+    /// What started the fetch that begins now, and back to the schedule for the next.
+    fn take_trigger(&self) -> Trigger {
+        match self.remote.as_ref().map_or(SCHEDULE, |r| r.trigger.swap(SCHEDULE, Ordering::Relaxed)) {
+            UNKNOWN_KID => Trigger::UnknownKid,
+            MANUAL => Trigger::Manual,
+            _ => Trigger::Schedule,
+        }
     }
 
     fn begin(&self) {
@@ -145,6 +341,15 @@ impl KeyStoreState {
             remote.background.begin();
         }
     }
+}
+
+/// Whether `current` holds a key that `previous` did not (by `kid`, or by thumbprint
+/// for keys without one). Sets are small and bounded, so the pairwise look is cheap.
+fn brought_a_new_key(previous: &KeySet, current: &KeySet) -> bool {
+    current.iter().any(|key| match key.kid() {
+        Some(kid) => !previous.contains_kid(kid),
+        None => !previous.iter().any(|old| old.thumbprint() == key.thumbprint()),
+    })
 }
 
 /// The task of a remote store: fetches at once, then on its [`Schedule`] and when woken.
@@ -165,15 +370,24 @@ impl<F: FetchKeys> KeyRefresher<F> {
                 Some(_) => worker.wait(due).await,
             };
             let Some(state) = state else { return };
-            if due.is_some() {
+            let trigger = if due.is_some() {
                 // The first was counted at build time.
                 state.begin();
-            }
+                state.take_trigger()
+            } else {
+                Trigger::Start
+            };
             drop(state);
             let Some(outcome) = worker.unless_stopped(self.fetcher.fetch()).await else { return };
             let Some(state) = worker.state() else { return };
+            let result = match &outcome {
+                Ok(fetched) if fetched.not_modified => "not_modified",
+                Ok(_) => "ok",
+                Err(_) => "error",
+            };
+            telemetry::jwks_fetch(result, trigger);
             let delay = match outcome {
-                Ok((keys, max_age)) => {
+                Ok(Keys { keys, max_age, .. }) => {
                     tracing::debug!(keys = keys.len(), "key set refreshed");
                     failures = 0;
                     state.finish(Ok(keys));
@@ -214,19 +428,24 @@ mod tests {
         director: Director<Fetched>,
     }
 
-    const COOLDOWN: Duration = Duration::from_secs(30);
+    const PACING: Pacing =
+        Pacing { first: Duration::from_millis(250), max: Duration::from_secs(30), max_wait: Duration::from_secs(2) };
     const WAIT: Duration = Duration::from_secs(21);
 
     fn start() -> Harness {
+        start_with(PACING)
+    }
+
+    fn start_with(pacing: Pacing) -> Harness {
         let (script, director) = script();
         let runtime = tokio::runtime::Handle::current();
-        let state = KeyStoreState::start(&runtime, Scripted(script), Schedule::default(), COOLDOWN, WAIT);
+        let state = KeyStoreState::start(&runtime, Scripted(script), Schedule::default(), pacing, WAIT);
         Harness { state, director }
     }
 
     impl Harness {
         fn succeed(&self, kid: &str) {
-            self.director.send(Ok((keys(kid), None)));
+            self.director.send(Ok(Keys { keys: keys(kid), max_age: None, not_modified: false }));
         }
 
         fn fail(&self) {
@@ -240,7 +459,22 @@ mod tests {
         /// A request with an unknown `kid`, in its own task.
         fn unknown_kid(&self) -> tokio::task::JoinHandle<()> {
             let state = self.state.clone();
-            tokio::spawn(async move { state.refresh_for_unknown_kid().await })
+            tokio::spawn(async move { state.refresh_for_unknown_kid(None).await })
+        }
+
+        /// A made-up `kid` whose fetch brings the same keys: returns the time it took.
+        async fn made_up_kid(&self, answered: &mut u64) -> Duration {
+            let started = background::now();
+            let request = self.unknown_kid();
+            while !request.is_finished() {
+                settle().await;
+                if self.director.started() > *answered {
+                    *answered += 1;
+                    self.succeed("k1");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            background::now() - started
         }
     }
 
@@ -273,8 +507,8 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn unknown_kids_share_one_fetch_and_the_cooldown_refuses_another() {
-        let h = start();
+    async fn unknown_kids_share_one_fetch_and_a_long_cooldown_refuses_another() {
+        let h = start_with(Pacing { max_wait: Duration::ZERO, ..PACING });
         h.succeed("k1");
         assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
 
@@ -282,27 +516,209 @@ mod tests {
         let (a, b) = (h.unknown_kid(), h.unknown_kid());
         settle().await;
         assert_eq!((h.state.attempts(), h.director.started()), (2, 2));
-        h.succeed("k2");
+        h.succeed("k1");
         a.await.unwrap();
         b.await.unwrap();
-        assert_eq!(h.kid().as_deref(), Some("k2"));
 
-        // Within the cooldown: refused, at once, with no fetch.
-        tokio::time::sleep(COOLDOWN - Duration::from_secs(1)).await;
+        // Within the cooldown (250 ms after one fruitless fetch), with no wait allowed:
+        // refused, at once, with no fetch.
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let started = background::now();
-        h.state.refresh_for_unknown_kid().await;
+        h.state.refresh_for_unknown_kid(None).await;
         assert_eq!(background::now(), started);
         settle().await;
         assert_eq!(h.state.attempts(), 2);
 
-        // After it: a new claim.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // After it: a new claim, which brings a new key.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let c = h.unknown_kid();
         settle().await;
         assert_eq!(h.state.attempts(), 3);
-        h.succeed("k3");
+        h.succeed("k2");
         c.await.unwrap();
-        assert_eq!(h.kid().as_deref(), Some("k3"));
+        assert_eq!(h.kid().as_deref(), Some("k2"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cooldown_doubles_with_each_fetch_that_brings_nothing_up_to_its_ceiling() {
+        let h = start();
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let mut answered = 1;
+        // Each made-up kid back to back: the first fetches at once, each later one waits
+        // out the cooldown left by the fetches before it, while that is within 2 s.
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            waits.push(h.made_up_kid(&mut answered).await.as_millis() / 10 * 10);
+        }
+        assert_eq!(waits, [10, 250, 500, 1000, 2000], "rounded to the harness's 10 ms steps");
+        assert_eq!(h.director.started(), 6);
+        // Now 4 s: beyond the wait, so refused at once with no fetch.
+        let started = background::now();
+        h.state.refresh_for_unknown_kid(None).await;
+        assert_eq!(background::now(), started);
+        assert_eq!(h.director.started(), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_made_up_kids_costs_at_most_eight_fetches_a_minute() {
+        let h = start();
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        // 50 made-up kids a second for 60 s; every fetch brings the same keys.
+        let mut answered = 1;
+        let mut requests = Vec::new();
+        for _ in 0..3000 {
+            requests.push(h.unknown_kid());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            while h.director.started() > answered {
+                answered += 1;
+                h.succeed("k1");
+            }
+        }
+        let on_demand = h.director.started() - 1;
+        assert!((6..=8).contains(&on_demand), "{on_demand} on-demand fetches in a minute");
+        for request in requests {
+            request.await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rotation_after_a_few_made_up_kids_is_fetched_within_two_seconds() {
+        let h = start();
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let mut answered = 1;
+        for _ in 0..3 {
+            h.made_up_kid(&mut answered).await;
+        }
+        // The issuer publishes k2; its first token arrives at once.
+        let started = background::now();
+        let request = h.unknown_kid();
+        while h.director.started() == answered {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        h.succeed("k2");
+        request.await.unwrap();
+        assert_eq!(h.kid().as_deref(), Some("k2"));
+        assert!(background::now() - started <= Duration::from_secs(2), "{:?}", background::now() - started);
+
+        // The new key reset the cooldown: 250 ms after that fetch, an unknown kid fetches again.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let started = background::now();
+        let request = h.unknown_kid();
+        settle().await;
+        assert_eq!(h.director.started(), answered + 2);
+        h.succeed("k2");
+        request.await.unwrap();
+        assert_eq!(background::now(), started);
+    }
+
+    #[test]
+    fn the_suspects_make_room_by_the_oldest_of_the_least_named() {
+        let mut on_demand = OnDemand::default();
+        assert_eq!(on_demand.suspect("real"), 1);
+        for i in 0..SUSPECTS - 1 {
+            on_demand.suspect(&format!("junk-{i}"));
+        }
+        // Full: the next newcomer pushes out the oldest entry named once, "real".
+        on_demand.suspect("newcomer");
+        assert_eq!(on_demand.suspect("real"), 1, "counted afresh");
+        assert_eq!(on_demand.suspect("real"), 2);
+        // Named twice, it outlives a table's worth of kids named once.
+        for i in 0..SUSPECTS * 2 {
+            on_demand.suspect(&format!("more-junk-{i}"));
+        }
+        assert_eq!(on_demand.suspect("real"), 3);
+        on_demand.claim(7);
+        assert!(on_demand.suspects.is_empty(), "a claim answers for every suspect");
+    }
+
+    /// Requests naming `kid`, each in its own task.
+    fn named(h: &Harness, kid: &str) -> tokio::task::JoinHandle<()> {
+        let (state, kid) = (h.state.clone(), kid.to_owned());
+        tokio::spawn(async move { state.refresh_for_unknown_kid(Some(&kid)).await })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn inside_a_long_cooldown_a_kid_that_requests_keep_naming_earns_a_fetch() {
+        // A cooldown of 8 s from the first on-demand fetch on: beyond the 2 s wait.
+        let h = start_with(Pacing { first: Duration::from_secs(8), ..PACING });
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let mut answered = 1;
+        h.made_up_kid(&mut answered).await;
+        // 100 kids, each named once, all at once: each waits its 2 s, and none fetches.
+        let before = h.director.started();
+        let started = background::now();
+        let junk: Vec<_> = (0..100).map(|i| named(&h, &format!("junk-{i}"))).collect();
+        for request in junk {
+            request.await.unwrap();
+        }
+        assert_eq!(h.director.started(), before, "kids named once earn nothing");
+        assert_eq!(background::now() - started, Duration::from_secs(2));
+
+        // The issuer rotates; the new kid is on every token. The first two requests
+        // wait, and the third fetches for all three.
+        let started = background::now();
+        let (first, second) = (named(&h, "k2"), named(&h, "k2"));
+        settle().await;
+        assert_eq!(h.director.started(), before, "two requests are not enough");
+        let third = named(&h, "k2");
+        settle().await;
+        assert_eq!(h.director.started(), before + 1);
+        h.succeed("k2");
+        for request in [first, second, third] {
+            request.await.unwrap();
+        }
+        assert_eq!(h.kid().as_deref(), Some("k2"));
+        assert_eq!(background::now(), started, "no request waited for the clock");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repeated_made_up_kid_earns_fetches_only_at_a_doubling_pace() {
+        let h = start();
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let mut answered = 1;
+        for _ in 0..6 {
+            h.made_up_kid(&mut answered).await;
+        }
+        // An attacker names the same made-up kid 20 times a second for 30 s; every
+        // fetch brings the same keys.
+        let before = h.director.started();
+        let t0 = background::now();
+        let mut requests = Vec::new();
+        while background::now() - t0 < Duration::from_secs(30) {
+            requests.push(named(&h, "junk"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            while h.director.started() > answered {
+                answered += 1;
+                h.succeed("k1");
+            }
+        }
+        // Repeated-kid fetches at 0, 1, 3, 7 and 15 s (the next at 31 s), and the
+        // ordinary pacing's own: its 4 s cooldown doubling to 8 and 16 s.
+        let fetched = h.director.started() - before;
+        assert!((5..=8).contains(&fetched), "{fetched} fetches in 30 s");
+        for request in requests {
+            request.await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_spell_brings_the_cooldown_back_to_its_start() {
+        let h = start();
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let mut answered = 1;
+        for _ in 0..5 {
+            h.made_up_kid(&mut answered).await;
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        // 4 s of cooldown had been left; after 30 s with no unknown kid it is 250 ms again.
+        assert_eq!(h.made_up_kid(&mut answered).await, Duration::from_millis(10));
+        assert_eq!(h.made_up_kid(&mut answered).await.as_millis() / 10 * 10, 250);
     }
 
     #[tokio::test(start_paused = true)]
@@ -335,7 +751,7 @@ mod tests {
         h.succeed("k1");
         assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
         let started = background::now();
-        h.state.refresh_for_unknown_kid().await; // the fetch never ends
+        h.state.refresh_for_unknown_kid(None).await; // the fetch never ends
         assert_eq!(background::now() - started, WAIT);
         assert!(!h.state.refresh().await);
     }

@@ -1,13 +1,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::refresher::KeyStoreState;
+use super::refresher::{KeyStoreState, Pacing};
 use super::schedule::Schedule;
 use super::source::KeyFetcher;
 use crate::KeySet;
 use crate::error::{BuildError, FetchError};
 use crate::idp::endpoint::{IdpEndpoint, MetadataMember};
 use crate::idp::fetch::{self, Limits, Target};
+
+/// The cooldown after the first on-demand fetch, unless the ceiling is shorter.
+const FIRST_COOLDOWN: Duration = Duration::from_millis(250);
+
+/// How long a request with an unknown `kid` waits, by default, for the cooldown to end.
+const DEFAULT_UNKNOWN_KID_WAIT: Duration = Duration::from_secs(2);
 
 /// The issuer's signing keys, shared by every clone of the handle.
 ///
@@ -96,10 +102,10 @@ impl KeyStore {
 
     /// Called by a request whose token names a `kid` the set lacks, or when no set is
     /// loaded. Waits for a fetch that can have the key, sharing it with every other such
-    /// request, and starting one at most once per cooldown; returns at once when the
-    /// cooldown allows no fetch.
-    pub(crate) async fn refresh_for_unknown_kid(&self) {
-        self.state.refresh_for_unknown_kid().await
+    /// request; on-demand fetches are paced by a cooldown that starts short and grows
+    /// only while they bring no new key (see [`KeyStoreBuilder::unknown_kid_cooldown`]).
+    pub(crate) async fn refresh_for_unknown_kid(&self, kid: Option<&str>) {
+        self.state.refresh_for_unknown_kid(kid).await
     }
 }
 
@@ -110,7 +116,7 @@ pub struct KeyStoreBuilder {
     jwks_uri: Option<String>,
     http_client: Option<reqwest::Client>,
     schedule: Schedule,
-    cooldown: Duration,
+    pacing: Pacing,
     limits: Limits,
 }
 
@@ -122,7 +128,7 @@ impl std::fmt::Debug for KeyStoreBuilder {
             .field("jwks_uri", &self.jwks_uri)
             .field("custom_http_client", &self.http_client.is_some())
             .field("schedule", &self.schedule)
-            .field("cooldown", &self.cooldown)
+            .field("pacing", &self.pacing)
             .field("limits", &self.limits)
             .finish()
     }
@@ -135,7 +141,7 @@ impl Default for KeyStoreBuilder {
             jwks_uri: None,
             http_client: None,
             schedule: Schedule::default(),
-            cooldown: Duration::from_secs(30),
+            pacing: Pacing { first: FIRST_COOLDOWN, max: Duration::from_secs(30), max_wait: DEFAULT_UNKNOWN_KID_WAIT },
             limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: fetch::DEFAULT_DOCUMENT_MAX_BODY_SIZE },
         }
     }
@@ -174,9 +180,29 @@ impl KeyStoreBuilder {
         self
     }
 
-    /// The least time between two fetches triggered by unknown `kid`s. Default 30 s.
-    pub fn unknown_kid_cooldown(mut self, cooldown: Duration) -> Self {
-        self.cooldown = cooldown;
+    /// The longest cooldown between two fetches triggered by unknown `kid`s. Default 30 s.
+    ///
+    /// The cooldown starts at 250 ms (or this, when shorter) and doubles with each
+    /// on-demand fetch: 0.25, 0.5, 1, 2, 4 … s, up to this ceiling. A fetch that brings a
+    /// new key resets it, and so does a quiet spell of this long with no unknown `kid`.
+    /// A few made-up `kid`s therefore delay a rotation by at most a second or two, and a
+    /// sustained flood of them costs the issuer at most 8 fetches in its first minute
+    /// (with the default), then one per ceiling.
+    pub fn unknown_kid_cooldown(mut self, max: Duration) -> Self {
+        self.pacing.max = max;
+        self.pacing.first = FIRST_COOLDOWN.min(max);
+        self
+    }
+
+    /// The longest a request with an unknown `kid` waits for the cooldown to end before
+    /// its fetch. Default 2 s; [`Duration::ZERO`] refuses at once inside the cooldown.
+    ///
+    /// A request that would have to wait longer is refused at once
+    /// ([`ValidationError::UnknownKey`](crate::ValidationError::UnknownKey)). The whole
+    /// wait is bounded by this plus the fetch itself (twice the
+    /// [timeout](Self::timeout), plus 1 s). A made-up `kid` waits exactly as a real one.
+    pub fn unknown_kid_wait(mut self, wait: Duration) -> Self {
+        self.pacing.max_wait = wait;
         self
     }
 
@@ -207,9 +233,9 @@ impl KeyStoreBuilder {
             Some(client) => client,
             None => fetch::default_client().map_err(BuildError::HttpClient)?,
         };
-        let fetcher = KeyFetcher { client, endpoint, limits: self.limits };
+        let fetcher = KeyFetcher::new(client, endpoint, self.limits);
         let wait = self.limits.timeout * 2 + Duration::from_secs(1);
-        let state = KeyStoreState::start(&runtime, fetcher, self.schedule, self.cooldown, wait);
+        let state = KeyStoreState::start(&runtime, fetcher, self.schedule, self.pacing, wait);
         Ok(KeyStore { state })
     }
 }

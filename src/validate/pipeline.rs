@@ -13,7 +13,9 @@ use super::claims::{ClaimsParts, Registered, StringOrList};
 use super::header::Header;
 use super::header_cache::HeaderCache;
 use super::issuer_set::{IssuerSource, Issuers, TrustedIssuer};
-use super::jws::{Compact, HeaderBuf, SignatureBuf, dots, verify_signature};
+#[cfg(feature = "jwe")]
+use super::jws::dots;
+use super::jws::{Compact, HeaderBuf, SignatureBuf, verify_signature};
 use super::policy::Times;
 use super::{Claims, ValidationError};
 use crate::Algorithm;
@@ -55,7 +57,8 @@ pub(crate) enum Attempt<C> {
 pub(crate) enum Pending {
     /// The issuer's keys do not (yet) include the token's `kid`, or none were ever
     /// loaded: one refresh of this store may help.
-    Keys(KeyStore),
+    /// The `kid` the token named, if any.
+    Keys(KeyStore, Option<Box<str>>),
     /// The token is to be introspected.
     Introspect(Introspection),
 }
@@ -64,7 +67,7 @@ impl Pending {
     /// The error for a caller that will not wait.
     pub(crate) fn unsettled(&self) -> ValidationError {
         match self {
-            Pending::Keys(store) => still_missing(store),
+            Pending::Keys(store, _) => still_missing(store),
             Pending::Introspect(_) => ValidationError::IntrospectionRequired,
         }
     }
@@ -117,7 +120,7 @@ enum Check {
     Invalid(ValidationError),
     /// Not a compact JWS at all (segments, header): an opaque token, perhaps.
     NotJwt(ValidationError),
-    NeedsKeys(KeyStore),
+    NeedsKeys(KeyStore, Option<Box<str>>),
     Introspect(Introspection),
     /// The issuer was started or added just now: look it up again.
     Retry,
@@ -144,11 +147,11 @@ impl Pipeline {
         span: &tracing::Span,
     ) -> Result<Verified<C>, ValidationError> {
         let introspection = match pending {
-            Pending::Keys(store) => {
-                store.refresh_for_unknown_kid().await;
+            Pending::Keys(store, kid) => {
+                store.refresh_for_unknown_kid(kid.as_deref()).await;
                 match self.attempt(token, now.unwrap_or_else(SystemTime::now), span) {
                     Attempt::Done(result) => return result,
-                    Attempt::Pending(Pending::Keys(store)) => return Err(still_missing(&store)),
+                    Attempt::Pending(Pending::Keys(store, _)) => return Err(still_missing(&store)),
                     // The set changed meanwhile and the issuer is introspected now.
                     Attempt::Pending(Pending::Introspect(introspection)) => introspection,
                 }
@@ -174,7 +177,7 @@ impl Pipeline {
         match result {
             Ok(verified) => Attempt::Done(Ok(verified)),
             Err(Check::Invalid(e) | Check::NotJwt(e)) => Attempt::Done(Err(e)),
-            Err(Check::NeedsKeys(store)) => Attempt::Pending(Pending::Keys(store)),
+            Err(Check::NeedsKeys(store, kid)) => Attempt::Pending(Pending::Keys(store, kid)),
             Err(Check::Introspect(introspection)) => self.introspect_kept(token, introspection, now, span),
             Err(Check::Retry) => Attempt::Done(Err(ValidationError::KeysUnavailable)),
         }
@@ -317,10 +320,10 @@ impl Pipeline {
 
         let guard = keys.load();
         let Some(key_set) = guard.as_deref() else {
-            return Err(Check::NeedsKeys(keys.clone()));
+            return Err(Check::NeedsKeys(keys.clone(), kid.map(Into::into)));
         };
         let key = verify_signature(key_set, kid, alg, compact.signing_input, signature).map_err(|e| match e {
-            ValidationError::UnknownKey => Check::NeedsKeys(keys.clone()),
+            ValidationError::UnknownKey => Check::NeedsKeys(keys.clone(), kid.map(Into::into)),
             other => Check::Invalid(other),
         })?;
         drop(guard);

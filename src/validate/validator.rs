@@ -10,6 +10,7 @@ use super::ValidationError;
 use super::claims::Claims;
 use super::issuer_set::Issuers;
 use super::pipeline::{Attempt, Pending, Pipeline, Verified};
+use crate::telemetry;
 
 pub use crate::idp::fetch::DEFAULT_MAX_TOKEN_SIZE;
 
@@ -105,9 +106,15 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
         }
     }
 
-    /// One synchronous pass over the token; see [`Pipeline::attempt`].
+    /// One synchronous pass over the token; see [`Pipeline::attempt`]. A pass that
+    /// ends here is counted in the metrics; a pending one is counted when it settles.
     pub(crate) fn attempt(&self, token: &str, now: SystemTime, span: &tracing::Span) -> Attempt<C> {
-        self.pipeline.attempt(token, now, span)
+        let timer = telemetry::Timer::start();
+        let attempt = self.pipeline.attempt(token, now, span);
+        if let Attempt::Done(result) = &attempt {
+            telemetry::validation(result.as_ref().map(|_| ()), timer.elapsed());
+        }
+        attempt
     }
 
     /// The slow paths; see [`Pipeline::settle`].
@@ -118,7 +125,10 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
         now: Option<SystemTime>,
         span: &tracing::Span,
     ) -> Result<Verified<C>, ValidationError> {
-        self.pipeline.settle(token, pending, now, span).await
+        let timer = telemetry::Timer::start();
+        let result = self.pipeline.settle(token, pending, now, span).await;
+        telemetry::validation(result.as_ref().map(|_| ()), timer.elapsed());
+        result
     }
 }
 
@@ -208,7 +218,9 @@ pub(crate) mod tests {
     fn an_unknown_kid_is_pending_on_that_issuers_keys() {
         let validator = validator();
         let token = token_from(ISSUER, r#"{"alg":"HS256","kid":"new"}"#);
-        let Attempt::Pending(Pending::Keys(store)) = attempt(&validator, &token) else { panic!("not pending on keys") };
+        let Attempt::Pending(Pending::Keys(store, _)) = attempt(&validator, &token) else {
+            panic!("not pending on keys")
+        };
         assert!(store.is_loaded());
         assert_eq!(validator.validate_with_current_keys(&token).unwrap_err(), ValidationError::UnknownKey);
     }
@@ -308,7 +320,7 @@ pub(crate) mod tests {
             .build()
             .unwrap();
         let token = token_from("http://127.0.0.1:9/acme", r#"{"alg":"HS256","kid":"k1"}"#);
-        let Attempt::Pending(Pending::Keys(store)) = attempt(&validator, &token) else { panic!("not pending") };
+        let Attempt::Pending(Pending::Keys(store, _)) = attempt(&validator, &token) else { panic!("not pending") };
         assert!(!store.is_loaded());
         assert_eq!(validator.issuers().discovered(), 1);
         assert_eq!(validator.validate_with_current_keys(&token).unwrap_err(), ValidationError::KeysUnavailable);

@@ -319,13 +319,14 @@ async fn wait_for_requests(server: &Scripted, count: usize, deadline: Duration) 
 }
 
 /// 429 with `Retry-After: 2` while the backoff alone would retry every 50–100 ms: the
-/// cache waits 2 s between requests, and callers meanwhile get the typed error at once
-/// without a request.
+/// cache waits 2 s between requests, and callers meanwhile (whose wait bound, 1 s here,
+/// ends before the retry) get the typed error at once without a request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_is_not_retried_before_it_elapses() {
     let server = Scripted::start(Behaviour::Respond(response(429, &[("retry-after", "2")], b""))).await;
     let cache = TokenCache::builder(endpoint(&server.url("/token"), Duration::from_secs(5)))
         .backoff(Duration::from_millis(50), Duration::from_millis(100))
+        .max_wait(Duration::from_secs(1))
         .build()
         .unwrap();
     let error = cache.token().await.expect_err("rate limited");
@@ -363,8 +364,11 @@ async fn without_retry_after_429_and_5xx_back_off_exponentially() {
     for status in [429, 500, 502, 503] {
         cases.spawn(async move {
             let server = Scripted::start(Behaviour::Respond(response(status, &[], b""))).await;
+            // A caller waits out the retries due within its bound (1 s here), then gets
+            // the last error.
             let cache = TokenCache::builder(endpoint(&server.url("/token"), Duration::from_secs(5)))
                 .backoff(initial, max)
+                .max_wait(Duration::from_secs(1))
                 .build()
                 .unwrap();
             let error = cache.token().await.expect_err("the endpoint fails");
@@ -397,9 +401,10 @@ async fn without_retry_after_429_and_5xx_back_off_exponentially() {
 async fn a_thousand_callers_on_a_failing_cold_cache_share_one_request() {
     let failing = response(503, &[], b"");
     let server = Scripted::start(Behaviour::Stall { hold: Duration::from_millis(300), then: failing }).await;
-    // A long backoff: a caller that came late gets the error, never a second request.
+    // A backoff beyond the callers' wait bound (10 s): every caller gets the error, and
+    // none causes a second request.
     let cache = TokenCache::builder(endpoint(&server.url("/token"), Duration::from_secs(5)))
-        .backoff(Duration::from_secs(10), Duration::from_secs(10))
+        .backoff(Duration::from_secs(30), Duration::from_secs(30))
         .build()
         .unwrap();
     let api =
@@ -470,8 +475,10 @@ struct CacheCase {
 async fn cache_case(name: &'static str, issuer: &TestIssuer, fault: Behaviour, expected: Expected) -> CacheCase {
     let token = issuer.mint().sign();
     let server = Scripted::start(Behaviour::Respond(token_response(&token, LIFETIME))).await;
+    // Callers wait for retries no longer than one exchange may take.
     let cache = TokenCache::builder(endpoint(&server.url("/token"), CACHE_TIMEOUT))
         .backoff(BACKOFF.0, BACKOFF.1)
+        .max_wait(CACHE_TIMEOUT)
         .build()
         .unwrap();
     let validator = validator(issuer);
@@ -591,4 +598,119 @@ async fn the_cached_token_is_attached_until_its_real_expiry_through_every_fault(
     while let Some(case) = running.join_next().await {
         println!("{}", case.expect("no case panics"));
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Cold starts behind a rate limit, an outage or a dropped connection
+// ---------------------------------------------------------------------------------
+
+/// How a cold client's first token request fails, before the endpoint recovers.
+fn first_failures() -> [(&'static str, Behaviour); 3] {
+    [
+        ("429 with Retry-After: 1", Behaviour::Respond(response(429, &[("retry-after", "1")], b""))),
+        ("503 with Retry-After: 1", Behaviour::Respond(response(503, &[("retry-after", "1")], b""))),
+        ("connection closed without an answer", Behaviour::Respond(Vec::new())),
+    ]
+}
+
+/// A token endpoint that fails once as `first`, then issues tokens; and an API on
+/// 127.0.0.1 that answers 200 only to that token.
+async fn recovering_endpoint(first: Behaviour) -> (Scripted, Scripted) {
+    let token_endpoint = Scripted::start(Behaviour::Respond(token_response("cold-start-token", 300))).await;
+    token_endpoint.push(first);
+    let api = Scripted::routes(|request, _| {
+        if request.header("authorization") == Some("Bearer cold-start-token") {
+            response(200, &[("content-length", "0")], b"")
+        } else {
+            response(401, &[("content-length", "0")], b"")
+        }
+    })
+    .await;
+    (token_endpoint, api)
+}
+
+/// A cold client whose first token request fails with a transient error (429 or 503 with
+/// `Retry-After: 1`, or a dropped connection): every request, one at a time or fifty at
+/// once, through the Tower layer and through the reqwest middleware, waits for the one
+/// retry and succeeds; the endpoint sees exactly two requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_client_waits_out_a_transient_failure_and_every_request_succeeds() {
+    for (name, first) in first_failures() {
+        for concurrency in [1, 50] {
+            // The Tower layer, over a hyper client.
+            let (token_endpoint, api) = recovering_endpoint(first.clone()).await;
+            let cache = TokenCache::new(endpoint(&token_endpoint.url("/token"), Duration::from_secs(5))).unwrap();
+            let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Empty<Bytes>>();
+            let client = ClientCredentialsLayer::new(cache.clone()).layer(http);
+            let started = Instant::now();
+            let mut calls = JoinSet::new();
+            for _ in 0..concurrency.max(3) {
+                let (client, url) = (client.clone(), api.url("/api"));
+                let call = async move {
+                    let request = Request::get(url).body(Empty::<Bytes>::new()).unwrap();
+                    client.oneshot(request).await.map(|r| r.status()).map_err(|e| e.to_string())
+                };
+                if concurrency == 1 {
+                    assert_eq!(call.await, Ok(StatusCode::OK), "{name}, layer, one at a time");
+                } else {
+                    calls.spawn(call);
+                }
+            }
+            while let Some(status) = calls.join_next().await {
+                assert_eq!(status.expect("no call panics"), Ok(StatusCode::OK), "{name}, layer, {concurrency} at once");
+            }
+            let took = started.elapsed();
+            assert_eq!(token_endpoint.accepted(), 2, "{name}, layer: one request, then one retry");
+            assert!(took < Duration::from_secs(5), "{name}, layer: took {took:?}");
+            println!("cold start, {name}, layer, concurrency {concurrency}: all 200 in {took:.2?}, 2 token requests");
+
+            // The reqwest middleware.
+            let (token_endpoint, api) = recovering_endpoint(first.clone()).await;
+            let cache = TokenCache::new(endpoint(&token_endpoint.url("/token"), Duration::from_secs(5))).unwrap();
+            let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+                .with(tower_oauth::reqwest::ClientCredentialsMiddleware::new(cache))
+                .build();
+            let started = Instant::now();
+            let mut calls = JoinSet::new();
+            for _ in 0..concurrency.max(3) {
+                let (client, url) = (client.clone(), api.url("/api"));
+                let call = async move { client.get(url).send().await.map(|r| r.status()).map_err(|e| e.to_string()) };
+                if concurrency == 1 {
+                    assert_eq!(call.await, Ok(StatusCode::OK), "{name}, middleware, one at a time");
+                } else {
+                    calls.spawn(call);
+                }
+            }
+            while let Some(status) = calls.join_next().await {
+                let status = status.expect("no call panics");
+                assert_eq!(status, Ok(StatusCode::OK), "{name}, middleware, {concurrency} at once");
+            }
+            let took = started.elapsed();
+            assert_eq!(token_endpoint.accepted(), 2, "{name}, middleware: one request, then one retry");
+            println!(
+                "cold start, {name}, middleware, concurrency {concurrency}: all 200 in {took:.2?}, 2 token requests"
+            );
+        }
+    }
+}
+
+/// A `Retry-After` beyond the wait bound fails every cold request at once with the typed
+/// error, and the endpoint sees one request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_beyond_the_wait_bound_fails_at_once() {
+    let server = Scripted::start(Behaviour::Respond(response(429, &[("retry-after", "60")], b""))).await;
+    let cache = TokenCache::new(endpoint(&server.url("/token"), Duration::from_secs(5))).unwrap();
+    let api =
+        service_fn(|_: Request<Empty<Bytes>>| async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) });
+    let client = ClientCredentialsLayer::new(cache).layer(api);
+    let started = Instant::now();
+    for _ in 0..3 {
+        let request = Request::get("http://127.0.0.1:9/api").body(Empty::new()).unwrap();
+        let error = client.clone().oneshot(request).await.expect_err("no token, no call");
+        let error = error.downcast_ref::<TokenError>().expect("the layer's error is the cache's TokenError");
+        assert!(matches!(error, TokenError::RateLimited { retry_after: Some(d) } if d.as_secs() == 60), "{error:?}");
+    }
+    assert!(started.elapsed() < MARGIN, "took {:?}", started.elapsed());
+    assert_eq!(server.accepted(), 1);
 }

@@ -149,8 +149,10 @@ async fn the_token_is_refreshed_ahead_of_expiry_while_callers_keep_the_current_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_an_outage_the_cached_token_serves_until_its_real_expiry_then_errors_are_typed() {
     let issuer = issuer_with_lifetime(Duration::from_secs(3)).await;
+    // Callers wait for a retry only when it is due within 100 ms.
     let cache = TokenCache::builder(endpoint(&issuer).timeout(Duration::from_secs(5)).build().unwrap())
         .backoff(Duration::from_millis(200), Duration::from_millis(400))
+        .max_wait(Duration::from_millis(100))
         .build()
         .unwrap();
     let token = cache.token().await.unwrap();
@@ -179,8 +181,10 @@ async fn through_an_outage_the_cached_token_serves_until_its_real_expiry_then_er
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_holds_the_next_attempt_back() {
     let issuer = issuer_with_lifetime(Duration::from_secs(2)).await;
+    // Callers wait for a retry only when it is due within 300 ms.
     let cache = TokenCache::builder(endpoint(&issuer).timeout(Duration::from_secs(5)).build().unwrap())
         .backoff(Duration::from_millis(100), Duration::from_millis(100))
+        .max_wait(Duration::from_millis(300))
         .build()
         .unwrap();
     cache.token().await.unwrap();

@@ -158,3 +158,42 @@ async fn the_resource_server_example_trusts_several_tenants_discovered_on_first_
     assert_eq!(get_me(&url, &near_miss).await.status(), 401);
     assert_eq!(stranger.requests(Endpoint::OpenIdConfiguration) + stranger.requests(Endpoint::Jwks), 0);
 }
+
+/// `METRICS=1`: the crate's metrics in Prometheus text at `/metrics`, with their
+/// low-cardinality labels and nothing of the tokens, subjects or keys.
+#[tokio::test]
+async fn the_resource_server_example_serves_metrics_when_asked() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let (_child, url) = start(&[
+        ("OAUTH_ISSUER", issuer.issuer().to_owned()),
+        ("OAUTH_AUDIENCE", issuer.audience().to_owned()),
+        ("OAUTH_TOKEN_CACHE", "1".to_owned()),
+        ("METRICS", "1".to_owned()),
+    ])
+    .await;
+    let token = issuer.mint().subject("mallory-subject").sign();
+    assert_eq!(get_me(&url, &token).await.status(), 200);
+    assert_eq!(get_me(&url, &token).await.status(), 200, "from the verified-token cache");
+    let expired = issuer.mint().expired().sign();
+    assert_eq!(get_me(&url, &expired).await.status(), 401);
+    let made_up = issuer.mint().header("kid", "made-up-kid-1234").sign();
+    assert_eq!(get_me(&url, &made_up).await.status(), 401);
+
+    let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    for expected in [
+        r#"tower_oauth_validations_total{outcome="accepted",reason="none"} 1"#,
+        r#"tower_oauth_validations_total{outcome="rejected",reason="time"} 1"#,
+        r#"tower_oauth_validations_total{outcome="rejected",reason="unknown_key"} 1"#,
+        "tower_oauth_verified_token_cache_hits_total 1",
+        r#"tower_oauth_jwks_fetches_total{result="ok",trigger="start"} 1"#,
+        r#"tower_oauth_jwks_fetches_total{result="ok",trigger="unknown_kid"} 1"#,
+        r#"tower_oauth_metadata_fetches_total{result="ok"} 1"#,
+        "tower_oauth_validation_duration_seconds",
+        "tower_oauth_key_wait_seconds",
+    ] {
+        assert!(text.contains(expected), "{expected} in\n{text}");
+    }
+    for secret in [token.as_str(), "mallory-subject", "made-up-kid-1234", issuer.issuer()] {
+        assert!(!text.contains(secret), "{secret} in the metrics");
+    }
+}

@@ -10,7 +10,8 @@
 //!   under test, for `oidc_provider`, `oidc_jwe` and `client_oidc_provider`;
 //! - [`redis`]: `redis-server` processes on free ports, for `redis_store`;
 //! - [`logs`]: log lines of a scoped `tracing` subscriber, kept for assertions;
-//! - [`backoff`]: how many discoveries the discovery backoff allows in a time, for
+//! - [`backoff`]: how many discoveries the discovery backoff, and how many on-demand JWKS
+//!   fetches the key store's pacing, allow in a time, for `key_store`, `jwks`,
 //!   `introspection` and `userinfo`;
 //! - [`vectors`]: reading `tests/vectors/` and comparing Wycheproof labels with what we do,
 //!   for `vectors` and `jwe_vectors`.

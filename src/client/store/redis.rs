@@ -88,6 +88,7 @@ fn reconnects(error: &RedisError) -> bool {
 }
 
 fn unavailable(error: RedisError) -> StoreError {
+    crate::telemetry::redis_failure();
     StoreError::Unavailable(Box::new(error))
 }
 

@@ -338,7 +338,13 @@ impl SharedSource {
                 return Ok(Ok(response));
             }
             let lease = self.store.try_lease(&self.keys.lease, &self.holder, self.timing.lease);
-            if bounded(self.timing.operation_timeout, lease).await? {
+            let taken = bounded(self.timing.operation_timeout, lease).await;
+            crate::telemetry::store_lease(match &taken {
+                Ok(true) => "acquired",
+                Ok(false) => "held_elsewhere",
+                Err(_) => "error",
+            });
+            if taken? {
                 return Ok(self.fetch_holding_lease().await);
             }
             if Instant::now() >= deadline {

@@ -1,0 +1,289 @@
+//! Metrics through the [`metrics`](https://docs.rs/metrics) facade, with the `metrics`
+//! feature; without it every function here is an empty inline one.
+//!
+//! The names and labels are a public contract, listed in `docs/metrics.md`. Labels are
+//! low-cardinality by construction: fixed words chosen here, never a token, a subject, a
+//! `kid`, an issuer or a URL.
+
+use std::time::Duration;
+
+/// What started a fetch of a key set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Trigger {
+    /// The store's first fetch, at build time.
+    Start,
+    /// The refresh schedule, or a retry after a failure.
+    Schedule,
+    /// A token whose `kid` the set lacked (or a request before any set was loaded).
+    UnknownKid,
+    /// [`KeyStore::refresh`](crate::KeyStore::refresh).
+    Manual,
+}
+
+/// The metric names, as `docs/metrics.md` lists them.
+#[cfg_attr(not(all(feature = "metrics", feature = "redis")), allow(dead_code))]
+pub(crate) mod names {
+    pub(crate) const VALIDATIONS: &str = "tower_oauth_validations_total";
+    pub(crate) const VALIDATION_DURATION: &str = "tower_oauth_validation_duration_seconds";
+    pub(crate) const CACHE_HITS: &str = "tower_oauth_verified_token_cache_hits_total";
+    pub(crate) const JWKS_FETCHES: &str = "tower_oauth_jwks_fetches_total";
+    pub(crate) const METADATA_FETCHES: &str = "tower_oauth_metadata_fetches_total";
+    pub(crate) const UNKNOWN_KID_REFUSED: &str = "tower_oauth_unknown_kid_refetches_refused_total";
+    pub(crate) const KEY_WAIT: &str = "tower_oauth_key_wait_seconds";
+    pub(crate) const TOKEN_REQUESTS: &str = "tower_oauth_token_requests_total";
+    pub(crate) const TOKEN_REFRESHES_AHEAD: &str = "tower_oauth_token_refreshes_ahead_total";
+    pub(crate) const TOKEN_WAIT: &str = "tower_oauth_token_wait_seconds";
+    pub(crate) const INTROSPECTIONS: &str = "tower_oauth_introspections_total";
+    pub(crate) const USERINFO_REQUESTS: &str = "tower_oauth_userinfo_requests_total";
+    pub(crate) const STORE_LEASES: &str = "tower_oauth_store_leases_total";
+    pub(crate) const REDIS_FAILURES: &str = "tower_oauth_redis_failures_total";
+}
+
+#[cfg(feature = "metrics")]
+use names::*;
+
+/// Without the feature, the arguments are unused.
+macro_rules! unused {
+    ($($arg:expr),*) => {
+        #[cfg(not(feature = "metrics"))]
+        let _ = ($($arg),*);
+    };
+}
+
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+const OUTCOMES: [&str; 3] = ["accepted", "rejected", "unavailable"];
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+const REASONS: [&str; 13] = [
+    "none",
+    "malformed",
+    "header",
+    "unknown_key",
+    "signature",
+    "issuer",
+    "audience",
+    "claims",
+    "time",
+    "encryption",
+    "keys_unavailable",
+    "issuer_limit",
+    "introspection",
+];
+
+/// The outcome and the reason class of a validation, as indices into [`OUTCOMES`] and
+/// [`REASONS`].
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+fn classify(result: Result<(), &crate::ValidationError>) -> (usize, usize) {
+    use crate::ValidationError as E;
+    let Err(error) = result else { return (0, 0) };
+    let outcome = if error.is_server_error() { 2 } else { 1 };
+    let reason = match error {
+        E::TokenTooLarge | E::Malformed(_) | E::EncryptedToken | E::UnencodedPayload => 1,
+        E::AlgorithmNone
+        | E::UnsupportedAlgorithm
+        | E::AlgorithmNotAllowed(_)
+        | E::UnsupportedCriticalHeader
+        | E::InvalidType => 2,
+        E::UnknownKey => 3,
+        E::KeyAlgorithmMismatch | E::InvalidSignature => 4,
+        E::UntrustedIssuer => 5,
+        E::InvalidAudience => 6,
+        E::MissingClaim(_) | E::InvalidClaim(_) | E::ClaimsType => 7,
+        E::Expired | E::NotYetValid | E::IssuedInFuture => 8,
+        E::UnsupportedEncryption(_)
+        | E::NoDecryptionKey
+        | E::DecryptionFailed
+        | E::UnsignedEncryptedToken
+        | E::EncryptionRequired => 9,
+        E::KeysUnavailable => 10,
+        E::IssuerLimit => 11,
+        E::Introspection(_) | E::IntrospectionRequired => 12,
+    };
+    (outcome, reason)
+}
+
+/// The handles of the per-request metrics, registered with the recorder at their first
+/// use (one per outcome and reason): the request path then costs an atomic add, not a
+/// registry lookup. A recorder must therefore be installed before the first request.
+#[cfg(feature = "metrics")]
+mod handles {
+    use std::sync::OnceLock;
+
+    use metrics::{Counter, Histogram};
+
+    use super::{OUTCOMES, REASONS, names};
+
+    pub(super) struct Validation {
+        pub(super) count: Counter,
+        pub(super) duration: Histogram,
+    }
+
+    static VALIDATIONS: [OnceLock<Validation>; OUTCOMES.len() * REASONS.len()] =
+        [const { OnceLock::new() }; OUTCOMES.len() * REASONS.len()];
+    static CACHE_HITS: OnceLock<Counter> = OnceLock::new();
+
+    pub(super) fn validation(outcome: usize, reason: usize) -> &'static Validation {
+        VALIDATIONS[outcome * REASONS.len() + reason].get_or_init(|| {
+            let (outcome, reason) = (OUTCOMES[outcome], REASONS[reason]);
+            Validation {
+                count: metrics::counter!(names::VALIDATIONS, "outcome" => outcome, "reason" => reason),
+                duration: metrics::histogram!(names::VALIDATION_DURATION, "outcome" => outcome),
+            }
+        })
+    }
+
+    pub(super) fn cache_hits() -> &'static Counter {
+        CACHE_HITS.get_or_init(|| metrics::counter!(names::CACHE_HITS))
+    }
+}
+
+/// A validation that ended (accepted, rejected or unavailable) after `took`.
+#[inline]
+pub(crate) fn validation(result: Result<(), &crate::ValidationError>, took: Duration) {
+    unused!(result, took);
+    #[cfg(feature = "metrics")]
+    {
+        let (outcome, reason) = classify(result);
+        let handles = handles::validation(outcome, reason);
+        handles.count.increment(1);
+        handles.duration.record(took.as_secs_f64());
+    }
+}
+
+/// A request served from the verified-token cache.
+#[inline]
+pub(crate) fn cache_hit() {
+    #[cfg(feature = "metrics")]
+    handles::cache_hits().increment(1);
+}
+
+/// A fetch of a key set ended: `ok`, `not_modified` or `error`.
+#[inline]
+pub(crate) fn jwks_fetch(result: &'static str, trigger: Trigger) {
+    unused!(result, trigger);
+    #[cfg(feature = "metrics")]
+    {
+        let trigger = match trigger {
+            Trigger::Start => "start",
+            Trigger::Schedule => "schedule",
+            Trigger::UnknownKid => "unknown_kid",
+            Trigger::Manual => "manual",
+        };
+        metrics::counter!(JWKS_FETCHES, "result" => result, "trigger" => trigger).increment(1);
+    }
+}
+
+/// A fetch of a metadata document ended: `ok` or `error`.
+#[inline]
+pub(crate) fn metadata_fetch(result: &'static str) {
+    unused!(result);
+    #[cfg(feature = "metrics")]
+    metrics::counter!(METADATA_FETCHES, "result" => result).increment(1);
+}
+
+/// A request with an unknown `kid` got no fetch: the cooldown ran beyond its wait.
+#[inline]
+pub(crate) fn unknown_kid_refused() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(UNKNOWN_KID_REFUSED).increment(1);
+}
+
+/// A request waited `took` for keys (an on-demand or first fetch).
+#[inline]
+pub(crate) fn key_wait(took: Duration) {
+    unused!(took);
+    #[cfg(feature = "metrics")]
+    metrics::histogram!(KEY_WAIT).record(took.as_secs_f64());
+}
+
+/// A token request ended: the grant, and `ok` or an error class.
+#[inline]
+pub(crate) fn token_request(grant: &'static str, result: &'static str) {
+    unused!(grant, result);
+    #[cfg(feature = "metrics")]
+    metrics::counter!(TOKEN_REQUESTS, "grant" => grant, "result" => result).increment(1);
+}
+
+/// The result class of a token request: `ok`, or the kind of failure.
+pub(crate) fn token_result<T>(result: &Result<T, crate::client::TokenError>) -> &'static str {
+    use crate::client::TokenError as E;
+    match result {
+        Ok(_) => "ok",
+        Err(E::RateLimited { .. }) => "rate_limited",
+        Err(E::ServerError { .. }) => "server_error",
+        Err(E::Timeout | E::Transport(_)) => "transport",
+        Err(E::InvalidResponse(_) | E::BodyTooLarge { .. } | E::UnsupportedTokenType(_)) => "invalid_response",
+        Err(E::Discovery(_)) => "discovery",
+        Err(error) if error.oauth().is_some() => "oauth_error",
+        Err(_) => "rejected",
+    }
+}
+
+/// The token cache started a refresh ahead of expiry.
+#[inline]
+pub(crate) fn token_refresh_ahead() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(TOKEN_REFRESHES_AHEAD).increment(1);
+}
+
+/// A caller with no usable token waited `took`.
+#[inline]
+pub(crate) fn token_wait(took: Duration) {
+    unused!(took);
+    #[cfg(feature = "metrics")]
+    metrics::histogram!(TOKEN_WAIT).record(took.as_secs_f64());
+}
+
+/// An introspection request ended: `active`, `inactive` or `error`.
+#[inline]
+pub(crate) fn introspection(result: &'static str) {
+    unused!(result);
+    #[cfg(feature = "metrics")]
+    metrics::counter!(INTROSPECTIONS, "result" => result).increment(1);
+}
+
+/// A userinfo request ended: `ok` or `error`.
+#[inline]
+pub(crate) fn userinfo(result: &'static str) {
+    unused!(result);
+    #[cfg(feature = "metrics")]
+    metrics::counter!(USERINFO_REQUESTS, "result" => result).increment(1);
+}
+
+/// A shared-store lease: `acquired`, `held_elsewhere` or `error`.
+#[inline]
+pub(crate) fn store_lease(result: &'static str) {
+    unused!(result);
+    #[cfg(feature = "metrics")]
+    metrics::counter!(STORE_LEASES, "result" => result).increment(1);
+}
+
+/// A Redis command of the shared store failed.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[inline]
+pub(crate) fn redis_failure() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(REDIS_FAILURES).increment(1);
+}
+
+/// A start time, taken only when metrics are compiled in.
+#[derive(Clone, Copy)]
+pub(crate) struct Timer(#[cfg(feature = "metrics")] std::time::Instant);
+
+impl Timer {
+    #[inline]
+    pub(crate) fn start() -> Timer {
+        Timer(
+            #[cfg(feature = "metrics")]
+            std::time::Instant::now(),
+        )
+    }
+
+    /// The time since [`Timer::start`] (zero without the `metrics` feature).
+    #[inline]
+    pub(crate) fn elapsed(self) -> Duration {
+        #[cfg(feature = "metrics")]
+        return self.0.elapsed();
+        #[cfg(not(feature = "metrics"))]
+        Duration::ZERO
+    }
+}
