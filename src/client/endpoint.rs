@@ -359,9 +359,9 @@ impl TokenEndpointBuilder {
     ///
     /// # Errors
     ///
-    /// [`BuildError::InvalidUrl`] for a URL or resource that does not parse (or a
-    /// resource with a fragment, RFC 8707 §2), [`BuildError::InsecureUrl`] for plain
-    /// http off loopback, [`BuildError::MissingIssuer`] for an empty issuer, and
+    /// [`BuildError::Url`] for a URL that does not parse or is plain http off loopback,
+    /// [`BuildError::InvalidUrl`] for a resource that does not parse (or has a fragment,
+    /// RFC 8707 §2), [`BuildError::MissingIssuer`] for an empty issuer, and
     /// [`BuildError::HttpClient`] when the default client cannot be built.
     pub fn build(self) -> Result<TokenEndpoint, BuildError> {
         let endpoint = IdpEndpoint::new(self.target, MetadataMember::Token)?;

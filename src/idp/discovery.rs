@@ -4,7 +4,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::error::FetchError;
-use crate::idp::fetch::{self, Limits};
+use crate::idp::fetch::{self, Conditional, Limits, Version};
 
 /// The members of an issuer's metadata document this crate uses.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,18 +39,31 @@ pub(crate) fn metadata_urls(issuer: &Url) -> [Url; 2] {
     [oidc, oauth]
 }
 
+/// A metadata document read before: where from, its version, and what it said.
+#[derive(Debug)]
+pub(crate) struct KnownMetadata {
+    url: Url,
+    version: Version,
+    metadata: ProviderMetadata,
+}
+
 /// Fetches `issuer`'s metadata, trying OIDC discovery and then RFC 8414, and checks
 /// that the document names the same issuer (RFC 8414 §3.3, OIDC Discovery §4.3): a
 /// mismatch is how mix-up attacks begin.
+///
+/// `known` is the document read last time, if its server named a version: the fetch of
+/// the same location asks whether it changed, and a `304` returns it again. A document
+/// read now replaces it.
 pub(crate) async fn discover(
     client: &reqwest::Client,
     issuer: &str,
     limits: Limits,
+    known: &mut Option<KnownMetadata>,
 ) -> Result<ProviderMetadata, FetchError> {
     let issuer_url = fetch::parse_url(issuer)?;
     let mut last_error = FetchError::MissingJwksUri;
     for url in metadata_urls(&issuer_url) {
-        match fetch_one(client, &url, issuer, limits).await {
+        match fetch_one(client, &url, issuer, limits, known).await {
             Ok(metadata) => return Ok(metadata),
             Err(error) => {
                 tracing::debug!(%url, %error, "metadata fetch failed");
@@ -66,8 +79,28 @@ async fn fetch_one(
     url: &Url,
     issuer: &str,
     limits: Limits,
+    known: &mut Option<KnownMetadata>,
 ) -> Result<ProviderMetadata, FetchError> {
-    let result = async { parse_metadata(&fetch::get(client, url, limits).await?.body, issuer) }.await;
+    let version = known.as_ref().filter(|known| known.url == *url).map(|known| known.version.clone());
+    let fetched = fetch::get_if_modified(client, url, limits, &version.unwrap_or_default()).await;
+    let result = match fetched {
+        Ok(Conditional::NotModified { .. }) => match known.as_ref() {
+            Some(known) => {
+                crate::telemetry::metadata_fetch("not_modified");
+                return Ok(known.metadata.clone());
+            }
+            // Never asked for: a server that answers 304 anyway answers wrongly.
+            None => Err(FetchError::Status(http::StatusCode::NOT_MODIFIED)),
+        },
+        Ok(Conditional::Modified(fetched)) => parse_metadata(&fetched.body, issuer).inspect(|metadata| {
+            *known = fetched.version.is_known().then(|| KnownMetadata {
+                url: url.clone(),
+                version: fetched.version,
+                metadata: metadata.clone(),
+            });
+        }),
+        Err(error) => Err(error),
+    };
     crate::telemetry::metadata_fetch(if result.is_ok() { "ok" } else { "error" });
     result
 }

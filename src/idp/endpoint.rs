@@ -28,7 +28,7 @@ use arc_swap::ArcSwapOption;
 use url::Url;
 
 use crate::error::{BuildError, FetchError};
-use crate::idp::discovery::{self, ProviderMetadata};
+use crate::idp::discovery::{self, KnownMetadata, ProviderMetadata};
 use crate::idp::fetch::{self, Checked, Limits, Target};
 
 /// The first wait after a failed lookup; it doubles with each failure in a row.
@@ -123,7 +123,7 @@ pub(crate) struct IdpEndpoint(EndpointKind);
 #[derive(Debug)]
 enum EndpointKind {
     Configured(Arc<Url>),
-    Discovered(MetadataLookup),
+    Discovered(Box<MetadataLookup>),
 }
 
 /// An endpoint found in `issuer`'s metadata.
@@ -132,8 +132,9 @@ struct MetadataLookup {
     member: MetadataMember,
     /// The URL found, until a user reports that it failed.
     found: ArcSwapOption<Url>,
-    /// Held by the one lookup in flight.
-    flight: tokio::sync::Mutex<()>,
+    /// Held by the one lookup in flight, with the metadata it read last (so the next
+    /// lookup asks whether it changed).
+    flight: tokio::sync::Mutex<Option<KnownMetadata>>,
     backoff: Mutex<LookupBackoff>,
 }
 
@@ -189,13 +190,13 @@ impl IdpEndpoint {
 
     /// `member` of `issuer`'s metadata, looked up at the first use.
     pub(crate) fn discovered(issuer: String, member: MetadataMember) -> IdpEndpoint {
-        IdpEndpoint(EndpointKind::Discovered(MetadataLookup {
+        IdpEndpoint(EndpointKind::Discovered(Box::new(MetadataLookup {
             issuer,
             member,
             found: ArcSwapOption::empty(),
-            flight: tokio::sync::Mutex::new(()),
+            flight: tokio::sync::Mutex::new(None),
             backoff: Mutex::new(LookupBackoff::default()),
-        }))
+        })))
     }
 
     /// The configured URL or issuer, for `Debug` and cache keys.
@@ -272,7 +273,7 @@ impl MetadataLookup {
         if backoff {
             self.refused(Instant::now())?;
         }
-        let _flight = self.flight.lock().await;
+        let mut known = self.flight.lock().await;
         // The flight we waited for may have settled it either way.
         if let Some(url) = self.found.load_full() {
             return Ok(url);
@@ -280,7 +281,7 @@ impl MetadataLookup {
         if backoff {
             self.refused(Instant::now())?;
         }
-        match self.look_up(client, timeout).await {
+        match self.look_up(client, timeout, &mut known).await {
             Ok(url) => {
                 let url = Arc::new(url);
                 *self.lock() = LookupBackoff::default();
@@ -322,9 +323,14 @@ impl MetadataLookup {
     }
 
     /// One lookup: the metadata, its member, and the URL checked. On failure, why.
-    async fn look_up(&self, client: &reqwest::Client, timeout: Duration) -> Result<Url, LookupFailure> {
+    async fn look_up(
+        &self,
+        client: &reqwest::Client,
+        timeout: Duration,
+        known: &mut Option<KnownMetadata>,
+    ) -> Result<Url, LookupFailure> {
         let limits = Limits { timeout, max_body: fetch::DEFAULT_DOCUMENT_MAX_BODY_SIZE };
-        let metadata = discovery::discover(client, &self.issuer, limits)
+        let metadata = discovery::discover(client, &self.issuer, limits, known)
             .await
             .map_err(|error| LookupFailure("discovery failed", error))?;
         let member = self.member;

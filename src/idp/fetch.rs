@@ -174,17 +174,9 @@ pub(crate) fn default_client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// GETs `url` as JSON within `limits`.
-pub(crate) async fn get(client: &reqwest::Client, url: &Url, limits: Limits) -> Result<Fetched, FetchError> {
-    match get_if_modified(client, url, limits, &Version::default()).await? {
-        Conditional::Modified(fetched) => Ok(fetched),
-        // Never asked for: a server that answers 304 anyway answers wrongly.
-        Conditional::NotModified { .. } => Err(FetchError::Status(http::StatusCode::NOT_MODIFIED)),
-    }
-}
-
 /// GETs `url` as JSON within `limits`, unless the server says that `version` (when
-/// known) is still current.
+/// known) is still current. A `304` to a request that named no version is
+/// [`FetchError::Status`].
 pub(crate) async fn get_if_modified(
     client: &reqwest::Client,
     url: &Url,

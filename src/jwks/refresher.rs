@@ -99,6 +99,8 @@ struct OnDemand {
     /// Fetches claimed for a repeated `kid` since the last reset, and when the last was.
     repeat_claims: u32,
     repeat_last: Option<Instant>,
+    /// Whether the claim of `target` was a repeated `kid`'s.
+    claimed_by_repeat: bool,
 }
 
 impl OnDemand {
@@ -120,8 +122,9 @@ impl OnDemand {
     }
 
     /// A fetch starts after now for every request that waits on `target`.
-    fn claim(&mut self, target: u64) {
+    fn claim(&mut self, target: u64, by_repeat: bool) {
         self.target = target;
+        self.claimed_by_repeat = by_repeat;
         self.suspects.clear();
     }
 }
@@ -214,12 +217,12 @@ impl KeyStoreState {
     /// request.
     ///
     /// On-demand fetches are paced by a cooldown that starts short ([`Pacing::first`])
-    /// and doubles with each on-demand fetch, up to [`Pacing::max`]. A fetch that brings
-    /// a new key resets it, and so does a quiet spell of [`Pacing::max`] with no unknown
-    /// `kid`. So a few made-up `kid`s cost a rotation at most a short wait, while a
-    /// flood of them costs the issuer a handful of fetches a minute. A request inside
-    /// the cooldown waits for its end when that is within [`Pacing::max_wait`], and
-    /// returns at once otherwise. A made-up `kid` and a real one take the same path.
+    /// and doubles with each on-demand fetch that brings no new key, up to
+    /// [`Pacing::max`]; a quiet spell of [`Pacing::max`] with no unknown `kid` brings it
+    /// back to its start. So a few made-up `kid`s cost a rotation at most a short wait,
+    /// while a flood of them costs the issuer a handful of fetches a minute. A request
+    /// inside the cooldown waits for its end when that is within [`Pacing::max_wait`].
+    /// A made-up `kid` and a real one take the same path.
     ///
     /// Inside a long cooldown, a `kid` that [`REPEATS`] requests named earns a fetch of
     /// its own, paced apart (1 s doubling to the ceiling), and the requests before it
@@ -278,7 +281,7 @@ impl KeyStoreState {
             // older (scheduled) fetch is running at this moment.
             on_demand.last = Some(now);
             on_demand.claims = on_demand.claims.saturating_add(1);
-            on_demand.claim(started + 1);
+            on_demand.claim(started + 1, false);
             tracing::debug!(claims = on_demand.claims, "unknown kid: fetching keys on demand");
             remote.trigger.store(UNKNOWN_KID, Ordering::Relaxed);
             remote.background.wake();
@@ -294,7 +297,7 @@ impl KeyStoreState {
         if repeated && repeat_next <= now {
             on_demand.repeat_last = Some(now);
             on_demand.repeat_claims = on_demand.repeat_claims.saturating_add(1);
-            on_demand.claim(started + 1);
+            on_demand.claim(started + 1, true);
             tracing::debug!(claims = on_demand.repeat_claims, "a repeated unknown kid: fetching keys on demand");
             remote.trigger.store(UNKNOWN_KID, Ordering::Relaxed);
             remote.background.wake();
@@ -317,11 +320,16 @@ impl KeyStoreState {
             if let (Some(previous), Some(current)) = (previous, &*current)
                 && brought_a_new_key(&previous, current)
             {
-                // A rotation: unknown `kid`s may be real again, so the cooldown starts
-                // short, as if the last claim (if any) had been the first.
+                // The cooldown grows only with fetches that bring nothing new: the claim
+                // of a fetch that brought a key is taken back.
+                let fetch = remote.background.completed() + 1;
                 let mut on_demand = remote.on_demand.lock().unwrap_or_else(|e| e.into_inner());
-                on_demand.claims = on_demand.claims.min(1);
-                on_demand.repeat_claims = on_demand.repeat_claims.min(1);
+                if on_demand.target == fetch {
+                    match on_demand.claimed_by_repeat {
+                        true => on_demand.repeat_claims = on_demand.repeat_claims.saturating_sub(1),
+                        false => on_demand.claims = on_demand.claims.saturating_sub(1),
+                    }
+                }
             }
         });
         remote.background.finish(outcome);
@@ -603,15 +611,19 @@ mod tests {
         assert_eq!(h.kid().as_deref(), Some("k2"));
         assert!(background::now() - started <= Duration::from_secs(2), "{:?}", background::now() - started);
 
-        // The new key reset the cooldown: 250 ms after that fetch, an unknown kid fetches again.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let started = background::now();
+        // The fetch that brought the key did not grow the cooldown: it is still the 1 s
+        // the three made-up kids left, counted from that fetch.
+        let fetched = background::now();
+        tokio::time::sleep(Duration::from_millis(900)).await;
         let request = h.unknown_kid();
         settle().await;
-        assert_eq!(h.director.started(), answered + 2);
+        assert_eq!(h.director.started(), answered + 1, "it waits for the cooldown");
+        while h.director.started() == answered + 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(background::now() - fetched, Duration::from_secs(1));
         h.succeed("k2");
         request.await.unwrap();
-        assert_eq!(background::now(), started);
     }
 
     #[test]
@@ -630,7 +642,7 @@ mod tests {
             on_demand.suspect(&format!("more-junk-{i}"));
         }
         assert_eq!(on_demand.suspect("real"), 3);
-        on_demand.claim(7);
+        on_demand.claim(7, false);
         assert!(on_demand.suspects.is_empty(), "a claim answers for every suspect");
     }
 

@@ -183,8 +183,8 @@ impl KeyStoreBuilder {
     /// The longest cooldown between two fetches triggered by unknown `kid`s. Default 30 s.
     ///
     /// The cooldown starts at 250 ms (or this, when shorter) and doubles with each
-    /// on-demand fetch: 0.25, 0.5, 1, 2, 4 … s, up to this ceiling. A fetch that brings a
-    /// new key resets it, and so does a quiet spell of this long with no unknown `kid`.
+    /// on-demand fetch that brings no new key: 0.25, 0.5, 1, 2, 4 … s, up to this
+    /// ceiling. A quiet spell of this long with no unknown `kid` brings it back to 250 ms.
     /// A few made-up `kid`s therefore delay a rotation by at most a second or two, and a
     /// sustained flood of them costs the issuer at most 8 fetches in its first minute
     /// (with the default), then one per ceiling.

@@ -149,6 +149,44 @@ async fn an_unchanged_key_set_costs_a_304_and_keeps_its_keys() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_document_looked_up_again_costs_a_304() -> TestResult {
+    // Metadata with an ETag, answered 304 when asked about it; the JWKS behind it fails
+    // once, so that the store looks its jwks_uri up again.
+    let issuer = TestIssuer::start().await?;
+    let jwks = issuer.jwks().to_string();
+    const ETAG: &str = "\"meta-1\"";
+    let jwks_requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = jwks_requests.clone();
+    let server = Scripted::routes(move |request, base| match request.path.as_str() {
+        "/.well-known/openid-configuration" if request.header("if-none-match") == Some(ETAG) => {
+            response(304, &[("etag", ETAG)], b"")
+        }
+        "/.well-known/openid-configuration" => {
+            let body = json!({"issuer": base, "jwks_uri": format!("{base}/jwks")}).to_string();
+            response(200, &[("content-type", "application/json"), ("etag", ETAG)], body.as_bytes())
+        }
+        "/jwks" if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 => response(500, &[], b""),
+        "/jwks" => response(200, &[("content-type", "application/json")], jwks.as_bytes()),
+        _ => response(404, &[], b""),
+    })
+    .await;
+    let store = KeyStore::builder().issuer(server.url("")).build()?;
+    assert!(store.wait_until_loaded(LOAD).await);
+    assert!(!store.refresh().await, "the JWKS fails once");
+    assert!(store.refresh().await, "looked up again, then fetched");
+    let metadata: Vec<_> =
+        server.seen().into_iter().filter(|seen| seen.path == "/.well-known/openid-configuration").collect();
+    assert_eq!(metadata.len(), 2, "{metadata:?}");
+    assert_eq!(metadata[0].header("if-none-match"), None);
+    assert_eq!(metadata[1].header("if-none-match"), Some(ETAG), "the second lookup is conditional");
+    assert_eq!(jwks_requests.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let validator =
+        Validator::builder().issuer_with_keys(server.url(""), store.clone()).audience(issuer.audience()).build()?;
+    validator.validate(&issuer.mint().issuer(&server.url("")).sign()).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_304_that_was_not_asked_for_is_a_failed_fetch() -> TestResult {
     let server = Scripted::start(response(304, &[], b"")).await;
     let store = KeyStore::builder().jwks_uri(server.url("/jwks")).timeout(Duration::from_secs(2)).build()?;
