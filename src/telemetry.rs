@@ -50,8 +50,37 @@ macro_rules! unused {
     };
 }
 
+/// How a validation ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome {
+    Accepted,
+    /// The token's fault (401).
+    Rejected,
+    /// The server's side (503).
+    Unavailable,
+}
+
+/// Why a validation did not accept the token, in a few classes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reason {
+    None,
+    Malformed,
+    Header,
+    UnknownKey,
+    Signature,
+    Issuer,
+    Audience,
+    Claims,
+    Time,
+    Encryption,
+    KeysUnavailable,
+    IssuerLimit,
+    Introspection,
+}
+
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 const OUTCOMES: [&str; 3] = ["accepted", "rejected", "unavailable"];
+/// The label of each [`Reason`], in its order.
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 const REASONS: [&str; 13] = [
     "none",
@@ -68,38 +97,6 @@ const REASONS: [&str; 13] = [
     "issuer_limit",
     "introspection",
 ];
-
-/// The outcome and the reason class of a validation, as indices into [`OUTCOMES`] and
-/// [`REASONS`].
-#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-fn classify(result: Result<(), &crate::ValidationError>) -> (usize, usize) {
-    use crate::ValidationError as E;
-    let Err(error) = result else { return (0, 0) };
-    let outcome = if error.is_server_error() { 2 } else { 1 };
-    let reason = match error {
-        E::TokenTooLarge | E::Malformed(_) | E::EncryptedToken | E::UnencodedPayload => 1,
-        E::AlgorithmNone
-        | E::UnsupportedAlgorithm
-        | E::AlgorithmNotAllowed(_)
-        | E::UnsupportedCriticalHeader
-        | E::InvalidType => 2,
-        E::UnknownKey => 3,
-        E::KeyAlgorithmMismatch | E::InvalidSignature => 4,
-        E::UntrustedIssuer => 5,
-        E::InvalidAudience => 6,
-        E::MissingClaim(_) | E::InvalidClaim(_) | E::ClaimsType => 7,
-        E::Expired | E::NotYetValid | E::IssuedInFuture => 8,
-        E::UnsupportedEncryption(_)
-        | E::NoDecryptionKey
-        | E::DecryptionFailed
-        | E::UnsignedEncryptedToken
-        | E::EncryptionRequired => 9,
-        E::KeysUnavailable => 10,
-        E::IssuerLimit => 11,
-        E::Introspection(_) | E::IntrospectionRequired => 12,
-    };
-    (outcome, reason)
-}
 
 /// The handles of the per-request metrics, registered with the recorder at their first
 /// use (one per outcome and reason): the request path then costs an atomic add, not a
@@ -136,16 +133,18 @@ mod handles {
     }
 }
 
-/// A validation that ended (accepted, rejected or unavailable) after `took`.
+/// A validation that ended (accepted, rejected or unavailable), after `took` when it
+/// was timed.
 #[inline]
-pub(crate) fn validation(result: Result<(), &crate::ValidationError>, took: Duration) {
-    unused!(result, took);
+pub(crate) fn validation(outcome: Outcome, reason: Reason, took: Option<Duration>) {
+    unused!(outcome, reason, took);
     #[cfg(feature = "metrics")]
     {
-        let (outcome, reason) = classify(result);
-        let handles = handles::validation(outcome, reason);
+        let handles = handles::validation(outcome as usize, reason as usize);
         handles.count.increment(1);
-        handles.duration.record(took.as_secs_f64());
+        if let Some(took) = took {
+            handles.duration.record(took.as_secs_f64());
+        }
     }
 }
 
@@ -189,10 +188,12 @@ pub(crate) fn unknown_kid_refused() {
 
 /// A request waited `took` for keys (an on-demand or first fetch).
 #[inline]
-pub(crate) fn key_wait(took: Duration) {
+pub(crate) fn key_wait(took: Option<Duration>) {
     unused!(took);
     #[cfg(feature = "metrics")]
-    metrics::histogram!(KEY_WAIT).record(took.as_secs_f64());
+    if let Some(took) = took {
+        metrics::histogram!(KEY_WAIT).record(took.as_secs_f64());
+    }
 }
 
 /// A token request ended: the grant, and `ok` or an error class.
@@ -201,21 +202,6 @@ pub(crate) fn token_request(grant: &'static str, result: &'static str) {
     unused!(grant, result);
     #[cfg(feature = "metrics")]
     metrics::counter!(TOKEN_REQUESTS, "grant" => grant, "result" => result).increment(1);
-}
-
-/// The result class of a token request: `ok`, or the kind of failure.
-pub(crate) fn token_result<T>(result: &Result<T, crate::client::TokenError>) -> &'static str {
-    use crate::client::TokenError as E;
-    match result {
-        Ok(_) => "ok",
-        Err(E::RateLimited { .. }) => "rate_limited",
-        Err(E::ServerError { .. }) => "server_error",
-        Err(E::Timeout | E::Transport(_)) => "transport",
-        Err(E::InvalidResponse(_) | E::BodyTooLarge { .. } | E::UnsupportedTokenType(_)) => "invalid_response",
-        Err(E::Discovery(_)) => "discovery",
-        Err(error) if error.oauth().is_some() => "oauth_error",
-        Err(_) => "rejected",
-    }
 }
 
 /// The token cache started a refresh ahead of expiry.
@@ -227,10 +213,12 @@ pub(crate) fn token_refresh_ahead() {
 
 /// A caller with no usable token waited `took`.
 #[inline]
-pub(crate) fn token_wait(took: Duration) {
+pub(crate) fn token_wait(took: Option<Duration>) {
     unused!(took);
     #[cfg(feature = "metrics")]
-    metrics::histogram!(TOKEN_WAIT).record(took.as_secs_f64());
+    if let Some(took) = took {
+        metrics::histogram!(TOKEN_WAIT).record(took.as_secs_f64());
+    }
 }
 
 /// An introspection request ended: `active`, `inactive` or `error`.
@@ -265,25 +253,49 @@ pub(crate) fn redis_failure() {
     metrics::counter!(REDIS_FAILURES).increment(1);
 }
 
-/// A start time, taken only when metrics are compiled in.
+/// A start time, taken only when metrics are compiled in (and, for a [sampled](Self::sampled)
+/// timer, only for one call in [`SAMPLE`]).
 #[derive(Clone, Copy)]
-pub(crate) struct Timer(#[cfg(feature = "metrics")] std::time::Instant);
+pub(crate) struct Timer(#[cfg(feature = "metrics")] Option<std::time::Instant>);
+
+/// One synchronous validation in this many, per thread, is timed: two clock reads would
+/// be several percent of an HS256 validation, and a histogram needs a sample, not all.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+const SAMPLE: u32 = 16;
 
 impl Timer {
+    /// A timer that always takes the time (with the `metrics` feature).
     #[inline]
     pub(crate) fn start() -> Timer {
         Timer(
             #[cfg(feature = "metrics")]
-            std::time::Instant::now(),
+            Some(std::time::Instant::now()),
         )
     }
 
-    /// The time since [`Timer::start`] (zero without the `metrics` feature).
+    /// A timer that takes the time for one call in [`SAMPLE`] on this thread.
     #[inline]
-    pub(crate) fn elapsed(self) -> Duration {
+    pub(crate) fn sampled() -> Timer {
         #[cfg(feature = "metrics")]
-        return self.0.elapsed();
+        {
+            thread_local!(static CALLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+            let call = CALLS.with(|calls| {
+                let call = calls.get().wrapping_add(1);
+                calls.set(call);
+                call
+            });
+            Timer(call.is_multiple_of(SAMPLE).then(std::time::Instant::now))
+        }
         #[cfg(not(feature = "metrics"))]
-        Duration::ZERO
+        Timer()
+    }
+
+    /// The time since the timer started, when it took the time.
+    #[inline]
+    pub(crate) fn elapsed(self) -> Option<Duration> {
+        #[cfg(feature = "metrics")]
+        return self.0.map(|start| start.elapsed());
+        #[cfg(not(feature = "metrics"))]
+        None
     }
 }

@@ -118,7 +118,7 @@ impl TokenEndpoint {
             GrantState::Code { .. } => "authorization_code",
         };
         let result = self.post(&url, authorization, form.into_bytes()).await;
-        crate::telemetry::token_request(grant, crate::telemetry::token_result(&result));
+        crate::telemetry::token_request(grant, metric_result(&result));
         match &result {
             Ok(response) => self.grant.advance(response),
             // Anything but the server's considered answer may mean the endpoint moved:
@@ -406,6 +406,21 @@ impl fmt::Debug for TokenEndpointBuilder {
             .field("resources", &self.resources)
             .field("audience", &self.audience)
             .finish_non_exhaustive()
+    }
+}
+
+/// The result label of a token request: `ok`, or the kind of failure.
+fn metric_result(result: &Result<TokenResponse, TokenError>) -> &'static str {
+    use TokenError as E;
+    match result {
+        Ok(_) => "ok",
+        Err(E::RateLimited { .. }) => "rate_limited",
+        Err(E::ServerError { .. }) => "server_error",
+        Err(E::Timeout | E::Transport(_)) => "transport",
+        Err(E::InvalidResponse(_) | E::BodyTooLarge { .. } | E::UnsupportedTokenType(_)) => "invalid_response",
+        Err(E::Discovery(_)) => "discovery",
+        Err(error) if error.oauth().is_some() => "oauth_error",
+        Err(_) => "rejected",
     }
 }
 

@@ -10,7 +10,7 @@ use super::ValidationError;
 use super::claims::Claims;
 use super::issuer_set::Issuers;
 use super::pipeline::{Attempt, Pending, Pipeline, Verified};
-use crate::telemetry;
+use crate::telemetry::{self, Outcome, Reason};
 
 pub use crate::idp::fetch::DEFAULT_MAX_TOKEN_SIZE;
 
@@ -109,10 +109,11 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
     /// One synchronous pass over the token; see [`Pipeline::attempt`]. A pass that
     /// ends here is counted in the metrics; a pending one is counted when it settles.
     pub(crate) fn attempt(&self, token: &str, now: SystemTime, span: &tracing::Span) -> Attempt<C> {
-        let timer = telemetry::Timer::start();
+        let timer = telemetry::Timer::sampled();
         let attempt = self.pipeline.attempt(token, now, span);
         if let Attempt::Done(result) = &attempt {
-            telemetry::validation(result.as_ref().map(|_| ()), timer.elapsed());
+            let (outcome, reason) = labels(result.as_ref().map(|_| ()));
+            telemetry::validation(outcome, reason, timer.elapsed());
         }
         attempt
     }
@@ -127,9 +128,40 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
     ) -> Result<Verified<C>, ValidationError> {
         let timer = telemetry::Timer::start();
         let result = self.pipeline.settle(token, pending, now, span).await;
-        telemetry::validation(result.as_ref().map(|_| ()), timer.elapsed());
+        let (outcome, reason) = labels(result.as_ref().map(|_| ()));
+        telemetry::validation(outcome, reason, timer.elapsed());
         result
     }
+}
+
+/// The metric labels of a validation's result.
+fn labels(result: Result<(), &ValidationError>) -> (Outcome, Reason) {
+    use ValidationError as E;
+    let Err(error) = result else { return (Outcome::Accepted, Reason::None) };
+    let outcome = if error.is_server_error() { Outcome::Unavailable } else { Outcome::Rejected };
+    let reason = match error {
+        E::TokenTooLarge | E::Malformed(_) | E::EncryptedToken | E::UnencodedPayload => Reason::Malformed,
+        E::AlgorithmNone
+        | E::UnsupportedAlgorithm
+        | E::AlgorithmNotAllowed(_)
+        | E::UnsupportedCriticalHeader
+        | E::InvalidType => Reason::Header,
+        E::UnknownKey => Reason::UnknownKey,
+        E::KeyAlgorithmMismatch | E::InvalidSignature => Reason::Signature,
+        E::UntrustedIssuer => Reason::Issuer,
+        E::InvalidAudience => Reason::Audience,
+        E::MissingClaim(_) | E::InvalidClaim(_) | E::ClaimsType => Reason::Claims,
+        E::Expired | E::NotYetValid | E::IssuedInFuture => Reason::Time,
+        E::UnsupportedEncryption(_)
+        | E::NoDecryptionKey
+        | E::DecryptionFailed
+        | E::UnsignedEncryptedToken
+        | E::EncryptionRequired => Reason::Encryption,
+        E::KeysUnavailable => Reason::KeysUnavailable,
+        E::IssuerLimit => Reason::IssuerLimit,
+        E::Introspection(_) | E::IntrospectionRequired => Reason::Introspection,
+    };
+    (outcome, reason)
 }
 
 #[cfg(test)]
