@@ -86,8 +86,8 @@ const REPEAT_FIRST_COOLDOWN: Duration = Duration::from_secs(1);
 struct OnDemand {
     /// When the last on-demand fetch was claimed.
     last: Option<Instant>,
-    /// On-demand fetches claimed since a fetch last brought a new key, or since a quiet
-    /// spell: each doubles the cooldown.
+    /// On-demand fetches claimed since a quiet spell, less those that brought a new
+    /// key: each doubles the cooldown.
     claims: u32,
     /// When the last unknown `kid` was seen, whether it fetched or not.
     last_seen: Option<Instant>,
