@@ -76,13 +76,14 @@ pub(crate) enum Reason {
     KeysUnavailable,
     IssuerLimit,
     Introspection,
+    SenderConstrained,
 }
 
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 const OUTCOMES: [&str; 3] = ["accepted", "rejected", "unavailable"];
 /// The label of each [`Reason`], in its order.
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-const REASONS: [&str; 13] = [
+const REASONS: [&str; 14] = [
     "none",
     "malformed",
     "header",
@@ -96,6 +97,7 @@ const REASONS: [&str; 13] = [
     "keys_unavailable",
     "issuer_limit",
     "introspection",
+    "sender_constrained",
 ];
 
 /// The handles of the per-request metrics, registered with the recorder at their first

@@ -112,6 +112,9 @@ pub(crate) struct Registered<'a> {
     raw_len: usize,
     scope: Option<Cow<'a, str>>,
     scp: Option<StringOrList<'a>>,
+    /// `cnf` (RFC 7800) names at least one confirmation method: the token is bound to a
+    /// key its client must prove it holds.
+    pub(crate) bound: Option<bool>,
 }
 
 const NOT_AN_OBJECT: ValidationError = ValidationError::Malformed("payload is not a JSON object");
@@ -176,10 +179,26 @@ impl<'a> Registered<'a> {
             "jti" => ("jti", reader.string().map(|v| self.jti = Some(v))),
             "scope" => ("scope", reader.string().map(|v| self.scope = Some(v))),
             "scp" => ("scp", StringOrList::read(reader).map(|v| self.scp = Some(v))),
+            // RFC 7800 §3.1: a JSON object of confirmation methods; checked, never guessed
+            // at, so given once.
+            "cnf" => ("cnf", confirmation(reader).and_then(|v| once(&mut self.bound, v))),
             _ => return reader.skip_value().map_err(|Invalid| NOT_AN_OBJECT),
         };
         read.map_err(|Invalid| ValidationError::InvalidClaim(name))
     }
+}
+
+/// A `cnf` object (RFC 7800 §3.1): whether it names any confirmation method.
+fn confirmation(reader: &mut Reader<'_>) -> Result<bool, Invalid> {
+    reader.expect(b'{')?;
+    let mut methods = 0;
+    while reader.next_member(methods == 0)? {
+        reader.string()?;
+        reader.expect(b':')?;
+        reader.skip_value()?;
+        methods += 1;
+    }
+    Ok(methods > 0)
 }
 
 /// The claims of a validated access token: the registered ones typed, the rest kept
@@ -462,6 +481,17 @@ mod tests {
     }
 
     #[test]
+    fn a_confirmation_claim_marks_the_token_bound() {
+        let bound = |json: &str| Registered::parse(json.as_bytes()).map(|r| r.bound);
+        assert_eq!(bound(r#"{"cnf":{"jkt":"abc"}}"#).unwrap(), Some(true));
+        assert_eq!(bound(r#"{"cnf":{"x5t#S256":"abc","other":[1]}}"#).unwrap(), Some(true));
+        assert_eq!(bound(r#"{"cnf":{}}"#).unwrap(), Some(false));
+        assert_eq!(bound(r#"{"sub":"s"}"#).unwrap(), None);
+        assert!(matches!(bound(r#"{"cnf":"jkt"}"#), Err(ValidationError::InvalidClaim("cnf"))));
+        assert!(matches!(bound(r#"{"cnf":{"jkt":"a"},"cnf":{}}"#), Err(ValidationError::InvalidClaim("cnf"))));
+    }
+
+    #[test]
     fn text_that_is_not_utf8_fails_where_it_always_did() {
         assert!(matches!(Registered::parse(b"{\"iss\":\"\xff\"}"), Err(ValidationError::InvalidClaim("iss"))));
         assert!(matches!(Registered::parse(b"{\"x\xff\":1}"), Err(ValidationError::Malformed(_))));
@@ -479,11 +509,15 @@ mod tests {
         strings: Vec<(&'static str, Option<String>)>,
         lists: Vec<(&'static str, Option<Vec<String>>)>,
         dates: [Option<i64>; 3],
+        bound: Option<bool>,
     }
 
     fn reference(json: &[u8]) -> Option<Reference> {
+        use std::collections::HashMap;
+
         use serde_json::{Map, Value};
-        const READ: [&str; 11] = ["iss", "aud", "exp", "nbf", "iat", "sub", "client_id", "azp", "jti", "scope", "scp"];
+        const READ: [&str; 12] =
+            ["iss", "aud", "exp", "nbf", "iat", "sub", "client_id", "azp", "jti", "scope", "scp", "cnf"];
         // Duplicates survive in a list of pairs; a map would keep the last one silently.
         struct Pairs(Vec<(String, Value)>);
         impl<'de> Deserialize<'de> for Pairs {
@@ -499,7 +533,11 @@ mod tests {
                         // Members the policy does not read are only required to be JSON.
                         while let Some(name) = map.next_key::<String>()? {
                             let read = READ.contains(&name.as_str());
-                            let value = if read {
+                            let value = if name == "cnf" {
+                                // An object whose members' names are read, not their values.
+                                let methods = map.next_value::<HashMap<String, de::IgnoredAny>>()?;
+                                Value::Bool(!methods.is_empty())
+                            } else if read {
                                 map.next_value()?
                             } else {
                                 map.next_value::<de::IgnoredAny>().map(|_| Value::Null)?
@@ -515,7 +553,7 @@ mod tests {
         let Pairs(pairs) = serde_json::from_slice(json).ok()?;
         let mut last = Map::new();
         for (name, value) in &pairs {
-            let checked = ["iss", "aud", "exp", "nbf", "iat"].contains(&name.as_str());
+            let checked = ["iss", "aud", "exp", "nbf", "iat", "cnf"].contains(&name.as_str());
             if checked && last.contains_key(name) {
                 return None;
             }
@@ -554,6 +592,7 @@ mod tests {
             strings,
             lists: ["aud", "scp"].into_iter().map(list).collect::<Option<_>>()?,
             dates: [date("exp")?, date("nbf")?, date("iat")?],
+            bound: last.get("cnf").and_then(Value::as_bool),
         })
     }
 
@@ -572,14 +611,16 @@ mod tests {
             ],
             lists: vec![("aud", l(&r.aud)), ("scp", l(&r.scp))],
             dates: [r.exp, r.nbf, r.iat],
+            bound: r.bound,
         })
     }
 
-    const SEEDS: [&str; 4] = [
+    const SEEDS: [&str; 5] = [
         r#"{"iss":"https://idp/realms/a","sub":"u","aud":["api","account"],"exp":1700000000,"iat":1.5,"nbf":-3,"scope":"a b","azp":"c","realm_access":{"roles":["x",{"y":[null,true,false]}]},"n":-1.25e-3}"#,
         r#" { "iss" : "i\u0073s" , "aud" : "a\"b" , "scp" : [ "s1" , "s\ud83d\ude00" ] , "client_id" : "cl" , "jti" : "\/j" , "x" : [ [ ] , { } ] } "#,
         r#"{"sub":"a","sub":"b","exp":99999999999999999999,"nbf":-99999999999999999999,"iat":1E3,"o":"\u0000\t"}"#,
         r#"{"aud":[],"scp":"one","iss":"","exp":0,"deep":[[[[[{"a":[[{}]]}]]]]]}"#,
+        r#"{"iss":"i","cnf":{"jkt":"0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I","x5t#S256":"a"},"c":{}}"#,
     ];
 
     proptest::proptest! {

@@ -84,6 +84,11 @@ pub enum ValidationError {
     /// [`Validator::validate_with_current_keys`](crate::Validator::validate_with_current_keys)
     /// met a token that only introspection can judge.
     IntrospectionRequired,
+    /// The token is bound to a key its client holds (a `cnf` claim, RFC 7800: DPoP's
+    /// `jkt`, mTLS's `x5t#S256`, …) and was presented without proof of possession. A
+    /// sender-constrained token is never accepted as a bearer token (RFC 9449 §7.2,
+    /// RFC 8705 §3): whoever stole it could use it.
+    SenderConstrained,
 }
 
 impl ValidationError {
@@ -141,6 +146,9 @@ impl fmt::Display for ValidationError {
             ValidationError::IssuerLimit => f.write_str("too many discovered issuers"),
             ValidationError::Introspection(error) => error.fmt(f),
             ValidationError::IntrospectionRequired => f.write_str("token must be introspected"),
+            ValidationError::SenderConstrained => {
+                f.write_str("token is bound to a key (cnf) and was presented as a bearer token")
+            }
         }
     }
 }

@@ -537,6 +537,7 @@ impl Parsed {
         registered.sub = owned(&borrowed.sub);
         registered.client_id = owned(&borrowed.client_id);
         (registered.exp, registered.nbf, registered.iat) = (borrowed.exp, borrowed.nbf, borrowed.iat);
+        registered.bound = borrowed.bound;
         registered.aud = borrowed.aud.as_ref().map(StringOrList::to_owned_list);
         let parsed = Parsed { registered, claims: OnceLock::new() };
         if TypeId::of::<C>() == TypeId::of::<Claims>() {

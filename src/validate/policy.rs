@@ -40,6 +40,10 @@ impl IssuerPolicy {
         if !aud.iter().any(|a| self.audiences.iter().any(|ok| **ok == **a)) {
             return Err(ValidationError::InvalidAudience);
         }
+        // Proof of possession is not checked here: a bound token is not a bearer token.
+        if registered.bound == Some(true) {
+            return Err(ValidationError::SenderConstrained);
+        }
         let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let exp = registered.exp.ok_or(ValidationError::MissingClaim("exp"))?;
         if now.saturating_sub(leeway) >= exp {

@@ -160,6 +160,7 @@ fn labels(result: Result<(), &ValidationError>) -> (Outcome, Reason) {
         E::KeysUnavailable => Reason::KeysUnavailable,
         E::IssuerLimit => Reason::IssuerLimit,
         E::Introspection(_) | E::IntrospectionRequired => Reason::Introspection,
+        E::SenderConstrained => Reason::SenderConstrained,
     };
     (outcome, reason)
 }

@@ -15,7 +15,7 @@ use serde_json::json;
 use tower_oauth::axum::Authenticated;
 use tower_oauth::bearer::{RequireScopeLayer, VerifiedTokenCache};
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer};
-use tower_oauth::{BearerAuthLayer, Claims, KeyStore, Validator};
+use tower_oauth::{BearerAuthLayer, Claims, KeyStore, ValidationError, Validator};
 
 use crate::support::api::{serve, validator};
 
@@ -292,4 +292,27 @@ async fn the_verified_token_cache_still_checks_time_and_forgets_retired_keys() {
     assert!(keys.refresh().await);
     assert_eq!(status(old).await, StatusCode::UNAUTHORIZED);
     assert_eq!(status(issuer.mint().sign()).await, StatusCode::OK);
+}
+
+/// A token bound to a key (`cnf`, RFC 7800: DPoP's `jkt`, mTLS's `x5t#S256`) is never
+/// accepted as a bearer token (RFC 9449 §7.2, RFC 8705 §3); an empty `cnf` binds nothing.
+#[tokio::test]
+async fn a_sender_constrained_token_is_refused_as_a_bearer_token() {
+    let api = api().await;
+    let bound = [
+        serde_json::json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
+        serde_json::json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}),
+        serde_json::json!({"jwk": {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}}),
+    ];
+    for cnf in bound {
+        let token = api.issuer.mint().claim("cnf", cnf.clone()).sign();
+        let response = api.get("/me", &[&format!("Bearer {token}")]).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{cnf}");
+        assert_eq!(challenge(&response), Some(r#"Bearer realm="api", error="invalid_token""#), "{cnf}");
+        let direct = validator(&api.issuer).validate(&token).await.map(|_: Claims| ());
+        assert_eq!(direct, Err(ValidationError::SenderConstrained), "{cnf}");
+    }
+    assert_eq!(api.reached.load(Ordering::SeqCst), 0);
+    let unbound = api.issuer.mint().claim("cnf", serde_json::json!({})).sign();
+    assert_eq!(api.get("/me", &[&format!("Bearer {unbound}")]).await.status(), StatusCode::OK);
 }

@@ -98,3 +98,15 @@ async fn other_claims_types_are_parsed_from_a_kept_answer_each_time() {
     };
     assert_eq!(again.claims["sub"], "alice");
 }
+
+#[tokio::test]
+async fn an_introspected_token_bound_to_a_key_is_not_a_bearer_token() {
+    let introspector = Introspector::builder("http://127.0.0.1:9/introspect", "rs", "secret").build().unwrap();
+    let validator = fallback(&introspector, Validator::builder());
+    let bound = Introspector::answer(&format!(
+        r#"{{"active":true,"iss":"{ISSUER}","sub":"alice","aud":"{AUDIENCE}","exp":{EXP},"cnf":{{"jkt":"abc"}}}}"#
+    ));
+    introspector.keep("bound", bound).await;
+    let (span, now) = (tracing::Span::none(), SystemTime::now());
+    assert!(matches!(validator.attempt("bound", now, &span), Attempt::Done(Err(ValidationError::SenderConstrained))));
+}
