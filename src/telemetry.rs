@@ -173,12 +173,18 @@ pub(crate) fn jwks_fetch(result: &'static str, trigger: Trigger) {
     }
 }
 
+/// One more of the counter `name`, labelled with `result`.
+#[inline]
+fn count_result(name: &'static str, result: &'static str) {
+    unused!(name, result);
+    #[cfg(feature = "metrics")]
+    metrics::counter!(name, "result" => result).increment(1);
+}
+
 /// A fetch of a metadata document ended: `ok` or `error`.
 #[inline]
 pub(crate) fn metadata_fetch(result: &'static str) {
-    unused!(result);
-    #[cfg(feature = "metrics")]
-    metrics::counter!(METADATA_FETCHES, "result" => result).increment(1);
+    count_result(names::METADATA_FETCHES, result);
 }
 
 /// A request with an unknown `kid` got no fetch: the cooldown ran beyond its wait.
@@ -226,25 +232,19 @@ pub(crate) fn token_wait(took: Option<Duration>) {
 /// An introspection request ended: `active`, `inactive` or `error`.
 #[inline]
 pub(crate) fn introspection(result: &'static str) {
-    unused!(result);
-    #[cfg(feature = "metrics")]
-    metrics::counter!(INTROSPECTIONS, "result" => result).increment(1);
+    count_result(names::INTROSPECTIONS, result);
 }
 
 /// A userinfo request ended: `ok` or `error`.
 #[inline]
 pub(crate) fn userinfo(result: &'static str) {
-    unused!(result);
-    #[cfg(feature = "metrics")]
-    metrics::counter!(USERINFO_REQUESTS, "result" => result).increment(1);
+    count_result(names::USERINFO_REQUESTS, result);
 }
 
 /// A shared-store lease: `acquired`, `held_elsewhere` or `error`.
 #[inline]
 pub(crate) fn store_lease(result: &'static str) {
-    unused!(result);
-    #[cfg(feature = "metrics")]
-    metrics::counter!(STORE_LEASES, "result" => result).increment(1);
+    count_result(names::STORE_LEASES, result);
 }
 
 /// A Redis command of the shared store failed.

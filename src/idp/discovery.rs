@@ -4,7 +4,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::error::FetchError;
-use crate::idp::fetch::{self, Conditional, Limits, Version};
+use crate::idp::fetch::{self, Limits, Remembered};
 
 /// The members of an issuer's metadata document this crate uses.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,14 +39,6 @@ pub(crate) fn metadata_urls(issuer: &Url) -> [Url; 2] {
     [oidc, oauth]
 }
 
-/// A metadata document read before: where from, its version, and what it said.
-#[derive(Debug)]
-pub(crate) struct KnownMetadata {
-    url: Url,
-    version: Version,
-    metadata: ProviderMetadata,
-}
-
 /// Fetches `issuer`'s metadata, trying OIDC discovery and then RFC 8414, and checks
 /// that the document names the same issuer (RFC 8414 §3.3, OIDC Discovery §4.3): a
 /// mismatch is how mix-up attacks begin.
@@ -58,7 +50,7 @@ pub(crate) async fn discover(
     client: &reqwest::Client,
     issuer: &str,
     limits: Limits,
-    known: &mut Option<KnownMetadata>,
+    known: &mut Remembered<ProviderMetadata>,
 ) -> Result<ProviderMetadata, FetchError> {
     let issuer_url = fetch::parse_url(issuer)?;
     let mut last_error = FetchError::MissingJwksUri;
@@ -79,30 +71,15 @@ async fn fetch_one(
     url: &Url,
     issuer: &str,
     limits: Limits,
-    known: &mut Option<KnownMetadata>,
+    known: &mut Remembered<ProviderMetadata>,
 ) -> Result<ProviderMetadata, FetchError> {
-    let version = known.as_ref().filter(|known| known.url == *url).map(|known| known.version.clone());
-    let fetched = fetch::get_if_modified(client, url, limits, &version.unwrap_or_default()).await;
-    let result = match fetched {
-        Ok(Conditional::NotModified { .. }) => match known.as_ref() {
-            Some(known) => {
-                crate::telemetry::metadata_fetch("not_modified");
-                return Ok(known.metadata.clone());
-            }
-            // Never asked for: a server that answers 304 anyway answers wrongly.
-            None => Err(FetchError::Status(http::StatusCode::NOT_MODIFIED)),
-        },
-        Ok(Conditional::Modified(fetched)) => parse_metadata(&fetched.body, issuer).inspect(|metadata| {
-            *known = fetched.version.is_known().then(|| KnownMetadata {
-                url: url.clone(),
-                version: fetched.version,
-                metadata: metadata.clone(),
-            });
-        }),
-        Err(error) => Err(error),
-    };
-    crate::telemetry::metadata_fetch(if result.is_ok() { "ok" } else { "error" });
-    result
+    let read = known.get(client, url, limits, |body| parse_metadata(body, issuer)).await;
+    crate::telemetry::metadata_fetch(match &read {
+        Ok(read) if read.not_modified => "not_modified",
+        Ok(_) => "ok",
+        Err(_) => "error",
+    });
+    read.map(|read| read.value)
 }
 
 /// Reads a metadata document and checks that it names `issuer`.

@@ -28,8 +28,8 @@ use arc_swap::ArcSwapOption;
 use url::Url;
 
 use crate::error::{BuildError, FetchError};
-use crate::idp::discovery::{self, KnownMetadata, ProviderMetadata};
-use crate::idp::fetch::{self, Checked, Limits, Target};
+use crate::idp::discovery::{self, ProviderMetadata};
+use crate::idp::fetch::{self, Checked, Limits, Remembered, Target};
 
 /// The first wait after a failed lookup; it doubles with each failure in a row.
 const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
@@ -134,7 +134,7 @@ struct MetadataLookup {
     found: ArcSwapOption<Url>,
     /// Held by the one lookup in flight, with the metadata it read last (so the next
     /// lookup asks whether it changed).
-    flight: tokio::sync::Mutex<Option<KnownMetadata>>,
+    flight: tokio::sync::Mutex<Remembered<ProviderMetadata>>,
     backoff: Mutex<LookupBackoff>,
 }
 
@@ -194,7 +194,7 @@ impl IdpEndpoint {
             issuer,
             member,
             found: ArcSwapOption::empty(),
-            flight: tokio::sync::Mutex::new(None),
+            flight: tokio::sync::Mutex::new(Remembered::default()),
             backoff: Mutex::new(LookupBackoff::default()),
         })))
     }
@@ -327,7 +327,7 @@ impl MetadataLookup {
         &self,
         client: &reqwest::Client,
         timeout: Duration,
-        known: &mut Option<KnownMetadata>,
+        known: &mut Remembered<ProviderMetadata>,
     ) -> Result<Url, LookupFailure> {
         let limits = Limits { timeout, max_body: fetch::DEFAULT_DOCUMENT_MAX_BODY_SIZE };
         let metadata = discovery::discover(client, &self.issuer, limits, known)

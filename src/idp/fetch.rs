@@ -34,18 +34,18 @@ pub const DEFAULT_MAX_TOKEN_SIZE: usize = 16 * 1024;
 const MAX_REDIRECTS: usize = 5;
 
 /// A successful fetch.
-pub(crate) struct Fetched {
-    pub(crate) body: Bytes,
+struct Fetched {
+    body: Bytes,
     /// `Cache-Control: max-age`, when the server sent one.
-    pub(crate) max_age: Option<Duration>,
+    max_age: Option<Duration>,
     /// The version of the document, to ask next time whether it changed.
-    pub(crate) version: Version,
+    version: Version,
 }
 
 /// A document's version as its server named it (RFC 9110 §8.8): `ETag` and
 /// `Last-Modified`, sent back as `If-None-Match` and `If-Modified-Since`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Version {
+struct Version {
     etag: Option<HeaderValue>,
     last_modified: Option<HeaderValue>,
 }
@@ -59,13 +59,13 @@ impl Version {
     }
 
     /// Whether the server named a version at all.
-    pub(crate) fn is_known(&self) -> bool {
+    fn is_known(&self) -> bool {
         self.etag.is_some() || self.last_modified.is_some()
     }
 }
 
 /// A conditional fetch: the document, or word that the version asked about is current.
-pub(crate) enum Conditional {
+enum Conditional {
     Modified(Fetched),
     /// `304 Not Modified`, with the `max-age` the server sent along.
     NotModified {
@@ -174,10 +174,65 @@ pub(crate) fn default_client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
+/// GETs of JSON documents that remember what they read: the value parsed from the last
+/// document of a URL, with that document's version. The next GET of the same URL asks
+/// whether it changed (`If-None-Match`, `If-Modified-Since`), and a `304` gives the value
+/// again. Discovery and the key store fetch this way.
+#[derive(Debug)]
+pub(crate) struct Remembered<T> {
+    last: Option<(Url, Version, T)>,
+}
+
+impl<T> Default for Remembered<T> {
+    fn default() -> Self {
+        Remembered { last: None }
+    }
+}
+
+/// A document read by [`Remembered::get`]: its value, its `max-age`, and whether the
+/// server said it had not changed.
+pub(crate) struct Read<T> {
+    pub(crate) value: T,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) not_modified: bool,
+}
+
+impl<T: Clone> Remembered<T> {
+    /// The version and value kept for `url`, if any.
+    fn kept(&self, url: &Url) -> Option<(&Version, &T)> {
+        self.last.as_ref().filter(|(from, _, _)| from == url).map(|(_, version, value)| (version, value))
+    }
+
+    /// GETs `url` within `limits`, conditionally when a value read from it is kept, and
+    /// parses a new document with `parse`. A value is kept only when its document named a
+    /// version; a failure keeps what was kept.
+    pub(crate) async fn get(
+        &mut self,
+        client: &reqwest::Client,
+        url: &Url,
+        limits: Limits,
+        parse: impl FnOnce(&[u8]) -> Result<T, FetchError>,
+    ) -> Result<Read<T>, FetchError> {
+        let version = self.kept(url).map(|(version, _)| version.clone()).unwrap_or_default();
+        match get_if_modified(client, url, limits, &version).await? {
+            Conditional::NotModified { max_age } => {
+                // Only asked with a version, so only about a value kept for this URL.
+                let (_, value) = self.kept(url).ok_or(FetchError::Status(http::StatusCode::NOT_MODIFIED))?;
+                Ok(Read { value: value.clone(), max_age, not_modified: true })
+            }
+            Conditional::Modified(fetched) => {
+                let value = parse(&fetched.body)?;
+                self.last = fetched.version.is_known().then(|| (url.clone(), fetched.version, value.clone()));
+                Ok(Read { value, max_age: fetched.max_age, not_modified: false })
+            }
+        }
+    }
+}
+
 /// GETs `url` as JSON within `limits`, unless the server says that `version` (when
 /// known) is still current. A `304` to a request that named no version is
 /// [`FetchError::Status`].
-pub(crate) async fn get_if_modified(
+async fn get_if_modified(
     client: &reqwest::Client,
     url: &Url,
     limits: Limits,

@@ -1,6 +1,7 @@
 //! The state behind a [`KeyStore`](super::KeyStore) handle, and the background task
 //! that keeps it fresh.
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,21 +54,40 @@ pub(super) struct Pacing {
 }
 
 impl Pacing {
-    /// The cooldown after `claims` on-demand fetches since the last reset (none counts
-    /// as one: the first cooldown).
-    fn cooldown(&self, claims: u32) -> Duration {
-        doubling(self.first, claims, self.max)
-    }
-
-    /// The cooldown of the repeated-`kid` fetches: from 1 s (or the ceiling), doubling.
-    fn repeat_cooldown(&self, claims: u32) -> Duration {
-        doubling(REPEAT_FIRST_COOLDOWN.min(self.max), claims, self.max)
+    /// The first cooldown of a kind of on-demand fetch: ordinary ones start at
+    /// [`Pacing::first`], repeated-`kid` ones at 1 s (or the ceiling, when shorter).
+    fn first(&self, kind: Kind) -> Duration {
+        match kind {
+            Kind::Ordinary => self.first,
+            Kind::Repeated => REPEAT_FIRST_COOLDOWN.min(self.max),
+        }
     }
 }
 
-fn doubling(first: Duration, claims: u32, max: Duration) -> Duration {
-    let doublings = claims.saturating_sub(1).min(31);
-    first.saturating_mul(1 << doublings).min(max)
+/// The two kinds of on-demand fetch, each paced on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Kind {
+    /// Claimed by any unknown `kid` once the cooldown has passed.
+    #[default]
+    Ordinary,
+    /// Claimed inside a long cooldown by a `kid` that [`REPEATS`] requests named.
+    Repeated,
+}
+
+/// The fetches of one kind claimed since the last reset, and when the last was: the
+/// cooldown is the kind's first one, doubled with each claim, up to the ceiling.
+#[derive(Debug, Default)]
+struct Paced {
+    last: Option<Instant>,
+    claims: u32,
+}
+
+impl Paced {
+    /// When the next fetch of this kind may start (at once if none was claimed).
+    fn next(&self, first: Duration, max: Duration, now: Instant) -> Instant {
+        let doublings = self.claims.saturating_sub(1).min(31);
+        self.last.map_or(now, |last| last + first.saturating_mul(1 << doublings).min(max))
+    }
 }
 
 /// How many requests inside the cooldown must name the same unknown `kid` before it
@@ -84,29 +104,35 @@ const REPEAT_FIRST_COOLDOWN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct OnDemand {
-    /// When the last on-demand fetch was claimed.
-    last: Option<Instant>,
-    /// On-demand fetches claimed since a quiet spell, less those that brought a new
-    /// key: each doubles the cooldown.
-    claims: u32,
+    /// Ordinary claims since a quiet spell, less those whose fetch brought a new key.
+    ordinary: Paced,
+    /// Repeated-`kid` claims, counted the same way.
+    repeated: Paced,
     /// When the last unknown `kid` was seen, whether it fetched or not.
     last_seen: Option<Instant>,
-    /// The fetch number that claim waits for (one that starts after the claim).
+    /// The fetch number the last claim waits for (one that starts after the claim), and
+    /// the kind of that claim.
     target: u64,
-    /// The unknown `kid`s refused since the last claim, with how many requests named
-    /// each: bounded, the least named making room.
-    suspects: Vec<(Box<str>, u32)>,
-    /// Fetches claimed for a repeated `kid` since the last reset, and when the last was.
-    repeat_claims: u32,
-    repeat_last: Option<Instant>,
-    /// Whether the claim of `target` was a repeated `kid`'s.
-    claimed_by_repeat: bool,
+    target_kind: Kind,
+    /// The unknown `kid`s refused since the last claim, by a keyed hash (an attacker's
+    /// `kid`s are neither kept nor able to collide on purpose), with how many requests
+    /// named each: bounded, the least named making room.
+    suspects: Vec<(u64, u32)>,
+    hasher: RandomState,
 }
 
 impl OnDemand {
+    fn paced(&mut self, kind: Kind) -> &mut Paced {
+        match kind {
+            Kind::Ordinary => &mut self.ordinary,
+            Kind::Repeated => &mut self.repeated,
+        }
+    }
+
     /// Counts one more request naming `kid`; returns how many did since the last claim.
     fn suspect(&mut self, kid: &str) -> u32 {
-        if let Some((_, count)) = self.suspects.iter_mut().find(|(known, _)| **known == *kid) {
+        let kid = self.hasher.hash_one(kid);
+        if let Some((_, count)) = self.suspects.iter_mut().find(|(known, _)| *known == kid) {
             *count += 1;
             return *count;
         }
@@ -117,14 +143,18 @@ impl OnDemand {
                 self.suspects.remove(least);
             }
         }
-        self.suspects.push((kid.into(), 1));
+        self.suspects.push((kid, 1));
         1
     }
 
-    /// A fetch starts after now for every request that waits on `target`.
-    fn claim(&mut self, target: u64, by_repeat: bool) {
+    /// A fetch of `kind`, claimed at `now`, starts after now for every request that
+    /// waits on `target`.
+    fn claim(&mut self, kind: Kind, now: Instant, target: u64) {
+        let paced = self.paced(kind);
+        paced.last = Some(now);
+        paced.claims = paced.claims.saturating_add(1);
         self.target = target;
-        self.claimed_by_repeat = by_repeat;
+        self.target_kind = kind;
         self.suspects.clear();
     }
 }
@@ -261,8 +291,8 @@ impl KeyStoreState {
         let mut on_demand = remote.on_demand.lock().unwrap_or_else(|e| e.into_inner());
         let now = background::now();
         if on_demand.last_seen.is_some_and(|seen| now.duration_since(seen) >= remote.pacing.max) {
-            on_demand.claims = 0;
-            on_demand.repeat_claims = 0;
+            on_demand.ordinary.claims = 0;
+            on_demand.repeated.claims = 0;
         }
         on_demand.last_seen = Some(now);
         let started = remote.background.attempts();
@@ -275,39 +305,34 @@ impl KeyStoreState {
             // Another request claimed a fetch that has not finished: join it.
             return Decision::Fetch(on_demand.target);
         }
-        let next = on_demand.last.map_or(now, |last| last + remote.pacing.cooldown(on_demand.claims));
+        let pacing = &remote.pacing;
+        let next = on_demand.ordinary.next(pacing.first(Kind::Ordinary), pacing.max, now);
         if next <= now {
-            // Claim a fetch that starts after now, so it sees the new key even if an
-            // older (scheduled) fetch is running at this moment.
-            on_demand.last = Some(now);
-            on_demand.claims = on_demand.claims.saturating_add(1);
-            on_demand.claim(started + 1, false);
-            tracing::debug!(claims = on_demand.claims, "unknown kid: fetching keys on demand");
-            remote.trigger.store(UNKNOWN_KID, Ordering::Relaxed);
-            remote.background.wake();
-            return Decision::Fetch(on_demand.target);
+            return self.claim(remote, &mut on_demand, Kind::Ordinary, now, started);
         }
         if next <= deadline {
             return Decision::Sleep(next);
         }
         // A long cooldown: only a `kid` that requests keep naming earns a fetch now.
         let repeated = kid.is_some_and(|kid| on_demand.suspect(kid) >= REPEATS);
-        let repeat_next =
-            on_demand.repeat_last.map_or(now, |last| last + remote.pacing.repeat_cooldown(on_demand.repeat_claims));
-        if repeated && repeat_next <= now {
-            on_demand.repeat_last = Some(now);
-            on_demand.repeat_claims = on_demand.repeat_claims.saturating_add(1);
-            on_demand.claim(started + 1, true);
-            tracing::debug!(claims = on_demand.repeat_claims, "a repeated unknown kid: fetching keys on demand");
-            remote.trigger.store(UNKNOWN_KID, Ordering::Relaxed);
-            remote.background.wake();
-            return Decision::Fetch(on_demand.target);
+        if repeated && on_demand.repeated.next(pacing.first(Kind::Repeated), pacing.max, now) <= now {
+            return self.claim(remote, &mut on_demand, Kind::Repeated, now, started);
         }
         match kid {
             // Other requests may yet name it enough.
             Some(_) if deadline > now => Decision::Watch(started + 1),
             _ => Decision::Refuse,
         }
+    }
+
+    /// Claims a fetch of `kind` that starts after now, so it sees the new key even if an
+    /// older (scheduled) fetch is running at this moment, and wakes the task for it.
+    fn claim(&self, remote: &Remote, on_demand: &mut OnDemand, kind: Kind, now: Instant, started: u64) -> Decision {
+        on_demand.claim(kind, now, started + 1);
+        tracing::debug!(?kind, claims = on_demand.paced(kind).claims, "unknown kid: fetching keys on demand");
+        remote.trigger.store(UNKNOWN_KID, Ordering::Relaxed);
+        remote.background.wake();
+        Decision::Fetch(on_demand.target)
     }
 
     /// Publishes a fetch: the new keys (or the error, keeping the last good keys), then
@@ -325,10 +350,9 @@ impl KeyStoreState {
                 let fetch = remote.background.completed() + 1;
                 let mut on_demand = remote.on_demand.lock().unwrap_or_else(|e| e.into_inner());
                 if on_demand.target == fetch {
-                    match on_demand.claimed_by_repeat {
-                        true => on_demand.repeat_claims = on_demand.repeat_claims.saturating_sub(1),
-                        false => on_demand.claims = on_demand.claims.saturating_sub(1),
-                    }
+                    let kind = on_demand.target_kind;
+                    let paced = on_demand.paced(kind);
+                    paced.claims = paced.claims.saturating_sub(1);
                 }
             }
         });
@@ -444,6 +468,14 @@ mod tests {
         start_with(PACING)
     }
 
+    /// A store whose first fetch loaded the key `k1`.
+    async fn loaded(pacing: Pacing) -> Harness {
+        let h = start_with(pacing);
+        h.succeed("k1");
+        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        h
+    }
+
     fn start_with(pacing: Pacing) -> Harness {
         let (script, director) = script();
         let runtime = tokio::runtime::Handle::current();
@@ -516,9 +548,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn unknown_kids_share_one_fetch_and_a_long_cooldown_refuses_another() {
-        let h = start_with(Pacing { max_wait: Duration::ZERO, ..PACING });
-        h.succeed("k1");
-        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let h = loaded(Pacing { max_wait: Duration::ZERO, ..PACING }).await;
 
         // Claimed by the first request, joined by the second: one fetch.
         let (a, b) = (h.unknown_kid(), h.unknown_kid());
@@ -549,9 +579,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_cooldown_doubles_with_each_fetch_that_brings_nothing_up_to_its_ceiling() {
-        let h = start();
-        h.succeed("k1");
-        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let h = loaded(PACING).await;
         let mut answered = 1;
         // Each made-up kid back to back: the first fetches at once, each later one waits
         // out the cooldown left by the fetches before it, while that is within 2 s.
@@ -570,9 +598,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_flood_of_made_up_kids_costs_at_most_eight_fetches_a_minute() {
-        let h = start();
-        h.succeed("k1");
-        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let h = loaded(PACING).await;
         // 50 made-up kids a second for 60 s; every fetch brings the same keys.
         let mut answered = 1;
         let mut requests = Vec::new();
@@ -593,9 +619,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_rotation_after_a_few_made_up_kids_is_fetched_within_two_seconds() {
-        let h = start();
-        h.succeed("k1");
-        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let h = loaded(PACING).await;
         let mut answered = 1;
         for _ in 0..3 {
             h.made_up_kid(&mut answered).await;
@@ -642,7 +666,7 @@ mod tests {
             on_demand.suspect(&format!("more-junk-{i}"));
         }
         assert_eq!(on_demand.suspect("real"), 3);
-        on_demand.claim(7, false);
+        on_demand.claim(Kind::Ordinary, background::now(), 7);
         assert!(on_demand.suspects.is_empty(), "a claim answers for every suspect");
     }
 
@@ -655,9 +679,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn inside_a_long_cooldown_a_kid_that_requests_keep_naming_earns_a_fetch() {
         // A cooldown of 8 s from the first on-demand fetch on: beyond the 2 s wait.
-        let h = start_with(Pacing { first: Duration::from_secs(8), ..PACING });
-        h.succeed("k1");
-        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let h = loaded(Pacing { first: Duration::from_secs(8), ..PACING }).await;
         let mut answered = 1;
         h.made_up_kid(&mut answered).await;
         // 100 kids, each named once, all at once: each waits its 2 s, and none fetches.
@@ -689,9 +711,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_repeated_made_up_kid_earns_fetches_only_at_a_doubling_pace() {
-        let h = start();
-        h.succeed("k1");
-        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let h = loaded(PACING).await;
         let mut answered = 1;
         for _ in 0..6 {
             h.made_up_kid(&mut answered).await;
@@ -720,9 +740,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_quiet_spell_brings_the_cooldown_back_to_its_start() {
-        let h = start();
-        h.succeed("k1");
-        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let h = loaded(PACING).await;
         let mut answered = 1;
         for _ in 0..5 {
             h.made_up_kid(&mut answered).await;
@@ -735,9 +753,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_unknown_kid_waits_for_a_fetch_that_starts_after_its_claim() {
-        let h = start();
-        h.succeed("k1");
-        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let h = loaded(PACING).await;
 
         // A fetch is running (here a forced refresh) when the request claims one: that
         // fetch may have left before the new key was published, so it waits for the next.
@@ -759,9 +775,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_waits_no_longer_than_the_bound() {
-        let h = start();
-        h.succeed("k1");
-        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let h = loaded(PACING).await;
         let started = background::now();
         h.state.refresh_for_unknown_kid(None).await; // the fetch never ends
         assert_eq!(background::now() - started, WAIT);
@@ -798,9 +812,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_keys_are_fetched_again_on_schedule() {
-        let h = start();
-        h.succeed("k1");
-        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let h = loaded(PACING).await;
         tokio::time::sleep(Duration::from_secs(299)).await;
         assert_eq!(h.state.attempts(), 1);
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -816,9 +828,7 @@ mod tests {
         settle().await;
         assert!(h.director.dropped(), "the task ended");
 
-        let h = start();
-        h.succeed("k1");
-        assert!(h.state.wait_until_loaded(Duration::from_secs(1)).await);
+        let h = loaded(PACING).await;
         drop(h.state);
         settle().await;
         assert!(h.director.dropped(), "the task ended between fetches too");

@@ -6,11 +6,7 @@ use std::time::Duration;
 
 use crate::error::FetchError;
 use crate::idp::endpoint::IdpEndpoint;
-use std::sync::Arc;
-
-use url::Url;
-
-use crate::idp::fetch::{self, Conditional, Limits, Version};
+use crate::idp::fetch::{Limits, Remembered};
 use crate::jwk::KeySet;
 
 /// One fetch of a key set.
@@ -36,44 +32,25 @@ pub(super) struct KeyFetcher {
     /// The configured JWKS URI, or the issuer's `jwks_uri`.
     pub(super) endpoint: IdpEndpoint,
     pub(super) limits: Limits,
-    /// The last key set read, where from, and its version: the next fetch of the same
-    /// URI is conditional, and a `304` keeps these keys.
-    last: Option<(Arc<Url>, Version, KeySet)>,
+    /// The last key set read: the next fetch of the same URI is conditional, and a
+    /// `304` keeps these keys.
+    last: Remembered<KeySet>,
 }
 
 impl KeyFetcher {
     pub(super) fn new(client: reqwest::Client, endpoint: IdpEndpoint, limits: Limits) -> KeyFetcher {
-        KeyFetcher { client, endpoint, limits, last: None }
+        KeyFetcher { client, endpoint, limits, last: Remembered::default() }
     }
 
     async fn fetch_once(&mut self) -> Fetched {
         // The store paces its fetches itself (schedule, backoff, cooldown).
         let uri =
             self.endpoint.url_paced_by_owner(&self.client, self.limits.timeout).await.map_err(|failed| failed.error)?;
-        let last = self.last.take().filter(|(from, _, _)| *from == uri);
-        let version = last.as_ref().map(|(_, version, _)| version.clone()).unwrap_or_default();
-        let outcome = async {
-            let fetched = match fetch::get_if_modified(&self.client, &uri, self.limits, &version).await? {
-                Conditional::NotModified { max_age } => {
-                    let keys =
-                        last.map(|(_, _, keys)| keys).ok_or(FetchError::Status(http::StatusCode::NOT_MODIFIED))?;
-                    tracing::debug!("key set not modified");
-                    return Ok((Keys { keys, max_age, not_modified: true }, version));
-                }
-                Conditional::Modified(fetched) => fetched,
-            };
-            let keys = KeySet::from_jwks(&fetched.body).map_err(|_| FetchError::InvalidDocument("not a JWK Set"))?;
-            if keys.is_empty() {
-                return Err(FetchError::NoUsableKeys);
+        let outcome = self.last.get(&self.client, &uri, self.limits, parse_key_set).await.map(|read| {
+            if read.not_modified {
+                tracing::debug!("key set not modified");
             }
-            Ok((Keys { keys, max_age: fetched.max_age, not_modified: false }, fetched.version))
-        }
-        .await;
-        let outcome = outcome.map(|(fetched, version)| {
-            if version.is_known() {
-                self.last = Some((uri.clone(), version, fetched.keys.clone()));
-            }
-            fetched
+            Keys { keys: read.value, max_age: read.max_age, not_modified: read.not_modified }
         });
         if outcome.is_err() {
             // A discovered URI that fails may have moved: look it up again next time.
@@ -81,6 +58,12 @@ impl KeyFetcher {
         }
         outcome
     }
+}
+
+/// A JWK Set with at least one key that can verify signatures.
+fn parse_key_set(body: &[u8]) -> Result<KeySet, FetchError> {
+    let keys = KeySet::from_jwks(body).map_err(|_| FetchError::InvalidDocument("not a JWK Set"))?;
+    if keys.is_empty() { Err(FetchError::NoUsableKeys) } else { Ok(keys) }
 }
 
 impl FetchKeys for KeyFetcher {

@@ -156,6 +156,28 @@ impl<'a> Registered<'a> {
         Ok(out)
     }
 
+    /// The same claims, owning their text: what an introspection answer keeps. Every
+    /// field is listed, so a claim added later is not forgotten here.
+    pub(crate) fn to_static(&self) -> Registered<'static> {
+        let text = |text: &Option<Cow<'_, str>>| text.as_deref().map(|text| Cow::Owned(text.to_owned()));
+        let list = |list: &Option<StringOrList<'_>>| list.as_ref().map(StringOrList::to_owned_list);
+        Registered {
+            iss: text(&self.iss),
+            aud: list(&self.aud),
+            exp: self.exp,
+            nbf: self.nbf,
+            iat: self.iat,
+            sub: text(&self.sub),
+            client_id: text(&self.client_id),
+            azp: text(&self.azp),
+            jti: text(&self.jti),
+            raw_len: self.raw_len,
+            scope: text(&self.scope),
+            scp: list(&self.scp),
+            bound: self.bound,
+        }
+    }
+
     /// The value of the member named `key`.
     fn member(&mut self, key: &str, reader: &mut Reader<'a>) -> Result<(), ValidationError> {
         fn once<T>(slot: &mut Option<T>, value: T) -> Result<(), Invalid> {

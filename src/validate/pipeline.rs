@@ -3,13 +3,12 @@
 //! key refresh, or an introspection).
 
 use std::any::{Any, TypeId};
-use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 
-use super::claims::{ClaimsParts, Registered, StringOrList};
+use super::claims::{ClaimsParts, Registered};
 use super::header::Header;
 use super::header_cache::HeaderCache;
 use super::issuer_set::{IssuerSource, Issuers, TrustedIssuer};
@@ -531,15 +530,7 @@ struct Parsed {
 impl Parsed {
     fn new<C: 'static>(json: &str) -> Result<Parsed, ValidationError> {
         let borrowed = Registered::parse(json.as_bytes())?;
-        let owned = |text: &Option<Cow<'_, str>>| text.as_deref().map(|text| Cow::Owned(text.to_owned()));
-        let mut registered = Registered::default();
-        registered.iss = owned(&borrowed.iss);
-        registered.sub = owned(&borrowed.sub);
-        registered.client_id = owned(&borrowed.client_id);
-        (registered.exp, registered.nbf, registered.iat) = (borrowed.exp, borrowed.nbf, borrowed.iat);
-        registered.bound = borrowed.bound;
-        registered.aud = borrowed.aud.as_ref().map(StringOrList::to_owned_list);
-        let parsed = Parsed { registered, claims: OnceLock::new() };
+        let parsed = Parsed { registered: borrowed.to_static(), claims: OnceLock::new() };
         if TypeId::of::<C>() == TypeId::of::<Claims>() {
             let parts = ClaimsParts::new(&borrowed, json.as_ptr());
             drop(borrowed);

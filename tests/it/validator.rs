@@ -411,8 +411,8 @@ async fn claims_deserialize_into_the_applications_own_type() {
     assert_eq!(validator.validate(&missing_tenant).await.unwrap_err(), ValidationError::ClaimsType);
 }
 
-/// The Keycloak seed (`shared/seeds/001_…`): its header and claims byte for byte, signed
-/// with a test key published under the seed's `kid`. Keycloak sends `typ: "JWT"`,
+/// The Keycloak sample token (the bank's realm): its header and claims byte for byte, signed
+/// with a test key published under the token's `kid`. Keycloak sends `typ: "JWT"`,
 /// `sub` twice, `azp`, and a space-separated `scope`.
 #[tokio::test]
 async fn the_keycloak_sample_token_is_accepted_as_it_is() {
