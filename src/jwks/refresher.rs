@@ -108,7 +108,8 @@ struct OnDemand {
     ordinary: Paced,
     /// Repeated-`kid` claims, counted the same way.
     repeated: Paced,
-    /// When the last unknown `kid` was seen, whether it fetched or not.
+    /// Until when an unknown `kid` was last seen: when its request arrived, or when it
+    /// stops waiting, whichever is later.
     last_seen: Option<Instant>,
     /// The fetch number the last claim waits for (one that starts after the claim), and
     /// the kind of that claim.
@@ -122,6 +123,11 @@ struct OnDemand {
 }
 
 impl OnDemand {
+    /// A request with an unknown `kid` is there until `until`.
+    fn seen_until(&mut self, until: Instant) {
+        self.last_seen = Some(self.last_seen.map_or(until, |seen| seen.max(until)));
+    }
+
     fn paced(&mut self, kind: Kind) -> &mut Paced {
         match kind {
             Kind::Ordinary => &mut self.ordinary,
@@ -290,11 +296,11 @@ impl KeyStoreState {
     fn decide(&self, remote: &Remote, deadline: Instant, kid: Option<&str>) -> Decision {
         let mut on_demand = remote.on_demand.lock().unwrap_or_else(|e| e.into_inner());
         let now = background::now();
-        if on_demand.last_seen.is_some_and(|seen| now.duration_since(seen) >= remote.pacing.max) {
+        if on_demand.last_seen.is_some_and(|seen| now.saturating_duration_since(seen) >= remote.pacing.max) {
             on_demand.ordinary.claims = 0;
             on_demand.repeated.claims = 0;
         }
-        on_demand.last_seen = Some(now);
+        on_demand.seen_until(now);
         let started = remote.background.attempts();
         let completed = remote.background.completed();
         if !self.is_loaded() && started > completed {
@@ -311,6 +317,8 @@ impl KeyStoreState {
             return self.claim(remote, &mut on_demand, Kind::Ordinary, now, started);
         }
         if next <= deadline {
+            // A request asleep is still there: the quiet spell starts once it is done.
+            on_demand.seen_until(next);
             return Decision::Sleep(next);
         }
         // A long cooldown: only a `kid` that requests keep naming earns a fetch now.
@@ -320,7 +328,10 @@ impl KeyStoreState {
         }
         match kid {
             // Other requests may yet name it enough.
-            Some(_) if deadline > now => Decision::Watch(started + 1),
+            Some(_) if deadline > now => {
+                on_demand.seen_until(deadline);
+                Decision::Watch(started + 1)
+            }
             _ => Decision::Refuse,
         }
     }
