@@ -67,7 +67,7 @@ pub mod __fuzz {
 
     /// The style `BearerAuthLayer::realm` and `verbose_errors` configure.
     pub fn response_style(realm: Option<&str>, verbose: bool) -> ResponseStyle {
-        let mut style = ResponseStyle { realm: None, verbose };
+        let mut style = ResponseStyle { realm: None, verbose, ..ResponseStyle::default() };
         if let Some(realm) = realm {
             style.realm(realm);
         }

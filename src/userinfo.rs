@@ -340,7 +340,7 @@ where
             && Some(userinfo.subject()) == claims.subject()
         {
             request.extensions_mut().insert(userinfo);
-            return ResponseFuture::inner(self.inner.call(request));
+            return ResponseFuture::inner(self.inner.call(request), None);
         }
         // Take the service that `poll_ready` readied and leave a clone in its place
         // (https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services).

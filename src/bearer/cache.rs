@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::Algorithm;
-use crate::validate::{TrustedIssuer, Verified};
+use crate::validate::{Binding, TrustedIssuer, Verified};
 
 /// The verified-token cache: an opt-in cache for
 /// [`BearerAuthLayer::cache`](super::BearerAuthLayer::cache), so a repeated token skips
@@ -44,6 +44,8 @@ struct Entry<C> {
     kid: Option<Box<str>>,
     thumbprint: [u8; 32],
     issuer: Arc<TrustedIssuer>,
+    /// What the token is bound to: a hit must still come with its proof.
+    binding: Binding,
 }
 
 #[derive(Clone)]
@@ -90,7 +92,7 @@ impl<C: Clone> VerifiedTokenCache<C> {
         self.entries.is_empty()
     }
 
-    pub(crate) fn get(&self, token: &str, now: SystemTime, span: &tracing::Span) -> Option<C> {
+    pub(crate) fn get(&self, token: &str, now: SystemTime, span: &tracing::Span) -> Option<(C, Binding)> {
         let entry = self.entries.get(token)?;
         let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let timely = now.saturating_sub(entry.leeway) < entry.expires_at
@@ -109,13 +111,16 @@ impl<C: Clone> VerifiedTokenCache<C> {
         }
         span.record("kid", entry.kid.as_deref());
         tracing::trace!(parent: span, "verified-token cache hit");
-        Some(entry.claims.clone())
+        Some((entry.claims.clone(), entry.binding))
     }
 
-    pub(crate) fn insert(&self, token: &str, verified: Verified<C>) -> C {
+    pub(crate) fn insert(&self, token: &str, verified: Verified<C>) -> (C, Binding) {
         // Only signed tokens are cached: the cache forgets a token when its signing key
         // leaves the set, which needs a signing key to follow.
-        let Some(signer) = verified.signer.filter(|signer| signer.keys().is_some()) else { return verified.claims };
+        let binding = verified.binding;
+        let Some(signer) = verified.signer.filter(|signer| signer.keys().is_some()) else {
+            return (verified.claims, binding);
+        };
         let claims = verified.claims.clone();
         let entry = Entry {
             claims: verified.claims,
@@ -126,8 +131,9 @@ impl<C: Clone> VerifiedTokenCache<C> {
             kid: signer.key.kid().map(Into::into),
             thumbprint: *signer.key.thumbprint(),
             issuer: signer.issuer,
+            binding,
         };
         self.entries.insert(token.into(), Arc::new(entry));
-        claims
+        (claims, binding)
     }
 }

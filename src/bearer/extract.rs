@@ -1,8 +1,76 @@
 //! Finding the bearer token in a request (RFC 6750 §2.1, and §2.3 when enabled).
 
-use http::{HeaderMap, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 
 use super::Rejection;
+use crate::validate::dpop::DpopError;
+
+/// The scheme a token came with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Bearer,
+    /// RFC 9449 §7.1, with the one `DPoP` proof header.
+    Dpop,
+}
+
+/// The credentials of a request: the token, its scheme, and the DPoP proof.
+pub(crate) struct Credentials<'r> {
+    pub(crate) token: Found<'r>,
+    pub(crate) scheme: Scheme,
+    pub(crate) proof: Option<&'r [u8]>,
+}
+
+/// Extracts the token and, when DPoP is enabled, the `DPoP` scheme and its proof.
+///
+/// - The `DPoP` scheme (RFC 9449 §7.1) is recognised only when DPoP is enabled; it needs
+///   exactly one `DPoP` header (§4.3 step 1), and is never taken from the query (§7).
+/// - With DPoP enabled, a `DPoP` header beside the `Bearer` scheme is refused: a client
+///   that holds a proof for a token must not send it as a bearer token (§7.2).
+pub(crate) fn credentials<'r>(
+    headers: &'r HeaderMap,
+    uri: &Uri,
+    allow_query: bool,
+    dpop: bool,
+) -> Result<Credentials<'r>, Rejection> {
+    if !dpop {
+        return bearer_token(headers, uri, allow_query).map(|token| Credentials {
+            token,
+            scheme: Scheme::Bearer,
+            proof: None,
+        });
+    }
+    let mut proofs = headers.get_all(DPOP).iter();
+    let proof = proofs.next().map(HeaderValue::as_bytes);
+    let several = proofs.next().is_some();
+    let is_dpop = headers.get(header::AUTHORIZATION).is_some_and(|value| {
+        let value = value.as_bytes();
+        value.len() >= 4 && value[..4].eq_ignore_ascii_case(b"dpop") && value.get(4).is_none_or(|&b| b == b' ')
+    });
+    if !is_dpop {
+        let token = bearer_token(headers, uri, allow_query)?;
+        if proof.is_some() {
+            return Err(Rejection::InvalidRequest("a DPoP proof with a bearer token"));
+        }
+        return Ok(Credentials { token, scheme: Scheme::Bearer, proof: None });
+    }
+    if headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+        return Err(Rejection::InvalidRequest("several Authorization headers"));
+    }
+    if allow_query && query_token(uri)?.is_some() {
+        return Err(Rejection::InvalidRequest("token in both the header and the query"));
+    }
+    let token = single_token(&headers[header::AUTHORIZATION].as_bytes()[4..], "empty DPoP token")?;
+    if several {
+        return Err(Rejection::InvalidDpopProof(DpopError::SeveralProofs));
+    }
+    let proof = proof.ok_or(Rejection::InvalidDpopProof(DpopError::Missing))?;
+    Ok(Credentials { token: Found::Token(token), scheme: Scheme::Dpop, proof: Some(proof) })
+}
+
+/// The `DPoP` request header (RFC 9449 §4.1).
+pub(crate) const DPOP: HeaderName = HeaderName::from_static("dpop");
+/// The `DPoP-Nonce` response header (RFC 9449 §8.1).
+pub(crate) const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
 
 /// Where the token came from.
 pub(crate) enum Found<'r> {
@@ -51,17 +119,20 @@ pub(crate) fn bearer_token<'r>(headers: &'r HeaderMap, uri: &Uri, allow_query: b
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(Rejection::MissingCredentials);
     }
+    single_token(rest, "empty bearer token").map(Found::Token)
+}
+
+/// The one `token68` after the scheme (RFC 6750 §2.1, RFC 9449 §7.1).
+fn single_token<'r>(rest: &'r [u8], empty: &'static str) -> Result<&'r str, Rejection> {
     let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
     let token = &rest[start..];
     if token.is_empty() {
-        return Err(Rejection::InvalidRequest("empty bearer token"));
+        return Err(Rejection::InvalidRequest(empty));
     }
     if memchr::memchr3(b' ', b',', b'\t', token).is_some() {
         return Err(Rejection::InvalidRequest("several credentials in one header"));
     }
-    let token =
-        std::str::from_utf8(token).map_err(|_| Rejection::InvalidRequest("authorization header is not UTF-8"))?;
-    Ok(Found::Token(token))
+    std::str::from_utf8(token).map_err(|_| Rejection::InvalidRequest("authorization header is not UTF-8"))
 }
 
 fn query_token(uri: &Uri) -> Result<Option<String>, Rejection> {
@@ -113,6 +184,43 @@ mod tests {
         assert_eq!(extract(&[], "/", false), Err(Rejection::MissingCredentials));
         assert_eq!(extract(&["Basic dXNlcjpwYXNz"], "/", false), Err(Rejection::MissingCredentials));
         assert_eq!(extract(&["Bearerabc"], "/", false), Err(Rejection::MissingCredentials));
+    }
+
+    fn dpop(authorization: &[&str], proofs: &[&str], uri: &str) -> Result<(String, Scheme, Option<String>), Rejection> {
+        let mut headers = HeaderMap::new();
+        for v in authorization {
+            headers.append(header::AUTHORIZATION, v.parse().unwrap());
+        }
+        for p in proofs {
+            headers.append(DPOP, p.parse().unwrap());
+        }
+        credentials(&headers, &uri.parse().unwrap(), true, true).map(|c| {
+            (c.token.as_str().to_owned(), c.scheme, c.proof.map(|p| String::from_utf8(p.to_vec()).unwrap()))
+        })
+    }
+
+    #[test]
+    fn the_dpop_scheme_needs_exactly_one_proof() {
+        assert_eq!(dpop(&["DPoP tok"], &["proof"], "/").unwrap(), ("tok".into(), Scheme::Dpop, Some("proof".into())));
+        assert_eq!(dpop(&["dpop  tok"], &["proof"], "/").unwrap().1, Scheme::Dpop);
+        assert_eq!(dpop(&["DPoP tok"], &[], "/"), Err(Rejection::InvalidDpopProof(DpopError::Missing)));
+        assert_eq!(dpop(&["DPoP tok"], &["a", "b"], "/"), Err(Rejection::InvalidDpopProof(DpopError::SeveralProofs)));
+        for malformed in ["DPoP", "DPoP ", "DPoP a b", "DPoP a,b"] {
+            assert!(matches!(dpop(&[malformed], &["p"], "/"), Err(Rejection::InvalidRequest(_))), "{malformed}");
+        }
+        assert!(matches!(dpop(&["DPoP a", "DPoP b"], &["p"], "/"), Err(Rejection::InvalidRequest(_))));
+        assert!(matches!(dpop(&["DPoP a"], &["p"], "/?access_token=b"), Err(Rejection::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn a_proof_beside_a_bearer_token_is_refused() {
+        assert!(matches!(dpop(&["Bearer tok"], &["proof"], "/"), Err(Rejection::InvalidRequest(_))));
+        assert_eq!(dpop(&["Bearer tok"], &[], "/").unwrap(), ("tok".into(), Scheme::Bearer, None));
+        assert_eq!(dpop(&[], &[], "/"), Err(Rejection::MissingCredentials));
+        // Without DPoP enabled the scheme is unknown: the bare challenge.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, "DPoP tok".parse().unwrap());
+        assert_eq!(credentials(&headers, &"/".parse().unwrap(), false, false).err(), Some(Rejection::MissingCredentials));
     }
 
     #[test]

@@ -2,7 +2,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::Response;
+use http::{HeaderValue, Response};
 use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
@@ -26,15 +26,16 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F, B, E> {
-        Inner { #[pin] future: F },
+        Inner { #[pin] future: F, nonce: Option<HeaderValue> },
         Rejected { response: Option<Response<ResponseBody<B>>> },
         Refreshing { future: Refreshing<B, E> },
     }
 }
 
 impl<F, B, E> ResponseFuture<F, B, E> {
-    pub(crate) fn inner(future: F) -> Self {
-        ResponseFuture { state: State::Inner { future } }
+    /// The inner service's answer, with the DPoP server nonce to send, if any.
+    pub(crate) fn inner(future: F, nonce: Option<HeaderValue>) -> Self {
+        ResponseFuture { state: State::Inner { future, nonce } }
     }
 
     pub(crate) fn rejected(response: Response<ResponseBody<B>>) -> Self {
@@ -54,8 +55,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Inner { future } => {
-                let response = ready!(future.poll(cx))?;
+            StateProj::Inner { future, nonce } => {
+                let mut response = ready!(future.poll(cx))?;
+                if let Some(nonce) = nonce.take() {
+                    response.headers_mut().insert(super::extract::DPOP_NONCE, nonce);
+                }
                 Poll::Ready(Ok(response.map(ResponseBody::inner)))
             }
             StateProj::Rejected { response } => {

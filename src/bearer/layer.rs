@@ -3,8 +3,10 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::cache::VerifiedTokenCache;
-use super::rejection::ResponseStyle;
+use super::rejection::{DpopChallenge, ResponseStyle};
 use super::service::BearerAuth;
+use crate::validate::DpopMode;
+use crate::validate::dpop::DpopVerifier;
 use crate::{Claims, Validator};
 
 /// Validates each request's bearer token before the inner service sees it.
@@ -18,8 +20,11 @@ pub struct BearerAuthLayer<C = Claims> {
 pub(crate) struct Config<C> {
     pub(crate) validator: Validator<C>,
     pub(crate) style: Arc<ResponseStyle>,
+    /// The same, for requests with the `DPoP` scheme.
+    pub(crate) dpop_style: Arc<ResponseStyle>,
     pub(crate) allow_query: bool,
     pub(crate) cache: Option<VerifiedTokenCache<C>>,
+    pub(crate) dpop: Option<DpopVerifier>,
 }
 
 impl<C> Clone for Config<C> {
@@ -27,8 +32,10 @@ impl<C> Clone for Config<C> {
         Config {
             validator: self.validator.clone(),
             style: self.style.clone(),
+            dpop_style: self.dpop_style.clone(),
             allow_query: self.allow_query,
             cache: self.cache.clone(),
+            dpop: self.dpop.clone(),
         }
     }
 }
@@ -40,8 +47,10 @@ impl<C> BearerAuthLayer<C> {
             config: Arc::new(Config {
                 validator,
                 style: Arc::new(ResponseStyle::default()),
+                dpop_style: Arc::new(ResponseStyle::default()),
                 allow_query: false,
                 cache: None,
+                dpop: None,
             }),
         }
     }
@@ -50,18 +59,41 @@ impl<C> BearerAuthLayer<C> {
         Arc::make_mut(&mut self.config)
     }
 
-    /// The `realm` of the `WWW-Authenticate` challenge (RFC 6750 §3). Default: none.
-    pub fn realm(mut self, realm: &str) -> Self {
-        Arc::make_mut(&mut self.config_mut().style).realm(realm);
+    /// Rewords the rejections, for plain and for DPoP requests alike.
+    fn restyle(mut self, change: impl FnOnce(&mut ResponseStyle)) -> Self {
+        let config = self.config_mut();
+        let style = Arc::make_mut(&mut config.style);
+        change(style);
+        style.dpop = config.dpop.as_ref().map(|dpop| DpopChallenge {
+            algs: dpop.algs().to_owned(),
+            bearer: config.validator.default_dpop_mode() != DpopMode::Required,
+        });
+        config.dpop_style = Arc::new(ResponseStyle { dpop_request: true, ..style.clone() });
         self
+    }
+
+    /// The `realm` of the `WWW-Authenticate` challenge (RFC 6750 §3). Default: none.
+    pub fn realm(self, realm: &str) -> Self {
+        self.restyle(|style| style.realm(realm))
+    }
+
+    /// Accepts DPoP-bound tokens (RFC 9449) with the `DPoP` scheme, their proofs
+    /// checked by `verifier`; see [`dpop`](crate::validate::dpop) for the checks, and
+    /// [`DpopMode`] for which issuers' tokens may or must come with proofs.
+    ///
+    /// Challenges then offer both schemes (`DPoP` alone when the validator's policy is
+    /// [`DpopMode::Required`]), with the proof algorithms in `algs`. Without a verifier,
+    /// the `DPoP` scheme is not recognised, and a DPoP-bound token is never accepted.
+    pub fn dpop(mut self, verifier: DpopVerifier) -> Self {
+        self.config_mut().dpop = Some(verifier);
+        self.restyle(|_| {})
     }
 
     /// Adds `error_description` to challenges and a JSON body to rejections. Off by
     /// default: the error code alone tells a client what to do, and the details help
     /// an attacker more than a legitimate caller.
-    pub fn verbose_errors(mut self, verbose: bool) -> Self {
-        Arc::make_mut(&mut self.config_mut().style).verbose = verbose;
-        self
+    pub fn verbose_errors(self, verbose: bool) -> Self {
+        self.restyle(|style| style.verbose = verbose)
     }
 
     /// Also accepts the token in the `access_token` query parameter (RFC 6750 §2.3).
@@ -100,6 +132,7 @@ impl<C> std::fmt::Debug for BearerAuthLayer<C> {
             .field("style", &self.config.style)
             .field("allow_query", &self.config.allow_query)
             .field("cache", &self.config.cache.is_some())
+            .field("dpop", &self.config.dpop)
             .finish()
     }
 }

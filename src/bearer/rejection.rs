@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use super::body::ResponseBody;
 use crate::ValidationError;
+use crate::validate::dpop::DpopError;
 
 /// Why a request was turned away by [`BearerAuth`](super::BearerAuth) or
 /// [`RequireScope`](super::RequireScope).
@@ -21,6 +22,10 @@ pub enum Rejection {
     InvalidRequest(&'static str),
     /// The token is not valid.
     InvalidToken(ValidationError),
+    /// The DPoP proof is not valid (RFC 9449 §7.1: `invalid_dpop_proof`), or a server
+    /// nonce is needed ([`DpopError::UseNonce`]: `use_dpop_nonce`, with a `DPoP-Nonce`
+    /// header).
+    InvalidDpopProof(DpopError),
     /// The token is valid but lacks a scope the resource needs.
     InsufficientScope {
         /// The scopes required, space-separated.
@@ -62,7 +67,9 @@ impl Rejection {
     /// The HTTP status: 401, 400, 403 or 503.
     pub fn status(&self) -> StatusCode {
         match self {
-            Rejection::MissingCredentials | Rejection::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Rejection::MissingCredentials | Rejection::InvalidToken(_) | Rejection::InvalidDpopProof(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             Rejection::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Rejection::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Rejection::Unavailable | Rejection::CannotValidate(_) | Rejection::DependencyUnavailable { .. } => {
@@ -91,6 +98,8 @@ impl Rejection {
             | Rejection::DependencyUnavailable { .. } => None,
             Rejection::InvalidRequest(_) => Some("invalid_request"),
             Rejection::InvalidToken(_) => Some("invalid_token"),
+            Rejection::InvalidDpopProof(DpopError::UseNonce) => Some("use_dpop_nonce"),
+            Rejection::InvalidDpopProof(_) => Some("invalid_dpop_proof"),
             Rejection::InsufficientScope { .. } => Some("insufficient_scope"),
         }
     }
@@ -100,6 +109,7 @@ impl Rejection {
             Rejection::MissingCredentials => None,
             Rejection::InvalidRequest(why) => Some((*why).to_owned()),
             Rejection::InvalidToken(error) => Some(error.to_string()),
+            Rejection::InvalidDpopProof(error) => Some(error.to_string()),
             Rejection::InsufficientScope { .. } => Some("the token lacks a required scope".to_owned()),
             Rejection::Unavailable => Some("signing keys are unavailable".to_owned()),
             Rejection::CannotValidate(error) => Some(error.to_string()),
@@ -111,36 +121,66 @@ impl Rejection {
     /// (3) or UNAVAILABLE (14).
     pub fn grpc_status(&self) -> u8 {
         match self {
-            Rejection::MissingCredentials | Rejection::InvalidToken(_) => 16,
+            Rejection::MissingCredentials | Rejection::InvalidToken(_) | Rejection::InvalidDpopProof(_) => 16,
             Rejection::InvalidRequest(_) => 3,
             Rejection::InsufficientScope { .. } => 7,
             Rejection::Unavailable | Rejection::CannotValidate(_) | Rejection::DependencyUnavailable { .. } => 14,
         }
     }
 
-    /// The `WWW-Authenticate` value (RFC 6750 §3), or `None` for 503.
+    /// The `WWW-Authenticate` value (RFC 6750 §3, RFC 9449 §7.1), or `None` for 503.
+    ///
+    /// With DPoP enabled on the layer, the `Bearer` and `DPoP` challenges stand side by
+    /// side (the `Bearer` one only while bearer tokens are accepted), and the error goes
+    /// to the scheme the request used: the `DPoP` one for a request with a proof.
     pub fn challenge(&self, style: &ResponseStyle) -> Option<HeaderValue> {
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             return None;
         }
-        let mut value = String::from("Bearer");
+        let dpop = style.dpop.as_ref();
+        let error_to_dpop = dpop.is_some()
+            && (style.dpop_request || matches!(self, Rejection::InvalidDpopProof(_)) || dpop.is_some_and(|d| !d.bearer));
+        let mut value = String::new();
+        if error_to_dpop {
+            self.write_challenge(&mut value, "DPoP", style, true);
+        }
+        if dpop.is_none_or(|d| d.bearer) {
+            self.write_challenge(&mut value, "Bearer", style, !error_to_dpop);
+        }
+        if !error_to_dpop && dpop.is_some() {
+            self.write_challenge(&mut value, "DPoP", style, false);
+        }
+        // Only visible ASCII went in, so this cannot fail.
+        HeaderValue::from_str(&value).ok()
+    }
+
+    /// One challenge: the scheme, the realm, and the error when `with_error`; `DPoP`'s
+    /// with its `algs`.
+    fn write_challenge(&self, value: &mut String, scheme: &str, style: &ResponseStyle, with_error: bool) {
+        if !value.is_empty() {
+            value.push_str(", ");
+        }
+        value.push_str(scheme);
         let mut sep = " ";
         if let Some(realm) = &style.realm {
             let _ = write!(value, "{sep}realm=\"{realm}\"");
             sep = ", ";
         }
-        if let Some(code) = self.error_code() {
+        if let Some(code) = self.error_code().filter(|_| with_error) {
             let _ = write!(value, "{sep}error=\"{code}\"");
             sep = ", ";
             if let Some(description) = self.description().filter(|_| style.verbose) {
                 let _ = write!(value, "{sep}error_description=\"{}\"", quoted_text(&description));
             }
+            if let Rejection::InsufficientScope { required } = self {
+                let _ = write!(value, "{sep}scope=\"{}\"", quoted_text(required));
+            }
         }
-        if let Rejection::InsufficientScope { required } = self {
-            let _ = write!(value, "{sep}scope=\"{}\"", quoted_text(required));
+        if scheme == "DPoP"
+            && let Some(dpop) = &style.dpop
+        {
+            let _ = write!(value, "{sep}algs=\"{}\"", dpop.algs);
         }
-        // Only visible ASCII went in, so this cannot fail.
-        HeaderValue::from_str(&value).ok()
     }
 
     /// Builds the full response: plain HTTP, or gRPC when the request was gRPC.
@@ -193,6 +233,7 @@ impl std::fmt::Display for Rejection {
             Rejection::MissingCredentials => f.write_str("missing bearer token"),
             Rejection::InvalidRequest(why) => write!(f, "invalid request: {why}"),
             Rejection::InvalidToken(error) => write!(f, "invalid token: {error}"),
+            Rejection::InvalidDpopProof(error) => write!(f, "invalid DPoP proof: {error}"),
             Rejection::InsufficientScope { required } => write!(f, "insufficient scope; requires {required}"),
             Rejection::Unavailable => f.write_str("signing keys are unavailable"),
             Rejection::CannotValidate(error) => write!(f, "cannot validate the token now: {error}"),
@@ -205,16 +246,31 @@ impl std::error::Error for Rejection {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Rejection::InvalidToken(error) | Rejection::CannotValidate(error) => Some(error),
+            Rejection::InvalidDpopProof(error) => Some(error),
             _ => None,
         }
     }
 }
 
-/// How rejections are worded: the `realm`, and whether descriptions are included.
+/// How rejections are worded: the `realm`, whether descriptions are included, and the
+/// `DPoP` challenge when the layer accepts DPoP.
 #[derive(Debug, Clone, Default)]
 pub struct ResponseStyle {
     pub(crate) realm: Option<String>,
     pub(crate) verbose: bool,
+    pub(crate) dpop: Option<DpopChallenge>,
+    /// The request came with the `DPoP` scheme: errors go to the `DPoP` challenge.
+    pub(crate) dpop_request: bool,
+}
+
+/// The `DPoP` challenge's part of a [`ResponseStyle`].
+#[derive(Debug, Clone)]
+pub(crate) struct DpopChallenge {
+    /// The proof algorithms, space-separated.
+    pub(crate) algs: String,
+    /// Whether bearer tokens are accepted too (the validator's default policy is not
+    /// [`DpopMode::Required`](crate::validate::DpopMode::Required)).
+    pub(crate) bearer: bool,
 }
 
 impl ResponseStyle {
@@ -239,7 +295,7 @@ mod tests {
     use super::*;
 
     fn style(realm: Option<&str>, verbose: bool) -> ResponseStyle {
-        let mut s = ResponseStyle { realm: None, verbose };
+        let mut s = ResponseStyle { realm: None, verbose, ..ResponseStyle::default() };
         if let Some(r) = realm {
             s.realm(r);
         }
@@ -308,6 +364,44 @@ mod tests {
         let response = rejection.into_response::<()>(&style(Some("api"), true), false);
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");
         assert!(response.headers().get(header::WWW_AUTHENTICATE).is_none());
+    }
+
+    fn dpop_style(bearer: bool, dpop_request: bool) -> ResponseStyle {
+        let dpop = Some(DpopChallenge { algs: "ES256 EdDSA".into(), bearer });
+        ResponseStyle { realm: Some("api".into()), verbose: false, dpop, dpop_request }
+    }
+
+    #[test]
+    fn dpop_challenges_stand_beside_bearer_and_take_the_error_of_dpop_requests() {
+        let h = |r: Rejection, s: &ResponseStyle| r.challenge(s).unwrap().to_str().unwrap().to_owned();
+        let both = dpop_style(true, false);
+        assert_eq!(h(Rejection::MissingCredentials, &both), r#"Bearer realm="api", DPoP realm="api", algs="ES256 EdDSA""#);
+        assert_eq!(
+            h(Rejection::InvalidToken(ValidationError::SenderConstrained), &both),
+            r#"Bearer realm="api", error="invalid_token", DPoP realm="api", algs="ES256 EdDSA""#
+        );
+        let from_dpop = dpop_style(true, true);
+        assert_eq!(
+            h(Rejection::InvalidToken(ValidationError::Expired), &from_dpop),
+            r#"DPoP realm="api", error="invalid_token", algs="ES256 EdDSA", Bearer realm="api""#
+        );
+        assert_eq!(
+            h(Rejection::InvalidDpopProof(DpopError::Replayed), &both),
+            r#"DPoP realm="api", error="invalid_dpop_proof", algs="ES256 EdDSA", Bearer realm="api""#
+        );
+        assert_eq!(
+            h(Rejection::InvalidDpopProof(DpopError::UseNonce), &from_dpop),
+            r#"DPoP realm="api", error="use_dpop_nonce", algs="ES256 EdDSA", Bearer realm="api""#
+        );
+        // DPoP required: no Bearer challenge at all.
+        let only = dpop_style(false, false);
+        assert_eq!(h(Rejection::MissingCredentials, &only), r#"DPoP realm="api", algs="ES256 EdDSA""#);
+        assert_eq!(
+            h(Rejection::InvalidToken(ValidationError::DpopRequired), &only),
+            r#"DPoP realm="api", error="invalid_token", algs="ES256 EdDSA""#
+        );
+        let proof = Rejection::InvalidDpopProof(DpopError::Stale);
+        assert_eq!((proof.status(), proof.grpc_status()), (StatusCode::UNAUTHORIZED, 16));
     }
 
     #[test]

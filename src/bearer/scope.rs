@@ -154,7 +154,7 @@ where
             return ResponseFuture::rejected(response);
         };
         if self.required.split(' ').filter(|s| !s.is_empty()).all(|scope| claims.has_scope(scope)) {
-            return ResponseFuture::inner(self.inner.call(request));
+            return ResponseFuture::inner(self.inner.call(request), None);
         }
         let style = request.extensions().get::<Arc<ResponseStyle>>().cloned().unwrap_or_default();
         let rejection = Rejection::InsufficientScope { required: self.required.to_string() };

@@ -1,17 +1,18 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{Request, Response, header};
+use http::{HeaderValue, Request, Response, header};
 use serde::de::DeserializeOwned;
 use tower_service::Service;
 
 use super::body::ResponseBody;
-use super::extract::bearer_token;
+use super::extract::{DPOP_NONCE, Scheme, credentials};
 use super::future::ResponseFuture;
 use super::layer::{BearerAuthLayer, Config};
 use super::rejection::{Rejection, ResponseStyle};
-use crate::validate::{Attempt, Verified};
+use crate::validate::dpop::{CheckedProof, DpopError, DpopVerifier, ReplayError, RequestFacts};
+use crate::validate::{Attempt, Binding, Presentation, Verified};
 use crate::{Claims, Validator};
 
 /// The service [`BearerAuthLayer`] produces: validates the bearer token, puts the
@@ -93,52 +94,121 @@ where
             iss = tracing::field::Empty,
             kid = tracing::field::Empty,
         );
-        let found = match bearer_token(request.headers(), request.uri(), config.allow_query) {
-            Ok(found) => found,
-            Err(rejection) => return reject(rejection, &config.style, is_grpc(&request), &span),
+        let dpop = config.dpop.as_ref();
+        let credentials = match credentials(request.headers(), request.uri(), config.allow_query, dpop.is_some()) {
+            Ok(credentials) => credentials,
+            Err(rejection) => {
+                let style = if matches!(rejection, Rejection::InvalidDpopProof(_)) { &config.dpop_style } else { &config.style };
+                return reject(rejection, style, is_grpc(&request), &span, None);
+            }
         };
-        let token = found.as_str();
+        let token = credentials.token.as_str();
         let now = SystemTime::now();
+        let now_secs = unix_secs(now);
 
-        if let Some(claims) = config.cache.as_ref().and_then(|cache| cache.get(token, now, &span)) {
+        // RFC 9449 §4.3: the proof is checked before the token, all but its replay,
+        // which waits until the token has shown the key is the right one.
+        let proof = match (credentials.scheme, dpop, credentials.proof) {
+            (Scheme::Dpop, Some(dpop), Some(proof)) => {
+                let facts = RequestFacts {
+                    method: request.method().as_str(),
+                    path: request.uri().path(),
+                    access_token: token,
+                    now: now_secs,
+                };
+                match dpop.check(proof, &facts) {
+                    Ok(checked) => Some(checked),
+                    Err(error) => {
+                        let nonce = nonce_header(dpop, now_secs);
+                        let rejection = Rejection::InvalidDpopProof(error);
+                        return reject(rejection, &config.dpop_style, is_grpc(&request), &span, nonce);
+                    }
+                }
+            }
+            _ => None,
+        };
+        let nonce = proof.as_ref().and_then(|_| nonce_header(dpop?, now_secs));
+        let style = if proof.is_some() { &config.dpop_style } else { &config.style };
+
+        let verified = if let Some(hit) = config.cache.as_ref().and_then(|cache| cache.get(token, now, &span)) {
             crate::telemetry::cache_hit();
-            drop(found);
-            return self.call_inner(request, claims);
-        }
-        match config.validator.attempt(token, now, &span) {
-            Attempt::Done(Ok(verified)) => {
-                let claims = remember(&self.config, token, verified);
-                drop(found);
-                self.call_inner(request, claims)
+            Ok(hit)
+        } else {
+            match config.validator.attempt(token, now, &span) {
+                Attempt::Done(Ok(verified)) => Ok(remember(config, token, verified)),
+                Attempt::Done(Err(error)) => {
+                    return reject(Rejection::from_validation(error), style, is_grpc(&request), &span, nonce);
+                }
+                Attempt::Pending(pending) => Err(pending),
             }
-            Attempt::Done(Err(error)) => {
-                reject(Rejection::from_validation(error), &config.style, is_grpc(&request), &span)
+        };
+        let certificate: Option<[u8; 32]> = None; // MTLS-MERGE
+        match verified {
+            Ok((claims, binding)) => {
+                let proven = dpop.zip(proof.as_ref());
+                match possession(&binding, proven, certificate.as_ref(), now_secs) {
+                    Ok(Replay::Done) => {
+                        drop(credentials);
+                        insert_extensions(&mut request, claims, style);
+                        ResponseFuture::inner(self.inner.call(request), nonce)
+                    }
+                    Ok(Replay::Shared) => {
+                        // RFC 9449 §11.1 across replicas: one round trip to the shared
+                        // store, then the inner service.
+                        let (dpop, proof) = (dpop.cloned(), proof);
+                        drop(credentials);
+                        let (mut inner, config) = self.take_inner();
+                        ResponseFuture::refreshing(Box::pin(async move {
+                            let replay = match (&dpop, &proof) {
+                                (Some(dpop), Some(proof)) => shared_replay(dpop, proof, now_secs).await,
+                                _ => Ok(()),
+                            };
+                            let style = &config.dpop_style;
+                            if let Err(rejection) = replay {
+                                tracing::debug!(parent: &span, reason = %rejection, "request rejected");
+                                return Ok(respond(rejection, style, is_grpc(&request), nonce));
+                            }
+                            insert_extensions(&mut request, claims, style);
+                            Ok(with_nonce(inner.call(request).await?.map(ResponseBody::inner), nonce))
+                        }))
+                    }
+                    Err(rejection) => reject(rejection, style, is_grpc(&request), &span, nonce),
+                }
             }
-            Attempt::Pending(pending) => {
+            Err(pending) => {
                 // The slow paths: wait for one shared key refresh, or for the
-                // introspection endpoint, then call the inner service. Take the service
-                // that `poll_ready` readied and leave a clone in its place
-                // (https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services).
+                // introspection endpoint, then call the inner service.
                 let token = token.to_owned();
-                drop(found);
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                let config = self.config.clone();
+                let dpop = dpop.cloned();
+                drop(credentials);
+                let (mut inner, config) = self.take_inner();
                 ResponseFuture::refreshing(Box::pin(async move {
                     let result = config.validator.settle(&token, pending, None, &span).await;
-                    match result {
-                        Ok(verified) => {
-                            let claims = remember(&config, &token, verified);
-                            insert_extensions(&mut request, claims, &config.style);
-                            let response = inner.call(request).await?;
-                            Ok(response.map(ResponseBody::inner))
-                        }
+                    let style = if proof.is_some() { &config.dpop_style } else { &config.style };
+                    let grpc = is_grpc(&request);
+                    let (claims, binding) = match result {
+                        Ok(verified) => remember(&config, &token, verified),
                         Err(error) => {
                             let rejection = Rejection::from_validation(error);
                             tracing::debug!(parent: &span, reason = %rejection, "request rejected");
-                            Ok(rejection.into_response(&config.style, is_grpc(&request)))
+                            return Ok(respond(rejection, style, grpc, nonce));
                         }
+                    };
+                    let proven = dpop.as_ref().zip(proof.as_ref());
+                    let checked = match possession(&binding, proven, certificate.as_ref(), now_secs) {
+                        Ok(Replay::Shared) => match proven {
+                            Some((dpop, proof)) => shared_replay(dpop, proof, now_secs).await,
+                            None => Ok(()),
+                        },
+                        Ok(Replay::Done) => Ok(()),
+                        Err(rejection) => Err(rejection),
+                    };
+                    if let Err(rejection) = checked {
+                        tracing::debug!(parent: &span, reason = %rejection, "request rejected");
+                        return Ok(respond(rejection, style, grpc, nonce));
                     }
+                    insert_extensions(&mut request, claims, style);
+                    Ok(with_nonce(inner.call(request).await?.map(ResponseBody::inner), nonce))
                 }))
             }
         }
@@ -149,23 +219,73 @@ impl<S, C> BearerAuth<S, C>
 where
     C: Clone + Send + Sync + 'static,
 {
-    fn call_inner<ReqBody, ResBody>(
-        &mut self,
-        mut request: Request<ReqBody>,
-        claims: C,
-    ) -> ResponseFuture<S::Future, ResBody, S::Error>
+    /// For an async check: takes the service that `poll_ready` readied and leaves a
+    /// clone in its place
+    /// (https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services).
+    fn take_inner(&mut self) -> (S, Arc<Config<C>>)
     where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        S: Clone,
     {
-        insert_extensions(&mut request, claims, &self.config.style);
-        ResponseFuture::inner(self.inner.call(request))
+        let clone = self.inner.clone();
+        (std::mem::replace(&mut self.inner, clone), self.config.clone())
     }
 }
 
-fn remember<C: Clone>(config: &Config<C>, token: &str, verified: Verified<C>) -> C {
+fn unix_secs(now: SystemTime) -> i64 {
+    now.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The current DPoP nonce as a header value, when nonces are required.
+fn nonce_header(dpop: &DpopVerifier, now: i64) -> Option<HeaderValue> {
+    dpop.nonce(now).and_then(|nonce| HeaderValue::from_str(&nonce).ok())
+}
+
+/// Whether the replay check is over, or the shared store is still to be asked.
+enum Replay {
+    Done,
+    Shared,
+}
+
+/// Proof of possession: the token's binding against the proof's key and the client
+/// certificate, and the issuer's DPoP policy; then the proof's replay check in this
+/// process.
+fn possession(
+    binding: &Binding,
+    proven: Option<(&DpopVerifier, &CheckedProof)>,
+    certificate: Option<&[u8; 32]>,
+    now: i64,
+) -> Result<Replay, Rejection> {
+    if proven.is_none() && binding.is_plain() {
+        return Ok(Replay::Done);
+    }
+    let presented = Presentation { dpop: proven.map(|(_, proof)| &proof.thumbprint), certificate };
+    binding.check(presented).map_err(Rejection::InvalidToken)?;
+    let Some((dpop, proof)) = proven else { return Ok(Replay::Done) };
+    let replay = dpop.replay_cache();
+    match replay.check_local(&proof.replay_key, proof.expires_at, now) {
+        Ok(()) if replay.is_shared() => Ok(Replay::Shared),
+        Ok(()) => Ok(Replay::Done),
+        Err(error) => Err(replay_rejection(error)),
+    }
+}
+
+async fn shared_replay(dpop: &DpopVerifier, proof: &CheckedProof, now: i64) -> Result<(), Rejection> {
+    dpop.replay_cache().check_shared(&proof.replay_key, proof.expires_at, now).await.map_err(replay_rejection)
+}
+
+fn replay_rejection(error: ReplayError) -> Rejection {
+    match error {
+        ReplayError::Replayed => Rejection::InvalidDpopProof(DpopError::Replayed),
+        ReplayError::Unavailable => {
+            Rejection::DependencyUnavailable { what: "the DPoP replay cache", retry_after: None }
+        }
+    }
+}
+
+fn remember<C: Clone>(config: &Config<C>, token: &str, verified: Verified<C>) -> (C, Binding) {
     match &config.cache {
         Some(cache) => cache.insert(token, verified),
-        None => verified.claims,
+        None => (verified.claims, verified.binding),
     }
 }
 
@@ -178,9 +298,25 @@ fn insert_extensions<B, C: Clone + Send + Sync + 'static>(
     let extensions = request.extensions_mut();
     extensions.insert(claims);
     // RequireScope words its 403 like this layer; the default style needs no copy.
-    if style.realm.is_some() || style.verbose {
+    if style.realm.is_some() || style.verbose || style.dpop.is_some() {
         extensions.insert(style.clone());
     }
+}
+
+fn with_nonce<B>(mut response: Response<B>, nonce: Option<HeaderValue>) -> Response<B> {
+    if let Some(nonce) = nonce {
+        response.headers_mut().insert(DPOP_NONCE, nonce);
+    }
+    response
+}
+
+fn respond<B>(
+    rejection: Rejection,
+    style: &ResponseStyle,
+    grpc: bool,
+    nonce: Option<HeaderValue>,
+) -> Response<ResponseBody<B>> {
+    with_nonce(rejection.into_response(style, grpc), nonce)
 }
 
 fn reject<F, B, E>(
@@ -188,9 +324,10 @@ fn reject<F, B, E>(
     style: &ResponseStyle,
     grpc: bool,
     span: &tracing::Span,
+    nonce: Option<HeaderValue>,
 ) -> ResponseFuture<F, B, E> {
     tracing::debug!(parent: span, reason = %rejection, "request rejected");
-    ResponseFuture::rejected(rejection.into_response(style, grpc))
+    ResponseFuture::rejected(respond(rejection, style, grpc, nonce))
 }
 
 #[cfg(test)]

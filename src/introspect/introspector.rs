@@ -124,6 +124,8 @@ struct Head {
     exp: Option<serde_json::Value>,
     #[serde(default)]
     token_type: Option<serde_json::Value>,
+    #[serde(default)]
+    cnf: Option<serde_json::Value>,
 }
 
 impl Introspector {
@@ -312,13 +314,21 @@ fn parse(body: &[u8]) -> Result<Introspected, IntrospectionError> {
     if !head.active {
         return Err(IntrospectionError::Inactive);
     }
-    // Only bearer access tokens: a refresh token, or a DPoP-bound token (RFC 9449
-    // §7.1), must not pass as a bearer token. `token_type` is optional (RFC 7662 §2.2).
-    if let Some(token_type) = &head.token_type
-        && !token_type.as_str().is_some_and(|t| t.eq_ignore_ascii_case("bearer"))
-    {
-        tracing::debug!("introspected token is not a bearer access token");
-        return Err(IntrospectionError::Inactive);
+    // Only access tokens: a refresh token must not pass. A DPoP token (RFC 9449 §6.2)
+    // must name its key in `cnf.jkt`, which the validator then holds the proof to;
+    // without it, nothing would. `token_type` is optional (RFC 7662 §2.2).
+    if let Some(token_type) = &head.token_type {
+        let access = match token_type.as_str() {
+            Some(t) if t.eq_ignore_ascii_case("bearer") => true,
+            Some(t) if t.eq_ignore_ascii_case("dpop") => {
+                head.cnf.as_ref().and_then(|cnf| cnf.get("jkt")).is_some_and(serde_json::Value::is_string)
+            }
+            _ => false,
+        };
+        if !access {
+            tracing::debug!("introspected token is not an access token this server can check");
+            return Err(IntrospectionError::Inactive);
+        }
     }
     let expires_at = head.exp.as_ref().and_then(serde_json::Value::as_i64);
     Ok(Introspected::new(text.into(), expires_at))
@@ -471,7 +481,10 @@ mod tests {
         assert_eq!(parse(br#"{"active":true}"#).unwrap().expires_at(), None);
         assert_eq!(parse(br#"{"active":false}"#), Err(IntrospectionError::Inactive));
         assert_eq!(parse(br#"{"active":true,"token_type":"refresh_token"}"#), Err(IntrospectionError::Inactive));
+        // A DPoP token must name its key; with it, the proof is checked by the layer.
         assert_eq!(parse(br#"{"active":true,"token_type":"DPoP"}"#), Err(IntrospectionError::Inactive));
+        assert_eq!(parse(br#"{"active":true,"token_type":"DPoP","cnf":{}}"#), Err(IntrospectionError::Inactive));
+        assert!(parse(br#"{"active":true,"token_type":"DPoP","cnf":{"jkt":"abc"}}"#).is_ok());
         for garbage in
             [&b"<html>"[..], b"[]", b"{}", br#"{"active":"true"}"#, br#"{"active":false,"active":true}"#, b"\xff"]
         {

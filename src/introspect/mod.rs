@@ -32,8 +32,10 @@
 //! for as long as the answer lives; the policy is still applied on every use.
 //!
 //! Only JSON introspection responses are supported, not the signed ones of RFC 9701.
-//! A response whose `token_type` is present and is not `Bearer` (a refresh token, a
-//! DPoP-bound token) is treated as inactive: it must not be accepted as a bearer token.
+//! A response whose `token_type` is present and is neither `Bearer` nor `DPoP` (a
+//! refresh token, say) is treated as inactive, and so is a `DPoP` token whose `cnf`
+//! names no `jkt`. A token bound to a key (`cnf`) passes only with its proof of
+//! possession, as a JWT does.
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::binding::DpopMode;
 use super::claims::Claims;
 use super::header::TypPolicy;
 use super::header_cache::HeaderCache;
@@ -40,6 +41,7 @@ pub struct ValidatorBuilder<C = Claims> {
     algorithms: Option<Vec<Algorithm>>,
     leeway: Duration,
     typ: TypPolicy,
+    dpop: DpopMode,
     max_token_size: usize,
     http_client: Option<reqwest::Client>,
     #[cfg(feature = "jwe")]
@@ -90,6 +92,7 @@ impl<C> std::fmt::Debug for ValidatorBuilder<C> {
             .field("algorithms", &self.algorithms)
             .field("leeway", &self.leeway)
             .field("typ", &self.typ)
+            .field("dpop", &self.dpop)
             .field("max_token_size", &self.max_token_size)
             .finish_non_exhaustive()
     }
@@ -107,6 +110,7 @@ impl<C> ValidatorBuilder<C> {
             algorithms: None,
             leeway: DEFAULT_LEEWAY,
             typ: TypPolicy::default(),
+            dpop: DpopMode::default(),
             max_token_size: DEFAULT_MAX_TOKEN_SIZE,
             http_client: None,
             #[cfg(feature = "jwe")]
@@ -234,6 +238,15 @@ impl<C> ValidatorBuilder<C> {
         self
     }
 
+    /// Whether tokens may, or must, come with a DPoP proof (RFC 9449); see [`DpopMode`].
+    /// Default [`DpopMode::Allowed`]: proofs are checked only by a
+    /// [`BearerAuthLayer`](crate::BearerAuthLayer) given a
+    /// [`DpopVerifier`](crate::validate::dpop::DpopVerifier).
+    pub fn dpop(mut self, mode: DpopMode) -> Self {
+        self.dpop = mode;
+        self
+    }
+
     /// Strict RFC 9068: `typ` must be `at+jwt`. Shorthand for `.typ(TypPolicy::Rfc9068)`.
     pub fn require_at_jwt(self) -> Self {
         self.typ(TypPolicy::Rfc9068)
@@ -264,6 +277,7 @@ impl<C> ValidatorBuilder<C> {
             algorithms: self.algorithms,
             leeway: self.leeway,
             typ: self.typ,
+            dpop: self.dpop,
             max_token_size: self.max_token_size,
             http_client: self.http_client,
             #[cfg(feature = "jwe")]
@@ -300,6 +314,7 @@ impl<C> ValidatorBuilder<C> {
             audiences: self.audiences.into_iter().map(Into::into).collect(),
             algorithms,
             typ: self.typ,
+            dpop: self.dpop,
         });
         let issuers = Issuers::new(IssuersConfig {
             issuers: self.issuers,

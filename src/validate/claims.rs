@@ -112,9 +112,29 @@ pub(crate) struct Registered<'a> {
     raw_len: usize,
     scope: Option<Cow<'a, str>>,
     scp: Option<StringOrList<'a>>,
-    /// `cnf` (RFC 7800) names at least one confirmation method: the token is bound to a
-    /// key its client must prove it holds.
-    pub(crate) bound: Option<bool>,
+    /// `cnf` (RFC 7800): the key the token is bound to, which its client must prove
+    /// it holds.
+    pub(crate) cnf: Option<Confirmation<'a>>,
+}
+
+/// A `cnf` claim (RFC 7800 §3.1): the confirmation methods this crate checks, and
+/// whether it names any other.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Confirmation<'a> {
+    /// RFC 9449 §6.1: the RFC 7638 thumbprint of the client's DPoP key.
+    pub(crate) jkt: Option<Cow<'a, str>>,
+    /// RFC 8705 §3.1: the SHA-256 thumbprint of the client's certificate.
+    pub(crate) x5t_s256: Option<Cow<'a, str>>,
+    /// A method this crate cannot check (`jwk`, `kid`, `jku`, …): the token can never
+    /// be accepted.
+    pub(crate) others: bool,
+}
+
+impl Confirmation<'_> {
+    pub(crate) fn to_static(&self) -> Confirmation<'static> {
+        let text = |text: &Option<Cow<'_, str>>| text.as_deref().map(|text| Cow::Owned(text.to_owned()));
+        Confirmation { jkt: text(&self.jkt), x5t_s256: text(&self.x5t_s256), others: self.others }
+    }
 }
 
 const NOT_AN_OBJECT: ValidationError = ValidationError::Malformed("payload is not a JSON object");
@@ -174,7 +194,7 @@ impl<'a> Registered<'a> {
             raw_len: self.raw_len,
             scope: text(&self.scope),
             scp: list(&self.scp),
-            bound: self.bound,
+            cnf: self.cnf.as_ref().map(Confirmation::to_static),
         }
     }
 
@@ -203,24 +223,40 @@ impl<'a> Registered<'a> {
             "scp" => ("scp", StringOrList::read(reader).map(|v| self.scp = Some(v))),
             // RFC 7800 §3.1: a JSON object of confirmation methods; checked, never guessed
             // at, so given once.
-            "cnf" => ("cnf", confirmation(reader).and_then(|v| once(&mut self.bound, v))),
+            "cnf" => ("cnf", confirmation(reader).and_then(|v| once(&mut self.cnf, v))),
             _ => return reader.skip_value().map_err(|Invalid| NOT_AN_OBJECT),
         };
         read.map_err(|Invalid| ValidationError::InvalidClaim(name))
     }
 }
 
-/// A `cnf` object (RFC 7800 §3.1): whether it names any confirmation method.
-fn confirmation(reader: &mut Reader<'_>) -> Result<bool, Invalid> {
-    reader.expect(b'{')?;
-    let mut methods = 0;
-    while reader.next_member(methods == 0)? {
-        reader.string()?;
-        reader.expect(b':')?;
-        reader.skip_value()?;
-        methods += 1;
+/// A `cnf` object (RFC 7800 §3.1). The methods checked are strings given once; any
+/// other member is a method this crate cannot check.
+fn confirmation<'a>(reader: &mut Reader<'a>) -> Result<Confirmation<'a>, Invalid> {
+    fn once<'a>(slot: &mut Option<Cow<'a, str>>, reader: &mut Reader<'a>) -> Result<(), Invalid> {
+        let value = reader.string()?;
+        if slot.replace(value).is_some() {
+            return Err(Invalid);
+        }
+        Ok(())
     }
-    Ok(methods > 0)
+    reader.expect(b'{')?;
+    let mut cnf = Confirmation::default();
+    let mut first = true;
+    while reader.next_member(first)? {
+        first = false;
+        let method = reader.string()?;
+        reader.expect(b':')?;
+        match &*method {
+            "jkt" => once(&mut cnf.jkt, reader)?,
+            "x5t#S256" => once(&mut cnf.x5t_s256, reader)?,
+            _ => {
+                reader.skip_value()?;
+                cnf.others = true;
+            }
+        }
+    }
+    Ok(cnf)
 }
 
 /// The claims of a validated access token: the registered ones typed, the rest kept
@@ -503,14 +539,23 @@ mod tests {
     }
 
     #[test]
-    fn a_confirmation_claim_marks_the_token_bound() {
-        let bound = |json: &str| Registered::parse(json.as_bytes()).map(|r| r.bound);
-        assert_eq!(bound(r#"{"cnf":{"jkt":"abc"}}"#).unwrap(), Some(true));
-        assert_eq!(bound(r#"{"cnf":{"x5t#S256":"abc","other":[1]}}"#).unwrap(), Some(true));
-        assert_eq!(bound(r#"{"cnf":{}}"#).unwrap(), Some(false));
-        assert_eq!(bound(r#"{"sub":"s"}"#).unwrap(), None);
-        assert!(matches!(bound(r#"{"cnf":"jkt"}"#), Err(ValidationError::InvalidClaim("cnf"))));
-        assert!(matches!(bound(r#"{"cnf":{"jkt":"a"},"cnf":{}}"#), Err(ValidationError::InvalidClaim("cnf"))));
+    fn a_confirmation_claim_names_the_key_the_token_is_bound_to() {
+        let cnf = |json: &str| Registered::parse(json.as_bytes()).map(|r| r.cnf.map(|c| c.to_static()));
+        let jkt = cnf(r#"{"cnf":{"jkt":"abc"}}"#).unwrap().unwrap();
+        assert_eq!((jkt.jkt.as_deref(), jkt.x5t_s256.as_deref(), jkt.others), (Some("abc"), None, false));
+        let both = cnf(r#"{"cnf":{"x5t#S256":"x","other":[1],"jkt":"j"}}"#).unwrap().unwrap();
+        assert_eq!((both.jkt.as_deref(), both.x5t_s256.as_deref(), both.others), (Some("j"), Some("x"), true));
+        assert_eq!(cnf(r#"{"cnf":{}}"#).unwrap(), Some(Confirmation::default()));
+        assert_eq!(cnf(r#"{"sub":"s"}"#).unwrap(), None);
+        for invalid in [
+            r#"{"cnf":"jkt"}"#,
+            r#"{"cnf":{"jkt":"a"},"cnf":{}}"#,
+            r#"{"cnf":{"jkt":1}}"#,
+            r#"{"cnf":{"jkt":"a","jkt":"a"}}"#,
+            r#"{"cnf":{"x5t#S256":null}}"#,
+        ] {
+            assert!(matches!(cnf(invalid), Err(ValidationError::InvalidClaim("cnf"))), "{invalid}");
+        }
     }
 
     #[test]
@@ -531,11 +576,10 @@ mod tests {
         strings: Vec<(&'static str, Option<String>)>,
         lists: Vec<(&'static str, Option<Vec<String>>)>,
         dates: [Option<i64>; 3],
-        bound: Option<bool>,
+        cnf: Option<(Option<String>, Option<String>, bool)>,
     }
 
     fn reference(json: &[u8]) -> Option<Reference> {
-        use std::collections::HashMap;
 
         use serde_json::{Map, Value};
         const READ: [&str; 12] =
@@ -556,9 +600,23 @@ mod tests {
                         while let Some(name) = map.next_key::<String>()? {
                             let read = READ.contains(&name.as_str());
                             let value = if name == "cnf" {
-                                // An object whose members' names are read, not their values.
-                                let methods = map.next_value::<HashMap<String, de::IgnoredAny>>()?;
-                                Value::Bool(!methods.is_empty())
+                                // The checked methods must be strings given once; the
+                                // other members are only required to be JSON.
+                                let methods = map.next_value::<Methods>()?.0;
+                                let mut checked = Map::new();
+                                let mut others = false;
+                                for (method, value) in methods {
+                                    if method == "jkt" || method == "x5t#S256" {
+                                        if !value.is_string() || checked.contains_key(&method) {
+                                            return Err(de::Error::custom("invalid cnf"));
+                                        }
+                                        checked.insert(method, value);
+                                    } else {
+                                        others = true;
+                                    }
+                                }
+                                checked.insert("others".into(), Value::Bool(others));
+                                Value::Object(checked)
                             } else if read {
                                 map.next_value()?
                             } else {
@@ -567,6 +625,32 @@ mod tests {
                             pairs.push((name, value));
                         }
                         Ok(Pairs(pairs))
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+        /// A `cnf` object's members in order, duplicates kept.
+        struct Methods(Vec<(String, Value)>);
+        impl<'de> Deserialize<'de> for Methods {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Methods;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("an object")
+                    }
+                    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Methods, A::Error> {
+                        let mut members = Vec::new();
+                        while let Some(name) = map.next_key::<String>()? {
+                            let value = if name == "jkt" || name == "x5t#S256" {
+                                map.next_value()?
+                            } else {
+                                map.next_value::<de::IgnoredAny>().map(|_| Value::Null)?
+                            };
+                            members.push((name, value));
+                        }
+                        Ok(Methods(members))
                     }
                 }
                 d.deserialize_map(V)
@@ -614,7 +698,10 @@ mod tests {
             strings,
             lists: ["aud", "scp"].into_iter().map(list).collect::<Option<_>>()?,
             dates: [date("exp")?, date("nbf")?, date("iat")?],
-            bound: last.get("cnf").and_then(Value::as_bool),
+            cnf: last.get("cnf").map(|cnf| {
+                let text = |name: &str| cnf.get(name).and_then(Value::as_str).map(str::to_owned);
+                (text("jkt"), text("x5t#S256"), cnf["others"] == Value::Bool(true))
+            }),
         })
     }
 
@@ -633,7 +720,9 @@ mod tests {
             ],
             lists: vec![("aud", l(&r.aud)), ("scp", l(&r.scp))],
             dates: [r.exp, r.nbf, r.iat],
-            bound: r.bound,
+            cnf: r.cnf.map(|c| {
+                (c.jkt.as_deref().map(str::to_owned), c.x5t_s256.as_deref().map(str::to_owned), c.others)
+            }),
         })
     }
 

@@ -89,6 +89,18 @@ pub enum ValidationError {
     /// sender-constrained token is never accepted as a bearer token (RFC 9449 §7.2,
     /// RFC 8705 §3): whoever stole it could use it.
     SenderConstrained,
+    /// The token came with a DPoP proof whose key is not the one the token is bound to
+    /// (`cnf.jkt`, RFC 9449 §7.1), or the token is bound to no DPoP key at all.
+    ProofKeyMismatch,
+    /// The token is bound to a TLS client certificate (`cnf.x5t#S256`, RFC 8705 §3)
+    /// that the request's connection did not present.
+    CertificateMismatch,
+    /// The issuer's policy is [`DpopMode::Required`](crate::validate::DpopMode::Required)
+    /// and the token came without a DPoP proof.
+    DpopRequired,
+    /// The issuer's policy is [`DpopMode::Off`](crate::validate::DpopMode::Off) and the
+    /// token came with a DPoP proof.
+    DpopNotAllowed,
 }
 
 impl ValidationError {
@@ -149,6 +161,12 @@ impl fmt::Display for ValidationError {
             ValidationError::SenderConstrained => {
                 f.write_str("token is bound to a key (cnf) and was presented as a bearer token")
             }
+            ValidationError::ProofKeyMismatch => f.write_str("token is not bound to the DPoP proof's key"),
+            ValidationError::CertificateMismatch => {
+                f.write_str("token is bound to a client certificate the request did not present")
+            }
+            ValidationError::DpopRequired => f.write_str("token must be presented with a DPoP proof"),
+            ValidationError::DpopNotAllowed => f.write_str("DPoP is not accepted for this issuer"),
         }
     }
 }

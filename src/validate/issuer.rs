@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use super::binding::DpopMode;
 use super::header::TypPolicy;
 use super::policy::Overrides;
 use crate::Algorithm;
@@ -91,6 +92,12 @@ impl Issuer {
         self
     }
 
+    /// The DPoP policy for this issuer, in place of the validator's; see [`DpopMode`].
+    pub fn dpop(mut self, mode: DpopMode) -> Issuer {
+        self.overrides.dpop = Some(mode);
+        self
+    }
+
     /// Strict RFC 9068 `typ` for this issuer. Shorthand for `.typ(TypPolicy::Rfc9068)`.
     pub fn require_at_jwt(self) -> Issuer {
         self.typ(TypPolicy::Rfc9068)
@@ -133,6 +140,7 @@ impl fmt::Debug for Issuer {
             .field("audiences", &self.overrides.audiences)
             .field("algorithms", &self.overrides.algorithms)
             .field("typ", &self.overrides.typ)
+            .field("dpop", &self.overrides.dpop)
             .finish()
     }
 }

@@ -53,8 +53,10 @@
 //! # Ok(()) }
 //! ```
 
+mod binding;
 mod builder;
 mod claims;
+pub mod dpop;
 mod error;
 mod header;
 mod header_cache;
@@ -69,6 +71,8 @@ mod pipeline;
 mod policy;
 mod validator;
 
+pub use binding::{DpopMode, UnknownDpopMode};
+pub(crate) use binding::{Binding, Presentation};
 pub use builder::{Dangerous, ValidatorBuilder};
 pub use claims::{Claims, Scopes};
 pub use error::ValidationError;

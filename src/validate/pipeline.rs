@@ -15,6 +15,7 @@ use super::issuer_set::{IssuerSource, Issuers, TrustedIssuer};
 #[cfg(feature = "jwe")]
 use super::jws::dots;
 use super::jws::{Compact, HeaderBuf, SignatureBuf, verify_signature};
+use super::binding::Binding;
 use super::policy::Times;
 use super::{Claims, ValidationError};
 use crate::Algorithm;
@@ -90,6 +91,18 @@ pub(crate) struct Verified<C> {
     /// What verified the signature: none for an allowed unsigned JWE or an introspected
     /// token, which no cache may then keep.
     pub(crate) signer: Option<Signer>,
+    /// The key the token is bound to and its issuer's DPoP policy, to check against how
+    /// the request presented it.
+    pub(crate) binding: Binding,
+}
+
+impl<C> Verified<C> {
+    /// The claims of a token presented as a bearer token: a sender-constrained one is
+    /// refused (RFC 9449 §7.2, RFC 8705 §3), and so is any token when its issuer
+    /// requires DPoP.
+    pub(crate) fn into_bearer_claims(self) -> Result<C, ValidationError> {
+        self.binding.check_bearer().map(|()| self.claims)
+    }
 }
 
 /// The algorithm and key a token's signature verified with, and the issuer (whose key
@@ -264,9 +277,10 @@ impl Pipeline {
         let snapshot = self.issuers.load();
         let Some(issuer) = snapshot.get(iss) else { return Err(self.start_issuer(iss)) };
         let times = issuer.policy.check_claims(&registered, now, self.leeway)?;
+        let binding = Binding::new(issuer.policy.dpop, registered.cnf.as_ref());
         let parts = parts_for::<C>(&registered, &payload);
         drop(registered);
-        self.finish(Payload::Bytes(payload), parts, times, None)
+        self.finish(Payload::Bytes(payload), parts, (times, binding), None)
     }
 
     /// A compact JWS: header rules, the issuer's key, the signature, then the claims.
@@ -337,10 +351,11 @@ impl Pipeline {
             tracing::trace!(parent: span, %alg, "signature verified");
         }
         let times = policy.check_claims(&registered, now, self.leeway)?;
+        let binding = Binding::new(policy.dpop, registered.cnf.as_ref());
         let parts = parts_for::<C>(&registered, payload.as_bytes());
         drop(registered);
         let signer = Signer { alg, key, issuer: issuer.clone() };
-        self.finish(payload, parts, times, Some(signer))
+        self.finish(payload, parts, (times, binding), Some(signer))
     }
 
     /// The cold path of an issuer the live set has not ready: untrusted (refused with no
@@ -371,7 +386,7 @@ impl Pipeline {
         &self,
         payload: Payload,
         parts: Option<ClaimsParts>,
-        times: Times,
+        (times, binding): (Times, Binding),
         signer: Option<Signer>,
     ) -> Result<Verified<C>, Check> {
         Ok(Verified {
@@ -380,6 +395,7 @@ impl Pipeline {
             not_before: times.not_before,
             leeway: self.leeway,
             signer,
+            binding,
         })
     }
 }
@@ -488,6 +504,7 @@ impl Pipeline {
             (None, None) => self.issuers.defaults().clone(),
         };
         let times = policy.check_claims(registered, now, self.leeway)?;
+        let binding = Binding::new(policy.dpop, registered.cnf.as_ref());
         if !span.is_disabled() {
             span.record("iss", registered.iss.as_deref());
             span.record("sub", registered.sub.as_deref());
@@ -512,6 +529,7 @@ impl Pipeline {
             not_before: times.not_before,
             leeway: self.leeway,
             signer: None,
+            binding,
         })
     }
 }

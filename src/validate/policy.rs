@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::ValidationError;
+use super::binding::DpopMode;
 use super::claims::Registered;
 use super::header::TypPolicy;
 use crate::Algorithm;
@@ -17,6 +18,7 @@ pub(crate) struct IssuerPolicy {
     pub(crate) audiences: Box<[Box<str>]>,
     pub(crate) algorithms: AlgorithmSet,
     pub(crate) typ: TypPolicy,
+    pub(crate) dpop: DpopMode,
 }
 
 /// `exp` and `nbf` of a token that passed the time checks, so a cache can repeat them.
@@ -39,10 +41,6 @@ impl IssuerPolicy {
         let aud = registered.aud.as_ref().ok_or(ValidationError::MissingClaim("aud"))?;
         if !aud.iter().any(|a| self.audiences.iter().any(|ok| **ok == **a)) {
             return Err(ValidationError::InvalidAudience);
-        }
-        // Proof of possession is not checked here: a bound token is not a bearer token.
-        if registered.bound == Some(true) {
-            return Err(ValidationError::SenderConstrained);
         }
         let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let exp = registered.exp.ok_or(ValidationError::MissingClaim("exp"))?;
@@ -93,6 +91,7 @@ pub(crate) struct Overrides {
     pub(crate) audiences: Vec<String>,
     pub(crate) algorithms: Option<Vec<Algorithm>>,
     pub(crate) typ: Option<TypPolicy>,
+    pub(crate) dpop: Option<DpopMode>,
 }
 
 impl Overrides {
@@ -101,7 +100,9 @@ impl Overrides {
         if self.audiences.iter().any(String::is_empty) {
             return Err(BuildError::MissingAudience);
         }
-        let policy = if self.audiences.is_empty() && self.algorithms.is_none() && self.typ.is_none() {
+        let nothing_overridden =
+            self.audiences.is_empty() && self.algorithms.is_none() && self.typ.is_none() && self.dpop.is_none();
+        let policy = if nothing_overridden {
             defaults.clone()
         } else {
             let algorithms = match &self.algorithms {
@@ -113,7 +114,12 @@ impl Overrides {
             } else {
                 self.audiences.iter().map(|a| a.as_str().into()).collect()
             };
-            Arc::new(IssuerPolicy { audiences, algorithms, typ: self.typ.unwrap_or(defaults.typ) })
+            Arc::new(IssuerPolicy {
+                audiences,
+                algorithms,
+                typ: self.typ.unwrap_or(defaults.typ),
+                dpop: self.dpop.unwrap_or(defaults.dpop),
+            })
         };
         // Without an audience every token would be accepted for any API.
         if policy.audiences.is_empty() {
@@ -132,6 +138,7 @@ mod tests {
             audiences: audiences.iter().map(|a| (*a).into()).collect(),
             algorithms: AlgorithmSet::from_list(algorithms).unwrap(),
             typ: TypPolicy::Lenient,
+            dpop: DpopMode::Allowed,
         })
     }
 
@@ -184,12 +191,17 @@ mod tests {
             (&*defaults.audiences, defaults.algorithms, TypPolicy::Rfc9068)
         );
 
-        let own = Overrides { audiences: vec!["partner".into()], algorithms: Some(vec![Algorithm::ES256]), typ: None }
+        let own = Overrides {
+            audiences: vec!["partner".into()],
+            algorithms: Some(vec![Algorithm::ES256]),
+            dpop: Some(DpopMode::Required),
+            ..Overrides::default()
+        }
             .apply(&defaults)
             .unwrap();
         assert_eq!(&*own.audiences, [Box::from("partner")]);
         assert!(own.algorithms.contains(Algorithm::ES256) && !own.algorithms.contains(Algorithm::RS256));
-        assert_eq!(own.typ, TypPolicy::Lenient);
+        assert_eq!((own.typ, own.dpop), (TypPolicy::Lenient, DpopMode::Required));
     }
 
     #[test]
@@ -203,6 +215,7 @@ mod tests {
             audiences: Box::new([]),
             algorithms: defaults.algorithms,
             typ: TypPolicy::Lenient,
+            dpop: DpopMode::Allowed,
         });
         assert!(matches!(Overrides::default().apply(&no_defaults), Err(BuildError::MissingAudience)));
     }

@@ -48,6 +48,7 @@ impl<C> std::fmt::Debug for Validator<C> {
             .field("algorithms", &defaults.algorithms.iter().collect::<Vec<_>>())
             .field("leeway_secs", &pipeline.leeway)
             .field("typ", &defaults.typ)
+            .field("dpop", &defaults.dpop)
             .field("max_token_size", &pipeline.max_token_size)
             .field("introspection_fallback", &pipeline.fallback.is_some())
             .finish()
@@ -65,6 +66,11 @@ impl<C> Validator<C> {
     pub fn issuers(&self) -> &Issuers {
         &self.pipeline.issuers
     }
+
+    /// The DPoP policy of issuers that set none of their own.
+    pub(crate) fn default_dpop_mode(&self) -> super::DpopMode {
+        self.pipeline.issuers.defaults().dpop
+    }
 }
 
 impl<C: DeserializeOwned + 'static> Validator<C> {
@@ -74,6 +80,12 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
     ///
     /// The refresh is shared with every other request that needs it and happens at
     /// most once per cooldown, so a flood of made-up `kid`s costs the issuer nothing.
+    ///
+    /// The token is taken as a bearer token: one bound to a key (`cnf`: DPoP or a
+    /// client certificate) is refused with [`ValidationError::SenderConstrained`] or
+    /// [`ValidationError::CertificateMismatch`], and any token with
+    /// [`ValidationError::DpopRequired`] when its issuer requires DPoP. Proofs of
+    /// possession are checked by [`BearerAuthLayer`](crate::BearerAuthLayer).
     pub async fn validate(&self, token: &str) -> Result<C, ValidationError> {
         self.validate_inner(token, None).await
     }
@@ -90,7 +102,7 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
             Attempt::Done(result) => result,
             Attempt::Pending(pending) => self.settle(token, pending, now, &span).await,
         };
-        verified.map(|v| v.claims)
+        verified.and_then(Verified::into_bearer_claims)
     }
 
     /// Validates a token with the keys loaded now, never waiting for the network.
@@ -101,7 +113,7 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
     /// without one gives [`ValidationError::IntrospectionRequired`].
     pub fn validate_with_current_keys(&self, token: &str) -> Result<C, ValidationError> {
         match self.attempt(token, SystemTime::now(), &tracing::Span::none()) {
-            Attempt::Done(result) => result.map(|v| v.claims),
+            Attempt::Done(result) => result.and_then(Verified::into_bearer_claims),
             Attempt::Pending(pending) => Err(pending.unsettled()),
         }
     }
@@ -160,7 +172,11 @@ fn labels(result: Result<(), &ValidationError>) -> (Outcome, Reason) {
         E::KeysUnavailable => Reason::KeysUnavailable,
         E::IssuerLimit => Reason::IssuerLimit,
         E::Introspection(_) | E::IntrospectionRequired => Reason::Introspection,
-        E::SenderConstrained => Reason::SenderConstrained,
+        E::SenderConstrained
+        | E::ProofKeyMismatch
+        | E::CertificateMismatch
+        | E::DpopRequired
+        | E::DpopNotAllowed => Reason::SenderConstrained,
     };
     (outcome, reason)
 }
