@@ -14,6 +14,7 @@ mod idp;
 pub mod introspect;
 pub mod jwk;
 pub mod jwks;
+pub mod mtls;
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub mod reqwest;

@@ -27,6 +27,7 @@ mod introspection;
 mod introspection_oidc;
 mod jwe;
 mod key_store;
+mod mtls;
 mod oidc_jwe;
 mod oidc_provider;
 mod properties;
