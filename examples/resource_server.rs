@@ -15,6 +15,12 @@
 //! | `OAUTH_INTROSPECTION_CLIENT_ID`, `OAUTH_INTROSPECTION_CLIENT_SECRET` | this server's credentials there (Basic auth) |
 //! | `OAUTH_ADMIN_SCOPE` | scope `/admin` requires; default `admin` |
 //! | `OAUTH_TOKEN_CACHE` | `1`: the verified-token cache |
+//! | `OAUTH_DPOP` | `off`, `allowed` (default) or `required`: DPoP-bound tokens with their proofs (RFC 9449) |
+//! | `OAUTH_DPOP_NONCE` | `1`: DPoP proofs must carry a server nonce (`use_dpop_nonce`) |
+//! | `PUBLIC_URL` | the base URL clients use, which DPoP's `htu` is checked against; default `http://` (or `https://`) + the listen address |
+//! | `REDIS_URL` | a DPoP replay cache shared with other replicas through Redis (fails closed with 503 when Redis is down) |
+//! | `TLS_CERT`, `TLS_KEY` | PEM files: serve https |
+//! | `TLS_CLIENT_CA` | PEM file: ask clients for certificates issued by this CA, and accept certificate-bound tokens (`cnf.x5t#S256`, RFC 8705) with them |
 //! | `METRICS` | `1`: the crate's metrics (feature `metrics`) in Prometheus text at `/metrics` |
 //! | `LISTEN` | default `127.0.0.1:3000` |
 //!
@@ -24,6 +30,11 @@
 //! curl -i localhost:3000/me                                   # 401
 //! curl -i -H "Authorization: Bearer $TOKEN" localhost:3000/me # 200 and the claims
 //! curl -i -H "Authorization: Bearer $TOKEN" localhost:3000/admin
+//! ```
+//!
+//! A DPoP-bound token (`$PROOF` made for `GET http://127.0.0.1:3000/me` with the token's key):
+//! ```text
+//! curl -i -H "Authorization: DPoP $TOKEN" -H "DPoP: $PROOF" localhost:3000/me
 //! ```
 //!
 //! Opaque tokens, and two tenants:
@@ -40,8 +51,11 @@ use std::process::ExitCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use tower_oauth::bearer::{RequireScopeLayer, VerifiedTokenCache};
+use tower_oauth::client::store::RedisTokenStore;
 use tower_oauth::introspect::Introspector;
-use tower_oauth::validate::{DecryptionKeys, IssuerPattern};
+use tower_oauth::mtls::{self, AddClientCertificateLayer, ClientCertificate};
+use tower_oauth::validate::dpop::{DpopReplayCache, DpopVerifier};
+use tower_oauth::validate::{DecryptionKeys, DpopMode, IssuerPattern};
 use tower_oauth::{Algorithm, BearerAuthLayer, Claims, KeyStore, TypPolicy, Validator};
 
 #[tokio::main]
@@ -117,10 +131,41 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         let secret = var("OAUTH_INTROSPECTION_CLIENT_SECRET").ok_or("OAUTH_INTROSPECTION_CLIENT_SECRET is required")?;
         builder = builder.introspection_fallback(Introspector::builder(url, client_id, secret).build()?);
     }
+    let dpop_mode: DpopMode = match var("OAUTH_DPOP") {
+        Some(mode) => mode.parse().map_err(|e| format!("OAUTH_DPOP: {e}"))?,
+        None => DpopMode::Allowed,
+    };
+    builder = builder.dpop(dpop_mode);
     let admin_scope = var("OAUTH_ADMIN_SCOPE").unwrap_or_else(|| "admin".to_owned());
     let mut auth = BearerAuthLayer::new(builder.build()?).realm("resource_server");
     if var("OAUTH_TOKEN_CACHE").as_deref() == Some("1") {
         auth = auth.cache(VerifiedTokenCache::default());
+    }
+
+    let listen = var("LISTEN").unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    let address = listener.local_addr()?;
+    let tls = match (var("TLS_CERT"), var("TLS_KEY")) {
+        (Some(cert), Some(key)) => {
+            let read = |name: &str, path: &str| std::fs::read(path).map_err(|e| format!("{name}: cannot read {path}: {e}"));
+            let client_ca = var("TLS_CLIENT_CA").map(|path| read("TLS_CLIENT_CA", &path)).transpose()?;
+            let config = mtls::server_config(&read("TLS_CERT", &cert)?, &read("TLS_KEY", &key)?, client_ca.as_deref())?;
+            Some(tokio_rustls::TlsAcceptor::from(config))
+        }
+        (None, None) => None,
+        _ => return Err("TLS_CERT and TLS_KEY go together".into()),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if dpop_mode != DpopMode::Off {
+        let public_url = var("PUBLIC_URL").unwrap_or_else(|| format!("{scheme}://{address}"));
+        let mut dpop = DpopVerifier::builder(&public_url);
+        if var("OAUTH_DPOP_NONCE").as_deref() == Some("1") {
+            dpop = dpop.require_nonce();
+        }
+        if let Some(url) = var("REDIS_URL") {
+            dpop = dpop.replay_cache(DpopReplayCache::shared(RedisTokenStore::new(&url)?, "tower-oauth:dpop:"));
+        }
+        auth = auth.dpop(dpop.build().map_err(|e| format!("PUBLIC_URL: {e}"))?);
     }
 
     let app = Router::new()
@@ -134,11 +179,43 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         None => app,
     };
 
-    let listen = var("LISTEN").unwrap_or_else(|| "127.0.0.1:3000".to_owned());
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    println!("listening on {scheme}://{address}");
+    match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?,
+        Some(acceptor) => serve_tls(listener, acceptor, app).await?,
+    }
     Ok(())
+}
+
+/// https, one task per connection; the client's certificate, if it sent one, goes into
+/// each of the connection's requests for the bearer layer to check against `cnf`.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tower::Layer as _;
+
+    let shutdown = shutdown();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut shutdown => return Ok(()),
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let certificate = ClientCertificate::from_tls_stream(&tls);
+            let service = AddClientCertificateLayer::new(certificate).layer(app);
+            let _ = Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
+                .await;
+        });
+    }
 }
 
 /// The validated claims, as the token carried them.

@@ -11,6 +11,7 @@ use super::extract::{DPOP_NONCE, Scheme, credentials};
 use super::future::ResponseFuture;
 use super::layer::{BearerAuthLayer, Config};
 use super::rejection::{Rejection, ResponseStyle};
+use crate::mtls::ClientCertificate;
 use crate::validate::dpop::{CheckedProof, DpopError, DpopVerifier, ReplayError, RequestFacts};
 use crate::validate::{Attempt, Binding, Presentation, Verified};
 use crate::{Claims, Validator};
@@ -142,7 +143,7 @@ where
                 Attempt::Pending(pending) => Err(pending),
             }
         };
-        let certificate: Option<[u8; 32]> = None; // MTLS-MERGE
+        let certificate = request.extensions().get::<ClientCertificate>().map(|c| *c.thumbprint());
         match verified {
             Ok((claims, binding)) => {
                 let proven = dpop.zip(proof.as_ref());
