@@ -29,7 +29,7 @@ pub mod testing;
 
 pub use algorithm::{Algorithm, KeyFamily, UnknownAlgorithm};
 pub use bearer::{BearerAuth, BearerAuthLayer};
-pub use client::{ClientCredentials, ClientCredentialsLayer, TokenCache, TokenEndpoint};
+pub use client::{ClientCredentials, ClientCredentialsLayer, DpopKey, TokenCache, TokenEndpoint};
 pub use error::{BuildError, FetchError};
 #[cfg(feature = "_fuzzing")]
 #[doc(hidden)]

@@ -15,6 +15,8 @@
 //!   does the same for a reqwest-middleware client.
 //! - A [`store::SharedStore`] lets a fleet of processes share one token per key
 //!   (Redis with the `redis` feature), with one fetch per refresh fleet-wide.
+//! - A [`DpopKey`] is the client's DPoP key (RFC 9449): it signs one proof per request,
+//!   bound to the request's method and URL and to the access token sent with it.
 //!
 //! # Which requests get a token
 //!
@@ -61,6 +63,7 @@
 //! ```
 
 mod cache;
+mod dpop;
 mod endpoint;
 mod error;
 mod future;
@@ -78,6 +81,7 @@ mod token;
 pub use crate::idp::client_auth::AuthMethod;
 pub use crate::idp::fetch::DEFAULT_MAX_BODY_SIZE;
 pub use cache::{TokenCache, TokenCacheBuilder};
+pub use dpop::{DpopKey, DpopKeyError, Htu};
 pub use endpoint::{TokenEndpoint, TokenEndpointBuilder};
 pub use error::{ErrorCode, ErrorResponse, InvalidResponse, TokenError};
 pub use future::ClientCredentialsFuture;
