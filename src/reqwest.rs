@@ -33,11 +33,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::{Extensions, HeaderValue};
+use http::Extensions;
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
-use crate::client::retry::{Attempt, Replay, set_token};
+use crate::client::AccessToken;
+use crate::client::retry::{Attempt, DpopTarget, Replay, attach_token};
 use crate::client::{Attach, ClientCredentialsLayer, RequestTarget, TokenCache};
 
 /// Attaches access tokens to a reqwest-middleware client's requests; see the
@@ -103,8 +104,10 @@ impl Middleware for ClientCredentialsMiddleware {
         }
         let token = config.cache.token().await.map_err(reqwest_middleware::Error::middleware)?;
         let replay = if config.retry { request.try_clone().map(Resend) } else { None };
-        set_token(request.headers_mut(), token.header_value().clone());
-        let attempt = Attempt::new(config.cache.clone(), token.generation(), replay);
+        let (method, url) = (request.method().clone(), request.url().clone());
+        attach_token(request.headers_mut(), &token, &method, &url).map_err(reqwest_middleware::Error::middleware)?;
+        let dpop = token.dpop_key().and_then(|key| DpopTarget::new(key, &url));
+        let attempt = Attempt::new(config.cache.clone(), token.generation(), replay).with_dpop(dpop);
         let response = next.clone().run(request, extensions).await?;
         let Some(retry) = attempt.judge(response.status(), response.headers()) else {
             return Ok(response);
@@ -125,10 +128,11 @@ struct Resend(Request);
 impl Replay for Resend {
     type Request = Request;
 
-    fn authorize(self, authorization: HeaderValue) -> Request {
+    fn authorize(self, token: &AccessToken) -> Option<Request> {
         let mut request = self.0;
-        set_token(request.headers_mut(), authorization);
-        request
+        let (method, url) = (request.method().clone(), request.url().clone());
+        attach_token(request.headers_mut(), token, &method, &url).ok()?;
+        Some(request)
     }
 }
 

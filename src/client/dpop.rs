@@ -88,7 +88,13 @@ struct Inner {
     signature_len: usize,
     public_jwk: Box<str>,
     thumbprint: Box<str>,
+    /// The nonce each server (by origin) last sent (RFC 9449 §8.2), for the next proof.
+    nonces: std::sync::Mutex<std::collections::HashMap<Box<str>, Box<str>>>,
 }
+
+/// The most servers whose nonces a key remembers; past it, all are forgotten (a
+/// server that needs one asks again).
+const MAX_REMEMBERED_NONCES: usize = 256;
 
 enum Signer {
     Ecdsa(EcdsaKeyPair),
@@ -346,8 +352,36 @@ impl DpopKey {
                 signature_len,
                 public_jwk: public_jwk.into(),
                 thumbprint: thumbprint.into(),
+                nonces: std::sync::Mutex::default(),
             }),
         })
+    }
+
+    /// Remembers the nonce the server at `origin` sent (a `DPoP-Nonce` header), for
+    /// the next proof to it.
+    pub(crate) fn remember_nonce(&self, origin: &str, nonce: &str) {
+        let mut nonces = self.inner.nonces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if nonces.len() >= MAX_REMEMBERED_NONCES && !nonces.contains_key(origin) {
+            nonces.clear();
+        }
+        nonces.insert(origin.into(), nonce.into());
+    }
+
+    /// A proof for a request to `htu`, with the nonce its server last sent.
+    pub(crate) fn proof_for(
+        &self,
+        htm: &http::Method,
+        htu: &(impl Htu + ?Sized),
+        access_token: Option<&str>,
+    ) -> Result<String, DpopKeyError> {
+        let nonce = self.nonce_for(&origin(htu)?);
+        self.proof(htm, htu, access_token, nonce.as_deref())
+    }
+
+    /// The nonce the server at `origin` last sent, if any.
+    pub(crate) fn nonce_for(&self, origin: &str) -> Option<String> {
+        let nonces = self.inner.nonces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        nonces.get(origin).map(|nonce| nonce.to_string())
     }
 
     /// The algorithm the key signs proofs with (the proof header's `alg`).
@@ -518,6 +552,17 @@ impl Signer {
 /// user info, query or fragment. Scheme and host are lower case. The scheme must be
 /// `http` or `https`.
 pub trait Htu: sealed::Sealed {}
+
+/// The origin (`scheme://host:port`) of a URL: whose nonce a proof carries.
+pub(crate) fn origin(htu: &(impl Htu + ?Sized)) -> Result<String, DpopKeyError> {
+    let mut out = String::new();
+    sealed::Sealed::write_htu(htu, &mut out)?;
+    let start = out.find("://").map_or(0, |i| i + 3);
+    if let Some(slash) = out[start..].find('/') {
+        out.truncate(start + slash);
+    }
+    Ok(out)
+}
 
 mod sealed {
     /// Writes `htu`, already JSON-escaped, into a proof's claims; crate-only, so the

@@ -3,12 +3,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use http::{HeaderValue, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use url::Url;
 
 use super::key::{CacheKey, GrantKind, normalize_scope};
 use super::source::{FetchFuture, TokenSource};
-use super::{TokenError, TokenResponse};
+use super::{DpopKey, ErrorCode, TokenError, TokenResponse};
 use crate::Secret;
 use crate::error::BuildError;
 use crate::idp::client_auth::{AuthMethod, ClientAuth, form_urlencoded};
@@ -54,6 +54,7 @@ pub struct TokenEndpoint {
     grant: GrantState,
     key: CacheKey,
     limits: Limits,
+    dpop: Option<DpopKey>,
 }
 
 enum GrantState {
@@ -110,14 +111,20 @@ impl TokenEndpoint {
             .url(&self.client, self.limits.timeout)
             .await
             .map_err(|failed| TokenError::Discovery(failed.error))?;
-        let mut form = self.form()?;
-        let authorization = self.auth.authenticate(&mut form);
         let grant = match self.grant {
             GrantState::ClientCredentials => "client_credentials",
             GrantState::RefreshToken(_) => "refresh_token",
             GrantState::Code { .. } => "authorization_code",
         };
-        let result = self.post(&url, authorization, form.into_bytes()).await;
+        let mut result = self.post_once(&url).await;
+        // RFC 9449 §8: a server that wants a nonce says so with `use_dpop_nonce` and
+        // sends one; the request is made once more with it.
+        if self.dpop.is_some()
+            && let Err(TokenError::OAuth(error)) = &result
+            && *error.code() == ErrorCode::UseDpopNonce
+        {
+            result = self.post_once(&url).await;
+        }
         crate::telemetry::token_request(grant, metric_result(&result));
         match &result {
             Ok(response) => self.grant.advance(response),
@@ -185,17 +192,41 @@ impl TokenEndpoint {
         secrets
     }
 
+    /// One token request: the form, the client's authentication and, with a DPoP key,
+    /// a proof with the nonce this server last sent.
+    async fn post_once(&self, url: &Url) -> Result<TokenResponse, TokenError> {
+        let mut form = self.form()?;
+        let authorization = self.auth.authenticate(&mut form);
+        let proof = match &self.dpop {
+            Some(key) => Some(key.proof_for(&Method::POST, url, None).map_err(TokenError::DpopProof)?),
+            None => None,
+        };
+        self.post(url, authorization, proof.as_deref(), form.into_bytes()).await
+    }
+
     async fn post(
         &self,
         url: &Url,
         authorization: Option<&HeaderValue>,
+        proof: Option<&str>,
         body: Vec<u8>,
     ) -> Result<TokenResponse, TokenError> {
-        let posted =
-            fetch::post_form(&self.client, url, authorization, body, self.limits).await.map_err(TokenError::from)?;
-        let fetch::Reply { status, retry_after, body, .. } = posted;
+        let posted = fetch::post_form_with_proof(&self.client, url, authorization, proof, body, self.limits)
+            .await
+            .map_err(TokenError::from)?;
+        let fetch::Reply { status, retry_after, body, dpop_nonce, .. } = posted;
+        if let (Some(key), Some(nonce)) = (&self.dpop, dpop_nonce.as_ref().and_then(|n| n.to_str().ok())) {
+            if let Ok(origin) = super::dpop::origin(url) {
+                key.remember_nonce(&origin, nonce);
+            }
+        }
         if status.is_success() {
-            return TokenResponse::parse(&body.map_err(TokenError::from)?);
+            let response = TokenResponse::parse(&body.map_err(TokenError::from)?)?;
+            // RFC 9449 §5: a DPoP token is of use only to a client that holds the key.
+            if response.is_dpop() && self.dpop.is_none() {
+                return Err(TokenError::UnsupportedTokenType("DPoP".into()));
+            }
+            return Ok(response);
         }
         // RFC 6749 §5.2: errors come as 400 (401 for invalid_client) with a JSON
         // body; a body that is not one, or too large, leaves the status to speak.
@@ -241,6 +272,10 @@ impl TokenSource for TokenEndpoint {
         &self.key
     }
 
+    fn dpop_key(&self) -> Option<&DpopKey> {
+        self.dpop.as_ref()
+    }
+
     fn fetch(&mut self) -> FetchFuture<'_> {
         Box::pin(self.request_token())
     }
@@ -275,6 +310,9 @@ pub struct TokenEndpointBuilder {
     resources: Vec<String>,
     audience: Option<String>,
     http_client: Option<reqwest::Client>,
+    #[cfg(feature = "rustls")]
+    identity: Option<reqwest::Identity>,
+    dpop: Option<DpopKey>,
     limits: Limits,
 }
 
@@ -290,8 +328,38 @@ impl TokenEndpointBuilder {
             resources: Vec::new(),
             audience: None,
             http_client: None,
+            #[cfg(feature = "rustls")]
+            identity: None,
+            dpop: None,
             limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: DEFAULT_MAX_BODY_SIZE },
         }
+    }
+
+    /// Asks for DPoP-bound tokens (RFC 9449): each token request carries a proof made
+    /// with `key`, and the tokens a `DPoP` answer brings are sent with the `DPoP`
+    /// scheme and a fresh proof per request by [`ClientCredentialsLayer`](super::ClientCredentialsLayer)
+    /// and the reqwest middleware. A server's `use_dpop_nonce` is answered with one
+    /// retry, and the nonce each server sends is remembered for the next proof.
+    ///
+    /// A server that answers with a bearer token anyway (RFC 9449 §5 allows it) gets
+    /// its token used as a bearer token. Tokens are cached, and shared through a
+    /// [`SharedStore`](super::store::SharedStore), per key thumbprint: a process with
+    /// another key, or none, never receives them.
+    pub fn dpop(mut self, key: DpopKey) -> Self {
+        self.dpop = Some(key);
+        self
+    }
+
+    /// A TLS client certificate for the default HTTP client (RFC 8705): for
+    /// `tls_client_auth` and for certificate-bound tokens. The same identity must be
+    /// presented to the APIs the tokens are for (with the `reqwest` client, through
+    /// `reqwest::ClientBuilder::identity`). Ignored when
+    /// [`http_client`](Self::http_client) gives a client, which carries its own.
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn tls_identity(mut self, identity: reqwest::Identity) -> Self {
+        self.identity = Some(identity);
+        self
     }
 
     /// How the client authenticates; default [`AuthMethod::ClientSecretBasic`].
@@ -370,6 +438,14 @@ impl TokenEndpointBuilder {
                 return Err(BuildError::InvalidUrl);
             }
         }
+        #[cfg(feature = "rustls")]
+        let client = match (self.http_client, self.identity) {
+            (None, Some(identity)) => {
+                fetch::default_client_builder().identity(identity).build().map_err(BuildError::HttpClient)?
+            }
+            (client, _) => client_or_default(client)?,
+        };
+        #[cfg(not(feature = "rustls"))]
         let client = client_or_default(self.http_client)?;
         let grant = match &self.grant {
             GrantState::ClientCredentials => GrantKind::ClientCredentials,
@@ -383,7 +459,8 @@ impl TokenEndpointBuilder {
             self.scope.as_deref(),
             self.resources,
             self.audience.as_deref(),
-        );
+        )
+        .with_dpop(self.dpop.as_ref().map(DpopKey::thumbprint));
         Ok(TokenEndpoint {
             client,
             endpoint,
@@ -391,6 +468,7 @@ impl TokenEndpointBuilder {
             grant: self.grant,
             key,
             limits: self.limits,
+            dpop: self.dpop,
         })
     }
 }
@@ -405,6 +483,7 @@ impl fmt::Debug for TokenEndpointBuilder {
             .field("scope", &self.scope)
             .field("resources", &self.resources)
             .field("audience", &self.audience)
+            .field("dpop", &self.dpop)
             .finish_non_exhaustive()
     }
 }

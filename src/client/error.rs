@@ -78,10 +78,15 @@ pub enum TokenError {
     /// The success response is not what RFC 6749 §5.1 describes.
     #[error("invalid token response: {0}")]
     InvalidResponse(InvalidResponse),
-    /// The token is not a bearer token (RFC 6749 §7.1): this crate only attaches
-    /// `Bearer` tokens, so a `DPoP` or `MAC` token cannot be used.
-    #[error("unsupported token type {0:?}, expected Bearer")]
+    /// The token is neither a bearer token (RFC 6749 §7.1) nor, for a client with a
+    /// [`DpopKey`](super::DpopKey), a DPoP token (RFC 9449 §5): a `MAC` token, or a
+    /// `DPoP` token for a client that sent no proof, cannot be used.
+    #[error("unsupported token type {0:?}")]
     UnsupportedTokenType(String),
+    /// A DPoP proof could not be made for the request (its URL is not an absolute
+    /// `http(s)` URL, or signing failed).
+    #[error("cannot make a DPoP proof")]
+    DpopProof(#[source] super::DpopKeyError),
     /// Finding the token endpoint through the issuer's metadata failed, now or a moment
     /// ago (a failed lookup is not tried again before a backoff of 1 s doubling up to
     /// 1 min has elapsed), or the URL found is not usable
@@ -342,6 +347,11 @@ pub enum ErrorCode {
     InvalidScope,
     /// RFC 8707 §2: the `resource` is invalid or not allowed for this client.
     InvalidTarget,
+    /// RFC 9449 §5: the DPoP proof was refused.
+    InvalidDpopProof,
+    /// RFC 9449 §8: the server wants a nonce in the proof (its `DPoP-Nonce` header);
+    /// the endpoint retries once with it by itself.
+    UseDpopNonce,
     /// Any other code, kept as sent (sanitized).
     Other(String),
 }
@@ -356,6 +366,8 @@ impl ErrorCode {
             "unsupported_grant_type" => ErrorCode::UnsupportedGrantType,
             "invalid_scope" => ErrorCode::InvalidScope,
             "invalid_target" => ErrorCode::InvalidTarget,
+            "invalid_dpop_proof" => ErrorCode::InvalidDpopProof,
+            "use_dpop_nonce" => ErrorCode::UseDpopNonce,
             _ => ErrorCode::Other(code),
         }
     }
@@ -370,6 +382,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
             ErrorCode::InvalidScope => "invalid_scope",
             ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
             ErrorCode::Other(code) => code,
         }
     }
@@ -472,7 +486,7 @@ mod tests {
         assert_eq!(server.to_string(), "token endpoint failed with 502");
         assert_eq!(
             TokenError::UnsupportedTokenType("DPoP".into()).to_string(),
-            r#"unsupported token type "DPoP", expected Bearer"#
+            r#"unsupported token type "DPoP""#
         );
         let discovery = TokenError::Discovery(FetchError::MissingJwksUri);
         assert_eq!(discovery.to_string(), "could not discover the token endpoint");

@@ -10,7 +10,8 @@ use http::{Extensions, HeaderValue, Method, Request, Response, Uri, Version};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::retry::{Attempt, Replay, Retry, set_token};
+use super::AccessToken;
+use super::retry::{Attempt, Replay, Retry, attach_token};
 
 /// The error of [`ClientCredentials`](super::ClientCredentials), as Tower middleware
 /// usually spells it: the inner service's error, or a [`TokenError`](super::TokenError).
@@ -120,10 +121,11 @@ impl<S, B> Resend<S, B> {
 impl<S, B: Default> Replay for Resend<S, B> {
     type Request = (S, Request<B>);
 
-    fn authorize(self, authorization: HeaderValue) -> (S, Request<B>) {
+    fn authorize(self, token: &AccessToken) -> Option<(S, Request<B>)> {
         let mut request = self.head.into_request(B::default());
-        set_token(request.headers_mut(), authorization);
-        (self.service, request)
+        let (method, uri) = (request.method().clone(), request.uri().clone());
+        attach_token(request.headers_mut(), token, &method, &uri).ok()?;
+        Some((self.service, request))
     }
 }
 

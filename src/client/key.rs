@@ -60,6 +60,9 @@ pub struct CacheKey {
     pub(crate) scope: Option<String>,
     pub(crate) resources: Vec<String>,
     pub(crate) audience: Option<String>,
+    /// The RFC 7638 thumbprint of the DPoP key the tokens are bound to: tokens bound to
+    /// one key are never handed to a holder of another (or of none).
+    pub(crate) dpop_jkt: Option<String>,
 }
 
 impl CacheKey {
@@ -83,7 +86,14 @@ impl CacheKey {
             scope: scope.and_then(normalize_scope),
             resources,
             audience: audience.map(str::to_owned),
+            dpop_jkt: None,
         }
+    }
+
+    /// The same key for tokens bound to the DPoP key with `thumbprint`.
+    pub(crate) fn with_dpop(mut self, thumbprint: Option<&str>) -> CacheKey {
+        self.dpop_jkt = thumbprint.map(str::to_owned);
+        self
     }
 
     /// The token endpoint URL, or the issuer when the endpoint is discovered.
@@ -114,6 +124,11 @@ impl CacheKey {
     /// The `audience` parameter.
     pub fn audience(&self) -> Option<&str> {
         self.audience.as_deref()
+    }
+
+    /// The thumbprint of the DPoP key the tokens are bound to, if any.
+    pub fn dpop_thumbprint(&self) -> Option<&str> {
+        self.dpop_jkt.as_deref()
     }
 }
 

@@ -238,13 +238,20 @@ impl TokenRefresher {
             let started = background::now();
             let Some(outcome) = worker.unless_stopped(self.source.fetch()).await else { return };
             let Some(state) = worker.state() else { return };
+            let dpop_key = self.source.dpop_key().cloned();
             let token = outcome.and_then(|response| {
                 // A token from a shared store was issued earlier, maybe by another
                 // process: its lifetime and refresh point count from then.
                 let obtained = started.checked_sub(response.issued_ago()).unwrap_or(started);
+                // RFC 9449 §5: a DPoP token is usable only with the key it is bound to.
+                let dpop = match (response.is_dpop(), dpop_key) {
+                    (false, _) => None,
+                    (true, Some(key)) => Some(key),
+                    (true, None) => return Err(TokenError::UnsupportedTokenType("DPoP".into())),
+                };
                 let (token, expires_in, _, scope) = response.into_parts();
                 let lifetime = expires_in.unwrap_or(self.policy.default_lifetime);
-                AccessToken::new(&token, obtained, lifetime, scope, generation + 1)
+                AccessToken::new(&token, obtained, lifetime, scope, generation + 1, dpop)
                     .ok_or(TokenError::InvalidResponse(InvalidResponse::MalformedAccessToken))
             });
             match token {

@@ -42,6 +42,8 @@ pub struct TokenResponse {
     expires_in: Option<Duration>,
     refresh_token: Option<Secret>,
     scope: Option<String>,
+    /// `token_type: DPoP` (RFC 9449 §5): the token is bound to the client's DPoP key.
+    dpop: bool,
     /// How long ago the token was issued, for a token that a shared store handed over:
     /// the cache counts its lifetime (and its refresh) from then, not from now.
     issued_ago: Duration,
@@ -62,6 +64,7 @@ impl TokenResponse {
             expires_in: expires_in.map(|d| d.min(MAX_LIFETIME)),
             refresh_token: None,
             scope: None,
+            dpop: false,
             issued_ago: Duration::ZERO,
         })
     }
@@ -72,10 +75,12 @@ impl TokenResponse {
         access_token: String,
         lifetime: Duration,
         scope: Option<String>,
+        dpop: bool,
         issued_ago: Duration,
     ) -> Result<TokenResponse, TokenError> {
         let mut response = TokenResponse::bearer(access_token, Some(lifetime))?;
         response.scope = scope;
+        response.dpop = dpop;
         response.issued_ago = issued_ago.min(lifetime);
         Ok(response)
     }
@@ -96,12 +101,15 @@ impl TokenResponse {
             _ => return Err(invalid(InvalidResponse::MissingAccessToken)),
         };
         check_access_token(&access_token)?;
-        match object.get("token_type") {
+        let dpop = match object.get("token_type") {
             // RFC 6749 §5.1: the type is case-insensitive.
-            Some(Value::String(kind)) if kind.eq_ignore_ascii_case("bearer") => {}
+            Some(Value::String(kind)) if kind.eq_ignore_ascii_case("bearer") => false,
+            // RFC 9449 §5: only a client that sent a proof can use it; the endpoint
+            // checks that.
+            Some(Value::String(kind)) if kind.eq_ignore_ascii_case("dpop") => true,
             Some(Value::String(kind)) => return Err(TokenError::UnsupportedTokenType(sanitize(kind, 32))),
             _ => return Err(invalid(InvalidResponse::MissingTokenType)),
-        }
+        };
         let expires_in = match object.get("expires_in") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => Some(whole_seconds(n).ok_or(invalid(InvalidResponse::InvalidExpiresIn))?),
@@ -124,8 +132,15 @@ impl TokenResponse {
             expires_in: expires_in.map(|secs| Duration::from_secs(secs).min(MAX_LIFETIME)),
             refresh_token,
             scope,
+            dpop,
             issued_ago: Duration::ZERO,
         })
+    }
+
+    /// Whether the token is bound to the client's DPoP key (`token_type: DPoP`, RFC
+    /// 9449 §5): it is then sent with the `DPoP` scheme and a proof.
+    pub fn is_dpop(&self) -> bool {
+        self.dpop
     }
 
     /// The access token. Never log it.
@@ -166,6 +181,7 @@ impl fmt::Debug for TokenResponse {
             .field("expires_in", &self.expires_in)
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| "***"))
             .field("scope", &self.scope)
+            .field("dpop", &self.dpop)
             .finish()
     }
 }
@@ -216,12 +232,15 @@ mod tests {
     }
 
     #[test]
-    fn bearer_is_case_insensitive_and_other_types_are_refused() {
+    fn bearer_and_dpop_are_case_insensitive_and_other_types_are_refused() {
         for kind in ["Bearer", "bearer", "BEARER"] {
-            assert!(parse(&format!(r#"{{"access_token":"a","token_type":"{kind}"}}"#)).is_ok());
+            assert!(!parse(&format!(r#"{{"access_token":"a","token_type":"{kind}"}}"#)).unwrap().is_dpop());
         }
-        match parse(r#"{"access_token":"a","token_type":"DPoP"}"#) {
-            Err(TokenError::UnsupportedTokenType(kind)) => assert_eq!(kind, "DPoP"),
+        for kind in ["DPoP", "dpop"] {
+            assert!(parse(&format!(r#"{{"access_token":"a","token_type":"{kind}"}}"#)).unwrap().is_dpop());
+        }
+        match parse(r#"{"access_token":"a","token_type":"MAC"}"#) {
+            Err(TokenError::UnsupportedTokenType(kind)) => assert_eq!(kind, "MAC"),
             other => panic!("{other:?}"),
         }
         assert_eq!(invalid(parse(r#"{"access_token":"a"}"#)), InvalidResponse::MissingTokenType);

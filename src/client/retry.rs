@@ -13,11 +13,17 @@
 //!   UNAUTHENTICATED) stands, and the cache is told, so the requests that follow get a
 //!   new token.
 
-use http::header::{AUTHORIZATION, HeaderName};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::header::{AUTHORIZATION, HeaderName, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body::Body;
 
-use super::TokenCache;
+use super::dpop::{Htu, origin};
+use super::{AccessToken, DpopKey, TokenCache, TokenError};
+
+/// The `DPoP` request header (RFC 9449 §4.1).
+const DPOP: HeaderName = HeaderName::from_static("dpop");
+/// The `DPoP-Nonce` response header (RFC 9449 §8).
+const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
 
 /// The header of a gRPC status in a trailers-only response.
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -45,8 +51,52 @@ pub(crate) trait Replay {
     /// The request to send.
     type Request;
 
-    /// The request again, with `authorization` as its `Authorization` header.
-    fn authorize(self, authorization: HeaderValue) -> Self::Request;
+    /// The request again, with `token` attached (and a fresh DPoP proof when it is
+    /// bound to a key); `None` when no proof can be made.
+    fn authorize(self, token: &AccessToken) -> Option<Self::Request>;
+}
+
+/// A DPoP proof (RFC 9449 §7.1) for a request with `method` to `url`, for the token in
+/// `authorization` (`DPoP <token>`), with the nonce the server last sent.
+pub(crate) fn dpop_proof(
+    key: &DpopKey,
+    method: &Method,
+    url: &(impl Htu + ?Sized),
+    authorization: &HeaderValue,
+) -> Result<HeaderValue, TokenError> {
+    let token = authorization.to_str().ok().and_then(|value| value.get(5..)).unwrap_or_default();
+    let proof = key.proof_for(method, url, Some(token)).map_err(TokenError::DpopProof)?;
+    let mut value = HeaderValue::try_from(proof).map_err(|_| TokenError::DpopProof(super::DpopKeyError::Signing))?;
+    // A proof is for one request, but it names the token's hash: keep it out of HPACK.
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Sets the token and, for a DPoP token, a fresh proof for this request.
+pub(crate) fn attach_token(
+    headers: &mut HeaderMap,
+    token: &AccessToken,
+    method: &Method,
+    url: &(impl Htu + ?Sized),
+) -> Result<(), TokenError> {
+    if let Some(key) = token.dpop_key() {
+        headers.insert(DPOP, dpop_proof(key, method, url, token.header_value())?);
+    }
+    set_token(headers, token.header_value().clone());
+    Ok(())
+}
+
+/// The DPoP key a request's token is bound to, and the origin of the server it goes
+/// to: whose nonces to remember.
+pub(crate) struct DpopTarget {
+    key: DpopKey,
+    origin: String,
+}
+
+impl DpopTarget {
+    pub(crate) fn new(key: &DpopKey, url: &(impl Htu + ?Sized)) -> Option<DpopTarget> {
+        Some(DpopTarget { key: key.clone(), origin: origin(url).ok()? })
+    }
 }
 
 /// Sets the token on a request that has no `Authorization` header (the attach rule
@@ -61,6 +111,7 @@ pub(crate) struct Attempt<R> {
     cache: TokenCache,
     generation: u64,
     replay: Option<R>,
+    dpop: Option<DpopTarget>,
 }
 
 impl<R> Attempt<R> {
@@ -68,19 +119,40 @@ impl<R> Attempt<R> {
     /// its body cannot be sent again.
     #[inline]
     pub(crate) fn new(cache: TokenCache, generation: u64, replay: Option<R>) -> Self {
-        Attempt { cache, generation, replay }
+        Attempt { cache, generation, replay, dpop: None }
+    }
+
+    /// The request carries a DPoP proof: nonces the server sends are remembered, and a
+    /// `use_dpop_nonce` answer is retried with the new nonce and the same token.
+    pub(crate) fn with_dpop(mut self, dpop: Option<DpopTarget>) -> Self {
+        self.dpop = dpop;
+        self
     }
 
     /// Judges the answer: `Some` for the one retry, `None` when the answer stands (and
     /// then, if it refused the token, the cache has been told).
     #[inline]
     pub(crate) fn judge(self, status: StatusCode, headers: &HeaderMap) -> Option<Retry<R>> {
+        // RFC 9449 §8.2, §9: a resource server may send a new nonce with any answer.
+        let fresh_nonce = match (&self.dpop, headers.get(&DPOP_NONCE).and_then(|n| n.to_str().ok())) {
+            (Some(dpop), Some(nonce)) => {
+                dpop.key.remember_nonce(&dpop.origin, nonce);
+                true
+            }
+            _ => false,
+        };
         if !rejects_token(status, headers) {
             return None;
         }
+        let use_nonce = fresh_nonce
+            && headers.get_all(WWW_AUTHENTICATE).iter().any(|v| memchr::memmem::find(v.as_bytes(), b"use_dpop_nonce").is_some());
         match self.replay {
+            // RFC 9449 §9: the token is fine; the proof needs the server's nonce.
+            Some(replay) if status == StatusCode::UNAUTHORIZED && use_nonce => {
+                Some(Retry { cache: self.cache, generation: self.generation, replay, nonce: true })
+            }
             Some(replay) if status == StatusCode::UNAUTHORIZED => {
-                Some(Retry { cache: self.cache, generation: self.generation, replay })
+                Some(Retry { cache: self.cache, generation: self.generation, replay, nonce: false })
             }
             _ => {
                 self.cache.hint_rejected(self.generation);
@@ -101,6 +173,8 @@ pub(crate) struct Retry<R> {
     cache: TokenCache,
     generation: u64,
     replay: R,
+    /// Retried for a DPoP nonce: the same token, a new proof.
+    nonce: bool,
 }
 
 impl<R: Replay> Retry<R> {
@@ -108,8 +182,13 @@ impl<R: Replay> Retry<R> {
     /// with every request that saw the same token rejected; `None` when there is no new
     /// token (the 401 stands).
     pub(crate) async fn authorize(self) -> Option<R::Request> {
-        match self.cache.force_refresh_generation(self.generation).await {
-            Ok(token) => Some(self.replay.authorize(token.header_value().clone())),
+        let token = if self.nonce {
+            self.cache.token().await
+        } else {
+            self.cache.force_refresh_generation(self.generation).await
+        };
+        match token {
+            Ok(token) => self.replay.authorize(&token),
             Err(error) => {
                 tracing::debug!(%error, "the API answered 401; no new token to retry with");
                 None
@@ -177,9 +256,9 @@ pub(crate) mod tests {
     impl Replay for Headers {
         type Request = HeaderMap;
 
-        fn authorize(mut self, authorization: HeaderValue) -> HeaderMap {
-            set_token(&mut self.0, authorization);
-            self.0
+        fn authorize(mut self, token: &AccessToken) -> Option<HeaderMap> {
+            set_token(&mut self.0, token.header_value().clone());
+            Some(self.0)
         }
     }
 

@@ -7,10 +7,10 @@ use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use super::TokenCache;
+use super::{DpopKey, TokenCache, TokenError};
 use super::future::{ClientCredentialsFuture, HeadCopy, Resend, resend};
 use super::layer::{Attach, ClientCredentialsLayer};
-use super::retry::{Attempt, is_empty_body, set_token};
+use super::retry::{Attempt, DpopTarget, dpop_proof, is_empty_body, set_token};
 use super::target::RequestTarget;
 
 /// The service [`ClientCredentialsLayer`] produces: attaches the cached access token and
@@ -88,13 +88,16 @@ where
             guard
                 .as_ref()
                 .filter(|token| token.is_valid_at(Instant::now()))
-                .map(|token| (token.header_value().clone(), token.generation()))
+                .map(|token| (token.header_value().clone(), token.generation(), token.dpop_key().cloned()))
         };
         match cached {
-            Some((header, generation)) => {
-                let (request, head) = attach(request, header, config.retry);
+            Some((header, generation, dpop)) => {
+                let (request, head, dpop) = match attach(request, header, dpop.as_ref(), config.retry) {
+                    Ok(attached) => attached,
+                    Err(error) => return ClientCredentialsFuture::boxed(Box::pin(async move { Err(error.into()) })),
+                };
                 let replay = head.map(|head| Resend::new(self.inner.clone(), head));
-                let attempt = Attempt::new(config.cache.clone(), generation, replay);
+                let attempt = Attempt::new(config.cache.clone(), generation, replay).with_dpop(dpop);
                 ClientCredentialsFuture::sent(self.inner.call(request), Some(attempt))
             }
             None => {
@@ -106,10 +109,11 @@ where
                 let config = self.config.clone();
                 ClientCredentialsFuture::boxed(Box::pin(async move {
                     let token = config.cache.token().await?;
-                    let (request, head) = attach(request, token.header_value().clone(), config.retry);
+                    let (request, head, dpop) =
+                        attach(request, token.header_value().clone(), token.dpop_key(), config.retry)?;
                     let response = inner.call(request).await.map_err(Into::into)?;
                     let replay = head.map(|head| Resend::new(inner, head));
-                    let attempt = Attempt::new(config.cache.clone(), token.generation(), replay);
+                    let attempt = Attempt::new(config.cache.clone(), token.generation(), replay).with_dpop(dpop);
                     match attempt.judge(response.status(), response.headers()) {
                         Some(retry) => resend(retry, response).await,
                         None => Ok(response),
@@ -120,13 +124,27 @@ where
     }
 }
 
-/// Sets the token, and copies the request head for a replay when retries are on and
-/// the body is known to be empty (so `B::default()` rebuilds it exactly).
+/// Sets the token (with a DPoP proof for a DPoP token), and copies the request head for
+/// a replay when retries are on and the body is known to be empty (so `B::default()`
+/// rebuilds it exactly).
 #[inline]
-fn attach<B: Body>(mut request: Request<B>, header: HeaderValue, retry: bool) -> (Request<B>, Option<HeadCopy>) {
+fn attach<B: Body>(
+    mut request: Request<B>,
+    header: HeaderValue,
+    dpop: Option<&DpopKey>,
+    retry: bool,
+) -> Result<(Request<B>, Option<HeadCopy>, Option<DpopTarget>), TokenError> {
     let copy = (retry && is_empty_body(request.body())).then(|| HeadCopy::of(&request));
+    let target = match dpop {
+        Some(key) => {
+            let proof = dpop_proof(key, request.method(), request.uri(), &header)?;
+            request.headers_mut().insert(http::header::HeaderName::from_static("dpop"), proof);
+            DpopTarget::new(key, request.uri())
+        }
+        None => None,
+    };
     set_token(request.headers_mut(), header);
-    (request, copy)
+    Ok((request, copy, target))
 }
 
 #[cfg(test)]

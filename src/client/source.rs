@@ -57,4 +57,11 @@ pub trait TokenSource: Send + 'static {
     fn adopt_refresh_token(&mut self, refresh_token: Secret) {
         let _ = refresh_token;
     }
+
+    /// The DPoP key that tokens of `token_type: DPoP` from this source are bound to
+    /// (RFC 9449): the cache attaches it to them, and the layers sign a proof with it
+    /// for each request. The default has none, and such a token is then refused.
+    fn dpop_key(&self) -> Option<&super::DpopKey> {
+        None
+    }
 }

@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 
+use super::DpopKey;
+
 /// An access token in the cache, ready to attach.
 ///
 /// It carries its `Authorization: Bearer …` header value, built once and marked
@@ -21,9 +23,12 @@ pub struct AccessToken {
     expires_at: Instant,
     scope: Option<Box<str>>,
     generation: u64,
+    /// The key a DPoP token is bound to: each request gets a proof made with it.
+    dpop: Option<DpopKey>,
 }
 
 const PREFIX: &str = "Bearer ";
+const DPOP_PREFIX: &str = "DPoP ";
 
 impl AccessToken {
     /// `token` must be visible ASCII (checked when the response was parsed), and
@@ -35,8 +40,11 @@ impl AccessToken {
         lifetime: Duration,
         scope: Option<String>,
         generation: u64,
+        dpop: Option<DpopKey>,
     ) -> Option<AccessToken> {
-        let mut header = HeaderValue::try_from(format!("{PREFIX}{token}")).ok()?;
+        // RFC 9449 §7.1: a DPoP-bound token goes with the `DPoP` scheme.
+        let prefix = if dpop.is_some() { DPOP_PREFIX } else { PREFIX };
+        let mut header = HeaderValue::try_from(format!("{prefix}{token}")).ok()?;
         header.set_sensitive(true);
         Some(AccessToken {
             header,
@@ -44,15 +52,23 @@ impl AccessToken {
             expires_at: obtained_at.checked_add(lifetime).unwrap_or(obtained_at),
             scope: scope.map(String::into_boxed_str),
             generation,
+            dpop,
         })
     }
 
     /// The token itself. Never log it.
     pub fn expose(&self) -> &str {
-        std::str::from_utf8(&self.header.as_bytes()[PREFIX.len()..]).unwrap_or_default()
+        let prefix = if self.dpop.is_some() { DPOP_PREFIX } else { PREFIX };
+        std::str::from_utf8(&self.header.as_bytes()[prefix.len()..]).unwrap_or_default()
     }
 
-    /// `Bearer <token>`, marked sensitive: what goes into the `Authorization` header.
+    /// The DPoP key the token is bound to (`token_type: DPoP`), if it is.
+    pub fn dpop_key(&self) -> Option<&DpopKey> {
+        self.dpop.as_ref()
+    }
+
+    /// `Bearer <token>` (or `DPoP <token>`), marked sensitive: what goes into the
+    /// `Authorization` header.
     pub fn header_value(&self) -> &HeaderValue {
         &self.header
     }
@@ -95,6 +111,7 @@ impl fmt::Debug for AccessToken {
             .field("expires_in", &self.expires_at.saturating_duration_since(Instant::now()))
             .field("scope", &self.scope)
             .field("generation", &self.generation)
+            .field("dpop", &self.dpop.as_ref().map(DpopKey::thumbprint))
             .finish()
     }
 }
@@ -106,7 +123,7 @@ mod tests {
     #[test]
     fn the_header_is_sensitive_and_debug_hides_the_token() {
         let now = Instant::now();
-        let token = AccessToken::new("abc.def", now, Duration::from_secs(60), Some("read".into()), 1).unwrap();
+        let token = AccessToken::new("abc.def", now, Duration::from_secs(60), Some("read".into()), 1, None).unwrap();
         assert_eq!(token.header_value(), "Bearer abc.def");
         assert!(token.header_value().is_sensitive());
         assert_eq!(token.expose(), "abc.def");

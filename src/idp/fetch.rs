@@ -157,6 +157,11 @@ pub(crate) fn parse_url(s: &str) -> Result<Url, FetchError> {
 /// http off loopback. Time limits are set per fetch, not here, so a configured timeout
 /// above the default is honoured.
 pub(crate) fn default_client() -> Result<reqwest::Client, reqwest::Error> {
+    default_client_builder().build()
+}
+
+/// The default client's settings, for a client that adds its own (a TLS identity).
+pub(crate) fn default_client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
             let downgrade = attempt.url().scheme() == "http"
@@ -171,7 +176,6 @@ pub(crate) fn default_client() -> Result<reqwest::Client, reqwest::Error> {
                 attempt.follow()
             }
         }))
-        .build()
 }
 
 /// GETs of JSON documents that remember what they read: the value parsed from the last
@@ -287,6 +291,8 @@ pub(crate) struct Reply {
     pub(crate) status: http::StatusCode,
     pub(crate) retry_after: Option<Duration>,
     pub(crate) content_type: Option<HeaderValue>,
+    /// A `DPoP-Nonce` header (RFC 9449 §8): the nonce the server wants in proofs.
+    pub(crate) dpop_nonce: Option<HeaderValue>,
     pub(crate) body: Result<Bytes, FetchError>,
 }
 
@@ -304,10 +310,25 @@ pub(crate) async fn post_form(
     form: Vec<u8>,
     limits: Limits,
 ) -> Result<Reply, FetchError> {
-    let request = client
+    post_form_with_proof(client, url, authorization, None, form, limits).await
+}
+
+/// [`post_form`] with a DPoP proof (RFC 9449 §5) in a `DPoP` header.
+pub(crate) async fn post_form_with_proof(
+    client: &reqwest::Client,
+    url: &Url,
+    authorization: Option<&HeaderValue>,
+    proof: Option<&str>,
+    form: Vec<u8>,
+    limits: Limits,
+) -> Result<Reply, FetchError> {
+    let mut request = client
         .post(url.clone())
         .header(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))
         .body(form);
+    if let Some(proof) = proof {
+        request = request.header("dpop", proof);
+    }
     exchange(request, authorization, limits).await
 }
 
@@ -340,8 +361,9 @@ async fn exchange(
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let content_type = response.headers().get(CONTENT_TYPE).cloned();
+        let dpop_nonce = response.headers().get("dpop-nonce").cloned();
         let body = read_capped(&mut response, limits.max_body).await;
-        Ok(Reply { status, retry_after, content_type, body })
+        Ok(Reply { status, retry_after, content_type, dpop_nonce, body })
     };
     match tokio::time::timeout(limits.timeout, exchange).await {
         Ok(result) => result,

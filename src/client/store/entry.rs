@@ -168,6 +168,8 @@ pub(crate) struct Entry {
     pub(crate) expires_ms: u64,
     pub(crate) scope: Option<String>,
     pub(crate) refresh_token: Option<Secret>,
+    /// `token_type: DPoP`.
+    pub(crate) dpop: bool,
 }
 
 impl Entry {
@@ -183,6 +185,9 @@ impl Entry {
         });
         if let Some(scope) = &self.scope {
             object["scope"] = scope.as_str().into();
+        }
+        if self.dpop {
+            object["token_type"] = "DPoP".into();
         }
         if let Some(refresh_token) = &self.refresh_token {
             object["refresh_token"] = URL_SAFE_NO_PAD.encode(refresh_token.expose()).into();
@@ -203,12 +208,18 @@ impl Entry {
             Some(Value::String(scope)) => Some(scope),
             Some(_) => return None,
         };
+        let dpop = match object.remove("token_type") {
+            None => false,
+            Some(Value::String(kind)) if kind == "DPoP" => true,
+            Some(_) => return None,
+        };
         Some(Entry {
             access_token,
             obtained_ms: object.get("obtained_ms")?.as_u64()?,
             expires_ms: object.get("expires_ms")?.as_u64()?,
             scope,
             refresh_token,
+            dpop,
         })
     }
 }
@@ -270,6 +281,12 @@ impl StoreKeys {
         }
         optional(&mut encoded, key.audience());
         optional(&mut encoded, grant_id);
+        // Only keys bound to DPoP add the field: the keys of every other token stay as
+        // they were, so a fleet mid-upgrade still shares its tokens.
+        if let Some(jkt) = key.dpop_thumbprint() {
+            field(&mut encoded, b"dpop");
+            field(&mut encoded, jkt.as_bytes());
+        }
         let hash = digest(&SHA256, &encoded);
         let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         StoreKeys { entry: format!("{prefix}:token:{hex}"), lease: format!("{prefix}:lease:{hex}") }
@@ -288,6 +305,7 @@ mod tests {
             expires_ms: 1_700_000_300_000,
             scope: Some("read write".into()),
             refresh_token: Some(Secret::from("refresh-me")),
+            dpop: false,
         }
     }
 

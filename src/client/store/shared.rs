@@ -14,7 +14,7 @@ use super::{StoreError, TokenStore};
 use crate::Secret;
 use crate::client::refresher::policy::RefreshPolicy;
 use crate::client::source::{FetchFuture, TokenSource};
-use crate::client::{CacheKey, GrantKind, TokenError, TokenResponse};
+use crate::client::{CacheKey, DpopKey, GrantKind, TokenError, TokenResponse};
 use crate::error::BuildError;
 
 /// A [`TokenStore`] and how a [`TokenCache`](crate::client::TokenCache) shares tokens
@@ -379,7 +379,7 @@ impl SharedSource {
             return Ok(None);
         }
         let issued_ago = Duration::from_millis(now.saturating_sub(entry.obtained_ms));
-        match TokenResponse::stored(entry.access_token, lifetime, entry.scope, issued_ago) {
+        match TokenResponse::stored(entry.access_token, lifetime, entry.scope, entry.dpop, issued_ago) {
             Ok(response) => {
                 self.last = Some(fingerprint(response.access_token()));
                 tracing::debug!(issued_ago_ms = millis(issued_ago), "access token taken from the shared store");
@@ -433,6 +433,7 @@ impl SharedSource {
             expires_ms: obtained_ms.saturating_add(millis(lifetime)),
             scope: response.scope().map(str::to_owned),
             refresh_token: self.refresh_token.clone(),
+            dpop: response.is_dpop(),
         };
         let ttl = Duration::from_millis(entry.expires_ms.saturating_sub(wall_clock_ms()));
         if ttl.is_zero() {
@@ -481,6 +482,10 @@ impl TokenSource for SharedSource {
 
     fn fetch(&mut self) -> FetchFuture<'_> {
         Box::pin(self.obtain())
+    }
+
+    fn dpop_key(&self) -> Option<&DpopKey> {
+        self.inner.dpop_key()
     }
 }
 
