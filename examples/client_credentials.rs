@@ -30,6 +30,10 @@
 //! | `REDIS_URL` | optional: share the token through Redis with every other process that uses the same client, scope, resources and audience (`redis://[:password@]host:port[/db]`) |
 //! | `REDIS_TOKEN_KEY` | optional, with `REDIS_URL`: the 32-byte key that encrypts the shared entry, as 64 hex digits or base64; default: derived from `OAUTH_CLIENT_SECRET` |
 //! | `REDIS_GRANT_ID` | with `REDIS_URL` and `OAUTH_GRANT=refresh_token`: whose grant it is (a user id, say), so that users' tokens are never mixed |
+//! | `OAUTH_DPOP` | `1`: DPoP-bound tokens (RFC 9449), with a proof on the token request and on every API call |
+//! | `OAUTH_DPOP_KEY` | optional, with `OAUTH_DPOP=1`: a private JWK file for the DPoP key; default a new ES256 key |
+//! | `OAUTH_CLIENT_CERT`, `OAUTH_CLIENT_CERT_KEY` | optional PEM files: the TLS client certificate (and its key) for the token endpoint and the API (RFC 8705: certificate-bound tokens) |
+//! | `SSL_CERT_FILE` | optional PEM file of extra trusted roots, beside the platform's (a private CA) |
 //!
 //! With `REDIS_URL`, many processes fetch one token between them (one fetches under a
 //! lease; the others take its token), and a Redis that is down or slow only means each
@@ -48,7 +52,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
-use tower_oauth::BuildError;
+use tower_oauth::{BuildError, DpopKey};
 use tower_oauth::client::store::{EntryKey, RedisTokenStore, SharedStore};
 use tower_oauth::client::{AuthMethod, TokenCache, TokenEndpoint};
 use tower_oauth::reqwest::ClientCredentialsMiddleware;
@@ -82,6 +86,7 @@ async fn main() -> ExitCode {
 
 struct Config {
     endpoint: TokenEndpoint,
+    http: reqwest::Client,
     redis: Option<Redis>,
     target: String,
     requests: u64,
@@ -127,8 +132,34 @@ fn entry_key(value: &str) -> Result<EntryKey, Error> {
     EntryKey::from_slice(&bytes).ok_or_else(|| "REDIS_TOKEN_KEY must be exactly 32 bytes".into())
 }
 
+/// The HTTP client for the token endpoint and the API: the platform's roots plus
+/// `SSL_CERT_FILE`'s, and the TLS client identity when one is configured.
+fn http_client() -> Result<reqwest::Client, Error> {
+    let read = |name: &str, path: &str| std::fs::read(path).map_err(|e| format!("{name}: cannot read {path}: {e}"));
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = var("SSL_CERT_FILE") {
+        let roots = reqwest::Certificate::from_pem_bundle(&read("SSL_CERT_FILE", &path)?)
+            .map_err(|e| format!("SSL_CERT_FILE: {path} is not a PEM bundle: {e}"))?;
+        builder = builder.tls_certs_merge(roots);
+    }
+    match (var("OAUTH_CLIENT_CERT"), var("OAUTH_CLIENT_CERT_KEY")) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read("OAUTH_CLIENT_CERT", &cert)?;
+            pem.push(b'\n');
+            pem.extend(read("OAUTH_CLIENT_CERT_KEY", &key)?);
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| format!("OAUTH_CLIENT_CERT, OAUTH_CLIENT_CERT_KEY: not a certificate and key: {e}"))?;
+            builder = builder.identity(identity);
+        }
+        (None, None) => {}
+        _ => return Err("OAUTH_CLIENT_CERT and OAUTH_CLIENT_CERT_KEY go together".into()),
+    }
+    Ok(builder.build()?)
+}
+
 impl Config {
     fn from_env() -> Result<Config, Error> {
+        let http = http_client()?;
         let id = required("OAUTH_CLIENT_ID")?;
         let secret = required("OAUTH_CLIENT_SECRET")?;
         let mut builder = match (var("OAUTH_TOKEN_URL"), var("OAUTH_ISSUER")) {
@@ -161,6 +192,25 @@ impl Config {
         if let Some(audience) = var("OAUTH_AUDIENCE") {
             builder = builder.audience(audience);
         }
+        if var("SSL_CERT_FILE").is_some() || var("OAUTH_CLIENT_CERT").is_some() {
+            // The token endpoint needs the same roots and identity as the API; otherwise
+            // it keeps the library's default client (no redirect to plain http).
+            builder = builder.http_client(http.clone());
+        }
+        match var("OAUTH_DPOP").as_deref().map(str::trim) {
+            None | Some("0") => {}
+            Some("1") => {
+                let key = match var("OAUTH_DPOP_KEY") {
+                    Some(path) => {
+                        let jwk = std::fs::read(&path).map_err(|e| format!("OAUTH_DPOP_KEY: cannot read {path}: {e}"))?;
+                        DpopKey::from_jwk(&jwk).map_err(|e| format!("OAUTH_DPOP_KEY: {e}"))?
+                    }
+                    None => DpopKey::generate()?,
+                };
+                builder = builder.dpop(key);
+            }
+            Some(other) => return Err(format!("OAUTH_DPOP must be 1 or 0, not {other:?}").into()),
+        }
         let redis = match var("REDIS_URL") {
             None => None,
             Some(url) => Some(Redis {
@@ -174,6 +224,7 @@ impl Config {
         };
         Ok(Config {
             endpoint: builder.build()?,
+            http,
             redis,
             target: required("TARGET_URL")?,
             requests: count("REQUESTS", 1)?,
@@ -207,7 +258,7 @@ async fn run(config: Config) -> Result<Summary, Error> {
             other => other.into(),
         }
     })?;
-    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    let client = reqwest_middleware::ClientBuilder::new(config.http)
         .with(ClientCredentialsMiddleware::new(cache))
         .build();
     let next = Arc::new(AtomicU64::new(0));
