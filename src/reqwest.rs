@@ -144,7 +144,9 @@ mod tests {
     use reqwest::StatusCode;
 
     use super::*;
-    use crate::client::retry::tests::{until_generation, warm_cache};
+    use base64::Engine as _;
+
+    use crate::client::retry::tests::{proof_claims, until_generation, warm_cache, warm_dpop_cache};
 
     /// Stands in for the network: answers with the queued answers, then 200, and
     /// records each request's `Authorization` header and body.
@@ -152,6 +154,7 @@ mod tests {
     struct Scripted {
         answers: Arc<Mutex<VecDeque<http::Response<&'static str>>>>,
         seen: Arc<Mutex<Vec<Seen>>>,
+        proofs: Arc<Mutex<Vec<Option<String>>>>,
     }
 
     /// A request's `Authorization` header and body.
@@ -168,6 +171,8 @@ mod tests {
             let authorization = request.headers().get("authorization").map_or("", |v| v.to_str().unwrap()).to_owned();
             let body = request.body().and_then(|body| body.as_bytes()).unwrap_or_default().to_vec();
             self.seen.lock().unwrap().push((authorization, body));
+            let proof = request.headers().get("dpop").map(|v| v.to_str().unwrap().to_owned());
+            self.proofs.lock().unwrap().push(proof);
             let answer = self.answers.lock().unwrap().pop_front().unwrap_or_else(|| http::Response::new(""));
             Ok(Response::from(answer))
         }
@@ -191,6 +196,70 @@ mod tests {
 
     fn status(code: u16) -> http::Response<&'static str> {
         http::Response::builder().status(code).body("").unwrap()
+    }
+
+    fn use_dpop_nonce(nonce: &'static str) -> http::Response<&'static str> {
+        http::Response::builder()
+            .status(401)
+            .header("www-authenticate", r#"DPoP error="use_dpop_nonce", algs="ES256""#)
+            .header("dpop-nonce", nonce)
+            .body("")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_dpop_token_goes_with_a_fresh_proof_for_each_request() {
+        let (cache, key) = warm_dpop_cache().await;
+        let api = Scripted::default();
+        let client = api.client(ClientCredentialsMiddleware::new(cache));
+        client.get("https://api.example/orders?page=2#top").send().await.unwrap();
+        client.post("https://api.example/orders").body("{}").send().await.unwrap();
+        assert_eq!(api.authorizations(), ["DPoP dpop-1", "DPoP dpop-1"]);
+        let proofs: Vec<String> = api.proofs.lock().unwrap().iter().map(|p| p.clone().unwrap()).collect();
+        let (first, second) = (proof_claims(&proofs[0]), proof_claims(&proofs[1]));
+        assert_eq!((first["htm"].as_str(), first["htu"].as_str()), (Some("GET"), Some("https://api.example/orders")));
+        assert_eq!(second["htm"], "POST");
+        assert_ne!(first["jti"], second["jti"], "a proof is never reused");
+        assert!(first.get("nonce").is_none());
+        // RFC 9449 §4.2: `ath` is the token's SHA-256.
+        let ath = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"dpop-1"));
+        assert_eq!(first["ath"], ath.as_str());
+        // The proof verifies with the key the token is bound to.
+        let jwk = crate::Jwk::from_json(key.public_jwk().as_bytes()).unwrap();
+        let (input, signature) = proofs[0].rsplit_once('.').unwrap();
+        let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature).unwrap();
+        assert!(jwk.verify(crate::Algorithm::ES256, input.as_bytes(), &signature));
+    }
+
+    #[tokio::test]
+    async fn use_dpop_nonce_is_retried_once_with_the_same_token_and_the_servers_nonce() {
+        let (cache, _) = warm_dpop_cache().await;
+        let api = Scripted::answering([use_dpop_nonce("n-1")]);
+        let client = api.client(ClientCredentialsMiddleware::new(cache.clone()));
+        let response = client.get("https://api.example/orders").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(api.authorizations(), ["DPoP dpop-1", "DPoP dpop-1"], "no new token for a nonce");
+        let proofs: Vec<String> = api.proofs.lock().unwrap().iter().map(|p| p.clone().unwrap()).collect();
+        assert!(proof_claims(&proofs[0]).get("nonce").is_none());
+        assert_eq!(proof_claims(&proofs[1])["nonce"], "n-1");
+        // The nonce is remembered for the next request to that server, and only that one.
+        client.get("https://api.example/other").send().await.unwrap();
+        client.get("https://elsewhere.example/").send().await.unwrap();
+        let proofs: Vec<String> = api.proofs.lock().unwrap().iter().map(|p| p.clone().unwrap()).collect();
+        assert_eq!(proof_claims(&proofs[2])["nonce"], "n-1");
+        assert!(proof_claims(&proofs[3]).get("nonce").is_none());
+        assert_eq!(cache.cached().unwrap().generation(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_second_use_dpop_nonce_is_the_answer() {
+        let (cache, _) = warm_dpop_cache().await;
+        let api = Scripted::answering([use_dpop_nonce("n-1"), use_dpop_nonce("n-2")]);
+        let client = api.client(ClientCredentialsMiddleware::new(cache));
+        let response = client.get("https://api.example/orders").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(api.authorizations().len(), 2);
     }
 
     #[tokio::test]

@@ -232,6 +232,51 @@ pub(crate) mod tests {
         }
     }
 
+    /// Hands out DPoP tokens `dpop-1`, `dpop-2`, … bound to its key.
+    pub(crate) struct NumberedDpop {
+        numbered: Numbered,
+        pub(crate) key: DpopKey,
+    }
+
+    impl NumberedDpop {
+        pub(crate) fn new() -> NumberedDpop {
+            NumberedDpop { numbered: Numbered::new(), key: DpopKey::generate().unwrap() }
+        }
+    }
+
+    impl TokenSource for NumberedDpop {
+        fn key(&self) -> &CacheKey {
+            &self.numbered.key
+        }
+
+        fn fetch(&mut self) -> FetchFuture<'_> {
+            self.numbered.issued += 1;
+            let body = format!(r#"{{"access_token":"dpop-{}","token_type":"DPoP","expires_in":3600}}"#, self.numbered.issued);
+            Box::pin(async move { TokenResponse::parse(body.as_bytes()) })
+        }
+
+        fn dpop_key(&self) -> Option<&DpopKey> {
+            Some(&self.key)
+        }
+    }
+
+    /// A cache that holds `dpop-1`, and its key.
+    pub(crate) async fn warm_dpop_cache() -> (TokenCache, DpopKey) {
+        let source = NumberedDpop::new();
+        let key = source.key.clone();
+        let cache = TokenCache::new(source).unwrap();
+        let token = cache.token().await.unwrap();
+        assert_eq!((token.expose(), token.header_value().to_str().unwrap()), ("dpop-1", "DPoP dpop-1"));
+        (cache, key)
+    }
+
+    /// The claims of a proof, unverified (the interop tests verify proofs).
+    pub(crate) fn proof_claims(proof: &str) -> serde_json::Value {
+        use base64::Engine as _;
+        let payload = proof.split('.').nth(1).unwrap();
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    }
+
     /// A cache that holds `token-1`.
     pub(crate) async fn warm_cache() -> TokenCache {
         let cache = TokenCache::new(Numbered::new()).unwrap();

@@ -161,7 +161,7 @@ mod tests {
     use tower_layer::Layer as _;
 
     use super::*;
-    use crate::client::retry::tests::{Numbered, until_generation, warm_cache};
+    use crate::client::retry::tests::{Numbered, proof_claims, until_generation, warm_cache, warm_dpop_cache};
 
     /// Answers with the queued answers, then 200; records each request's
     /// `Authorization` and `accept` headers.
@@ -171,8 +171,8 @@ mod tests {
         seen: Arc<Mutex<Vec<Seen>>>,
     }
 
-    /// A request's `Authorization` and `accept` headers.
-    type Seen = [Option<String>; 2];
+    /// A request's `Authorization`, `accept` and `DPoP` headers.
+    type Seen = [Option<String>; 3];
 
     impl Scripted {
         fn answering(answers: impl IntoIterator<Item = Response<()>>) -> Scripted {
@@ -186,7 +186,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .iter()
-                .map(|[authorization, _]| authorization.clone().unwrap_or_default())
+                .map(|[authorization, _, _]| authorization.clone().unwrap_or_default())
                 .collect()
         }
     }
@@ -203,7 +203,7 @@ mod tests {
         fn call(&mut self, request: Request<B>) -> Self::Future {
             let header =
                 |name| request.headers().get(name).map(|value: &HeaderValue| value.to_str().unwrap().to_owned());
-            self.seen.lock().unwrap().push([header("authorization"), header("accept")]);
+            self.seen.lock().unwrap().push([header("authorization"), header("accept"), header("dpop")]);
             ready(Ok(self.answers.lock().unwrap().pop_front().unwrap_or_else(|| answer(200))))
         }
     }
@@ -226,6 +226,28 @@ mod tests {
     {
         std::future::poll_fn(|cx| Service::<Request<B>>::poll_ready(service, cx)).await.unwrap();
         service.call(request).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn a_dpop_token_gets_a_proof_per_request_and_a_nonce_retry_keeps_the_head() {
+        let (cache, _) = warm_dpop_cache().await;
+        let nonce = Response::builder()
+            .status(401)
+            .header("www-authenticate", r#"DPoP error="use_dpop_nonce""#)
+            .header("dpop-nonce", "n-7")
+            .body(())
+            .unwrap();
+        let api = Scripted::answering([nonce]);
+        let mut service = ClientCredentialsLayer::new(cache.clone()).layer(api.clone());
+        assert_eq!(send(&mut service, get()).await, StatusCode::OK);
+        assert_eq!(api.authorizations(), ["DPoP dpop-1", "DPoP dpop-1"]);
+        let seen = api.seen.lock().unwrap().clone();
+        assert_eq!(seen[1][1].as_deref(), Some("application/json"));
+        let (first, retried) = (proof_claims(seen[0][2].as_deref().unwrap()), proof_claims(seen[1][2].as_deref().unwrap()));
+        assert_eq!((first["htm"].as_str(), first["htu"].as_str()), (Some("GET"), Some("https://api.example/v1/orders")));
+        assert_eq!(retried["nonce"], "n-7");
+        assert_ne!(first["jti"], retried["jti"]);
+        assert_eq!(cache.fetch_attempts(), 1, "the same token");
     }
 
     #[tokio::test]
