@@ -292,8 +292,79 @@ fn throughput(c: &mut Criterion, cases: &[Case]) {
     group.finish();
 }
 
+/// DPoP (RFC 9449): an ES256 token bound to an ES256 proof key, through the Tower
+/// service, against its floor: the two signature verifications with pre-parsed keys.
+/// Each timed request carries a fresh proof (made outside the timing), as the replay
+/// check demands.
+fn dpop(c: &mut Criterion) {
+    use criterion::BatchSize;
+    use tower_oauth::DpopKey;
+    use tower_oauth::validate::dpop::{DpopReplayCache, DpopVerifier};
+
+    let token_key = TestKey::generate(Algorithm::ES256);
+    let proof_key = DpopKey::generate().expect("dpop key");
+    let mut claims: Value = serde_json::from_str(&payload()).expect("payload");
+    claims["cnf"] = json!({"jkt": proof_key.thumbprint()});
+    let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": token_key.kid()}).to_string();
+    let token = token_key.sign_compact(&header, &claims.to_string());
+    let set = KeySet::from_jwks(json!({ "keys": [token_key.public_jwk()] }).to_string().as_bytes()).expect("jwks");
+    let validator = Validator::builder()
+        .issuer_with_keys(ISSUER, KeyStore::from_key_set(set))
+        .audience(AUDIENCE)
+        .algorithms([Algorithm::ES256])
+        .build()
+        .expect("validator");
+    let verifier = DpopVerifier::builder("https://api.example.com")
+        .replay_cache(DpopReplayCache::in_memory(20_000_000))
+        .build()
+        .expect("dpop verifier");
+    let mut svc = service(BearerAuthLayer::new(validator).dpop(verifier));
+    let url: url::Url = "https://api.example.com/orders".parse().expect("url");
+    let fresh = || proof_key.proof(&http::Method::GET, &url, Some(&token), None).expect("proof");
+    let authorization = http::HeaderValue::from_str(&format!("DPoP {token}")).expect("header");
+    let request = |proof: String| {
+        let mut request = http::Request::get("/orders").body(()).expect("request");
+        request.headers_mut().insert(http::header::AUTHORIZATION, authorization.clone());
+        request.headers_mut().insert("dpop", http::HeaderValue::from_str(&proof).expect("proof header"));
+        request
+    };
+
+    // The floor: both signatures, verified with keys parsed beforehand.
+    let ec_key = |jwk: &Value| {
+        let mut point = vec![0x04];
+        point.extend(b64d(jwk_str(jwk, "x")));
+        point.extend(b64d(jwk_str(jwk, "y")));
+        signature::ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).expect("ec key")
+    };
+    let token_floor = ec_key(&token_key.public_jwk());
+    let proof_floor = ec_key(&serde_json::from_str(proof_key.public_jwk()).expect("jwk"));
+    let proof = fresh();
+    let split = |jws: &str| {
+        let (input, signature) = jws.rsplit_once('.').expect("three segments");
+        (input.as_bytes().to_vec(), b64d(signature))
+    };
+    let ((token_input, token_sig), (proof_input, proof_sig)) = (split(&token), split(&proof));
+    assert_eq!(support::one_call(&mut svc, request(fresh())), StatusCode::OK, "the service accepts the proof");
+    assert_eq!(support::one_call(&mut svc, request(proof.clone())), StatusCode::OK);
+    assert_eq!(support::one_call(&mut svc, request(proof)), StatusCode::UNAUTHORIZED, "a replay is refused");
+
+    let mut group = c.benchmark_group("dpop");
+    configure(&mut group);
+    group.bench_function("ES256/floor", |b| {
+        b.iter(|| {
+            token_floor.verify_sig(black_box(&token_input), black_box(&token_sig)).expect("token")
+                == proof_floor.verify_sig(black_box(&proof_input), black_box(&proof_sig)).expect("proof")
+        })
+    });
+    group.bench_function("ES256/tower_service", |b| {
+        b.iter_batched(|| request(fresh()), |request| support::one_call(&mut svc, request), BatchSize::SmallInput)
+    });
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let cases = cases();
+    dpop(c);
     per_algorithm(c, &cases);
     cache(c, &cases[0]);
     claims(c, &cases[3]);

@@ -75,6 +75,21 @@ where
     }
 }
 
+/// Like [`one_request`], with a request made by the caller.
+#[allow(dead_code)] // Not every bench sends its own requests.
+pub(crate) fn one_call<S, B>(svc: &mut S, request: Request<()>) -> StatusCode
+where
+    S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    let Poll::Ready(Ok(())) = svc.poll_ready(&mut cx) else { panic!("service not ready") };
+    let future = pin!(svc.call(request));
+    match future.poll(&mut cx) {
+        Poll::Ready(Ok(response)) => response.status(),
+        Poll::Pending => panic!("response future pending"),
+    }
+}
+
 pub(crate) fn bearer(token: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("Bearer {token}")).expect("header value")
 }
