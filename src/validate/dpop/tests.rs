@@ -248,3 +248,37 @@ fn debug_shows_no_nonce_secret() {
     let debug = format!("{v:?}");
     assert!(!debug.contains("very-secret"), "{debug}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Random edits of a good proof, and of the URLs compared: never a panic, and a
+    /// proof that still passes is one the signer's key made.
+    #[test]
+    fn edited_proofs_never_panic_and_pass_only_with_the_signers_key(
+        edits in proptest::collection::vec(
+            (proptest::prelude::any::<proptest::sample::Index>(), proptest::sample::select(
+                b".-_=+/AZaz09{}\":,\\\x00\xff".to_vec()
+            )),
+            0..4,
+        ),
+        htu in "\\PC{0,40}",
+    ) {
+        thread_local! {
+            static SIGNER: Signer = Signer::new();
+        }
+        SIGNER.with(|signer| {
+            let mut proof = signer.proof("j").into_bytes();
+            for (at, byte) in &edits {
+                let i = at.index(proof.len());
+                proof[i] = *byte;
+            }
+            if let Ok(checked) = verifier().check(&proof, &facts("/me")) {
+                proptest::prop_assert_eq!(checked.thumbprint, signer.thumbprint());
+            }
+            let _ = htu::normalise(&htu);
+            let _ = htu::request_url("https://api.example.com", &htu);
+            Ok(())
+        })?;
+    }
+}
