@@ -52,10 +52,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
-use tower_oauth::{BuildError, DpopKey};
 use tower_oauth::client::store::{EntryKey, RedisTokenStore, SharedStore};
 use tower_oauth::client::{AuthMethod, TokenCache, TokenEndpoint};
 use tower_oauth::reqwest::ClientCredentialsMiddleware;
+use tower_oauth::{BuildError, DpopKey};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -202,7 +202,8 @@ impl Config {
             Some("1") => {
                 let key = match var("OAUTH_DPOP_KEY") {
                     Some(path) => {
-                        let jwk = std::fs::read(&path).map_err(|e| format!("OAUTH_DPOP_KEY: cannot read {path}: {e}"))?;
+                        let jwk =
+                            std::fs::read(&path).map_err(|e| format!("OAUTH_DPOP_KEY: cannot read {path}: {e}"))?;
                         DpopKey::from_jwk(&jwk).map_err(|e| format!("OAUTH_DPOP_KEY: {e}"))?
                     }
                     None => DpopKey::generate()?,
@@ -258,9 +259,8 @@ async fn run(config: Config) -> Result<Summary, Error> {
             other => other.into(),
         }
     })?;
-    let client = reqwest_middleware::ClientBuilder::new(config.http)
-        .with(ClientCredentialsMiddleware::new(cache))
-        .build();
+    let client =
+        reqwest_middleware::ClientBuilder::new(config.http).with(ClientCredentialsMiddleware::new(cache)).build();
     let next = Arc::new(AtomicU64::new(0));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));

@@ -37,6 +37,7 @@ pub(crate) mod names {
     pub(crate) const USERINFO_REQUESTS: &str = "tower_oauth_userinfo_requests_total";
     pub(crate) const STORE_LEASES: &str = "tower_oauth_store_leases_total";
     pub(crate) const REDIS_FAILURES: &str = "tower_oauth_redis_failures_total";
+    pub(crate) const DPOP_PROOFS: &str = "tower_oauth_dpop_proofs_total";
 }
 
 #[cfg(feature = "metrics")]
@@ -245,6 +246,13 @@ pub(crate) fn userinfo(result: &'static str) {
 #[inline]
 pub(crate) fn store_lease(result: &'static str) {
     count_result(names::STORE_LEASES, result);
+}
+
+/// A DPoP proof was judged: `accepted`, `invalid`, `use_nonce`, `replayed` or
+/// `unavailable` (the replay cache could not answer).
+#[inline]
+pub(crate) fn dpop_proof(result: &'static str) {
+    count_result(names::DPOP_PROOFS, result);
 }
 
 /// A Redis command of the shared store failed.

@@ -99,7 +99,11 @@ where
         let credentials = match credentials(request.headers(), request.uri(), config.allow_query, dpop.is_some()) {
             Ok(credentials) => credentials,
             Err(rejection) => {
-                let style = if matches!(rejection, Rejection::InvalidDpopProof(_)) { &config.dpop_style } else { &config.style };
+                let style = if matches!(rejection, Rejection::InvalidDpopProof(_)) {
+                    &config.dpop_style
+                } else {
+                    &config.style
+                };
                 return reject(rejection, style, is_grpc(&request), &span, None);
             }
         };
@@ -120,6 +124,11 @@ where
                 match dpop.check(proof, &facts) {
                     Ok(checked) => Some(checked),
                     Err(error) => {
+                        crate::telemetry::dpop_proof(if error == DpopError::UseNonce {
+                            "use_nonce"
+                        } else {
+                            "invalid"
+                        });
                         let nonce = nonce_header(dpop, now_secs);
                         let rejection = Rejection::InvalidDpopProof(error);
                         return reject(rejection, &config.dpop_style, is_grpc(&request), &span, nonce);
@@ -130,12 +139,16 @@ where
         };
         let nonce = proof.as_ref().and_then(|_| nonce_header(dpop?, now_secs));
         let style = if proof.is_some() { &config.dpop_style } else { &config.style };
+        let presented = Presentation {
+            dpop: proof.as_ref().map(|proof| proof.thumbprint),
+            certificate: request.extensions().get::<ClientCertificate>().map(|c| *c.thumbprint()),
+        };
 
         let verified = if let Some(hit) = config.cache.as_ref().and_then(|cache| cache.get(token, now, &span)) {
             crate::telemetry::cache_hit();
             Ok(hit)
         } else {
-            match config.validator.attempt(token, now, &span) {
+            match config.validator.attempt_presented(token, now, &span, presented) {
                 Attempt::Done(Ok(verified)) => Ok(remember(config, token, verified)),
                 Attempt::Done(Err(error)) => {
                     return reject(Rejection::from_validation(error), style, is_grpc(&request), &span, nonce);
@@ -143,11 +156,10 @@ where
                 Attempt::Pending(pending) => Err(pending),
             }
         };
-        let certificate = request.extensions().get::<ClientCertificate>().map(|c| *c.thumbprint());
         match verified {
             Ok((claims, binding)) => {
                 let proven = dpop.zip(proof.as_ref());
-                match possession(&binding, proven, certificate.as_ref(), now_secs) {
+                match possession(&binding, proven, presented, now_secs) {
                     Ok(Replay::Done) => {
                         drop(credentials);
                         insert_extensions(&mut request, claims, style);
@@ -184,7 +196,7 @@ where
                 drop(credentials);
                 let (mut inner, config) = self.take_inner();
                 ResponseFuture::refreshing(Box::pin(async move {
-                    let result = config.validator.settle(&token, pending, None, &span).await;
+                    let result = config.validator.settle(&token, pending, None, &span, presented).await;
                     let style = if proof.is_some() { &config.dpop_style } else { &config.style };
                     let grpc = is_grpc(&request);
                     let (claims, binding) = match result {
@@ -196,7 +208,7 @@ where
                         }
                     };
                     let proven = dpop.as_ref().zip(proof.as_ref());
-                    let checked = match possession(&binding, proven, certificate.as_ref(), now_secs) {
+                    let checked = match possession(&binding, proven, presented, now_secs) {
                         Ok(Replay::Shared) => match proven {
                             Some((dpop, proof)) => shared_replay(dpop, proof, now_secs).await,
                             None => Ok(()),
@@ -248,36 +260,44 @@ enum Replay {
 }
 
 /// Proof of possession: the token's binding against the proof's key and the client
-/// certificate, and the issuer's DPoP policy; then the proof's replay check in this
-/// process.
+/// certificate, and the issuer's DPoP policy (checked again for a cached token: the
+/// validator checked a fresh one); then the proof's replay check in this process.
 fn possession(
     binding: &Binding,
     proven: Option<(&DpopVerifier, &CheckedProof)>,
-    certificate: Option<&[u8; 32]>,
+    presented: Presentation,
     now: i64,
 ) -> Result<Replay, Rejection> {
     if proven.is_none() && binding.is_plain() {
         return Ok(Replay::Done);
     }
-    let presented = Presentation { dpop: proven.map(|(_, proof)| &proof.thumbprint), certificate };
     binding.check(presented).map_err(Rejection::InvalidToken)?;
     let Some((dpop, proof)) = proven else { return Ok(Replay::Done) };
     let replay = dpop.replay_cache();
     match replay.check_local(&proof.replay_key, proof.expires_at, now) {
         Ok(()) if replay.is_shared() => Ok(Replay::Shared),
-        Ok(()) => Ok(Replay::Done),
+        Ok(()) => {
+            crate::telemetry::dpop_proof("accepted");
+            Ok(Replay::Done)
+        }
         Err(error) => Err(replay_rejection(error)),
     }
 }
 
 async fn shared_replay(dpop: &DpopVerifier, proof: &CheckedProof, now: i64) -> Result<(), Rejection> {
-    dpop.replay_cache().check_shared(&proof.replay_key, proof.expires_at, now).await.map_err(replay_rejection)
+    dpop.replay_cache().check_shared(&proof.replay_key, proof.expires_at, now).await.map_err(replay_rejection)?;
+    crate::telemetry::dpop_proof("accepted");
+    Ok(())
 }
 
 fn replay_rejection(error: ReplayError) -> Rejection {
     match error {
-        ReplayError::Replayed => Rejection::InvalidDpopProof(DpopError::Replayed),
+        ReplayError::Replayed => {
+            crate::telemetry::dpop_proof("replayed");
+            Rejection::InvalidDpopProof(DpopError::Replayed)
+        }
         ReplayError::Unavailable => {
+            crate::telemetry::dpop_proof("unavailable");
             Rejection::DependencyUnavailable { what: "the DPoP replay cache", retry_after: None }
         }
     }

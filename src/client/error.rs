@@ -484,10 +484,7 @@ mod tests {
         assert_eq!(limited(None).to_string(), "token endpoint rate limited us");
         let server = TokenError::ServerError { status: StatusCode::BAD_GATEWAY, retry_after: None };
         assert_eq!(server.to_string(), "token endpoint failed with 502");
-        assert_eq!(
-            TokenError::UnsupportedTokenType("DPoP".into()).to_string(),
-            r#"unsupported token type "DPoP""#
-        );
+        assert_eq!(TokenError::UnsupportedTokenType("DPoP".into()).to_string(), r#"unsupported token type "DPoP""#);
         let discovery = TokenError::Discovery(FetchError::MissingJwksUri);
         assert_eq!(discovery.to_string(), "could not discover the token endpoint");
         assert_eq!(discovery.source().map(ToString::to_string).as_deref(), Some("metadata has no jwks_uri"));

@@ -145,7 +145,10 @@ impl<R> Attempt<R> {
             return None;
         }
         let use_nonce = fresh_nonce
-            && headers.get_all(WWW_AUTHENTICATE).iter().any(|v| memchr::memmem::find(v.as_bytes(), b"use_dpop_nonce").is_some());
+            && headers
+                .get_all(WWW_AUTHENTICATE)
+                .iter()
+                .any(|v| memchr::memmem::find(v.as_bytes(), b"use_dpop_nonce").is_some());
         match self.replay {
             // RFC 9449 §9: the token is fine; the proof needs the server's nonce.
             Some(replay) if status == StatusCode::UNAUTHORIZED && use_nonce => {
@@ -251,7 +254,8 @@ pub(crate) mod tests {
 
         fn fetch(&mut self) -> FetchFuture<'_> {
             self.numbered.issued += 1;
-            let body = format!(r#"{{"access_token":"dpop-{}","token_type":"DPoP","expires_in":3600}}"#, self.numbered.issued);
+            let body =
+                format!(r#"{{"access_token":"dpop-{}","token_type":"DPoP","expires_in":3600}}"#, self.numbered.issued);
             Box::pin(async move { TokenResponse::parse(body.as_bytes()) })
         }
 

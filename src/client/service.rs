@@ -7,11 +7,11 @@ use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use super::{DpopKey, TokenCache, TokenError};
 use super::future::{ClientCredentialsFuture, HeadCopy, Resend, resend};
 use super::layer::{Attach, ClientCredentialsLayer};
 use super::retry::{Attempt, DpopTarget, dpop_proof, is_empty_body, set_token};
 use super::target::RequestTarget;
+use super::{DpopKey, TokenCache, TokenError};
 
 /// The service [`ClientCredentialsLayer`] produces: attaches the cached access token and
 /// calls the inner service.
@@ -243,8 +243,12 @@ mod tests {
         assert_eq!(api.authorizations(), ["DPoP dpop-1", "DPoP dpop-1"]);
         let seen = api.seen.lock().unwrap().clone();
         assert_eq!(seen[1][1].as_deref(), Some("application/json"));
-        let (first, retried) = (proof_claims(seen[0][2].as_deref().unwrap()), proof_claims(seen[1][2].as_deref().unwrap()));
-        assert_eq!((first["htm"].as_str(), first["htu"].as_str()), (Some("GET"), Some("https://api.example/v1/orders")));
+        let (first, retried) =
+            (proof_claims(seen[0][2].as_deref().unwrap()), proof_claims(seen[1][2].as_deref().unwrap()));
+        assert_eq!(
+            (first["htm"].as_str(), first["htu"].as_str()),
+            (Some("GET"), Some("https://api.example/v1/orders"))
+        );
         assert_eq!(retried["nonce"], "n-7");
         assert_ne!(first["jti"], retried["jti"]);
         assert_eq!(cache.fetch_attempts(), 1, "the same token");

@@ -162,20 +162,19 @@ pub(crate) fn default_client() -> Result<reqwest::Client, reqwest::Error> {
 
 /// The default client's settings, for a client that adds its own (a TLS identity).
 pub(crate) fn default_client_builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::custom(|attempt| {
-            let downgrade = attempt.url().scheme() == "http"
-                && attempt.previous().iter().any(|previous| previous.scheme() == "https");
-            if attempt.previous().len() >= MAX_REDIRECTS {
-                attempt.error("too many redirects")
-            } else if downgrade || !is_allowed(attempt.url()) {
-                // SSRF guard: a redirect must not lead to plain http off loopback, nor
-                // from https down to http.
-                attempt.error("redirect to an insecure url")
-            } else {
-                attempt.follow()
-            }
-        }))
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade =
+            attempt.url().scheme() == "http" && attempt.previous().iter().any(|previous| previous.scheme() == "https");
+        if attempt.previous().len() >= MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else if downgrade || !is_allowed(attempt.url()) {
+            // SSRF guard: a redirect must not lead to plain http off loopback, nor
+            // from https down to http.
+            attempt.error("redirect to an insecure url")
+        } else {
+            attempt.follow()
+        }
+    }))
 }
 
 /// GETs of JSON documents that remember what they read: the value parsed from the last

@@ -94,14 +94,15 @@ pub(crate) struct Binding {
     others: bool,
 }
 
-/// How the request presented the token.
+/// How the request presented the token: the default is a bearer token with no
+/// certificate.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Presentation<'a> {
+pub(crate) struct Presentation {
     /// The RFC 7638 thumbprint of a verified DPoP proof's key (the `DPoP` scheme).
-    pub(crate) dpop: Option<&'a [u8; 32]>,
+    pub(crate) dpop: Option<[u8; 32]>,
     /// The SHA-256 thumbprint of the TLS client certificate, when the connection
     /// presented one.
-    pub(crate) certificate: Option<&'a [u8; 32]>,
+    pub(crate) certificate: Option<[u8; 32]>,
 }
 
 impl Binding {
@@ -120,7 +121,7 @@ impl Binding {
     }
 
     /// The token as presented, against what it is bound to and the issuer's policy.
-    pub(crate) fn check(&self, presented: Presentation<'_>) -> Result<(), ValidationError> {
+    pub(crate) fn check(&self, presented: Presentation) -> Result<(), ValidationError> {
         if self.others {
             // RFC 7800 §3.1: a confirmation method this server cannot check proves
             // nothing; accepting the token would make it a bearer token.
@@ -138,19 +139,20 @@ impl Binding {
             // RFC 9449 §7.1: the proof's key must be the one the token is bound to; a
             // token bound to no key cannot be proven with one.
             (None, Some(_)) => return Err(ValidationError::ProofKeyMismatch),
-            (Some(jkt), Some(key)) if !jkt.matches(key) => return Err(ValidationError::ProofKeyMismatch),
+            (Some(jkt), Some(key)) if !jkt.matches(&key) => return Err(ValidationError::ProofKeyMismatch),
             (Some(_), Some(_)) => {}
         }
         match (self.x5t_s256, presented.certificate) {
             (None, _) => Ok(()),
-            (Some(x5t), Some(certificate)) if x5t.matches(certificate) => Ok(()),
+            (Some(x5t), Some(certificate)) if x5t.matches(&certificate) => Ok(()),
             // RFC 8705 §3: no certificate, or another one.
             (Some(_), _) => Err(ValidationError::CertificateMismatch),
         }
     }
 
     /// For a caller that presents the token as a bearer token, with no certificate.
-    pub(crate) fn check_bearer(&self) -> Result<(), ValidationError> {
+    #[cfg(test)]
+    fn check_bearer(&self) -> Result<(), ValidationError> {
         if self.is_plain() { Ok(()) } else { self.check(Presentation::default()) }
     }
 }
@@ -173,8 +175,8 @@ mod tests {
         Binding::new(mode, Some(&cnf))
     }
 
-    fn dpop(key: &[u8; 32]) -> Presentation<'_> {
-        Presentation { dpop: Some(key), certificate: None }
+    fn dpop(key: &[u8; 32]) -> Presentation {
+        Presentation { dpop: Some(*key), certificate: None }
     }
 
     #[test]
@@ -211,14 +213,14 @@ mod tests {
     #[test]
     fn a_certificate_bound_token_needs_its_certificate() {
         let token = bound(DpopMode::Allowed, None, Some(&KEY));
-        let with = |certificate| Presentation { dpop: None, certificate };
+        let with = |certificate: Option<&[u8; 32]>| Presentation { dpop: None, certificate: certificate.copied() };
         assert_eq!(token.check(with(Some(&KEY))), Ok(()));
         assert_eq!(token.check(with(Some(&OTHER))), Err(ValidationError::CertificateMismatch));
         assert_eq!(token.check(with(None)), Err(ValidationError::CertificateMismatch));
         assert_eq!(token.check_bearer(), Err(ValidationError::CertificateMismatch));
         // Bound to both: the proof and the certificate.
         let both = bound(DpopMode::Allowed, Some(&KEY), Some(&OTHER));
-        assert_eq!(both.check(Presentation { dpop: Some(&KEY), certificate: Some(&OTHER) }), Ok(()));
+        assert_eq!(both.check(Presentation { dpop: Some(KEY), certificate: Some(OTHER) }), Ok(()));
         assert_eq!(both.check(dpop(&KEY)), Err(ValidationError::CertificateMismatch));
     }
 

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 
+use super::binding::{Binding, Presentation};
 use super::claims::{ClaimsParts, Registered};
 use super::header::Header;
 use super::header_cache::HeaderCache;
@@ -15,7 +16,6 @@ use super::issuer_set::{IssuerSource, Issuers, TrustedIssuer};
 #[cfg(feature = "jwe")]
 use super::jws::dots;
 use super::jws::{Compact, HeaderBuf, SignatureBuf, verify_signature};
-use super::binding::Binding;
 use super::policy::Times;
 use super::{Claims, ValidationError};
 use crate::Algorithm;
@@ -97,11 +97,13 @@ pub(crate) struct Verified<C> {
 }
 
 impl<C> Verified<C> {
-    /// The claims of a token presented as a bearer token: a sender-constrained one is
-    /// refused (RFC 9449 §7.2, RFC 8705 §3), and so is any token when its issuer
-    /// requires DPoP.
-    pub(crate) fn into_bearer_claims(self) -> Result<C, ValidationError> {
-        self.binding.check_bearer().map(|()| self.claims)
+    /// The token as `presented`: a sender-constrained one needs its proof (RFC 9449
+    /// §7.2, RFC 8705 §3), and the issuer's DPoP policy applies.
+    pub(crate) fn presented(self, presented: Presentation) -> Result<Verified<C>, ValidationError> {
+        if self.binding.is_plain() && presented.dpop.is_none() {
+            return Ok(self);
+        }
+        self.binding.check(presented).map(|()| self)
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde::de::DeserializeOwned;
 
 use super::ValidationError;
+use super::binding::Presentation;
 use super::claims::Claims;
 use super::issuer_set::Issuers;
 use super::pipeline::{Attempt, Pending, Pipeline, Verified};
@@ -100,9 +101,9 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
         let span = tracing::Span::none();
         let verified = match self.attempt(token, now.unwrap_or_else(SystemTime::now), &span) {
             Attempt::Done(result) => result,
-            Attempt::Pending(pending) => self.settle(token, pending, now, &span).await,
+            Attempt::Pending(pending) => self.settle(token, pending, now, &span, Presentation::default()).await,
         };
-        verified.and_then(Verified::into_bearer_claims)
+        verified.map(|verified| verified.claims)
     }
 
     /// Validates a token with the keys loaded now, never waiting for the network.
@@ -113,16 +114,31 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
     /// without one gives [`ValidationError::IntrospectionRequired`].
     pub fn validate_with_current_keys(&self, token: &str) -> Result<C, ValidationError> {
         match self.attempt(token, SystemTime::now(), &tracing::Span::none()) {
-            Attempt::Done(result) => result.and_then(Verified::into_bearer_claims),
+            Attempt::Done(result) => result.map(|verified| verified.claims),
             Attempt::Pending(pending) => Err(pending.unsettled()),
         }
     }
 
-    /// One synchronous pass over the token; see [`Pipeline::attempt`]. A pass that
-    /// ends here is counted in the metrics; a pending one is counted when it settles.
+    /// [`attempt_presented`](Self::attempt_presented) for a bearer token.
     pub(crate) fn attempt(&self, token: &str, now: SystemTime, span: &tracing::Span) -> Attempt<C> {
+        self.attempt_presented(token, now, span, Presentation::default())
+    }
+
+    /// One synchronous pass over the token; see [`Pipeline::attempt`]; then the token's
+    /// binding against how it was `presented`. A pass that ends here is counted in the
+    /// metrics; a pending one is counted when it settles.
+    pub(crate) fn attempt_presented(
+        &self,
+        token: &str,
+        now: SystemTime,
+        span: &tracing::Span,
+        presented: Presentation,
+    ) -> Attempt<C> {
         let timer = telemetry::Timer::sampled();
-        let attempt = self.pipeline.attempt(token, now, span);
+        let attempt = match self.pipeline.attempt(token, now, span) {
+            Attempt::Done(Ok(verified)) => Attempt::Done(verified.presented(presented)),
+            other => other,
+        };
         if let Attempt::Done(result) = &attempt {
             let (outcome, reason) = labels(result.as_ref().map(|_| ()));
             telemetry::validation(outcome, reason, timer.elapsed());
@@ -137,9 +153,10 @@ impl<C: DeserializeOwned + 'static> Validator<C> {
         pending: Pending,
         now: Option<SystemTime>,
         span: &tracing::Span,
+        presented: Presentation,
     ) -> Result<Verified<C>, ValidationError> {
         let timer = telemetry::Timer::start();
-        let result = self.pipeline.settle(token, pending, now, span).await;
+        let result = self.pipeline.settle(token, pending, now, span).await.and_then(|v| v.presented(presented));
         let (outcome, reason) = labels(result.as_ref().map(|_| ()));
         telemetry::validation(outcome, reason, timer.elapsed());
         result
@@ -172,11 +189,9 @@ fn labels(result: Result<(), &ValidationError>) -> (Outcome, Reason) {
         E::KeysUnavailable => Reason::KeysUnavailable,
         E::IssuerLimit => Reason::IssuerLimit,
         E::Introspection(_) | E::IntrospectionRequired => Reason::Introspection,
-        E::SenderConstrained
-        | E::ProofKeyMismatch
-        | E::CertificateMismatch
-        | E::DpopRequired
-        | E::DpopNotAllowed => Reason::SenderConstrained,
+        E::SenderConstrained | E::ProofKeyMismatch | E::CertificateMismatch | E::DpopRequired | E::DpopNotAllowed => {
+            Reason::SenderConstrained
+        }
     };
     (outcome, reason)
 }

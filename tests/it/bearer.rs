@@ -302,7 +302,10 @@ async fn a_sender_constrained_token_is_refused_as_a_bearer_token() {
     let bound = [
         (serde_json::json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}), ValidationError::SenderConstrained),
         // No certificate came with the request.
-        (serde_json::json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}), ValidationError::CertificateMismatch),
+        (
+            serde_json::json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}),
+            ValidationError::CertificateMismatch,
+        ),
         (
             serde_json::json!({"jwk": {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}}),
             ValidationError::SenderConstrained,

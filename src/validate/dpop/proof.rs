@@ -83,7 +83,11 @@ pub(crate) struct RequestFacts<'a> {
 /// The longest `jti` kept: a random value needs far less (RFC 9449 §4.2: 96 bits).
 const MAX_JTI: usize = 256;
 
-pub(crate) fn check(config: &VerifierConfig, proof: &[u8], request: &RequestFacts<'_>) -> Result<CheckedProof, DpopError> {
+pub(crate) fn check(
+    config: &VerifierConfig,
+    proof: &[u8],
+    request: &RequestFacts<'_>,
+) -> Result<CheckedProof, DpopError> {
     if proof.len() > config.max_proof_size {
         return Err(DpopError::TooLarge);
     }
@@ -146,12 +150,14 @@ pub(crate) fn check(config: &VerifierConfig, proof: &[u8], request: &RequestFact
     }
 
     // Steps 6-8: the key, then the signature.
-    let key = Jwk::from_json(jwk.get().as_bytes()).map_err(|_| DpopError::InvalidKey("not a public key this server can use"))?;
+    let key = Jwk::from_json(jwk.get().as_bytes())
+        .map_err(|_| DpopError::InvalidKey("not a public key this server can use"))?;
     if !key.supports(alg) {
         return Err(DpopError::InvalidKey("the key does not fit the algorithm"));
     }
     let mut signature_buf = SignatureBuf::new();
-    let signature = compact.signature(&mut signature_buf).map_err(|_| DpopError::Malformed("signature is not base64url"))?;
+    let signature =
+        compact.signature(&mut signature_buf).map_err(|_| DpopError::Malformed("signature is not base64url"))?;
     if !key.verify(alg, compact.signing_input, signature) {
         return Err(DpopError::InvalidSignature);
     }

@@ -156,10 +156,16 @@ fn the_proof_must_be_for_this_method_and_url() {
     assert_eq!(check(&v, &with_claim(&signer, "htm", json!("POST"))).unwrap_err(), DpopError::MethodMismatch);
     assert_eq!(check(&v, &with_claim(&signer, "htm", json!("get"))).unwrap_err(), DpopError::MethodMismatch);
     for wrong in ["https://api.example.com/other", "http://api.example.com/me", "https://evil.example/me", "me"] {
-        assert_eq!(check(&v, &with_claim(&signer, "htu", json!(wrong))).unwrap_err(), DpopError::UrlMismatch, "{wrong}");
+        assert_eq!(
+            check(&v, &with_claim(&signer, "htu", json!(wrong))).unwrap_err(),
+            DpopError::UrlMismatch,
+            "{wrong}"
+        );
     }
     // RFC 3986 §6 equivalents, and the query and fragment ignored.
-    for same in ["https://API.EXAMPLE.COM:443/me", "https://api.example.com/%6De?x=1#y", "https://api.example.com/a/../me"] {
+    for same in
+        ["https://API.EXAMPLE.COM:443/me", "https://api.example.com/%6De?x=1#y", "https://api.example.com/a/../me"]
+    {
         assert!(check(&v, &with_claim(&signer, "htu", json!(same))).is_ok(), "{same}");
     }
     assert_eq!(
@@ -184,7 +190,10 @@ fn iat_must_fall_in_the_window() {
     }
     assert_eq!(check(&v, &with_claim(&signer, "iat", json!(NOW - 3600))).unwrap_err(), DpopError::Stale);
     assert_eq!(check(&v, &with_claim(&signer, "iat", json!(NOW + 3600))).unwrap_err(), DpopError::IssuedInFuture);
-    assert!(check(&v, &with_claim(&signer, "iat", json!(NOW as f64 + 0.5))).is_ok(), "a NumericDate may have a fraction");
+    assert!(
+        check(&v, &with_claim(&signer, "iat", json!(NOW as f64 + 0.5))).is_ok(),
+        "a NumericDate may have a fraction"
+    );
 }
 
 #[test]
@@ -195,7 +204,10 @@ fn ath_must_hash_the_token_it_came_with() {
         check(&v, &with_claim(&signer, "ath", json!(ath("another-token")))).unwrap_err(),
         DpopError::AccessTokenHashMismatch
     );
-    assert_eq!(check(&v, &with_claim(&signer, "ath", json!("garbage"))).unwrap_err(), DpopError::AccessTokenHashMismatch);
+    assert_eq!(
+        check(&v, &with_claim(&signer, "ath", json!("garbage"))).unwrap_err(),
+        DpopError::AccessTokenHashMismatch
+    );
     let padded = format!("{}=", ath(TOKEN));
     assert_eq!(check(&v, &with_claim(&signer, "ath", json!(padded))).unwrap_err(), DpopError::AccessTokenHashMismatch);
 }
@@ -203,7 +215,11 @@ fn ath_must_hash_the_token_it_came_with() {
 #[test]
 fn a_required_nonce_must_be_current() {
     let signer = Signer::new();
-    let v = DpopVerifier::builder("https://api.example.com").require_nonce().nonce_period(Duration::from_secs(60)).build().unwrap();
+    let v = DpopVerifier::builder("https://api.example.com")
+        .require_nonce()
+        .nonce_period(Duration::from_secs(60))
+        .build()
+        .unwrap();
     assert_eq!(check(&v, &signer.proof("j")).unwrap_err(), DpopError::UseNonce);
     let nonce = v.nonce(NOW).unwrap();
     assert!(check(&v, &with_claim(&signer, "nonce", json!(nonce))).is_ok());
