@@ -45,6 +45,24 @@ impl TokenSource for Fixed {
     }
 }
 
+/// A DPoP token source: an 800-byte token of `token_type: DPoP`, bound to its key.
+struct FixedDpop(CacheKey, DpopKey);
+
+impl TokenSource for FixedDpop {
+    fn key(&self) -> &CacheKey {
+        &self.0
+    }
+
+    fn fetch(&mut self) -> FetchFuture<'_> {
+        let body = format!(r#"{{"access_token":"eyJ{}","token_type":"DPoP","expires_in":3600}}"#, "a".repeat(800));
+        Box::pin(async move { TokenResponse::parse(body.as_bytes()) })
+    }
+
+    fn dpop_key(&self) -> Option<&DpopKey> {
+        Some(&self.1)
+    }
+}
+
 /// The cheapest possible inner service: answers at once.
 #[derive(Clone, Copy)]
 struct Bare;
@@ -126,9 +144,22 @@ fn dpop(c: &mut Criterion) {
     let floor = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
     let rng = SystemRandom::new();
 
+    // The layer attaching a cached DPoP token and a proof for each GET.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let cache = runtime.block_on(async {
+        let cache_key =
+            CacheKey::new("memory:", "bench", GrantKind::ClientCredentials, None, Vec::<String>::new(), None);
+        let cache = TokenCache::new(FixedDpop(cache_key, key.clone())).unwrap();
+        assert!(cache.token().await.unwrap().dpop_key().is_some());
+        cache
+    });
+    let _guard = runtime.enter();
+    let mut layered = ClientCredentialsLayer::new(cache).layer(Bare);
+
     let mut group = c.benchmark_group("dpop");
     group.bench_function("es256_sign_floor", |b| b.iter(|| floor.sign(&rng, black_box(&signing_input)).unwrap()));
     group.bench_function("proof", |b| b.iter(|| key.proof(&method, black_box(&url), Some(token), None).unwrap()));
+    group.bench_function("layered GET (DPoP token and proof)", |b| b.iter(|| drive(&mut layered, get())));
     group.finish();
 }
 
