@@ -147,7 +147,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let address = listener.local_addr()?;
     let tls = match (var("TLS_CERT"), var("TLS_KEY")) {
         (Some(cert), Some(key)) => {
-            let read = |name: &str, path: &str| std::fs::read(path).map_err(|e| format!("{name}: cannot read {path}: {e}"));
+            let read =
+                |name: &str, path: &str| std::fs::read(path).map_err(|e| format!("{name}: cannot read {path}: {e}"));
             let client_ca = var("TLS_CLIENT_CA").map(|path| read("TLS_CLIENT_CA", &path)).transpose()?;
             let config = mtls::server_config(&read("TLS_CERT", &cert)?, &read("TLS_KEY", &key)?, client_ca.as_deref())?;
             Some(tokio_rustls::TlsAcceptor::from(config))

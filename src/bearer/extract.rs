@@ -194,9 +194,8 @@ mod tests {
         for p in proofs {
             headers.append(DPOP, p.parse().unwrap());
         }
-        credentials(&headers, &uri.parse().unwrap(), true, true).map(|c| {
-            (c.token.as_str().to_owned(), c.scheme, c.proof.map(|p| String::from_utf8(p.to_vec()).unwrap()))
-        })
+        credentials(&headers, &uri.parse().unwrap(), true, true)
+            .map(|c| (c.token.as_str().to_owned(), c.scheme, c.proof.map(|p| String::from_utf8(p.to_vec()).unwrap())))
     }
 
     #[test]
@@ -220,7 +219,10 @@ mod tests {
         // Without DPoP enabled the scheme is unknown: the bare challenge.
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, "DPoP tok".parse().unwrap());
-        assert_eq!(credentials(&headers, &"/".parse().unwrap(), false, false).err(), Some(Rejection::MissingCredentials));
+        assert_eq!(
+            credentials(&headers, &"/".parse().unwrap(), false, false).err(),
+            Some(Rejection::MissingCredentials)
+        );
     }
 
     #[test]

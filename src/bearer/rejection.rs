@@ -139,7 +139,9 @@ impl Rejection {
         }
         let dpop = style.dpop.as_ref();
         let error_to_dpop = dpop.is_some()
-            && (style.dpop_request || matches!(self, Rejection::InvalidDpopProof(_)) || dpop.is_some_and(|d| !d.bearer));
+            && (style.dpop_request
+                || matches!(self, Rejection::InvalidDpopProof(_))
+                || dpop.is_some_and(|d| !d.bearer));
         let mut value = String::new();
         if error_to_dpop {
             self.write_challenge(&mut value, "DPoP", style, true);
@@ -375,7 +377,10 @@ mod tests {
     fn dpop_challenges_stand_beside_bearer_and_take_the_error_of_dpop_requests() {
         let h = |r: Rejection, s: &ResponseStyle| r.challenge(s).unwrap().to_str().unwrap().to_owned();
         let both = dpop_style(true, false);
-        assert_eq!(h(Rejection::MissingCredentials, &both), r#"Bearer realm="api", DPoP realm="api", algs="ES256 EdDSA""#);
+        assert_eq!(
+            h(Rejection::MissingCredentials, &both),
+            r#"Bearer realm="api", DPoP realm="api", algs="ES256 EdDSA""#
+        );
         assert_eq!(
             h(Rejection::InvalidToken(ValidationError::SenderConstrained), &both),
             r#"Bearer realm="api", error="invalid_token", DPoP realm="api", algs="ES256 EdDSA""#

@@ -99,7 +99,11 @@ where
         let credentials = match credentials(request.headers(), request.uri(), config.allow_query, dpop.is_some()) {
             Ok(credentials) => credentials,
             Err(rejection) => {
-                let style = if matches!(rejection, Rejection::InvalidDpopProof(_)) { &config.dpop_style } else { &config.style };
+                let style = if matches!(rejection, Rejection::InvalidDpopProof(_)) {
+                    &config.dpop_style
+                } else {
+                    &config.style
+                };
                 return reject(rejection, style, is_grpc(&request), &span, None);
             }
         };
@@ -114,7 +118,7 @@ where
                 let facts = RequestFacts {
                     method: request.method().as_str(),
                     path: request.uri().path(),
-                    access_token: token,
+                    access_token: Some(token),
                     now: now_secs,
                 };
                 match dpop.check(proof, &facts) {

@@ -580,7 +580,6 @@ mod tests {
     }
 
     fn reference(json: &[u8]) -> Option<Reference> {
-
         use serde_json::{Map, Value};
         const READ: [&str; 12] =
             ["iss", "aud", "exp", "nbf", "iat", "sub", "client_id", "azp", "jti", "scope", "scp", "cnf"];
@@ -720,9 +719,9 @@ mod tests {
             ],
             lists: vec![("aud", l(&r.aud)), ("scp", l(&r.scp))],
             dates: [r.exp, r.nbf, r.iat],
-            cnf: r.cnf.map(|c| {
-                (c.jkt.as_deref().map(str::to_owned), c.x5t_s256.as_deref().map(str::to_owned), c.others)
-            }),
+            cnf: r
+                .cnf
+                .map(|c| (c.jkt.as_deref().map(str::to_owned), c.x5t_s256.as_deref().map(str::to_owned), c.others)),
         })
     }
 

@@ -71,8 +71,8 @@ mod pipeline;
 mod policy;
 mod validator;
 
-pub use binding::{DpopMode, UnknownDpopMode};
 pub(crate) use binding::{Binding, Presentation};
+pub use binding::{DpopMode, UnknownDpopMode};
 pub use builder::{Dangerous, ValidatorBuilder};
 pub use claims::{Claims, Scopes};
 pub use error::ValidationError;

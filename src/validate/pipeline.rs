@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 
+use super::binding::Binding;
 use super::claims::{ClaimsParts, Registered};
 use super::header::Header;
 use super::header_cache::HeaderCache;
@@ -15,7 +16,6 @@ use super::issuer_set::{IssuerSource, Issuers, TrustedIssuer};
 #[cfg(feature = "jwe")]
 use super::jws::dots;
 use super::jws::{Compact, HeaderBuf, SignatureBuf, verify_signature};
-use super::binding::Binding;
 use super::policy::Times;
 use super::{Claims, ValidationError};
 use crate::Algorithm;

@@ -197,8 +197,8 @@ mod tests {
             dpop: Some(DpopMode::Required),
             ..Overrides::default()
         }
-            .apply(&defaults)
-            .unwrap();
+        .apply(&defaults)
+        .unwrap();
         assert_eq!(&*own.audiences, [Box::from("partner")]);
         assert!(own.algorithms.contains(Algorithm::ES256) && !own.algorithms.contains(Algorithm::RS256));
         assert_eq!((own.typ, own.dpop), (TypPolicy::Lenient, DpopMode::Required));

@@ -172,11 +172,9 @@ fn labels(result: Result<(), &ValidationError>) -> (Outcome, Reason) {
         E::KeysUnavailable => Reason::KeysUnavailable,
         E::IssuerLimit => Reason::IssuerLimit,
         E::Introspection(_) | E::IntrospectionRequired => Reason::Introspection,
-        E::SenderConstrained
-        | E::ProofKeyMismatch
-        | E::CertificateMismatch
-        | E::DpopRequired
-        | E::DpopNotAllowed => Reason::SenderConstrained,
+        E::SenderConstrained | E::ProofKeyMismatch | E::CertificateMismatch | E::DpopRequired | E::DpopNotAllowed => {
+            Reason::SenderConstrained
+        }
     };
     (outcome, reason)
 }

@@ -300,17 +300,24 @@ async fn the_verified_token_cache_still_checks_time_and_forgets_retired_keys() {
 async fn a_sender_constrained_token_is_refused_as_a_bearer_token() {
     let api = api().await;
     let bound = [
-        serde_json::json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
-        serde_json::json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}),
-        serde_json::json!({"jwk": {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}}),
+        (serde_json::json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}), ValidationError::SenderConstrained),
+        // Without a client certificate, which this request has not.
+        (
+            serde_json::json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}),
+            ValidationError::CertificateMismatch,
+        ),
+        (
+            serde_json::json!({"jwk": {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}}),
+            ValidationError::SenderConstrained,
+        ),
     ];
-    for cnf in bound {
+    for (cnf, expected) in bound {
         let token = api.issuer.mint().claim("cnf", cnf.clone()).sign();
         let response = api.get("/me", &[&format!("Bearer {token}")]).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{cnf}");
         assert_eq!(challenge(&response), Some(r#"Bearer realm="api", error="invalid_token""#), "{cnf}");
         let direct = validator(&api.issuer).validate(&token).await.map(|_: Claims| ());
-        assert_eq!(direct, Err(ValidationError::SenderConstrained), "{cnf}");
+        assert_eq!(direct, Err(expected), "{cnf}");
     }
     assert_eq!(api.reached.load(Ordering::SeqCst), 0);
     let unbound = api.issuer.mint().claim("cnf", serde_json::json!({})).sign();

@@ -51,8 +51,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use proof::{CheckedProof, RequestFacts};
-pub use replay::{DEFAULT_REPLAY_CAPACITY, DEFAULT_REPLAY_STORE_TIMEOUT, DpopReplayCache};
 pub(crate) use replay::ReplayError;
+pub use replay::{DEFAULT_REPLAY_CAPACITY, DEFAULT_REPLAY_STORE_TIMEOUT, DpopReplayCache};
 
 use self::nonce::Nonces;
 use super::policy::AlgorithmSet;

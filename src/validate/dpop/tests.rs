@@ -60,7 +60,7 @@ fn verifier() -> DpopVerifier {
 }
 
 fn facts(path: &str) -> RequestFacts<'_> {
-    RequestFacts { method: "GET", path, access_token: TOKEN, now: NOW }
+    RequestFacts { method: "GET", path, access_token: Some(TOKEN), now: NOW }
 }
 
 fn check(verifier: &DpopVerifier, proof: &str) -> Result<CheckedProof, DpopError> {
@@ -156,10 +156,16 @@ fn the_proof_must_be_for_this_method_and_url() {
     assert_eq!(check(&v, &with_claim(&signer, "htm", json!("POST"))).unwrap_err(), DpopError::MethodMismatch);
     assert_eq!(check(&v, &with_claim(&signer, "htm", json!("get"))).unwrap_err(), DpopError::MethodMismatch);
     for wrong in ["https://api.example.com/other", "http://api.example.com/me", "https://evil.example/me", "me"] {
-        assert_eq!(check(&v, &with_claim(&signer, "htu", json!(wrong))).unwrap_err(), DpopError::UrlMismatch, "{wrong}");
+        assert_eq!(
+            check(&v, &with_claim(&signer, "htu", json!(wrong))).unwrap_err(),
+            DpopError::UrlMismatch,
+            "{wrong}"
+        );
     }
     // RFC 3986 §6 equivalents, and the query and fragment ignored.
-    for same in ["https://API.EXAMPLE.COM:443/me", "https://api.example.com/%6De?x=1#y", "https://api.example.com/a/../me"] {
+    for same in
+        ["https://API.EXAMPLE.COM:443/me", "https://api.example.com/%6De?x=1#y", "https://api.example.com/a/../me"]
+    {
         assert!(check(&v, &with_claim(&signer, "htu", json!(same))).is_ok(), "{same}");
     }
     assert_eq!(
@@ -184,7 +190,10 @@ fn iat_must_fall_in_the_window() {
     }
     assert_eq!(check(&v, &with_claim(&signer, "iat", json!(NOW - 3600))).unwrap_err(), DpopError::Stale);
     assert_eq!(check(&v, &with_claim(&signer, "iat", json!(NOW + 3600))).unwrap_err(), DpopError::IssuedInFuture);
-    assert!(check(&v, &with_claim(&signer, "iat", json!(NOW as f64 + 0.5))).is_ok(), "a NumericDate may have a fraction");
+    assert!(
+        check(&v, &with_claim(&signer, "iat", json!(NOW as f64 + 0.5))).is_ok(),
+        "a NumericDate may have a fraction"
+    );
 }
 
 #[test]
@@ -195,15 +204,38 @@ fn ath_must_hash_the_token_it_came_with() {
         check(&v, &with_claim(&signer, "ath", json!(ath("another-token")))).unwrap_err(),
         DpopError::AccessTokenHashMismatch
     );
-    assert_eq!(check(&v, &with_claim(&signer, "ath", json!("garbage"))).unwrap_err(), DpopError::AccessTokenHashMismatch);
+    assert_eq!(
+        check(&v, &with_claim(&signer, "ath", json!("garbage"))).unwrap_err(),
+        DpopError::AccessTokenHashMismatch
+    );
     let padded = format!("{}=", ath(TOKEN));
     assert_eq!(check(&v, &with_claim(&signer, "ath", json!(padded))).unwrap_err(), DpopError::AccessTokenHashMismatch);
 }
 
 #[test]
+fn a_proof_for_a_request_without_a_token_must_have_no_ath() {
+    let signer = Signer::new();
+    let v = verifier();
+    let tokenless = RequestFacts { method: "GET", path: "/me", access_token: None, now: NOW };
+    let without_ath = with_claim(&signer, "ath", Value::Null);
+    assert!(v.check(without_ath.as_bytes(), &tokenless).is_ok());
+    assert_eq!(
+        v.check(signer.proof("j").as_bytes(), &tokenless).unwrap_err(),
+        DpopError::AccessTokenHashMismatch,
+        "a proof that names a token is not one for a request without"
+    );
+    // And a request with a token still needs `ath`.
+    assert_eq!(check(&v, &without_ath).unwrap_err(), DpopError::MissingClaim("ath"));
+}
+
+#[test]
 fn a_required_nonce_must_be_current() {
     let signer = Signer::new();
-    let v = DpopVerifier::builder("https://api.example.com").require_nonce().nonce_period(Duration::from_secs(60)).build().unwrap();
+    let v = DpopVerifier::builder("https://api.example.com")
+        .require_nonce()
+        .nonce_period(Duration::from_secs(60))
+        .build()
+        .unwrap();
     assert_eq!(check(&v, &signer.proof("j")).unwrap_err(), DpopError::UseNonce);
     let nonce = v.nonce(NOW).unwrap();
     assert!(check(&v, &with_claim(&signer, "nonce", json!(nonce))).is_ok());
