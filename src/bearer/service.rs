@@ -118,7 +118,7 @@ where
                 let facts = RequestFacts {
                     method: request.method().as_str(),
                     path: request.uri().path(),
-                    access_token: token,
+                    access_token: Some(token),
                     now: now_secs,
                 };
                 match dpop.check(proof, &facts) {

@@ -61,7 +61,9 @@ async fn introspection(shared: &Shared, request: Request<Incoming>) -> Result<Va
     };
     let mut response = Map::new();
     response.insert("active".into(), true.into());
-    response.insert("token_type".into(), "Bearer".into());
+    // RFC 9449 §6.2: a token bound to a DPoP key is a `DPoP` token.
+    let dpop = claims.get("cnf").and_then(|cnf| cnf.get("jkt")).is_some();
+    response.insert("token_type".into(), if dpop { "DPoP" } else { "Bearer" }.into());
     response.extend(claims);
     Ok(Value::Object(response))
 }

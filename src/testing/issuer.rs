@@ -20,7 +20,8 @@ use crate::Algorithm;
 ///
 /// It serves OpenID Connect discovery and RFC 8414 metadata, a JWK Set with one key
 /// per asymmetric algorithm, and a token endpoint with the `client_credentials`,
-/// `refresh_token` and `authorization_code` grants. Tokens can also be minted
+/// `refresh_token` and `authorization_code` grants, which binds access tokens to the
+/// client's DPoP key when the request carries a proof (RFC 9449 §5). Tokens can also be minted
 /// directly with [`TestIssuer::mint`], keys rotated, and faults injected per
 /// endpoint.
 ///
@@ -273,6 +274,8 @@ pub struct TestIssuerBuilder {
     #[cfg(feature = "jwe")]
     access_token_encryption: Option<super::TestEncryptionKey>,
     signing_alg: Algorithm,
+    dpop_nonce: bool,
+    require_dpop: bool,
 }
 
 impl Default for TestIssuerBuilder {
@@ -290,6 +293,8 @@ impl Default for TestIssuerBuilder {
             #[cfg(feature = "jwe")]
             access_token_encryption: None,
             signing_alg: Algorithm::RS256,
+            dpop_nonce: false,
+            require_dpop: false,
         }
     }
 }
@@ -376,6 +381,28 @@ impl TestIssuerBuilder {
         self
     }
 
+    /// Makes the token endpoint require a server nonce in DPoP proofs (RFC 9449 §8): a
+    /// token request whose proof has no current nonce is answered `400` with
+    /// `{"error":"use_dpop_nonce"}`, and every token response carries the current nonce
+    /// in `DPoP-Nonce`, for the client's retry and its next request.
+    ///
+    /// Whatever this says, a token request with a `DPoP` proof is checked as RFC 9449
+    /// §4.3 says (less `ath`, which a token request has no token for): a good proof gets
+    /// an access token bound to its key (`cnf.jkt`) with `token_type: "DPoP"`, a bad one
+    /// `400 invalid_dpop_proof`.
+    pub fn dpop_nonce(mut self) -> Self {
+        self.dpop_nonce = true;
+        self
+    }
+
+    /// Makes the token endpoint refuse token requests without a DPoP proof (`400
+    /// invalid_request`), like an authorization server that issues only DPoP-bound
+    /// tokens. By default a request without a proof gets a bearer token.
+    pub fn require_dpop(mut self) -> Self {
+        self.require_dpop = true;
+        self
+    }
+
     /// Generates the keys, binds the listener and starts serving.
     ///
     /// # Errors
@@ -402,6 +429,7 @@ impl TestIssuerBuilder {
             grants.register_client(id, secret);
         }
 
+        let dpop = super::dpop::verifier(&format!("http://{addr}"), self.dpop_nonce).map_err(std::io::Error::other)?;
         let shared = Arc::new(Shared {
             issuer: format!("http://{addr}{}", self.path_prefix),
             addr,
@@ -415,6 +443,8 @@ impl TestIssuerBuilder {
             #[cfg(feature = "jwe")]
             access_token_encryption: self.access_token_encryption,
             signing_alg: self.signing_alg,
+            dpop,
+            require_dpop: self.require_dpop,
             keys: Mutex::new(keys),
             opaque: Mutex::default(),
             revoked: Mutex::default(),
@@ -442,6 +472,8 @@ impl fmt::Debug for TestIssuerBuilder {
             .field("access_token_typ", &self.access_token_typ)
             .field("opaque_access_tokens", &self.opaque_access_tokens)
             .field("signing_alg", &self.signing_alg)
+            .field("dpop_nonce", &self.dpop_nonce)
+            .field("require_dpop", &self.require_dpop)
             .finish()
     }
 }

@@ -9,7 +9,7 @@
 //! | `/.well-known/openid-configuration` | OpenID Connect Discovery 1.0 metadata |
 //! | `/.well-known/oauth-authorization-server` (RFC 8414 §3, before the path) | authorization server metadata |
 //! | `/jwks` | the JWK Set: one key per asymmetric algorithm, with `Cache-Control: max-age` |
-//! | `/token` (configurable) | `client_credentials`, `refresh_token` (rotating, with reuse detection) and `authorization_code` |
+//! | `/token` (configurable) | `client_credentials`, `refresh_token` (rotating, with reuse detection) and `authorization_code`; DPoP-bound access tokens for requests with a proof (RFC 9449 §5) |
 //! | `/introspect` | RFC 7662 token introspection, for registered clients (Basic or form) |
 //! | `/userinfo` | OpenID Connect userinfo: `sub` and the claims set per subject |
 //!
@@ -38,6 +38,7 @@
 //! ```
 
 mod client_auth;
+mod dpop;
 #[cfg(feature = "jwe")]
 mod encryption;
 mod fault;

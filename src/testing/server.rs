@@ -144,6 +144,8 @@ fn metadata(shared: &Shared) -> Value {
         "id_token_signing_alg_values_supported": [shared.signing_alg.as_str()],
         "subject_types_supported": ["public"],
         "scopes_supported": ["openid", "read", "write", "admin"],
+        // RFC 9449 §5.1.
+        "dpop_signing_alg_values_supported": super::dpop::algorithms(shared),
     })
 }
 

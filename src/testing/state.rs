@@ -13,6 +13,7 @@ use super::grants::Grants;
 use super::keyring::KeyRing;
 use super::{Endpoint, Fault, TestKey};
 use crate::Algorithm;
+use crate::validate::dpop::DpopVerifier;
 
 /// The client id registered by default.
 pub(crate) const DEFAULT_CLIENT_ID: &str = "test-client";
@@ -35,6 +36,11 @@ pub(crate) struct Shared {
     #[cfg(feature = "jwe")]
     pub(crate) access_token_encryption: Option<super::TestEncryptionKey>,
     pub(crate) signing_alg: Algorithm,
+    /// Checks the proofs of token requests (RFC 9449 §5); requires nonces when
+    /// [`dpop_nonce`](super::TestIssuerBuilder::dpop_nonce) was set.
+    pub(crate) dpop: DpopVerifier,
+    /// Token requests without a proof are refused.
+    pub(crate) require_dpop: bool,
     pub(super) keys: Mutex<KeyRing>,
     /// Opaque access tokens and the claims behind them.
     pub(super) opaque: Mutex<HashMap<String, Map<String, Value>>>,

@@ -22,6 +22,7 @@ mod client_keycloak;
 mod client_layer;
 mod client_oidc_provider;
 mod client_reqwest;
+mod dpop;
 mod grpc;
 mod introspection;
 mod introspection_oidc;

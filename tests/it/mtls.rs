@@ -29,7 +29,7 @@ use tower_oauth::mtls::{
 use crate::support::api::{listen, serve};
 
 /// A certificate (PEM and DER) and its key (PEM).
-struct Credentials {
+pub(crate) struct Credentials {
     cert: String,
     der: Vec<u8>,
     key: String,
@@ -38,7 +38,7 @@ struct Credentials {
 impl Credentials {
     /// The `x5t#S256` of the certificate (RFC 8705 §3.1), computed here: the base64url of
     /// the SHA-256 of its DER.
-    fn thumbprint(&self) -> String {
+    pub(crate) fn thumbprint(&self) -> String {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.der);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
     }
@@ -53,13 +53,13 @@ impl Credentials {
 }
 
 /// A CA, which issues certificates for servers and clients.
-struct Ca {
+pub(crate) struct Ca {
     issuer: Issuer<'static, KeyPair>,
     pem: String,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
@@ -79,11 +79,11 @@ impl Ca {
     }
 
     /// A server certificate for 127.0.0.1.
-    fn server(&self) -> Credentials {
+    pub(crate) fn server(&self) -> Credentials {
         self.issue("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth)
     }
 
-    fn client(&self, name: &str) -> Credentials {
+    pub(crate) fn client(&self, name: &str) -> Credentials {
         self.issue(name, ExtendedKeyUsagePurpose::ClientAuth)
     }
 }
@@ -96,9 +96,15 @@ async fn whoami(cert: Option<Extension<ClientCertificate>>) -> String {
 /// A rustls server on 127.0.0.1 that asks for client certificates issued by `ca` (and lets
 /// clients without one in), with the module's accept loop; returns the URL of `/whoami`.
 async fn rustls_server(ca: &Ca, server: &Credentials) -> String {
+    let app = Router::new().route("/whoami", get(whoami));
+    format!("{}/whoami", serve_rustls(ca, server, app).await)
+}
+
+/// Serves `app` over TLS on 127.0.0.1, each request carrying its connection's client
+/// certificate (issued by `ca`, or none); returns the base URL, `https://127.0.0.1:PORT`.
+pub(crate) async fn serve_rustls(ca: &Ca, server: &Credentials, app: Router) -> String {
     let config = mtls::server_config(server.cert.as_bytes(), server.key.as_bytes(), Some(ca.pem.as_bytes())).unwrap();
     let acceptor = TlsAcceptor::from(config);
-    let app = Router::new().route("/whoami", get(whoami));
     let (listener, url) = listen().await;
     tokio::spawn(async move {
         loop {
@@ -113,11 +119,11 @@ async fn rustls_server(ca: &Ca, server: &Credentials) -> String {
             });
         }
     });
-    format!("{}/whoami", url.replacen("http://", "https://", 1))
+    url.replacen("http://", "https://", 1)
 }
 
 /// A reqwest client that trusts only `ca`, presenting `identity` when there is one.
-fn reqwest_client(ca: &Ca, identity: Option<&Credentials>) -> reqwest::ClientBuilder {
+pub(crate) fn reqwest_client(ca: &Ca, identity: Option<&Credentials>) -> reqwest::ClientBuilder {
     let builder = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()])
         .no_proxy();

@@ -10,6 +10,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tower_oauth::testing::{Endpoint, Fault, TestEncryptionKey, TestIssuer};
 
+/// The `DPoP` challenge the example adds to every one (RFC 9449 §7.1): DPoP is allowed by
+/// default, with proofs by any asymmetric algorithm.
+const DPOP: &str =
+    r#"DPoP realm="resource_server", algs="RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA""#;
+
 /// The example binary `cargo test` built next to this test's own.
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -17,7 +22,9 @@ fn example(name: &str) -> PathBuf {
     profile_dir.join("examples").join(name)
 }
 
-async fn start(envs: &[(&str, String)]) -> (Child, String) {
+/// Runs the `resource_server` example with `envs` (and `LISTEN=127.0.0.1:0`); returns the
+/// process and its base URL, once it said it listens.
+pub(crate) async fn start(envs: &[(&str, String)]) -> (Child, String) {
     let mut command = Command::new(example("resource_server"));
     command.env_clear().env("LISTEN", "127.0.0.1:0").env("RUST_LOG", "warn");
     for (name, value) in envs {
@@ -60,7 +67,8 @@ async fn the_resource_server_example_follows_its_contract() {
 
     let anonymous = get("/me", None).await.unwrap();
     assert_eq!(anonymous.status(), 401);
-    assert_eq!(anonymous.headers()["www-authenticate"], r#"Bearer realm="resource_server""#);
+    // DPoP is allowed by default (`OAUTH_DPOP`): the challenge offers it beside Bearer.
+    assert_eq!(anonymous.headers()["www-authenticate"], format!(r#"Bearer realm="resource_server", {DPOP}"#));
 
     let token = issuer.mint().subject("carol").scope("read").sign();
     let me = get("/me", Some(&token)).await.unwrap();
@@ -125,7 +133,10 @@ async fn the_resource_server_example_introspects_opaque_tokens() {
 
     let unknown = get_me(&url, "not-a-token-this-issuer-knows").await;
     assert_eq!(unknown.status(), 401);
-    assert_eq!(unknown.headers()["www-authenticate"], r#"Bearer realm="resource_server", error="invalid_token""#);
+    assert_eq!(
+        unknown.headers()["www-authenticate"],
+        format!(r#"Bearer realm="resource_server", error="invalid_token", {DPOP}"#)
+    );
 
     issuer.set_fault(Endpoint::Introspection, Fault::Status(503));
     let outage = get_me(&url, &issuer.mint_opaque()).await;

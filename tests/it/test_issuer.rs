@@ -10,6 +10,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tower_oauth::Algorithm;
+use tower_oauth::client::DpopKey;
 use tower_oauth::testing::{Endpoint, Fault, TestIssuer, TestKey};
 
 use crate::support::api::now;
@@ -885,5 +886,141 @@ async fn fault_oversized_sends_exactly_that_many_bytes() -> TestResult {
         assert!(body.starts_with(&b"{\"keys\":["[..size.min(9)]));
         assert!(serde_json::from_slice::<Value>(&body).is_err());
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- DPoP at the token endpoint
+
+/// A `client_credentials` request with these `DPoP` headers.
+async fn post_token_with_proofs(issuer: &TestIssuer, proofs: &[&str]) -> Result<Reply, reqwest::Error> {
+    let mut request = client()
+        .post(issuer.token_endpoint())
+        .header("authorization", default_basic())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("grant_type", "client_credentials")]));
+    for proof in proofs {
+        request = request.header("dpop", *proof);
+    }
+    Reply::read(request.send().await?).await
+}
+
+/// A proof for a token request: `POST` to the token endpoint, no access token.
+fn token_request_proof(key: &DpopKey, issuer: &TestIssuer, nonce: Option<&str>) -> String {
+    let url: url::Url = issuer.token_endpoint().parse().unwrap();
+    key.proof(&http::Method::POST, &url, None, nonce).unwrap()
+}
+
+fn access_token_claims(reply: &Reply) -> Value {
+    let token = reply.json["access_token"].as_str().expect("an access token");
+    decode_segment(token.split('.').nth(1).expect("a JWS"))
+}
+
+#[tokio::test]
+async fn a_token_request_with_a_good_proof_gets_a_token_bound_to_its_key() -> TestResult {
+    let issuer = TestIssuer::builder().path_prefix("/realms/dpop").start().await?;
+    let key = DpopKey::generate()?;
+    let reply = post_token_with_proofs(&issuer, &[&token_request_proof(&key, &issuer, None)]).await?;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(reply.json["token_type"], "DPoP");
+    let (_, claims) = verify(reply.json["access_token"].as_str().unwrap_or_default(), &issuer.jwks())?;
+    assert_eq!(claims["cnf"], json!({ "jkt": key.thumbprint() }));
+    assert!(reply.header("dpop-nonce").is_none(), "no nonces unless asked for");
+
+    // Without a proof: a bearer token, bound to nothing.
+    let bearer = post_token_with_proofs(&issuer, &[]).await?;
+    assert_eq!(bearer.json["token_type"], "Bearer");
+    assert!(access_token_claims(&bearer).get("cnf").is_none());
+
+    let metadata = get(&format!("{}/.well-known/openid-configuration", issuer.issuer())).await?;
+    let algs = metadata.json["dpop_signing_alg_values_supported"].as_array().cloned().unwrap_or_default();
+    assert!(algs.contains(&json!("ES256")) && !algs.contains(&json!("HS256")), "{algs:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refresh_with_a_proof_binds_the_new_access_token_too() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    let key = DpopKey::generate()?;
+    let refresh = issuer.issue_refresh_token("test-client", "read", "alice");
+    let url: url::Url = issuer.token_endpoint().parse()?;
+    let reply = client()
+        .post(issuer.token_endpoint())
+        .header("authorization", default_basic())
+        .header("dpop", key.proof(&http::Method::POST, &url, None, None)?)
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
+        .send()
+        .await?;
+    let reply = Reply::read(reply).await?;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(reply.json["token_type"], "DPoP");
+    assert_eq!(access_token_claims(&reply)["cnf"]["jkt"], key.thumbprint());
+    assert_eq!(access_token_claims(&reply)["sub"], "alice");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_proof_at_the_token_endpoint_is_400_invalid_dpop_proof() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    let key = DpopKey::generate()?;
+    let endpoint: url::Url = issuer.token_endpoint().parse()?;
+    let elsewhere: url::Url = format!("{}/elsewhere", issuer.issuer()).parse()?;
+    let bad = [
+        ("for GET", key.proof(&http::Method::GET, &endpoint, None, None)?),
+        ("for another URL", key.proof(&http::Method::POST, &elsewhere, None, None)?),
+        (
+            "with an ath, though a token request has no token",
+            key.proof(&http::Method::POST, &endpoint, Some("t"), None)?,
+        ),
+        ("not a JWT", "not-a-proof".to_owned()),
+    ];
+    for (what, proof) in &bad {
+        let reply = post_token_with_proofs(&issuer, &[proof]).await?;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{what}");
+        assert_eq!(reply.json["error"], "invalid_dpop_proof", "{what}");
+    }
+
+    let good = token_request_proof(&key, &issuer, None);
+    let two = post_token_with_proofs(&issuer, &[&good, &token_request_proof(&key, &issuer, None)]).await?;
+    assert_eq!((two.status, &two.json["error"]), (StatusCode::BAD_REQUEST, &json!("invalid_dpop_proof")));
+    assert_eq!(post_token_with_proofs(&issuer, &[&good]).await?.status, StatusCode::OK);
+    let replayed = post_token_with_proofs(&issuer, &[&good]).await?;
+    assert_eq!(replayed.status, StatusCode::BAD_REQUEST, "a proof is good once");
+    assert_eq!(replayed.json["error"], "invalid_dpop_proof");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_token_endpoint_that_wants_nonces_hands_one_out_and_then_accepts_it() -> TestResult {
+    let issuer = TestIssuer::builder().dpop_nonce().start().await?;
+    let key = DpopKey::generate()?;
+    let first = post_token_with_proofs(&issuer, &[&token_request_proof(&key, &issuer, None)]).await?;
+    assert_eq!(first.status, StatusCode::BAD_REQUEST);
+    assert_eq!(first.json["error"], "use_dpop_nonce");
+    let nonce = first.header("dpop-nonce").expect("a nonce to retry with").to_owned();
+
+    let wrong = post_token_with_proofs(&issuer, &[&token_request_proof(&key, &issuer, Some("made-up"))]).await?;
+    assert_eq!(wrong.json["error"], "use_dpop_nonce");
+
+    let retry = post_token_with_proofs(&issuer, &[&token_request_proof(&key, &issuer, Some(&nonce))]).await?;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.json);
+    assert_eq!(retry.json["token_type"], "DPoP");
+    assert_eq!(access_token_claims(&retry)["cnf"]["jkt"], key.thumbprint());
+    assert!(retry.header("dpop-nonce").is_some(), "the next nonce comes with the token");
+
+    // A client without DPoP is not asked for nonces.
+    assert_eq!(post_token_with_proofs(&issuer, &[]).await?.json["token_type"], "Bearer");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_token_endpoint_that_requires_dpop_refuses_requests_without_a_proof() -> TestResult {
+    let issuer = TestIssuer::builder().require_dpop().start().await?;
+    let without = post_token_with_proofs(&issuer, &[]).await?;
+    assert_eq!(without.status, StatusCode::BAD_REQUEST);
+    assert_eq!(without.json["error"], "invalid_request");
+    let key = DpopKey::generate()?;
+    let with = post_token_with_proofs(&issuer, &[&token_request_proof(&key, &issuer, None)]).await?;
+    assert_eq!(with.status, StatusCode::OK, "{}", with.json);
+    assert_eq!(with.json["token_type"], "DPoP");
     Ok(())
 }

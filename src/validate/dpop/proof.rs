@@ -75,7 +75,9 @@ struct ProofClaims<'a> {
 pub(crate) struct RequestFacts<'a> {
     pub(crate) method: &'a str,
     pub(crate) path: &'a str,
-    pub(crate) access_token: &'a str,
+    /// The access token the proof goes with, whose hash `ath` must be; `None` for a
+    /// request without one (a token request, RFC 9449 §5), whose proof must have no `ath`.
+    pub(crate) access_token: Option<&'a str>,
     /// Unix seconds.
     pub(crate) now: i64,
 }
@@ -136,12 +138,19 @@ pub(crate) fn check(
     if iat < request.now.saturating_sub(config.max_age.saturating_add(config.leeway)) {
         return Err(DpopError::Stale);
     }
-    // RFC 9449 §4.3 step 11 (§7.1): the proof names the token it goes with.
-    let ath = claims.ath.ok_or(DpopError::MissingClaim("ath"))?;
-    let hash = digest::digest(&digest::SHA256, request.access_token.as_bytes());
-    let mut decoded = [0u8; 33];
-    if URL_SAFE_NO_PAD.decode_slice(ath.as_bytes(), &mut decoded) != Ok(32) || decoded[..32] != *hash.as_ref() {
-        return Err(DpopError::AccessTokenHashMismatch);
+    // RFC 9449 §4.3 step 11 (§7.1): the proof names the token it goes with, and a proof
+    // for a request without a token names none.
+    match (claims.ath, request.access_token) {
+        (Some(ath), Some(token)) => {
+            let hash = digest::digest(&digest::SHA256, token.as_bytes());
+            let mut decoded = [0u8; 33];
+            if URL_SAFE_NO_PAD.decode_slice(ath.as_bytes(), &mut decoded) != Ok(32) || decoded[..32] != *hash.as_ref() {
+                return Err(DpopError::AccessTokenHashMismatch);
+            }
+        }
+        (None, Some(_)) => return Err(DpopError::MissingClaim("ath")),
+        (Some(_), None) => return Err(DpopError::AccessTokenHashMismatch),
+        (None, None) => {}
     }
     if let Some(nonces) = &config.nonces
         && !claims.nonce.as_deref().is_some_and(|nonce| nonces.is_valid(nonce, request.now))

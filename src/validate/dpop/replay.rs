@@ -31,7 +31,8 @@ const SHARDS: usize = 16;
 ///   the same process costs no round trip.
 ///
 /// When the shared store is down or slow, requests with proofs are refused with 503
-/// (fail closed). Serving with only this process's memory is a named choice:
+/// (fail closed); a proof so refused is not spent, having been accepted nowhere, and may
+/// be sent again. Serving with only this process's memory is a named choice:
 /// [`dangerous_local_fallback`](Self::dangerous_local_fallback).
 ///
 /// Keys are a SHA-256 of the proof's key thumbprint and its `jti`: what one client
@@ -147,7 +148,9 @@ impl DpopReplayCache {
         self.local.insert(key, expires_at, now)
     }
 
-    /// Writes `key` to the shared store unless any process wrote it before.
+    /// Writes `key` to the shared store unless any process wrote it before. When the
+    /// store cannot answer and the proof is refused for it, this process forgets the proof
+    /// too: it was accepted nowhere, so the client may send it again once the store is back.
     pub(crate) async fn check_shared(&self, key: &[u8; 32], expires_at: i64, now: i64) -> Result<(), ReplayError> {
         let Some(shared) = &self.shared else { return Ok(()) };
         let name = format!("{}{}", shared.prefix, URL_SAFE_NO_PAD.encode(&key[..16]));
@@ -161,7 +164,12 @@ impl DpopReplayCache {
                     fallback = shared.local_fallback,
                     "the shared DPoP replay cache did not answer; proofs are refused unless the local fallback is on"
                 );
-                if shared.local_fallback { Ok(()) } else { Err(ReplayError::Unavailable) }
+                if shared.local_fallback {
+                    Ok(())
+                } else {
+                    self.local.remove(key);
+                    Err(ReplayError::Unavailable)
+                }
             }
         }
     }
@@ -190,11 +198,21 @@ impl LocalReplay {
         self.shards.iter().map(|s| s.lock().map_or(0, |s| s.entries.len())).sum()
     }
 
-    fn insert(&self, key: &[u8; 32], expires_at: i64, now: i64) -> Result<(), ReplayError> {
+    /// The shard of `key`, locked, and the part of the key kept.
+    fn shard(&self, key: &[u8; 32]) -> (std::sync::MutexGuard<'_, Shard>, u128) {
         // The key is a SHA-256: its bytes are uniform, and 128 of them are plenty.
         let short = u128::from_le_bytes(key[..16].try_into().unwrap_or_default());
         let shard = &self.shards[usize::from(key[16]) % SHARDS];
-        let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner), short)
+    }
+
+    fn remove(&self, key: &[u8; 32]) {
+        let (mut shard, short) = self.shard(key);
+        shard.entries.remove(&short);
+    }
+
+    fn insert(&self, key: &[u8; 32], expires_at: i64, now: i64) -> Result<(), ReplayError> {
+        let (mut shard, short) = self.shard(key);
         if let Some(&until) = shard.entries.get(&short)
             && until >= now
         {
@@ -294,8 +312,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_store_that_does_not_answer_fails_closed_unless_told_otherwise() {
         let strict = DpopReplayCache::shared(Hung, "dpop:").store_timeout(Duration::from_millis(100));
+        assert_eq!(strict.check_local(&key(1), 100, 50), Ok(()));
         assert_eq!(strict.check_shared(&key(1), 100, 50).await, Err(ReplayError::Unavailable));
+        // Refused for the outage, the proof was accepted nowhere: it is not spent.
+        assert_eq!(strict.check_local(&key(1), 100, 50), Ok(()), "forgotten locally");
         let lenient = DpopReplayCache::shared(Hung, "dpop:").dangerous_local_fallback();
+        assert_eq!(lenient.check_local(&key(1), 100, 50), Ok(()));
         assert_eq!(lenient.check_shared(&key(1), 100, 50).await, Ok(()));
+        assert_eq!(lenient.check_local(&key(1), 100, 50), Err(ReplayError::Replayed), "accepted, so remembered");
     }
 }

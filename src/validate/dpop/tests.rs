@@ -60,7 +60,7 @@ fn verifier() -> DpopVerifier {
 }
 
 fn facts(path: &str) -> RequestFacts<'_> {
-    RequestFacts { method: "GET", path, access_token: TOKEN, now: NOW }
+    RequestFacts { method: "GET", path, access_token: Some(TOKEN), now: NOW }
 }
 
 fn check(verifier: &DpopVerifier, proof: &str) -> Result<CheckedProof, DpopError> {
@@ -210,6 +210,22 @@ fn ath_must_hash_the_token_it_came_with() {
     );
     let padded = format!("{}=", ath(TOKEN));
     assert_eq!(check(&v, &with_claim(&signer, "ath", json!(padded))).unwrap_err(), DpopError::AccessTokenHashMismatch);
+}
+
+#[test]
+fn a_proof_for_a_request_without_a_token_must_have_no_ath() {
+    let signer = Signer::new();
+    let v = verifier();
+    let tokenless = RequestFacts { method: "GET", path: "/me", access_token: None, now: NOW };
+    let without_ath = with_claim(&signer, "ath", Value::Null);
+    assert!(v.check(without_ath.as_bytes(), &tokenless).is_ok());
+    assert_eq!(
+        v.check(signer.proof("j").as_bytes(), &tokenless).unwrap_err(),
+        DpopError::AccessTokenHashMismatch,
+        "a proof that names a token is not one for a request without"
+    );
+    // And a request with a token still needs `ath`.
+    assert_eq!(check(&v, &without_ath).unwrap_err(), DpopError::MissingClaim("ath"));
 }
 
 #[test]
