@@ -7,8 +7,10 @@
 //! attaches tokens. Then it shows, one numbered line a step: 1. a call without a token
 //! (401), 2. a call with a token (200 and the claims the handler saw), 3. a call missing a
 //! scope (403), 4. a key rotation picked up without a single failed request, 5. an
-//! encrypted (JWE) access token accepted, and 6. short-lived tokens refreshed ahead of
-//! expiry under traffic. It exits non-zero if any step does not behave.
+//! encrypted (JWE) access token accepted, 6. short-lived tokens refreshed ahead of
+//! expiry under traffic, and 7. a DPoP-bound token (RFC 9449) accepted with its proof, and
+//! refused when its proof is replayed or when it is sent as a bearer token. It exits
+//! non-zero if any step does not behave.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,7 +26,8 @@ use tower_oauth::client::{TokenCache, TokenEndpoint};
 use tower_oauth::reqwest::ClientCredentialsMiddleware;
 use tower_oauth::testing::{Endpoint, TestEncryptionKey, TestIssuer};
 use tower_oauth::validate::DecryptionKeys;
-use tower_oauth::{BearerAuthLayer, Claims, Validator};
+use tower_oauth::validate::dpop::DpopVerifier;
+use tower_oauth::{BearerAuthLayer, Claims, DpopKey, Validator};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -53,13 +56,15 @@ async fn run() -> Result<(), Error> {
         .audience(issuer.audience())
         .decryption_keys(DecryptionKeys::from_jwks(api_key.private_jwks().as_bytes())?)
         .build()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api = format!("http://{}", listener.local_addr()?);
+    // DPoP proofs name the URL they are for: the API checks them against its own.
+    let dpop = DpopVerifier::builder(&api).build()?;
     let app = Router::new()
         .route("/admin", get(|| async { "welcome, admin" }))
         .route_layer(RequireScopeLayer::new(["admin"]))
         .route("/me", get(|claims: Claims| async move { Json(claims) }))
-        .layer(BearerAuthLayer::new(validator).realm("demo"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let api = format!("http://{}", listener.local_addr()?);
+        .layer(BearerAuthLayer::new(validator).realm("demo").dpop(dpop));
     tokio::spawn(async move { axum::serve(listener, app).await });
     println!("test issuer at {}, API at {api}", issuer.issuer());
 
@@ -132,6 +137,50 @@ async fn run() -> Result<(), Error> {
     if refresh.failed > 0 || refresh.refreshes == 0 {
         return Err("tokens were not refreshed ahead of expiry without failures".into());
     }
+
+    // 7. A DPoP-bound token: the token request carries a proof of the client's key, the
+    //    issuer binds the token to it (`cnf.jkt`), and each call carries a fresh proof.
+    let key = DpopKey::generate()?;
+    let endpoint = TokenEndpoint::builder(
+        issuer.token_endpoint(),
+        TestIssuer::DEFAULT_CLIENT_ID,
+        TestIssuer::DEFAULT_CLIENT_SECRET,
+    )
+    .scope("read")
+    .dpop(key.clone())
+    .build()?;
+    let dpop_cache = TokenCache::new(endpoint)?;
+    let response = client_with(dpop_cache.clone()).get(format!("{api}/me")).send().await?;
+    expect(response.status(), StatusCode::OK)?;
+    let claims: serde_json::Value = response.json().await?;
+    if claims["cnf"]["jkt"] != key.thumbprint() {
+        return Err("the token was not bound to the client's key".into());
+    }
+    // The same proof twice, and the token without one, as an attacker who copied them would.
+    let token = dpop_cache.token().await?;
+    let url: url::Url = format!("{api}/me").parse()?;
+    let proof = key.proof(&http::Method::GET, &url, Some(token.expose()), None)?;
+    let plain = reqwest::Client::new();
+    let send = |authorization: String, proof: Option<&str>| {
+        let mut request = plain.get(url.clone()).header("authorization", authorization);
+        if let Some(proof) = proof {
+            request = request.header("dpop", proof);
+        }
+        request.send()
+    };
+    expect(send(format!("DPoP {}", token.expose()), Some(&proof)).await?.status(), StatusCode::OK)?;
+    let replayed = send(format!("DPoP {}", token.expose()), Some(&proof)).await?;
+    expect(replayed.status(), StatusCode::UNAUTHORIZED)?;
+    let as_bearer = send(format!("Bearer {}", token.expose()), None).await?;
+    expect(as_bearer.status(), StatusCode::UNAUTHORIZED)?;
+    println!(
+        "7. DPoP-bound token  -> 200 OK with a fresh proof each call (cnf.jkt={}); the same proof again -> {} `{}`; the token as Bearer -> {} `{}`",
+        key.thumbprint(),
+        replayed.status(),
+        challenge(&replayed),
+        as_bearer.status(),
+        challenge(&as_bearer),
+    );
     Ok(())
 }
 
