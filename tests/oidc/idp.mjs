@@ -29,9 +29,43 @@
 // https://es256.example.test (ES256 JWS), https://jwe.example.test (RS256 JWS nested in a
 // JWE: RSA-OAEP-256 + A256GCM to the key above, with its kid) and
 // https://jwe-nokid.example.test (the same, without a kid in the JWE header).
+//
+// IDP_DPOP=1 turns on the DPoP mode (RFC 9449), for sender-constrained tokens: DPoP with
+// server nonces available (a random nonce secret per process, kept across /__rotate), proofs
+// signed with ES256, Ed25519, EdDSA, PS256 or RS256, replayed proofs (same jti) refused
+// (invalid_grant at the token endpoint), and a
+// client `rs-dpop` (secret `dpop-secret`, client_secret_basic, client_credentials, the same
+// scopes as rs-test) registered with `dpop_bound_access_tokens`: its token requests without a
+// DPoP proof are refused (invalid_grant). A token request with a valid proof, from any client,
+// gets `token_type: "DPoP"` and a JWT access token whose `cnf.jkt` is the proof key's
+// RFC 7638 thumbprint. IDP_DPOP_NONCE=1 (implies IDP_DPOP=1) makes a server nonce mandatory:
+// a proof without one, or with a stale one, is answered 400 {"error":"use_dpop_nonce"} with the
+// nonce to use in a `DPoP-Nonce` header. In either case, any response to a DPoP request whose
+// proof did not carry the current nonce offers that nonce in `DPoP-Nonce`.
+// Without IDP_DPOP, DPoP stays as oidc-provider has it by default: proofs accepted and bound
+// (ES256, Ed25519, EdDSA), no nonces.
+//
+// IDP_TLS_CERT, IDP_TLS_KEY and IDP_TLS_CLIENT_CA (PEM file paths, all three or none) turn on
+// the mutual-TLS mode (RFC 8705): the IdP serves HTTPS with that certificate and key,
+// requests (without requiring) a client certificate, checks it against the client CA, and
+// prints `ISSUER=https://127.0.0.1:PORT`. Only a certificate that chains to the client CA
+// counts; any other is as good as none. Same origin for everything (no
+// mtls_endpoint_aliases). Two more clients, both client_credentials with the same scopes as
+// rs-test and `tls_client_certificate_bound_access_tokens`:
+//   rs-mtls        authenticates with its certificate alone (tls_client_auth, with client_id
+//                  in the form), whose subject DN must be IDP_MTLS_CLIENT_DN (default
+//                  `CN=rs-mtls`; RFC 4514 order, `CN=a,O=b,C=c`, or the reverse); without such
+//                  a certificate: 401 invalid_client;
+//   rs-mtls-bound  authenticates with client_secret_basic (secret `mtls-secret`); the
+//                  certificate only binds the token; without one: 400 invalid_grant.
+// Their JWT access tokens carry `cnf["x5t#S256"]`, base64url(SHA-256(certificate DER));
+// token_type stays "Bearer". Other clients' tokens stay unbound, certificate or not. The
+// self_signed_tls_client_auth method is advertised, but no client uses it.
 
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import process from 'node:process';
 
 import Provider, { errors } from 'oidc-provider';
@@ -44,14 +78,37 @@ const API_JWE_NO_KID = 'https://jwe-nokid.example.test';
 const SCOPES = ['read', 'write', 'admin'];
 const OPAQUE = process.env.IDP_OPAQUE === '1';
 const API_OPAQUE = 'https://opaque.example.test';
+const DPOP_NONCE = process.env.IDP_DPOP_NONCE === '1';
+const DPOP = process.env.IDP_DPOP === '1' || DPOP_NONCE;
+// One nonce secret per process: nonces stay valid across /__rotate.
+const DPOP_NONCE_SECRET = randomBytes(32);
+
+const TLS_FILES = ['IDP_TLS_CERT', 'IDP_TLS_KEY', 'IDP_TLS_CLIENT_CA'];
+const TLS_SET = TLS_FILES.filter((name) => process.env[name]);
+if (TLS_SET.length !== 0 && TLS_SET.length !== TLS_FILES.length) {
+  console.error(`[idp] set all of ${TLS_FILES.join(', ')} or none (set: ${TLS_SET.join(', ')})`);
+  process.exit(2);
+}
+const TLS = TLS_SET.length === TLS_FILES.length;
+const MTLS_CLIENT_DN = process.env.IDP_MTLS_CLIENT_DN || 'CN=rs-mtls';
+
+// A key pair made as JWKs by the key generation itself. Not generateKeyPairSync(...) and then
+// KeyObject.export({ format: 'jwk' }): on Node 20 that can deadlock (the main thread blocks
+// for good, deaf even to SIGTERM) when a garbage collection during the export finalizes the
+// generation job, whose destructor takes the lock the export holds. That was the rare stall
+// at start-up (before the ISSUER= line).
+function newJwkPair(type, options) {
+  return generateKeyPairSync(type, { ...options, publicKeyEncoding: { format: 'jwk' }, privateKeyEncoding: { format: 'jwk' } });
+}
 
 // RFC 9068 JWT access tokens, one signing algorithm per resource server.
 // The resource server's encryption key pair, made once per process (it survives /__rotate,
 // which only rotates the IdP's signing keys). oidc-provider encrypts to the public half.
 const JWE_KID = `rs-enc-${randomBytes(4).toString('hex')}`;
-const jweKeyPair = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const jweKeyPair = newJwkPair('rsa', { modulusLength: 2048 });
+const jwePublicKey = createPublicKey({ key: jweKeyPair.publicKey, format: 'jwk' });
 const JWE_PRIVATE_JWKS = {
-  keys: [{ ...jweKeyPair.privateKey.export({ format: 'jwk' }), kid: JWE_KID, alg: 'RSA-OAEP-256', use: 'enc' }],
+  keys: [{ ...jweKeyPair.privateKey, kid: JWE_KID, alg: 'RSA-OAEP-256', use: 'enc' }],
 };
 
 // RFC 9068 JWT access tokens signed, then encrypted (oidc-provider 9: `jwt.encrypt` takes
@@ -65,7 +122,7 @@ function encryptedResource(audience, kid) {
     accessTokenTTL: 600,
     jwt: {
       sign: { alg: 'RS256' },
-      encrypt: { alg: 'RSA-OAEP-256', enc: 'A256GCM', key: jweKeyPair.publicKey, ...(kid ? { kid } : {}) },
+      encrypt: { alg: 'RSA-OAEP-256', enc: 'A256GCM', key: jwePublicKey, ...(kid ? { kid } : {}) },
     },
   };
 }
@@ -125,7 +182,109 @@ const CLIENTS = [
         scope: SCOPES.join(' '),
       }))
     : []),
+  // DPoP mode: a client whose access tokens must be DPoP-bound.
+  ...(DPOP
+    ? [
+        {
+          client_id: 'rs-dpop',
+          client_secret: 'dpop-secret',
+          grant_types: ['client_credentials'],
+          response_types: [],
+          redirect_uris: [],
+          token_endpoint_auth_method: 'client_secret_basic',
+          scope: SCOPES.join(' '),
+          dpop_bound_access_tokens: true,
+        },
+      ]
+    : []),
+  // Mutual-TLS mode: certificate-bound access tokens, the client authenticated by its
+  // certificate (rs-mtls) or by a secret (rs-mtls-bound).
+  ...(TLS
+    ? [
+        {
+          client_id: 'rs-mtls',
+          grant_types: ['client_credentials'],
+          response_types: [],
+          redirect_uris: [],
+          token_endpoint_auth_method: 'tls_client_auth',
+          tls_client_auth_subject_dn: MTLS_CLIENT_DN,
+          tls_client_certificate_bound_access_tokens: true,
+          scope: SCOPES.join(' '),
+        },
+        {
+          client_id: 'rs-mtls-bound',
+          client_secret: 'mtls-secret',
+          grant_types: ['client_credentials'],
+          response_types: [],
+          redirect_uris: [],
+          token_endpoint_auth_method: 'client_secret_basic',
+          tls_client_certificate_bound_access_tokens: true,
+          scope: SCOPES.join(' '),
+        },
+      ]
+    : []),
 ];
+
+// The client certificate of this request's TLS connection, only when it chains to the
+// client CA (the server asks for one but lets the handshake through without it).
+function peerCertificate(ctx) {
+  const socket = ctx.socket ?? ctx.req?.socket;
+  if (!socket?.encrypted || socket.authorized !== true) return undefined;
+  return socket.getPeerX509Certificate?.() ?? undefined;
+}
+
+// A distinguished name as a list of `TYPE=value`, most significant first. `subject` of a
+// node X509Certificate is that list joined with newlines; an RFC 4514 string (as registered
+// in tls_client_auth_subject_dn) lists it the other way round, joined with commas.
+function rdns(text, separator) {
+  const parts = [];
+  let current = '';
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text[i];
+    if (c === '\\' && i + 1 < text.length) {
+      current += c + text[i + 1];
+      i += 1;
+    } else if (separator.test(c)) {
+      parts.push(current);
+      current = '';
+    } else {
+      current += c;
+    }
+  }
+  parts.push(current);
+  return parts
+    .map((part) => part.trim())
+    .filter(Boolean)
+    .map((part) => {
+      const eq = part.indexOf('=');
+      return eq < 0 ? part : `${part.slice(0, eq).trim().toUpperCase()}=${part.slice(eq + 1).trim()}`;
+    });
+}
+
+function sameList(a, b) {
+  return a.length === b.length && a.every((value, i) => value === b[i]);
+}
+
+// RFC 8705 §2.1.2: the registered tls_client_auth_* value against the certificate.
+function certificateSubjectMatches(ctx, property, expected) {
+  const cert = peerCertificate(ctx);
+  if (!cert) return false;
+  if (property === 'tls_client_auth_subject_dn') {
+    const actual = rdns(cert.subject ?? '', /\n/);
+    const registered = rdns(expected, /[,;]/);
+    return sameList(registered, [...actual].reverse()) || sameList(registered, actual);
+  }
+  const prefix = {
+    tls_client_auth_san_dns: 'DNS:',
+    tls_client_auth_san_ip: 'IP Address:',
+    tls_client_auth_san_uri: 'URI:',
+    tls_client_auth_san_email: 'email:',
+  }[property];
+  if (!prefix) return false;
+  return (cert.subjectAltName ?? '')
+    .split(', ')
+    .some((entry) => entry.startsWith(prefix) && entry.slice(prefix.length) === expected);
+}
 
 function log(...args) {
   console.error('[idp]', ...args);
@@ -137,8 +296,8 @@ let generation = 0;
 function newSigningKeys() {
   generation += 1;
   const tag = `${generation}-${randomBytes(4).toString('hex')}`;
-  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
-  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+  const rsa = newJwkPair('rsa', { modulusLength: 2048 }).privateKey;
+  const ec = newJwkPair('ec', { namedCurve: 'P-256' }).privateKey;
   return [
     { ...rsa, kid: `rsa-${tag}`, alg: 'RS256', use: 'sig' },
     { ...ec, kid: `ec-${tag}`, alg: 'ES256', use: 'sig' },
@@ -150,9 +309,38 @@ function buildProvider(issuer, keys) {
     clients: CLIENTS,
     jwks: { keys },
     scopes: ['openid', 'offline_access', ...SCOPES],
-    clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
+    clientAuthMethods: [
+      'client_secret_basic',
+      'client_secret_post',
+      ...(TLS ? ['tls_client_auth', 'self_signed_tls_client_auth'] : []),
+    ],
+    ...(DPOP ? { enabledJWA: { dPoPSigningAlgValues: ['ES256', 'Ed25519', 'EdDSA', 'PS256', 'RS256'] } } : {}),
     features: {
       devInteractions: { enabled: false },
+      ...(DPOP
+        ? {
+            dPoP: {
+              enabled: true,
+              nonceSecret: DPOP_NONCE_SECRET,
+              requireNonce: () => DPOP_NONCE,
+              allowReplay: false,
+            },
+          }
+        : {}),
+      ...(TLS
+        ? {
+            mTLS: {
+              enabled: true,
+              certificateBoundAccessTokens: true,
+              tlsClientAuth: true,
+              selfSignedTlsClientAuth: true,
+              // A PEM string or an X509Certificate: oidc-provider takes the thumbprint of either.
+              getCertificate: peerCertificate,
+              certificateAuthorized: (ctx) => peerCertificate(ctx) !== undefined,
+              certificateSubjectMatches,
+            },
+          }
+        : {}),
       clientCredentials: { enabled: true },
       introspection: { enabled: OPAQUE },
       revocation: { enabled: false },
@@ -172,7 +360,9 @@ function buildProvider(issuer, keys) {
     ttl: { ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? 600 },
   });
   provider.on('server_error', (_ctx, error) => log('server_error:', error));
-  provider.on('grant.error', (_ctx, error) => log('grant.error:', error.message, error.error_description ?? ''));
+  provider.on('grant.error', (_ctx, error) =>
+    log('grant.error:', error.message, error.error_description ?? '', error.error_detail ? `(${error.error_detail})` : ''),
+  );
   return provider;
 }
 
@@ -197,7 +387,7 @@ function json(res, status, body) {
   res.end(text);
 }
 
-const server = createServer((req, res) => {
+function handle(req, res) {
   const path = (req.url ?? '/').split('?')[0];
   if (!callback) return json(res, 503, { error: 'starting' });
   if (path === '/__rotate') {
@@ -226,7 +416,22 @@ const server = createServer((req, res) => {
   }
   // The provider of the moment: requests in flight keep the instance they started with.
   return callback(req, res);
-});
+}
+
+// Mutual-TLS mode: HTTPS, a client certificate asked for but not required (the provider
+// decides per client), checked against the client CA.
+const server = TLS
+  ? createTlsServer(
+      {
+        cert: readFileSync(process.env.IDP_TLS_CERT),
+        key: readFileSync(process.env.IDP_TLS_KEY),
+        ca: readFileSync(process.env.IDP_TLS_CLIENT_CA),
+        requestCert: true,
+        rejectUnauthorized: false,
+      },
+      handle,
+    )
+  : createServer(handle);
 
 let issuerUrl;
 
@@ -249,8 +454,10 @@ if (!process.env.IDP_IGNORE_STDIN) {
 const port = Number.parseInt(process.env.IDP_PORT ?? '0', 10) || 0;
 server.listen(port, HOST, () => {
   const { port: bound } = server.address();
-  issuerUrl = `http://${HOST}:${bound}`;
+  issuerUrl = `${TLS ? 'https' : 'http'}://${HOST}:${bound}`;
   const first = rotate(issuerUrl);
-  log(`oidc-provider listening; signing with ${first.kids.RS256} and ${first.kids.ES256}`);
+  const modes = [OPAQUE && 'opaque', DPOP && (DPOP_NONCE ? 'DPoP (nonce required)' : 'DPoP'), TLS && 'mutual TLS'];
+  const extra = modes.filter(Boolean).join(', ');
+  log(`oidc-provider listening${extra ? ` (${extra})` : ''}; signing with ${first.kids.RS256} and ${first.kids.ES256}`);
   process.stdout.write(`ISSUER=${issuerUrl}\n`);
 });
