@@ -352,8 +352,8 @@ fn dpop(c: &mut Criterion) {
     configure(&mut group);
     group.bench_function("ES256/floor", |b| {
         b.iter(|| {
-            token_floor.verify_sig(black_box(&token_input), black_box(&token_sig)).expect("token")
-                == proof_floor.verify_sig(black_box(&proof_input), black_box(&proof_sig)).expect("proof")
+            token_floor.verify_sig(black_box(&token_input), black_box(&token_sig)).is_ok()
+                && proof_floor.verify_sig(black_box(&proof_input), black_box(&proof_sig)).is_ok()
         })
     });
     group.bench_function("ES256/tower_service", |b| {

@@ -215,10 +215,10 @@ impl TokenEndpoint {
             .await
             .map_err(TokenError::from)?;
         let fetch::Reply { status, retry_after, body, dpop_nonce, .. } = posted;
-        if let (Some(key), Some(nonce)) = (&self.dpop, dpop_nonce.as_ref().and_then(|n| n.to_str().ok())) {
-            if let Ok(origin) = super::dpop::origin(url) {
-                key.remember_nonce(&origin, nonce);
-            }
+        if let (Some(key), Some(nonce)) = (&self.dpop, dpop_nonce.as_ref().and_then(|n| n.to_str().ok()))
+            && let Ok(origin) = super::dpop::origin(url)
+        {
+            key.remember_nonce(&origin, nonce);
         }
         if status.is_success() {
             let response = TokenResponse::parse(&body.map_err(TokenError::from)?)?;

@@ -124,6 +124,10 @@ where
     }
 }
 
+/// A request with its token, the copy of its head kept for a replay, and where its DPoP
+/// proof went.
+type Attached<B> = (Request<B>, Option<HeadCopy>, Option<DpopTarget>);
+
 /// Sets the token (with a DPoP proof for a DPoP token), and copies the request head for
 /// a replay when retries are on and the body is known to be empty (so `B::default()`
 /// rebuilds it exactly).
@@ -133,7 +137,7 @@ fn attach<B: Body>(
     header: HeaderValue,
     dpop: Option<&DpopKey>,
     retry: bool,
-) -> Result<(Request<B>, Option<HeadCopy>, Option<DpopTarget>), TokenError> {
+) -> Result<Attached<B>, TokenError> {
     let copy = (retry && is_empty_body(request.body())).then(|| HeadCopy::of(&request));
     let target = match dpop {
         Some(key) => {
