@@ -43,6 +43,11 @@ impl Credentials {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
     }
 
+    /// The certificate and its key, as PEM.
+    pub(crate) fn pem(&self) -> (&str, &str) {
+        (&self.cert, &self.key)
+    }
+
     fn reqwest_identity(&self) -> reqwest::Identity {
         reqwest::Identity::from_pem(format!("{}{}", self.key, self.cert).as_bytes()).unwrap()
     }
@@ -76,6 +81,11 @@ impl Ca {
         params.extended_key_usages = vec![usage];
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Credentials { cert: cert.pem(), der: cert.der().to_vec(), key: key.serialize_pem() }
+    }
+
+    /// The CA's certificate, as PEM.
+    pub(crate) fn pem(&self) -> &str {
+        &self.pem
     }
 
     /// A server certificate for 127.0.0.1.

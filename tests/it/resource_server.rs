@@ -34,8 +34,51 @@ pub(crate) async fn start(envs: &[(&str, String)]) -> (Child, String) {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
     let url = line.strip_prefix("listening on ").expect("the ready line").to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    assert!(url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"), "{line}");
     (child, url)
+}
+
+/// With `TLS_CERT`, `TLS_KEY` and `TLS_CLIENT_CA` the example serves https, asks for client
+/// certificates, and accepts a certificate-bound token (`cnf.x5t#S256`, RFC 8705) only from
+/// the client whose certificate it names.
+#[cfg(feature = "mtls-rustls")]
+#[tokio::test]
+async fn the_resource_server_example_serves_https_and_holds_certificate_bound_tokens_to_their_certificate() {
+    use reqwest::StatusCode;
+
+    use crate::mtls::{Ca, reqwest_client};
+    let issuer = TestIssuer::start().await.unwrap();
+    let ca = Ca::new("resource server test CA");
+    let (server, alice, mallory) = (ca.server(), ca.client("alice"), ca.client("mallory"));
+    let dir = std::env::temp_dir().join(format!("resource-server-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, pem: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    };
+    let (cert, key) = server.pem();
+    let (_child, url) = start(&[
+        ("OAUTH_ISSUER", issuer.issuer().to_owned()),
+        ("OAUTH_AUDIENCE", issuer.audience().to_owned()),
+        ("TLS_CERT", write("server.pem", cert)),
+        ("TLS_KEY", write("server-key.pem", key)),
+        ("TLS_CLIENT_CA", write("ca.pem", ca.pem())),
+    ])
+    .await;
+    assert!(url.starts_with("https://"), "{url}");
+    let bound = issuer.mint().claim("cnf", serde_json::json!({"x5t#S256": alice.thumbprint()})).sign();
+    let unbound = issuer.mint().sign();
+    let status = |identity: Option<&crate::mtls::Credentials>, token: &str| {
+        let client = reqwest_client(&ca, identity).build().unwrap();
+        let request = client.get(format!("{url}/me")).bearer_auth(token);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(status(Some(&alice), &bound).await, StatusCode::OK);
+    assert_eq!(status(Some(&mallory), &bound).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(None, &bound).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(None, &unbound).await, StatusCode::OK, "an unbound token needs no certificate");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
