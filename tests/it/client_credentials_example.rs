@@ -121,3 +121,44 @@ async fn a_malformed_redis_token_key_is_refused_clearly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("REDIS_TOKEN_KEY must be"), "{stderr}");
 }
+
+/// `OAUTH_DPOP=1`: DPoP-bound tokens from an issuer that wants nonces, sent with a proof to
+/// the `resource_server` example that requires DPoP and nonces too; with `OAUTH_DPOP_KEY`,
+/// the key comes from a private JWK file and the token is bound to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_bound_tokens_reach_a_resource_server_that_requires_dpop() {
+    let issuer = TestIssuer::builder().require_dpop().dpop_nonce().start().await.unwrap();
+    let (_server, url) = crate::resource_server::start(&[
+        ("OAUTH_ISSUER", issuer.issuer().to_owned()),
+        ("OAUTH_AUDIENCE", issuer.audience().to_owned()),
+        ("OAUTH_DPOP", "required".to_owned()),
+        ("OAUTH_DPOP_NONCE", "1".to_owned()),
+    ])
+    .await;
+    let key = tower_oauth::DpopKey::generate().unwrap();
+    let key_file = std::env::temp_dir().join(format!("dpop-key-{}.json", std::process::id()));
+    std::fs::write(&key_file, key.private_jwk().unwrap().expose()).unwrap();
+    let target = format!("{url}/me");
+    let common = [
+        ("OAUTH_TOKEN_URL", issuer.token_endpoint()),
+        ("OAUTH_CLIENT_ID", TestIssuer::DEFAULT_CLIENT_ID.to_owned()),
+        ("OAUTH_CLIENT_SECRET", TestIssuer::DEFAULT_CLIENT_SECRET.to_owned()),
+        ("TARGET_URL", target.clone()),
+        ("REQUESTS", "5".to_owned()),
+        ("CONCURRENCY", "2".to_owned()),
+    ];
+    let with = |extra: &[(&'static str, String)]| {
+        common.iter().cloned().chain(extra.iter().cloned()).collect::<Vec<(&str, String)>>()
+    };
+    let envs = with(&[("OAUTH_DPOP", "1".to_owned()), ("OAUTH_DPOP_KEY", key_file.display().to_string())]);
+    let output = run(&envs.iter().map(|(n, v)| (*n, v.as_str())).collect::<Vec<_>>()).await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout_lines(&output), [r#"{"requests":5,"ok":5,"failed":0}"#]);
+    // The issuer wanted a nonce: the first token request was answered `use_dpop_nonce`.
+    assert_eq!(issuer.requests(Endpoint::Token), 2);
+    // Without DPoP, neither the issuer nor the API has anything for this client.
+    let envs = with(&[]);
+    let output = run(&envs.iter().map(|(n, v)| (*n, v.as_str())).collect::<Vec<_>>()).await;
+    assert!(!output.status.success(), "{output:?}");
+    std::fs::remove_file(&key_file).unwrap();
+}
