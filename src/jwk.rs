@@ -323,16 +323,30 @@ impl Jwk {
 
 /// RFC 7638 §3: SHA-256 over the required members, in lexicographic order, with no
 /// whitespace. Members are base64url or registered names, so they need no escaping.
-fn thumbprint(members: &[(&str, &str)]) -> [u8; 32] {
-    let mut json = String::from("{");
+/// RFC 7638 §3.2: a key's required members in lexicographic order (the caller's), no
+/// whitespace. Values are base64url or registered names, which need no JSON escaping.
+/// Also a complete public JWK, as a DPoP proof's header carries it.
+pub(crate) fn canonical(members: &[(&str, &str)]) -> String {
+    let mut json = String::with_capacity(members.iter().map(|(name, value)| name.len() + value.len() + 6).sum());
+    json.push('{');
     for (i, (name, value)) in members.iter().enumerate() {
         if i > 0 {
             json.push(',');
         }
-        json.push_str(&format!("\"{name}\":\"{value}\""));
+        json.push('"');
+        json.push_str(name);
+        json.push_str("\":\"");
+        json.push_str(value);
+        json.push('"');
     }
     json.push('}');
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, json.as_bytes());
+    json
+}
+
+/// The RFC 7638 SHA-256 thumbprint of a key given by its required members, already in
+/// lexicographic order.
+pub(crate) fn thumbprint(members: &[(&str, &str)]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical(members).as_bytes());
     let mut out = [0u8; 32];
     out.copy_from_slice(digest.as_ref());
     out

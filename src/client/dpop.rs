@@ -338,8 +338,8 @@ impl DpopKey {
         let members: Vec<(&str, &str)> = members.iter().map(|(name, value)| (*name, value.as_str())).collect();
         // The public JWK is written in the RFC 7638 canonical form, so it is both the
         // `jwk` header member and the thumbprint's input.
-        let public_jwk = canonical_jwk(&members);
-        let thumbprint = jwk_thumbprint(&members);
+        let public_jwk = crate::jwk::canonical(&members);
+        let thumbprint = B64.encode(crate::jwk::thumbprint(&members));
         // RFC 9449 §4.2: `typ` dpop+jwt, `alg`, and `jwk` with the public key only.
         let header = format!(r#"{{"typ":"dpop+jwt","alg":"{}","jwk":{public_jwk}}}"#, alg.as_str());
         let mut prefix = B64.encode(header);
@@ -715,35 +715,6 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     &bytes[start..]
 }
 
-/// RFC 7638 §3.2: the required members in lexicographic order, no whitespace. Values
-/// are base64url or registered names, which need no JSON escaping.
-fn canonical_jwk(members: &[(&str, &str)]) -> String {
-    let mut json = String::with_capacity(members.iter().map(|(name, value)| name.len() + value.len() + 6).sum());
-    json.push('{');
-    for (i, (name, value)) in members.iter().enumerate() {
-        if i > 0 {
-            json.push(',');
-        }
-        json.push('"');
-        json.push_str(name);
-        json.push_str("\":\"");
-        json.push_str(value);
-        json.push('"');
-    }
-    json.push('}');
-    json
-}
-
-fn thumbprint_of_canonical(canonical: &str) -> String {
-    B64.encode(digest::digest(&digest::SHA256, canonical.as_bytes()))
-}
-
-/// The RFC 7638 SHA-256 thumbprint, base64url, of a key given by its required members,
-/// already in lexicographic order.
-pub(crate) fn jwk_thumbprint(members: &[(&str, &str)]) -> String {
-    thumbprint_of_canonical(&canonical_jwk(members))
-}
-
 fn push_b64_member(out: &mut String, name: &str, bytes: &[u8]) {
     out.push('"');
     out.push_str(name);
@@ -1031,7 +1002,7 @@ mod tests {
         // RFC 7638 §3.1.
         let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
         assert_eq!(
-            jwk_thumbprint(&[("e", "AQAB"), ("kty", "RSA"), ("n", n)]),
+            B64.encode(crate::jwk::thumbprint(&[("e", "AQAB"), ("kty", "RSA"), ("n", n)])),
             "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
         );
     }
