@@ -354,6 +354,17 @@ mod tests {
     }
 
     #[test]
+    fn a_dpop_token_stays_a_dpop_token_through_the_store() {
+        let dpop = Entry { dpop: true, ..entry() };
+        let json = dpop.to_json();
+        assert!(String::from_utf8_lossy(&json).contains(r#""token_type":"DPoP""#));
+        assert!(Entry::from_json(&json).unwrap().dpop);
+        assert!(!Entry::from_json(&entry().to_json()).unwrap().dpop, "bearer entries are written as before");
+        let unknown = String::from_utf8(json).unwrap().replace("DPoP", "MAC");
+        assert!(Entry::from_json(unknown.as_bytes()).is_none());
+    }
+
+    #[test]
     fn store_keys_hide_the_cache_key_and_separate_every_field() {
         let key = |scope: Option<&str>, audience: Option<&str>| {
             CacheKey::new(
@@ -378,6 +389,9 @@ mod tests {
             StoreKeys::derive("app", &key(None, None), None),
             StoreKeys::derive("app", &key(Some("read"), None), Some("alice")),
             StoreKeys::derive("app", &key(Some("read"), None), Some("bob")),
+            // Tokens bound to a DPoP key are kept apart from the bearer ones, per key.
+            StoreKeys::derive("app", &key(Some("read"), None).with_dpop(Some("jkt-of-key-a")), None),
+            StoreKeys::derive("app", &key(Some("read"), None).with_dpop(Some("jkt-of-key-b")), None),
         ];
         for (i, a) in distinct.iter().enumerate() {
             for b in &distinct[i + 1..] {
