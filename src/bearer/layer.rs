@@ -64,9 +64,12 @@ impl<C> BearerAuthLayer<C> {
         let config = self.config_mut();
         let style = Arc::make_mut(&mut config.style);
         change(style);
-        style.dpop = config.dpop.as_ref().map(|dpop| DpopChallenge {
+        // A validator whose policy is `Off` does not offer DPoP, even if an issuer's own
+        // policy accepts it.
+        let mode = config.validator.default_dpop_mode();
+        style.dpop = config.dpop.as_ref().filter(|_| mode != DpopMode::Off).map(|dpop| DpopChallenge {
             algs: dpop.algs().to_owned(),
-            bearer: config.validator.default_dpop_mode() != DpopMode::Required,
+            bearer: mode != DpopMode::Required,
         });
         config.dpop_style = Arc::new(ResponseStyle { dpop_request: true, ..style.clone() });
         self

@@ -106,6 +106,10 @@ impl DpopVerifier {
     /// Proofs for requests to `public_url`: the scheme, host, port (and any path
     /// prefix) that clients use to reach this service, which `htu` is checked against.
     /// Behind a proxy or load balancer, that is the proxy's URL, not the listen address.
+    ///
+    /// `htu` is this URL followed by the path of the request as the layer sees it. A
+    /// layer inside a nested router (axum's `nest`), or behind a proxy that strips a
+    /// prefix, sees the path without that prefix: put the prefix in `public_url`.
     pub fn builder(public_url: &str) -> DpopVerifierBuilder {
         DpopVerifierBuilder {
             public_url: public_url.to_owned(),
