@@ -111,7 +111,7 @@ impl<C: Clone> VerifiedTokenCache<C> {
         }
         span.record("kid", entry.kid.as_deref());
         tracing::trace!(parent: span, "verified-token cache hit");
-        Some((entry.claims.clone(), entry.binding))
+        Some((entry.claims.clone(), entry.binding.clone()))
     }
 
     pub(crate) fn insert(&self, token: &str, verified: Verified<C>) -> (C, Binding) {
@@ -131,7 +131,7 @@ impl<C: Clone> VerifiedTokenCache<C> {
             kid: signer.key.kid().map(Into::into),
             thumbprint: *signer.key.thumbprint(),
             issuer: signer.issuer,
-            binding,
+            binding: binding.clone(),
         };
         self.entries.insert(token.into(), Arc::new(entry));
         (claims, binding)

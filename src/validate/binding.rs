@@ -2,6 +2,8 @@
 //! against what the request presented: a DPoP proof's key (RFC 9449 §7.1) or the TLS
 //! client certificate (RFC 8705 §3); and the issuer's DPoP policy.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -85,10 +87,17 @@ impl Thumbprint {
 }
 
 /// What a verified token is bound to, and its issuer's DPoP policy: everything the
-/// check against the request needs, kept with a cached token too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// check against the request needs, kept with a cached token too. Small for the common
+/// unbound token: what a bound one names is shared, not copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Binding {
     mode: DpopMode,
+    bound: Option<Arc<Bound>>,
+}
+
+/// The confirmation methods of a bound token.
+#[derive(Debug, PartialEq, Eq)]
+struct Bound {
     jkt: Option<Thumbprint>,
     x5t_s256: Option<Thumbprint>,
     others: bool,
@@ -108,21 +117,23 @@ pub(crate) struct Presentation {
 impl Binding {
     pub(crate) fn new(mode: DpopMode, cnf: Option<&Confirmation<'_>>) -> Binding {
         let read = |text: &Option<std::borrow::Cow<'_, str>>| text.as_deref().map(Thumbprint::read);
-        match cnf {
-            Some(cnf) => Binding { mode, jkt: read(&cnf.jkt), x5t_s256: read(&cnf.x5t_s256), others: cnf.others },
-            None => Binding { mode, jkt: None, x5t_s256: None, others: false },
-        }
+        let bound = cnf.map(|cnf| Bound { jkt: read(&cnf.jkt), x5t_s256: read(&cnf.x5t_s256), others: cnf.others });
+        // An empty `cnf` binds nothing.
+        let bound = bound.filter(|b| b.jkt.is_some() || b.x5t_s256.is_some() || b.others).map(Arc::new);
+        Binding { mode, bound }
     }
 
     /// Whether a proof of possession is needed at all: the fast path of an unbound
     /// bearer token skips [`Binding::check`]'s work.
     pub(crate) fn is_plain(&self) -> bool {
-        self.jkt.is_none() && self.x5t_s256.is_none() && !self.others && self.mode != DpopMode::Required
+        self.bound.is_none() && self.mode != DpopMode::Required
     }
 
     /// The token as presented, against what it is bound to and the issuer's policy.
     pub(crate) fn check(&self, presented: Presentation) -> Result<(), ValidationError> {
-        if self.others {
+        const UNBOUND: Bound = Bound { jkt: None, x5t_s256: None, others: false };
+        let bound = self.bound.as_deref().unwrap_or(&UNBOUND);
+        if bound.others {
             // RFC 7800 §3.1: a confirmation method this server cannot check proves
             // nothing; accepting the token would make it a bearer token.
             return Err(ValidationError::SenderConstrained);
@@ -132,7 +143,7 @@ impl Binding {
             (DpopMode::Required, None) => return Err(ValidationError::DpopRequired),
             _ => {}
         }
-        match (self.jkt, presented.dpop) {
+        match (bound.jkt, presented.dpop) {
             (None, None) => {}
             // RFC 9449 §7.2: a DPoP-bound token presented as a bearer token.
             (Some(_), None) => return Err(ValidationError::SenderConstrained),
@@ -142,7 +153,7 @@ impl Binding {
             (Some(jkt), Some(key)) if !jkt.matches(&key) => return Err(ValidationError::ProofKeyMismatch),
             (Some(_), Some(_)) => {}
         }
-        match (self.x5t_s256, presented.certificate) {
+        match (bound.x5t_s256, presented.certificate) {
             (None, _) => Ok(()),
             (Some(x5t), Some(certificate)) if x5t.matches(&certificate) => Ok(()),
             // RFC 8705 §3: no certificate, or another one.
