@@ -43,7 +43,17 @@ impl Credentials {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
     }
 
-    fn reqwest_identity(&self) -> reqwest::Identity {
+    /// The certificate, PEM.
+    pub(crate) fn cert_pem(&self) -> &str {
+        &self.cert
+    }
+
+    /// The private key, PEM (PKCS#8).
+    pub(crate) fn key_pem(&self) -> &str {
+        &self.key
+    }
+
+    pub(crate) fn reqwest_identity(&self) -> reqwest::Identity {
         reqwest::Identity::from_pem(format!("{}{}", self.key, self.cert).as_bytes()).unwrap()
     }
 
@@ -76,6 +86,11 @@ impl Ca {
         params.extended_key_usages = vec![usage];
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Credentials { cert: cert.pem(), der: cert.der().to_vec(), key: key.serialize_pem() }
+    }
+
+    /// The CA's certificate, PEM.
+    pub(crate) fn pem(&self) -> &str {
+        &self.pem
     }
 
     /// A server certificate for 127.0.0.1.
