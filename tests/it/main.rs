@@ -23,6 +23,7 @@ mod client_layer;
 mod client_oidc_provider;
 mod client_reqwest;
 mod dpop;
+mod dpop_oidc;
 mod grpc;
 mod introspection;
 mod introspection_oidc;

@@ -43,12 +43,17 @@ impl Credentials {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
     }
 
-    /// The certificate and its key, as PEM.
-    pub(crate) fn pem(&self) -> (&str, &str) {
-        (&self.cert, &self.key)
+    /// The certificate, PEM.
+    pub(crate) fn cert_pem(&self) -> &str {
+        &self.cert
     }
 
-    fn reqwest_identity(&self) -> reqwest::Identity {
+    /// The private key, PEM (PKCS#8).
+    pub(crate) fn key_pem(&self) -> &str {
+        &self.key
+    }
+
+    pub(crate) fn reqwest_identity(&self) -> reqwest::Identity {
         reqwest::Identity::from_pem(format!("{}{}", self.key, self.cert).as_bytes()).unwrap()
     }
 
@@ -83,7 +88,7 @@ impl Ca {
         Credentials { cert: cert.pem(), der: cert.der().to_vec(), key: key.serialize_pem() }
     }
 
-    /// The CA's certificate, as PEM.
+    /// The CA's certificate, PEM.
     pub(crate) fn pem(&self) -> &str {
         &self.pem
     }

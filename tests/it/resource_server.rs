@@ -57,7 +57,7 @@ async fn the_resource_server_example_serves_https_and_holds_certificate_bound_to
         std::fs::write(&path, pem).unwrap();
         path.display().to_string()
     };
-    let (cert, key) = server.pem();
+    let (cert, key) = (server.cert_pem(), server.key_pem());
     let (_child, url) = start(&[
         ("OAUTH_ISSUER", issuer.issuer().to_owned()),
         ("OAUTH_AUDIENCE", issuer.audience().to_owned()),

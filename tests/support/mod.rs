@@ -7,7 +7,9 @@
 //! - [`api`]: the API under test on 127.0.0.1, and the helpers every suite needs
 //!   (`now`, a validator and a token endpoint for a test issuer);
 //! - [`oidc_idp`]: the independent IdP (node-oidc-provider, `tests/oidc/idp.mjs`) and the API
-//!   under test, for `oidc_provider`, `oidc_jwe` and `client_oidc_provider`;
+//!   under test, for `oidc_provider`, `oidc_jwe`, `client_oidc_provider` and `dpop_oidc`;
+//! - [`dpop_node`]: an independent DPoP client and resource server (npm `dpop` and
+//!   `oauth4webapi`, `tests/oidc/dpop.mjs`), for `dpop_oidc`;
 //! - [`redis`]: `redis-server` processes on free ports, for `redis_store`;
 //! - [`logs`]: log lines of a scoped `tracing` subscriber, kept for assertions;
 //! - [`backoff`]: how many discoveries the discovery backoff, and how many on-demand JWKS
@@ -22,6 +24,7 @@
 #[cfg(feature = "testing")]
 pub(crate) mod api;
 pub(crate) mod backoff;
+pub(crate) mod dpop_node;
 pub(crate) mod logs;
 pub(crate) mod oidc_idp;
 #[cfg(feature = "redis")]

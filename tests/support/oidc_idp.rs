@@ -32,6 +32,11 @@ pub(crate) const API_JWE_NO_KID: &str = "https://jwe-nokid.example.test";
 pub(crate) const CLIENT: (&str, &str) = ("rs-test", "rs-secret");
 /// Every character here must be form-urlencoded in Basic auth (RFC 6749 §2.3.1).
 pub(crate) const SPECIAL_CLIENT: (&str, &str) = ("svc:special", "p@ss:w+rd%/ &=");
+/// DPoP mode only: the client whose tokens must be DPoP-bound (`dpop_bound_access_tokens`).
+pub(crate) const DPOP_CLIENT: (&str, &str) = ("rs-dpop", "dpop-secret");
+/// Mutual-TLS mode only: the client authenticated by its secret whose tokens are bound to
+/// its certificate.
+pub(crate) const MTLS_BOUND_CLIENT: (&str, &str) = ("rs-mtls-bound", "mtls-secret");
 /// Opaque mode only: the resource whose access tokens are opaque.
 pub(crate) const API_OPAQUE: &str = "https://opaque.example.test";
 /// Opaque mode only: the resource server's credentials at the introspection endpoint,
@@ -49,6 +54,10 @@ pub(crate) enum Mode {
     Opaque,
 }
 
+/// The settings of `idp.mjs` that [`IdpProcess::start_with`] passes only when given.
+const IDP_SETTINGS: [&str; 6] =
+    ["IDP_DPOP", "IDP_DPOP_NONCE", "IDP_TLS_CERT", "IDP_TLS_KEY", "IDP_TLS_CLIENT_CA", "IDP_MTLS_CLIENT_DN"];
+
 /// How long the IdP may take to print its `ISSUER=` line (Node start-up, key generation).
 pub(crate) const IDP_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Node has been seen, rarely, to stall before the provider is built (between loading
@@ -58,7 +67,7 @@ const IDP_START_ATTEMPTS: usize = 2;
 /// Any one HTTP exchange.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn oidc_dir() -> PathBuf {
+pub(crate) fn oidc_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("oidc")
 }
 
@@ -82,9 +91,16 @@ impl IdpProcess {
 
     /// [`start`](Self::start) in `mode`.
     pub(crate) async fn start_in(mode: Mode) -> Result<IdpProcess, Error> {
+        IdpProcess::start_with(mode, &[]).await
+    }
+
+    /// [`start_in`](Self::start_in) with more of `idp.mjs`'s settings in its environment:
+    /// `IDP_DPOP`, `IDP_DPOP_NONCE`, the `IDP_TLS_*` files (then the issuer is https) and
+    /// `IDP_MTLS_CLIENT_DN`. Whatever of these the test process has is not passed on.
+    pub(crate) async fn start_with(mode: Mode, env: &[(&str, &str)]) -> Result<IdpProcess, Error> {
         let mut attempt = 1;
         loop {
-            match IdpProcess::start_once(mode).await {
+            match IdpProcess::start_once(mode, env).await {
                 Ok(process) => return Ok(process),
                 Err(error) if attempt < IDP_START_ATTEMPTS && !error.to_string().contains("node_modules") => {
                     eprintln!("the IdP failed to start (attempt {attempt}), trying a fresh process: {error}");
@@ -95,7 +111,7 @@ impl IdpProcess {
         }
     }
 
-    async fn start_once(mode: Mode) -> Result<IdpProcess, Error> {
+    async fn start_once(mode: Mode, env: &[(&str, &str)]) -> Result<IdpProcess, Error> {
         let dir = oidc_dir();
         if !dir.join("node_modules").join("oidc-provider").is_dir() {
             return Err(format!(
@@ -110,6 +126,11 @@ impl IdpProcess {
             Mode::Default => command.env_remove("IDP_OPAQUE"),
             Mode::Opaque => command.env("IDP_OPAQUE", "1"),
         };
+        for name in IDP_SETTINGS {
+            command.env_remove(name);
+        }
+        command.envs(env.iter().copied());
+        let tls = env.iter().any(|(name, _)| *name == "IDP_TLS_CERT");
         let mut child = command
             .arg(dir.join("idp.mjs"))
             .current_dir(&dir)
@@ -160,7 +181,8 @@ impl IdpProcess {
                 .into());
             }
         };
-        assert!(issuer.starts_with("http://127.0.0.1:"), "the IdP listens on loopback only: {issuer}");
+        let origin = if tls { "https://127.0.0.1:" } else { "http://127.0.0.1:" };
+        assert!(issuer.starts_with(origin), "the IdP listens on loopback only, over TLS when asked: {issuer}");
         // Drain the rest of stdout so the IdP never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(IdpProcess { issuer, _stdin: stdin, _child: child })
@@ -182,7 +204,13 @@ impl Idp {
 
     /// [`start`](Self::start) in `mode`.
     pub(crate) async fn start_in(mode: Mode) -> Result<Idp, Error> {
-        let process = IdpProcess::start_in(mode).await?;
+        Idp::start_with(mode, &[]).await
+    }
+
+    /// [`start_in`](Self::start_in) with more settings; see [`IdpProcess::start_with`]. Not
+    /// for the mutual-TLS mode: discovery here trusts no private CA.
+    pub(crate) async fn start_with(mode: Mode, env: &[(&str, &str)]) -> Result<Idp, Error> {
+        let process = IdpProcess::start_with(mode, env).await?;
         let issuer = process.issuer.clone();
         let http = http_client();
         let metadata: Value = http
@@ -195,6 +223,11 @@ impl Idp {
         assert_eq!(metadata["issuer"], issuer.as_str(), "discovery names the issuer");
         let token_endpoint = metadata["token_endpoint"].as_str().ok_or("no token_endpoint in discovery")?.to_owned();
         Ok(Idp { issuer, token_endpoint, http, _process: process })
+    }
+
+    /// The token endpoint, from discovery.
+    pub(crate) fn token_endpoint(&self) -> &str {
+        &self.token_endpoint
     }
 
     /// A client_credentials token for `resource`, the client authenticated with
