@@ -67,10 +67,11 @@ impl<C> BearerAuthLayer<C> {
         // A validator whose policy is `Off` does not offer DPoP, even if an issuer's own
         // policy accepts it.
         let mode = config.validator.default_dpop_mode();
-        style.dpop = config.dpop.as_ref().filter(|_| mode != DpopMode::Off).map(|dpop| DpopChallenge {
-            algs: dpop.algs().to_owned(),
-            bearer: mode != DpopMode::Required,
-        });
+        style.dpop = config
+            .dpop
+            .as_ref()
+            .filter(|_| mode != DpopMode::Off)
+            .map(|dpop| DpopChallenge { algs: dpop.algs().to_owned(), bearer: mode != DpopMode::Required });
         config.dpop_style = Arc::new(ResponseStyle { dpop_request: true, ..style.clone() });
         self
     }

@@ -355,6 +355,10 @@ impl TokenEndpointBuilder {
     /// presented to the APIs the tokens are for (with the `reqwest` client, through
     /// `reqwest::ClientBuilder::identity`). Ignored when
     /// [`http_client`](Self::http_client) gives a client, which carries its own.
+    ///
+    /// The default client trusts the platform's roots: for an authorization server
+    /// whose certificate comes from a private CA, give a client with both the identity and
+    /// that CA (`tls_certs_merge`) through [`http_client`](Self::http_client) instead.
     #[cfg(feature = "rustls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn tls_identity(mut self, identity: reqwest::Identity) -> Self {

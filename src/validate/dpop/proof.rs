@@ -107,7 +107,10 @@ pub(crate) fn check(
     if header.crit.is_some() {
         return Err(DpopError::Malformed("critical header parameters are not understood"));
     }
-    let alg = Algorithm::from_name(&header.alg)
+    // RFC 9864: `Ed25519` is the fully-specified name of EdDSA with an Ed25519 key (the
+    // key's `crv` is checked below either way).
+    let alg = if header.alg == "Ed25519" { "EdDSA" } else { &header.alg };
+    let alg = Algorithm::from_name(alg)
         .filter(|alg| !alg.is_symmetric() && config.algorithms.contains(*alg))
         .ok_or(DpopError::AlgorithmNotAllowed)?;
     let jwk = header.jwk.ok_or(DpopError::Malformed("no jwk header"))?;

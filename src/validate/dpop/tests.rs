@@ -127,6 +127,25 @@ fn the_header_must_be_a_dpop_jwt_with_an_allowed_asymmetric_alg_and_a_public_key
 }
 
 #[test]
+fn an_ed25519_proof_may_name_its_algorithm_eddsa_or_ed25519() {
+    use aws_lc_rs::signature::Ed25519KeyPair;
+    let pair = Ed25519KeyPair::generate().unwrap();
+    let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": B64.encode(pair.public_key().as_ref())});
+    let sign = |alg: &str| {
+        let header = json!({"typ": "dpop+jwt", "alg": alg, "jwk": jwk});
+        let input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(Signer::claims("j").to_string()));
+        format!("{input}.{}", B64.encode(pair.sign(input.as_bytes()).as_ref()))
+    };
+    assert!(check(&verifier(), &sign("EdDSA")).is_ok());
+    assert!(check(&verifier(), &sign("Ed25519")).is_ok());
+    let only_es256 = DpopVerifier::builder("https://api.example.com").algorithms([Algorithm::ES256]).build().unwrap();
+    assert_eq!(check(&only_es256, &sign("Ed25519")).unwrap_err(), DpopError::AlgorithmNotAllowed);
+    // The name does not choose the key: an EC key under `Ed25519` is refused.
+    let signer = Signer::new();
+    assert!(check(&verifier(), &with_header(&signer, "alg", json!("Ed25519"))).is_err());
+}
+
+#[test]
 fn an_hmac_proof_is_refused_even_when_its_signature_is_right() {
     let key = hmac::Key::new(hmac::HMAC_SHA256, &[7u8; 32]);
     let header = json!({"typ": "dpop+jwt", "alg": "HS256", "jwk": {"kty": "oct", "k": B64.encode([7u8; 32])}});
