@@ -19,6 +19,7 @@ pub mod mtls;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub mod reqwest;
 mod secret;
+mod signing;
 mod telemetry;
 pub mod userinfo;
 pub mod validate;

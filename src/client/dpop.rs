@@ -10,48 +10,13 @@ use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::encoding::{AsBigEndian as _, AsDer as _};
-use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair};
 use aws_lc_rs::{digest, rand};
 use base64::Engine as _;
-use serde::Deserialize;
 
 use crate::Secret;
-use crate::algorithm::{Algorithm, KeyFamily};
+use crate::algorithm::Algorithm;
 use crate::jwk::B64;
-
-/// The longest signature any supported key makes: RSA with an 8192-bit modulus.
-const MAX_SIGNATURE_LEN: usize = 8192 / 8;
-
-/// Why a DPoP key could not be made or loaded, or a proof could not be signed.
-///
-/// Messages never contain key material.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DpopKeyError {
-    /// The algorithm cannot sign DPoP proofs: HMAC (RFC 9449 §4.2 requires an asymmetric
-    /// algorithm), or a name this crate does not know (`none` among them).
-    #[error("unsupported dpop signing algorithm")]
-    UnsupportedAlgorithm,
-    /// The JWK is not a private signing key of a supported type; the reason says what is
-    /// wrong (a missing member, a wrong length), never what a member holds.
-    #[error("invalid dpop private jwk: {0}")]
-    InvalidJwk(&'static str),
-    /// The PEM text is not an unencrypted PKCS#8 `PRIVATE KEY`.
-    #[error("invalid pkcs#8 pem: {0}")]
-    InvalidPem(&'static str),
-    /// The crypto backend refused the key (the public part does not match the private
-    /// part, an RSA modulus outside 2048–8192 bits, a curve other than the algorithm's)
-    /// or could not make or export one.
-    #[error("key rejected by the crypto backend: {0}")]
-    KeyRejected(&'static str),
-    /// The request URL is not an absolute `http` or `https` URL, so it cannot be `htu`.
-    #[error("htu is not an absolute http or https url")]
-    InvalidHtu,
-    /// The crypto backend failed to sign the proof or to draw its `jti`.
-    #[error("could not sign the dpop proof")]
-    Signing,
-}
+use crate::signing::{KeyError, SigningKey, push_json_escaped};
 
 /// A client's DPoP key (RFC 9449): a private signing key kept in memory, never printed.
 ///
@@ -80,14 +45,9 @@ pub struct DpopKey {
 }
 
 struct Inner {
-    alg: Algorithm,
-    signer: Signer,
+    key: SigningKey,
     /// The base64url protected header and its `.`: the start of every proof.
     prefix: Box<str>,
-    /// The signature's length in bytes, to size each proof's string exactly.
-    signature_len: usize,
-    public_jwk: Box<str>,
-    thumbprint: Box<str>,
     /// The nonce each server (by origin) last sent (RFC 9449 §8.2), for the next proof.
     nonces: std::sync::Mutex<std::collections::HashMap<Box<str>, Box<str>>>,
 }
@@ -96,17 +56,11 @@ struct Inner {
 /// server that needs one asks again).
 const MAX_REMEMBERED_NONCES: usize = 256;
 
-enum Signer {
-    Ecdsa(EcdsaKeyPair),
-    Ed25519(Ed25519KeyPair),
-    Rsa(RsaKeyPair, &'static signature::RsaSignatureEncoding),
-}
-
 impl fmt::Debug for DpopKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DpopKey")
-            .field("alg", &self.inner.alg)
-            .field("thumbprint", &self.inner.thumbprint)
+            .field("alg", &self.inner.key.alg())
+            .field("thumbprint", &self.inner.key.thumbprint())
             .finish_non_exhaustive()
     }
 }
@@ -117,8 +71,8 @@ impl DpopKey {
     ///
     /// # Errors
     ///
-    /// [`DpopKeyError::KeyRejected`] if the crypto backend cannot make a key.
-    pub fn generate() -> Result<DpopKey, DpopKeyError> {
+    /// [`KeyError::KeyRejected`] if the crypto backend cannot make a key.
+    pub fn generate() -> Result<DpopKey, KeyError> {
         DpopKey::generate_for(Algorithm::ES256)
     }
 
@@ -127,22 +81,10 @@ impl DpopKey {
     ///
     /// # Errors
     ///
-    /// [`DpopKeyError::UnsupportedAlgorithm`] for the HMAC algorithms;
-    /// [`DpopKeyError::KeyRejected`] if the crypto backend cannot make a key.
-    pub fn generate_for(alg: Algorithm) -> Result<DpopKey, DpopKeyError> {
-        const FAILED: DpopKeyError = DpopKeyError::KeyRejected("key generation failed");
-        let signer = match alg.key_family() {
-            KeyFamily::EcP256 | KeyFamily::EcP384 | KeyFamily::EcP521 => {
-                Signer::Ecdsa(EcdsaKeyPair::generate(ecdsa_signing(alg)?).map_err(|_| FAILED)?)
-            }
-            KeyFamily::Ed25519 => Signer::Ed25519(Ed25519KeyPair::generate().map_err(|_| FAILED)?),
-            KeyFamily::Rsa => {
-                let key = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(|_| FAILED)?;
-                Signer::Rsa(key, rsa_padding(alg)?)
-            }
-            _ => return Err(DpopKeyError::UnsupportedAlgorithm),
-        };
-        DpopKey::new(alg, signer)
+    /// [`KeyError::UnsupportedAlgorithm`] for the HMAC algorithms;
+    /// [`KeyError::KeyRejected`] if the crypto backend cannot make a key.
+    pub fn generate_for(alg: Algorithm) -> Result<DpopKey, KeyError> {
+        DpopKey::new(SigningKey::generate(alg)?)
     }
 
     /// Loads a private JWK (RFC 7517, RFC 7518 §6): `EC` on P-256, P-384 or P-521 with
@@ -156,113 +98,12 @@ impl DpopKey {
     ///
     /// # Errors
     ///
-    /// [`DpopKeyError::InvalidJwk`] for a document that is not a private signing key of
+    /// [`KeyError::InvalidJwk`] for a document that is not a private signing key of
     /// a supported type (a public key, an `oct` key, a wrong curve, a bad length),
-    /// [`DpopKeyError::UnsupportedAlgorithm`] for an `alg` that cannot sign proofs, and
-    /// [`DpopKeyError::KeyRejected`] when the members do not form one valid key.
-    pub fn from_jwk(json: &[u8]) -> Result<DpopKey, DpopKeyError> {
-        let raw: RawPrivateJwk = serde_json::from_slice(json).map_err(|_| DpopKeyError::InvalidJwk("not a jwk"))?;
-        // RFC 7517 §4.2/§4.3: a key meant for something else must not sign.
-        if raw.use_.as_deref().is_some_and(|u| u != "sig") {
-            return Err(DpopKeyError::InvalidJwk("`use` is not `sig`"));
-        }
-        if raw.key_ops.as_ref().is_some_and(|ops| !ops.iter().any(|op| op == "sign")) {
-            return Err(DpopKeyError::InvalidJwk("`key_ops` does not include `sign`"));
-        }
-        let declared = match raw.alg.as_deref() {
-            None => None,
-            Some(name) => Some(Algorithm::from_name(name).ok_or(DpopKeyError::UnsupportedAlgorithm)?),
-        };
-        if declared.is_some_and(Algorithm::is_symmetric) {
-            return Err(DpopKeyError::UnsupportedAlgorithm);
-        }
-        let fits = |family: KeyFamily, default: Algorithm| match declared {
-            None => Ok(default),
-            Some(alg) if alg.key_family() == family => Ok(alg),
-            Some(_) => Err(DpopKeyError::InvalidJwk("`alg` does not fit the key type")),
-        };
-        let (alg, signer) = match raw.kty.as_deref().ok_or(DpopKeyError::InvalidJwk("missing `kty`"))? {
-            "EC" => {
-                let (family, default) = match raw.crv.as_deref().ok_or(DpopKeyError::InvalidJwk("missing `crv`"))? {
-                    "P-256" => (KeyFamily::EcP256, Algorithm::ES256),
-                    "P-384" => (KeyFamily::EcP384, Algorithm::ES384),
-                    "P-521" => (KeyFamily::EcP521, Algorithm::ES512),
-                    _ => return Err(DpopKeyError::InvalidJwk("unsupported `crv`")),
-                };
-                let alg = fits(family, default)?;
-                let size = ec_coordinate_len(family);
-                // RFC 7518 §6.2.1.2 and §6.2.2.1: coordinates and `d` are full-length.
-                let x = decode_public(raw.x.as_deref(), "missing `x`", "`x` is not base64url")?;
-                let y = decode_public(raw.y.as_deref(), "missing `y`", "`y` is not base64url")?;
-                let d =
-                    decode_private(raw.d.as_ref(), "missing `d`: a public key cannot sign", "`d` is not base64url")?;
-                if x.len() != size || y.len() != size {
-                    return Err(DpopKeyError::InvalidJwk("wrong coordinate length for the curve"));
-                }
-                if d.0.len() != size {
-                    return Err(DpopKeyError::InvalidJwk("wrong `d` length for the curve"));
-                }
-                let mut point = Vec::with_capacity(1 + 2 * size);
-                point.push(0x04);
-                point.extend_from_slice(&x);
-                point.extend_from_slice(&y);
-                // The backend checks that `d` yields this very point.
-                let key = EcdsaKeyPair::from_private_key_and_public_key(ecdsa_signing(alg)?, &d.0, &point)
-                    .map_err(rejected)?;
-                (alg, Signer::Ecdsa(key))
-            }
-            "OKP" => {
-                if raw.crv.as_deref().ok_or(DpopKeyError::InvalidJwk("missing `crv`"))? != "Ed25519" {
-                    return Err(DpopKeyError::InvalidJwk("unsupported `crv`"));
-                }
-                let alg = fits(KeyFamily::Ed25519, Algorithm::EdDSA)?;
-                let x = decode_public(raw.x.as_deref(), "missing `x`", "`x` is not base64url")?;
-                let d =
-                    decode_private(raw.d.as_ref(), "missing `d`: a public key cannot sign", "`d` is not base64url")?;
-                // RFC 8037 §2: both are 32 octets for Ed25519.
-                if x.len() != 32 || d.0.len() != 32 {
-                    return Err(DpopKeyError::InvalidJwk("wrong key length for Ed25519"));
-                }
-                let key = Ed25519KeyPair::from_seed_and_public_key(&d.0, &x).map_err(rejected)?;
-                (alg, Signer::Ed25519(key))
-            }
-            "RSA" => {
-                let alg = fits(KeyFamily::Rsa, Algorithm::RS256)?;
-                // RFC 7518 §6.3.2.7: other primes; aws-lc-rs signs with two-prime keys only.
-                if raw.oth.is_some() {
-                    return Err(DpopKeyError::InvalidJwk("multi-prime rsa keys are not supported"));
-                }
-                let n = decode_public(raw.n.as_deref(), "missing `n`", "`n` is not base64url")?;
-                let e = decode_public(raw.e.as_deref(), "missing `e`", "`e` is not base64url")?;
-                let d =
-                    decode_private(raw.d.as_ref(), "missing `d`: a public key cannot sign", "`d` is not base64url")?;
-                let p = decode_private(raw.p.as_ref(), "missing `p`", "`p` is not base64url")?;
-                let q = decode_private(raw.q.as_ref(), "missing `q`", "`q` is not base64url")?;
-                let dp = decode_private(raw.dp.as_ref(), "missing `dp`", "`dp` is not base64url")?;
-                let dq = decode_private(raw.dq.as_ref(), "missing `dq`", "`dq` is not base64url")?;
-                let qi = decode_private(raw.qi.as_ref(), "missing `qi`", "`qi` is not base64url")?;
-                let components = aws_lc_rs::rsa::KeyPairComponents {
-                    // The backend wants the public values without leading zeros, which
-                    // RFC 7518 §6.3.1 already requires but some encoders add.
-                    public_key: signature::RsaPublicKeyComponents {
-                        n: strip_leading_zeros(&n),
-                        e: strip_leading_zeros(&e),
-                    },
-                    d: &d.0[..],
-                    p: &p.0[..],
-                    q: &q.0[..],
-                    dP: &dp.0[..],
-                    dQ: &dq.0[..],
-                    qInv: &qi.0[..],
-                };
-                // The backend checks that every member belongs to one key, and the size.
-                let key = RsaKeyPair::from_components(&components).map_err(rejected)?;
-                (alg, Signer::Rsa(key, rsa_padding(alg)?))
-            }
-            "oct" => return Err(DpopKeyError::InvalidJwk("`oct` keys are symmetric and cannot sign proofs")),
-            _ => return Err(DpopKeyError::InvalidJwk("unsupported `kty`")),
-        };
-        DpopKey::new(alg, signer)
+    /// [`KeyError::UnsupportedAlgorithm`] for an `alg` that cannot sign proofs, and
+    /// [`KeyError::KeyRejected`] when the members do not form one valid key.
+    pub fn from_jwk(json: &[u8]) -> Result<DpopKey, KeyError> {
+        DpopKey::new(SigningKey::from_jwk(json)?)
     }
 
     /// Loads an unencrypted PKCS#8 `PRIVATE KEY` PEM (as `openssl genpkey` writes) for
@@ -271,90 +112,20 @@ impl DpopKey {
     ///
     /// # Errors
     ///
-    /// [`DpopKeyError::InvalidPem`] for text without one `PRIVATE KEY` block of valid
+    /// [`KeyError::InvalidPem`] for text without one `PRIVATE KEY` block of valid
     /// base64 (`EC PRIVATE KEY`, `RSA PRIVATE KEY` and `ENCRYPTED PRIVATE KEY` blocks
-    /// among them), [`DpopKeyError::UnsupportedAlgorithm`] for HMAC, and
-    /// [`DpopKeyError::KeyRejected`] for a key that does not fit `alg` or is invalid.
-    pub fn from_pkcs8_pem(pem: &str, alg: Algorithm) -> Result<DpopKey, DpopKeyError> {
-        const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
-        const END: &str = "-----END PRIVATE KEY-----";
-        if alg.is_symmetric() {
-            return Err(DpopKeyError::UnsupportedAlgorithm);
-        }
-        let start = pem.find(BEGIN).ok_or(DpopKeyError::InvalidPem("no `PRIVATE KEY` block"))? + BEGIN.len();
-        let len = pem[start..].find(END).ok_or(DpopKeyError::InvalidPem("no end of the `PRIVATE KEY` block"))?;
-        let body: String = pem[start..start + len].chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        let body = Scrub(body.into_bytes());
-        let der = Scrub(
-            base64::engine::general_purpose::STANDARD
-                .decode(&body.0)
-                .map_err(|_| DpopKeyError::InvalidPem("the block is not base64"))?,
-        );
-        let signer = match alg.key_family() {
-            KeyFamily::EcP256 | KeyFamily::EcP384 | KeyFamily::EcP521 => {
-                // The backend checks that the key is on the algorithm's curve.
-                Signer::Ecdsa(EcdsaKeyPair::from_pkcs8(ecdsa_signing(alg)?, &der.0).map_err(rejected)?)
-            }
-            KeyFamily::Ed25519 => Signer::Ed25519(Ed25519KeyPair::from_pkcs8(&der.0).map_err(rejected)?),
-            KeyFamily::Rsa => Signer::Rsa(RsaKeyPair::from_pkcs8(&der.0).map_err(rejected)?, rsa_padding(alg)?),
-            _ => return Err(DpopKeyError::UnsupportedAlgorithm),
-        };
-        DpopKey::new(alg, signer)
+    /// among them), [`KeyError::UnsupportedAlgorithm`] for HMAC, and
+    /// [`KeyError::KeyRejected`] for a key that does not fit `alg` or is invalid.
+    pub fn from_pkcs8_pem(pem: &str, alg: Algorithm) -> Result<DpopKey, KeyError> {
+        DpopKey::new(SigningKey::from_pkcs8_pem(pem, alg)?)
     }
 
-    fn new(alg: Algorithm, signer: Signer) -> Result<DpopKey, DpopKeyError> {
-        // RFC 7638 §3.2: the required public members, in lexicographic order.
-        let (members, signature_len): (Vec<(&str, String)>, usize) = match &signer {
-            Signer::Ecdsa(key) => {
-                // An uncompressed SEC 1 point: 0x04, then x and y at full length.
-                let size = ec_coordinate_len(alg.key_family());
-                let point = key.public_key().as_ref();
-                let (x, y) = point
-                    .get(1..)
-                    .filter(|xy| xy.len() == 2 * size)
-                    .ok_or(DpopKeyError::KeyRejected("unexpected public key form"))?
-                    .split_at(size);
-                let crv = match alg.key_family() {
-                    KeyFamily::EcP256 => "P-256",
-                    KeyFamily::EcP384 => "P-384",
-                    _ => "P-521",
-                };
-                (vec![("crv", crv.into()), ("kty", "EC".into()), ("x", B64.encode(x)), ("y", B64.encode(y))], 2 * size)
-            }
-            Signer::Ed25519(key) => (
-                vec![("crv", "Ed25519".into()), ("kty", "OKP".into()), ("x", B64.encode(key.public_key().as_ref()))],
-                64,
-            ),
-            Signer::Rsa(key, _) => {
-                let public = key.public_key();
-                let n = B64.encode(public.modulus().big_endian_without_leading_zero());
-                let e = B64.encode(public.exponent().big_endian_without_leading_zero());
-                (vec![("e", e), ("kty", "RSA".into()), ("n", n)], key.public_modulus_len())
-            }
-        };
-        if signature_len > MAX_SIGNATURE_LEN {
-            return Err(DpopKeyError::KeyRejected("key too large"));
-        }
-        let members: Vec<(&str, &str)> = members.iter().map(|(name, value)| (*name, value.as_str())).collect();
-        // The public JWK is written in the RFC 7638 canonical form, so it is both the
-        // `jwk` header member and the thumbprint's input.
-        let public_jwk = crate::jwk::canonical(&members);
-        let thumbprint = B64.encode(crate::jwk::thumbprint(&members));
+    fn new(key: SigningKey) -> Result<DpopKey, KeyError> {
         // RFC 9449 §4.2: `typ` dpop+jwt, `alg`, and `jwk` with the public key only.
-        let header = format!(r#"{{"typ":"dpop+jwt","alg":"{}","jwk":{public_jwk}}}"#, alg.as_str());
+        let header = format!(r#"{{"typ":"dpop+jwt","alg":"{}","jwk":{}}}"#, key.alg().as_str(), key.public_jwk());
         let mut prefix = B64.encode(header);
         prefix.push('.');
-        Ok(DpopKey {
-            inner: Arc::new(Inner {
-                alg,
-                signer,
-                prefix: prefix.into(),
-                signature_len,
-                public_jwk: public_jwk.into(),
-                thumbprint: thumbprint.into(),
-                nonces: std::sync::Mutex::default(),
-            }),
-        })
+        Ok(DpopKey { inner: Arc::new(Inner { key, prefix: prefix.into(), nonces: std::sync::Mutex::default() }) })
     }
 
     /// Remembers the nonce the server at `origin` sent (a `DPoP-Nonce` header), for
@@ -373,7 +144,7 @@ impl DpopKey {
         htm: &http::Method,
         htu: &(impl Htu + ?Sized),
         access_token: Option<&str>,
-    ) -> Result<String, DpopKeyError> {
+    ) -> Result<String, KeyError> {
         let nonce = self.nonce_for(&origin(htu)?);
         self.proof(htm, htu, access_token, nonce.as_deref())
     }
@@ -386,21 +157,21 @@ impl DpopKey {
 
     /// The algorithm the key signs proofs with (the proof header's `alg`).
     pub fn algorithm(&self) -> Algorithm {
-        self.inner.alg
+        self.inner.key.alg()
     }
 
     /// The RFC 7638 JWK SHA-256 thumbprint, base64url without padding: the value of
     /// `cnf.jkt` in a bound token (RFC 9449 §6.1) and of the `dpop_jkt` authorization
     /// request parameter (§10).
     pub fn thumbprint(&self) -> &str {
-        &self.inner.thumbprint
+        self.inner.key.thumbprint()
     }
 
     /// The public key as a compact JWK with the required members only (`crv`, `kty`,
     /// `x`, `y`; `crv`, `kty`, `x`; or `e`, `kty`, `n`), in RFC 7638 order. It has no
     /// private members, `kid` or `alg`.
     pub fn public_jwk(&self) -> &str {
-        &self.inner.public_jwk
+        self.inner.key.public_jwk()
     }
 
     /// The private key as a JWK with `alg`, for storing the key (say, in a file that
@@ -408,37 +179,10 @@ impl DpopKey {
     ///
     /// # Errors
     ///
-    /// [`DpopKeyError::KeyRejected`] if the crypto backend cannot export the key (not
+    /// [`KeyError::KeyRejected`] if the crypto backend cannot export the key (not
     /// expected for a key it holds).
-    pub fn private_jwk(&self) -> Result<Secret, DpopKeyError> {
-        const FAILED: DpopKeyError = DpopKeyError::KeyRejected("key export failed");
-        let public = self.inner.public_jwk.strip_prefix('{').unwrap_or_default();
-        let mut out = String::with_capacity(self.inner.public_jwk.len() * 3 + 32);
-        out.push_str(r#"{"alg":""#);
-        out.push_str(self.inner.alg.as_str());
-        out.push_str(r#"","#);
-        match &self.inner.signer {
-            Signer::Ecdsa(key) => {
-                // RFC 7518 §6.2.2.1: `d` at the full length of the curve order.
-                let d = key.private_key().as_be_bytes().map_err(|_| FAILED)?;
-                push_b64_member(&mut out, "d", d.as_ref());
-            }
-            Signer::Ed25519(key) => {
-                // RFC 8037 §2: `d` is the 32-octet seed.
-                let seed = key.seed().map_err(|_| FAILED)?;
-                let seed = seed.as_be_bytes().map_err(|_| FAILED)?;
-                push_b64_member(&mut out, "d", seed.as_ref());
-            }
-            Signer::Rsa(key, _) => {
-                let der = key.as_der().map_err(|_| FAILED)?;
-                let [d, p, q, dp, dq, qi] = rsa_private_members(der.as_ref()).ok_or(FAILED)?;
-                for (name, value) in [("d", d), ("dp", dp), ("dq", dq), ("p", p), ("q", q), ("qi", qi)] {
-                    push_b64_member(&mut out, name, strip_leading_zeros(value));
-                }
-            }
-        }
-        out.push_str(public);
-        Ok(Secret::from(out))
+    pub fn private_jwk(&self) -> Result<Secret, KeyError> {
+        self.inner.key.private_jwk()
     }
 
     /// Signs a proof JWT for one request: `htm` is its method, `htu` its URL (the query
@@ -450,23 +194,23 @@ impl DpopKey {
     ///
     /// # Errors
     ///
-    /// [`DpopKeyError::InvalidHtu`] for a URL that is not absolute `http` or `https`;
-    /// [`DpopKeyError::Signing`] if the crypto backend fails.
+    /// [`KeyError::InvalidHtu`] for a URL that is not absolute `http` or `https`;
+    /// [`KeyError::Signing`] if the crypto backend fails.
     pub fn proof(
         &self,
         htm: &http::Method,
         htu: &(impl Htu + ?Sized),
         access_token: Option<&str>,
         nonce: Option<&str>,
-    ) -> Result<String, DpopKeyError> {
+    ) -> Result<String, KeyError> {
         // RFC 9449 §4.2: `jti` takes at least 96 pseudorandom bits to be unique across
         // proofs; 128 from the OS RNG leave a margin.
         let mut random = [0u8; 16];
-        rand::fill(&mut random).map_err(|_| DpopKeyError::Signing)?;
+        rand::fill(&mut random).map_err(|_| KeyError::Signing)?;
         let mut jti = [0u8; 22];
         let jti = match B64.encode_slice(random, &mut jti) {
-            Ok(len) => std::str::from_utf8(&jti[..len]).map_err(|_| DpopKeyError::Signing)?,
-            Err(_) => return Err(DpopKeyError::Signing),
+            Ok(len) => std::str::from_utf8(&jti[..len]).map_err(|_| KeyError::Signing)?,
+            Err(_) => return Err(KeyError::Signing),
         };
         let iat = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -483,7 +227,7 @@ impl DpopKey {
         nonce: Option<&str>,
         iat: i64,
         jti: &str,
-    ) -> Result<String, DpopKeyError> {
+    ) -> Result<String, KeyError> {
         let inner = &*self.inner;
         let mut claims = String::with_capacity(160 + nonce.map_or(0, str::len));
         claims.push_str(r#"{"jti":""#);
@@ -511,36 +255,11 @@ impl DpopKey {
 
         let encoded = |len: usize| base64::encoded_len(len, false).unwrap_or(0);
         let mut proof =
-            String::with_capacity(inner.prefix.len() + encoded(claims.len()) + 1 + encoded(inner.signature_len));
+            String::with_capacity(inner.prefix.len() + encoded(claims.len()) + 1 + encoded(inner.key.signature_len()));
         proof.push_str(&inner.prefix);
         B64.encode_string(claims.as_bytes(), &mut proof);
-        let mut signature = [0u8; MAX_SIGNATURE_LEN];
-        let len = inner.signer.sign(proof.as_bytes(), &mut signature)?;
-        proof.push('.');
-        B64.encode_string(&signature[..len], &mut proof);
+        inner.key.sign_into(&mut proof)?;
         Ok(proof)
-    }
-}
-
-impl Signer {
-    /// Signs `message` into `out`, returning the signature's length.
-    fn sign(&self, message: &[u8], out: &mut [u8; MAX_SIGNATURE_LEN]) -> Result<usize, DpopKeyError> {
-        let signature = match self {
-            // RFC 7518 §3.4: a JWS ECDSA signature is r || s at fixed length (the FIXED
-            // signing algorithms), not ASN.1 DER.
-            Signer::Ecdsa(key) => key.sign(&rand::SystemRandom::new(), message),
-            Signer::Ed25519(key) => key.try_sign(message),
-            Signer::Rsa(key, padding) => {
-                let len = key.public_modulus_len();
-                let slot = out.get_mut(..len).ok_or(DpopKeyError::Signing)?;
-                key.sign(*padding, &rand::SystemRandom::new(), message, slot).map_err(|_| DpopKeyError::Signing)?;
-                return Ok(len);
-            }
-        };
-        let signature = signature.map_err(|_| DpopKeyError::Signing)?;
-        let signature = signature.as_ref();
-        out.get_mut(..signature.len()).ok_or(DpopKeyError::Signing)?.copy_from_slice(signature);
-        Ok(signature.len())
     }
 }
 
@@ -554,7 +273,7 @@ impl Signer {
 pub trait Htu: sealed::Sealed {}
 
 /// The origin (`scheme://host:port`) of a URL: whose nonce a proof carries.
-pub(crate) fn origin(htu: &(impl Htu + ?Sized)) -> Result<String, DpopKeyError> {
+pub(crate) fn origin(htu: &(impl Htu + ?Sized)) -> Result<String, KeyError> {
     let mut out = String::new();
     sealed::Sealed::write_htu(htu, &mut out)?;
     let start = out.find("://").map_or(0, |i| i + 3);
@@ -569,16 +288,16 @@ mod sealed {
     /// types that can be an `htu` stay the crate's choice.
     #[allow(unreachable_pub)] // Nameable by no one outside the crate: the trait is sealed.
     pub trait Sealed {
-        fn write_htu(&self, out: &mut String) -> Result<(), super::DpopKeyError>;
+        fn write_htu(&self, out: &mut String) -> Result<(), super::KeyError>;
     }
 }
 
 impl Htu for url::Url {}
 impl sealed::Sealed for url::Url {
-    fn write_htu(&self, out: &mut String) -> Result<(), DpopKeyError> {
+    fn write_htu(&self, out: &mut String) -> Result<(), KeyError> {
         // `url` has already lower-cased the scheme and host and dropped a default port.
         if !matches!(self.scheme(), "https" | "http") || !self.has_host() {
-            return Err(DpopKeyError::InvalidHtu);
+            return Err(KeyError::InvalidHtu);
         }
         out.push_str(self.scheme());
         out.push_str("://");
@@ -590,16 +309,16 @@ impl sealed::Sealed for url::Url {
 
 impl Htu for http::Uri {}
 impl sealed::Sealed for http::Uri {
-    fn write_htu(&self, out: &mut String) -> Result<(), DpopKeyError> {
-        let scheme = self.scheme_str().ok_or(DpopKeyError::InvalidHtu)?;
+    fn write_htu(&self, out: &mut String) -> Result<(), KeyError> {
+        let scheme = self.scheme_str().ok_or(KeyError::InvalidHtu)?;
         let (scheme, default_port) = if scheme.eq_ignore_ascii_case("https") {
             ("https", 443)
         } else if scheme.eq_ignore_ascii_case("http") {
             ("http", 80)
         } else {
-            return Err(DpopKeyError::InvalidHtu);
+            return Err(KeyError::InvalidHtu);
         };
-        let host = self.host().filter(|host| !host.is_empty()).ok_or(DpopKeyError::InvalidHtu)?;
+        let host = self.host().filter(|host| !host.is_empty()).ok_or(KeyError::InvalidHtu)?;
         // RFC 3986 §6.2.2.1 and §6.2.3: scheme and host compare case-insensitively and a
         // default port is the same as none, so write the form `url::Url` would, which is
         // what servers most often compare against.
@@ -623,183 +342,25 @@ impl sealed::Sealed for http::Uri {
 
 impl Htu for str {}
 impl sealed::Sealed for str {
-    fn write_htu(&self, out: &mut String) -> Result<(), DpopKeyError> {
-        url::Url::parse(self).map_err(|_| DpopKeyError::InvalidHtu)?.write_htu(out)
+    fn write_htu(&self, out: &mut String) -> Result<(), KeyError> {
+        url::Url::parse(self).map_err(|_| KeyError::InvalidHtu)?.write_htu(out)
     }
 }
 
 impl Htu for String {}
 impl sealed::Sealed for String {
-    fn write_htu(&self, out: &mut String) -> Result<(), DpopKeyError> {
+    fn write_htu(&self, out: &mut String) -> Result<(), KeyError> {
         self.as_str().write_htu(out)
     }
 }
 
-#[derive(Deserialize)]
-struct RawPrivateJwk {
-    kty: Option<String>,
-    #[serde(rename = "use")]
-    use_: Option<String>,
-    key_ops: Option<Vec<String>>,
-    alg: Option<String>,
-    crv: Option<String>,
-    x: Option<String>,
-    y: Option<String>,
-    n: Option<String>,
-    e: Option<String>,
-    d: Option<Secret>,
-    p: Option<Secret>,
-    q: Option<Secret>,
-    dp: Option<Secret>,
-    dq: Option<Secret>,
-    qi: Option<Secret>,
-    oth: Option<serde::de::IgnoredAny>,
-}
-
-/// Decoded private key bytes, overwritten before they are freed (best effort: the
-/// backend keeps its own copy, which it clears itself).
-struct Scrub(Vec<u8>);
-
-impl Drop for Scrub {
-    fn drop(&mut self) {
-        self.0.fill(0);
-        // Keeps the compiler from dropping the writes as dead stores.
-        std::hint::black_box(&self.0);
-    }
-}
-
-fn decode_public(value: Option<&str>, missing: &'static str, invalid: &'static str) -> Result<Vec<u8>, DpopKeyError> {
-    B64.decode(value.ok_or(DpopKeyError::InvalidJwk(missing))?).map_err(|_| DpopKeyError::InvalidJwk(invalid))
-}
-
-fn decode_private(value: Option<&Secret>, missing: &'static str, invalid: &'static str) -> Result<Scrub, DpopKeyError> {
-    let value = value.ok_or(DpopKeyError::InvalidJwk(missing))?;
-    B64.decode(value.expose()).map(Scrub).map_err(|_| DpopKeyError::InvalidJwk(invalid))
-}
-
-fn rejected(error: aws_lc_rs::error::KeyRejected) -> DpopKeyError {
-    DpopKeyError::KeyRejected(error.description_())
-}
-
-fn ecdsa_signing(alg: Algorithm) -> Result<&'static signature::EcdsaSigningAlgorithm, DpopKeyError> {
-    match alg {
-        Algorithm::ES256 => Ok(&signature::ECDSA_P256_SHA256_FIXED_SIGNING),
-        Algorithm::ES384 => Ok(&signature::ECDSA_P384_SHA384_FIXED_SIGNING),
-        Algorithm::ES512 => Ok(&signature::ECDSA_P521_SHA512_FIXED_SIGNING),
-        _ => Err(DpopKeyError::UnsupportedAlgorithm),
-    }
-}
-
-fn rsa_padding(alg: Algorithm) -> Result<&'static signature::RsaSignatureEncoding, DpopKeyError> {
-    match alg {
-        Algorithm::RS256 => Ok(&signature::RSA_PKCS1_SHA256),
-        Algorithm::RS384 => Ok(&signature::RSA_PKCS1_SHA384),
-        Algorithm::RS512 => Ok(&signature::RSA_PKCS1_SHA512),
-        Algorithm::PS256 => Ok(&signature::RSA_PSS_SHA256),
-        Algorithm::PS384 => Ok(&signature::RSA_PSS_SHA384),
-        Algorithm::PS512 => Ok(&signature::RSA_PSS_SHA512),
-        _ => Err(DpopKeyError::UnsupportedAlgorithm),
-    }
-}
-
-fn ec_coordinate_len(family: KeyFamily) -> usize {
-    match family {
-        KeyFamily::EcP256 => 32,
-        KeyFamily::EcP384 => 48,
-        _ => 66,
-    }
-}
-
-fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
-    &bytes[start..]
-}
-
-fn push_b64_member(out: &mut String, name: &str, bytes: &[u8]) {
-    out.push('"');
-    out.push_str(name);
-    out.push_str("\":\"");
-    B64.encode_string(bytes, out);
-    out.push_str("\",");
-}
-
-/// Appends `value` as the inside of a JSON string (RFC 8259 §7): quote, backslash and
-/// control characters escaped, everything else as it is.
-fn push_json_escaped(out: &mut String, value: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut start = 0;
-    for (i, byte) in value.bytes().enumerate() {
-        let escape = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        // Every escaped byte is ASCII, so `i` is a character boundary.
-        out.push_str(&value[start..i]);
-        if escape.is_empty() {
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xf)]));
-        } else {
-            out.push_str(escape);
-        }
-        start = i + 1;
-    }
-    out.push_str(&value[start..]);
-}
-
-/// The private members `d`, `p`, `q`, `dp`, `dq`, `qi` of an RSA key from its PKCS#8
-/// DER (RFC 5208 §5 `PrivateKeyInfo` holding an RFC 8017 §A.1.2 `RSAPrivateKey`).
-fn rsa_private_members(pkcs8: &[u8]) -> Option<[&[u8]; 6]> {
-    const SEQUENCE: u8 = 0x30;
-    const INTEGER: u8 = 0x02;
-    const OCTET_STRING: u8 = 0x04;
-    let (info, _) = der_expect(pkcs8, SEQUENCE)?;
-    let (_version, rest) = der_expect(info, INTEGER)?;
-    let (_algorithm, rest) = der_expect(rest, SEQUENCE)?;
-    let (private_key, _) = der_expect(rest, OCTET_STRING)?;
-    let (mut fields, _) = der_expect(private_key, SEQUENCE)?;
-    // version, n, e, d, p, q, dP, dQ, qInv
-    let mut values = [&[][..]; 9];
-    for value in &mut values {
-        let (integer, rest) = der_expect(fields, INTEGER)?;
-        *value = integer;
-        fields = rest;
-    }
-    let [_, _, _, d, p, q, dp, dq, qi] = values;
-    Some([d, p, q, dp, dq, qi])
-}
-
-/// One DER element of type `tag` at the start of `input`: its contents and what follows.
-fn der_expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&found, rest) = input.split_first()?;
-    if found != tag {
-        return None;
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let octets = usize::from(first & 0x7f);
-        if octets == 0 || octets > 4 || rest.len() < octets {
-            return None;
-        }
-        let (len, rest) = rest.split_at(octets);
-        (len.iter().fold(0usize, |acc, &b| acc << 8 | usize::from(b)), rest)
-    };
-    (rest.len() >= len).then(|| rest.split_at(len))
-}
-
 #[cfg(test)]
 mod tests {
+    use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
+
     use super::*;
     use crate::Jwk;
+    use crate::signing::ec_coordinate_len;
 
     const ALGORITHMS: [Algorithm; 10] = Algorithm::ASYMMETRIC;
 
@@ -987,11 +548,11 @@ mod tests {
         let key = DpopKey::generate().unwrap();
         let get = &http::Method::GET;
         for bad in ["/only/a/path", "ftp://files.example/x", "not a url"] {
-            assert_eq!(key.proof(get, bad, None, None).unwrap_err(), DpopKeyError::InvalidHtu, "{bad}");
+            assert_eq!(key.proof(get, bad, None, None).unwrap_err(), KeyError::InvalidHtu, "{bad}");
         }
-        assert_eq!(key.proof(get, &url("ftp://files.example/x"), None, None).unwrap_err(), DpopKeyError::InvalidHtu);
+        assert_eq!(key.proof(get, &url("ftp://files.example/x"), None, None).unwrap_err(), KeyError::InvalidHtu);
         let relative: http::Uri = "/only/a/path".parse().unwrap();
-        assert_eq!(key.proof(get, &relative, None, None).unwrap_err(), DpopKeyError::InvalidHtu);
+        assert_eq!(key.proof(get, &relative, None, None).unwrap_err(), KeyError::InvalidHtu);
         let uri: http::Uri = "HTTPS://Api.Example/x?y".parse().unwrap();
         let claims = parts(&key.proof(get, &uri, None, None).unwrap()).claims;
         assert_eq!(claims["htu"], "https://api.example/x");
@@ -1086,13 +647,13 @@ mod tests {
             ("alg", Some("RS256")),
         ] {
             let error = with(member, value);
-            assert!(matches!(error, DpopKeyError::InvalidJwk(_)), "{member}={value:?}: {error:?}");
+            assert!(matches!(error, KeyError::InvalidJwk(_)), "{member}={value:?}: {error:?}");
         }
         // A valid private scalar that is not the one behind `x` and `y`.
         let other = B64.encode([7u8; 32]);
-        assert!(matches!(with("d", Some(&other)), DpopKeyError::KeyRejected(_)));
-        assert_eq!(with("alg", Some("HS256")), DpopKeyError::UnsupportedAlgorithm);
-        assert_eq!(with("alg", Some("none")), DpopKeyError::UnsupportedAlgorithm);
+        assert!(matches!(with("d", Some(&other)), KeyError::KeyRejected(_)));
+        assert_eq!(with("alg", Some("HS256")), KeyError::UnsupportedAlgorithm);
+        assert_eq!(with("alg", Some("none")), KeyError::UnsupportedAlgorithm);
 
         for bad in [
             &br#"{"kty":"oct","k":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}"#[..],
@@ -1104,7 +665,7 @@ mod tests {
             b"not json",
         ] {
             let error = DpopKey::from_jwk(bad).unwrap_err();
-            assert!(matches!(error, DpopKeyError::InvalidJwk(_)), "{}: {error:?}", String::from_utf8_lossy(bad));
+            assert!(matches!(error, KeyError::InvalidJwk(_)), "{}: {error:?}", String::from_utf8_lossy(bad));
         }
     }
 
@@ -1116,24 +677,24 @@ mod tests {
             let mut partial = jwk.clone();
             partial.remove(member);
             let error = DpopKey::from_jwk(serde_json::to_string(&partial).unwrap().as_bytes()).unwrap_err();
-            assert!(matches!(error, DpopKeyError::InvalidJwk(_)), "{member}: {error:?}");
+            assert!(matches!(error, KeyError::InvalidJwk(_)), "{member}: {error:?}");
         }
         let mut swapped = jwk.clone();
         let dp = swapped["dp"].clone();
         swapped.insert("dq".into(), dp);
         let error = DpopKey::from_jwk(serde_json::to_string(&swapped).unwrap().as_bytes()).unwrap_err();
-        assert!(matches!(error, DpopKeyError::KeyRejected(_)), "{error:?}");
+        assert!(matches!(error, KeyError::KeyRejected(_)), "{error:?}");
         let mut multi = jwk;
         multi.insert("oth".into(), serde_json::json!([]));
         let error = DpopKey::from_jwk(serde_json::to_string(&multi).unwrap().as_bytes()).unwrap_err();
-        assert!(matches!(error, DpopKeyError::InvalidJwk(_)), "{error:?}");
+        assert!(matches!(error, KeyError::InvalidJwk(_)), "{error:?}");
     }
 
     #[test]
     fn hmac_algorithms_cannot_make_dpop_keys() {
         for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
-            assert_eq!(DpopKey::generate_for(alg).unwrap_err(), DpopKeyError::UnsupportedAlgorithm);
-            assert_eq!(DpopKey::from_pkcs8_pem("", alg).unwrap_err(), DpopKeyError::UnsupportedAlgorithm);
+            assert_eq!(DpopKey::generate_for(alg).unwrap_err(), KeyError::UnsupportedAlgorithm);
+            assert_eq!(DpopKey::from_pkcs8_pem("", alg).unwrap_err(), KeyError::UnsupportedAlgorithm);
         }
     }
 
@@ -1147,16 +708,16 @@ mod tests {
         let key = DpopKey::from_pkcs8_pem(&pem, Algorithm::ES256).unwrap();
         assert_eq!(key.algorithm(), Algorithm::ES256);
         assert!(key.public_jwk().contains(&B64.encode(&ec.public_key().as_ref()[1..33])));
-        assert!(matches!(DpopKey::from_pkcs8_pem(&pem, Algorithm::ES384), Err(DpopKeyError::KeyRejected(_))));
-        assert!(matches!(DpopKey::from_pkcs8_pem(&pem, Algorithm::RS256), Err(DpopKeyError::KeyRejected(_))));
-        assert!(matches!(DpopKey::from_pkcs8_pem(&pem, Algorithm::EdDSA), Err(DpopKeyError::KeyRejected(_))));
+        assert!(matches!(DpopKey::from_pkcs8_pem(&pem, Algorithm::ES384), Err(KeyError::KeyRejected(_))));
+        assert!(matches!(DpopKey::from_pkcs8_pem(&pem, Algorithm::RS256), Err(KeyError::KeyRejected(_))));
+        assert!(matches!(DpopKey::from_pkcs8_pem(&pem, Algorithm::EdDSA), Err(KeyError::KeyRejected(_))));
         assert_eq!(
             DpopKey::from_pkcs8_pem(&pem.replace("PRIVATE KEY", "EC PRIVATE KEY"), Algorithm::ES256).unwrap_err(),
-            DpopKeyError::InvalidPem("no `PRIVATE KEY` block")
+            KeyError::InvalidPem("no `PRIVATE KEY` block")
         );
         assert_eq!(
             DpopKey::from_pkcs8_pem(&pem.replace('M', "*"), Algorithm::ES256).unwrap_err(),
-            DpopKeyError::InvalidPem("the block is not base64")
+            KeyError::InvalidPem("the block is not base64")
         );
 
         let ed = Ed25519KeyPair::generate().unwrap().to_pkcs8v1().unwrap();
@@ -1200,12 +761,12 @@ mod tests {
     #[test]
     fn error_messages_are_short_and_lowercase() {
         for error in [
-            DpopKeyError::UnsupportedAlgorithm,
-            DpopKeyError::InvalidJwk("missing `d`"),
-            DpopKeyError::InvalidPem("no `PRIVATE KEY` block"),
-            DpopKeyError::KeyRejected("InconsistentComponents"),
-            DpopKeyError::InvalidHtu,
-            DpopKeyError::Signing,
+            KeyError::UnsupportedAlgorithm,
+            KeyError::InvalidJwk("missing `d`"),
+            KeyError::InvalidPem("no `PRIVATE KEY` block"),
+            KeyError::KeyRejected("InconsistentComponents"),
+            KeyError::InvalidHtu,
+            KeyError::Signing,
         ] {
             let message = error.to_string();
             assert!(message.starts_with(|c: char| c.is_ascii_lowercase()), "{message}");

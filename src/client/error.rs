@@ -86,7 +86,7 @@ pub enum TokenError {
     /// A DPoP proof could not be made for the request (its URL is not an absolute
     /// `http(s)` URL, or signing failed).
     #[error("cannot make a DPoP proof")]
-    DpopProof(#[source] super::DpopKeyError),
+    DpopProof(#[source] super::KeyError),
     /// Finding the token endpoint through the issuer's metadata failed, now or a moment
     /// ago (a failed lookup is not tried again before a backoff of 1 s doubling up to
     /// 1 min has elapsed), or the URL found is not usable

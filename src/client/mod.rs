@@ -80,8 +80,9 @@ mod token;
 
 pub use crate::idp::client_auth::AuthMethod;
 pub use crate::idp::fetch::DEFAULT_MAX_BODY_SIZE;
+pub use crate::signing::KeyError;
 pub use cache::{TokenCache, TokenCacheBuilder};
-pub use dpop::{DpopKey, DpopKeyError, Htu};
+pub use dpop::{DpopKey, Htu};
 pub use endpoint::{TokenEndpoint, TokenEndpointBuilder};
 pub use error::{ErrorCode, ErrorResponse, InvalidResponse, TokenError};
 pub use future::ClientCredentialsFuture;

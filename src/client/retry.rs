@@ -66,7 +66,7 @@ pub(crate) fn dpop_proof(
 ) -> Result<HeaderValue, TokenError> {
     let token = authorization.to_str().ok().and_then(|value| value.get(5..)).unwrap_or_default();
     let proof = key.proof_for(method, url, Some(token)).map_err(TokenError::DpopProof)?;
-    let mut value = HeaderValue::try_from(proof).map_err(|_| TokenError::DpopProof(super::DpopKeyError::Signing))?;
+    let mut value = HeaderValue::try_from(proof).map_err(|_| TokenError::DpopProof(super::KeyError::Signing))?;
     // A proof is for one request, but it names the token's hash: keep it out of HPACK.
     value.set_sensitive(true);
     Ok(value)
