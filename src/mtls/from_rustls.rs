@@ -7,6 +7,7 @@ use tokio_rustls::rustls::crypto::{CryptoProvider, aws_lc_rs};
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::server::danger::ClientCertVerifier;
 use tokio_rustls::rustls::{RootCertStore, ServerConfig, ServerConnection};
 
 use super::{ClientCertificate, MtlsError};
@@ -58,18 +59,29 @@ pub fn server_config(
     client_ca_pem: Option<&[u8]>,
 ) -> Result<Arc<ServerConfig>, MtlsError> {
     let provider = Arc::new(aws_lc_rs::default_provider());
-    let chain = certificates(cert_chain_pem).ok_or(MtlsError::Certificate)?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| MtlsError::PrivateKey)?;
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(MtlsError::Tls)?;
-    let builder = match client_ca_pem {
-        Some(pem) => builder.with_client_cert_verifier(client_verifier(pem, provider)?),
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder.with_single_cert(chain, key).map_err(MtlsError::Tls)?;
+    let verifier = client_ca_pem.map(|pem| client_verifier(pem, Arc::clone(&provider))).transpose()?;
+    let mut config = config_with_verifier(cert_chain_pem, key_pem, provider, verifier)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A server configuration from PEM with `verifier` deciding about client certificates
+/// (none asked for when it is `None`), and no ALPN.
+pub(crate) fn config_with_verifier(
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+    provider: Arc<CryptoProvider>,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+) -> Result<ServerConfig, MtlsError> {
+    let chain = certificates(cert_chain_pem).ok_or(MtlsError::Certificate)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| MtlsError::PrivateKey)?;
+    let builder =
+        ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions().map_err(MtlsError::Tls)?;
+    let builder = match verifier {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    builder.with_single_cert(chain, key).map_err(MtlsError::Tls)
 }
 
 /// Every certificate of a PEM text; `None` when there is none or one does not parse.
@@ -78,10 +90,11 @@ fn certificates(pem: &[u8]) -> Option<Vec<CertificateDer<'static>>> {
     (!certificates.is_empty()).then_some(certificates)
 }
 
-fn client_verifier(
+/// A verifier that accepts certificates issued by a CA of `pem`, and clients without one.
+pub(crate) fn client_verifier(
     pem: &[u8],
     provider: Arc<CryptoProvider>,
-) -> Result<Arc<dyn tokio_rustls::rustls::server::danger::ClientCertVerifier>, MtlsError> {
+) -> Result<Arc<dyn ClientCertVerifier>, MtlsError> {
     let mut roots = RootCertStore::empty();
     for ca in certificates(pem).ok_or(MtlsError::ClientCa)? {
         roots.add(ca).map_err(|_| MtlsError::ClientCa)?;

@@ -95,6 +95,8 @@ pub use add::{AddClientCertificate, AddClientCertificateLayer};
 #[cfg(feature = "mtls-rustls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mtls-rustls")))]
 pub use from_rustls::server_config;
+#[cfg(all(feature = "mtls-rustls", feature = "testing"))]
+pub(crate) use from_rustls::{client_verifier, config_with_verifier};
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub use from_tonic::{TonicClientCertificate, TonicClientCertificateLayer};

@@ -1,10 +1,7 @@
-//! What the token endpoint remembers: registered clients, authorization codes and
-//! refresh-token families.
+//! What the token endpoint remembers: authorization codes and refresh-token families.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-
-use aws_lc_rs::constant_time::verify_slices_are_equal;
 
 use super::key::random_id;
 
@@ -12,10 +9,9 @@ use super::key::random_id;
 /// RECOMMENDED."
 const CODE_LIFETIME: Duration = Duration::from_secs(600);
 
-/// No `Debug`: every field but the client ids is a secret.
+/// No `Debug`: codes and refresh tokens are secrets.
 #[derive(Default)]
 pub(crate) struct Grants {
-    clients: HashMap<String, String>,
     codes: HashMap<String, Code>,
     refresh_tokens: HashMap<String, RefreshToken>,
     revoked_families: HashSet<u64>,
@@ -56,18 +52,6 @@ pub(crate) enum GrantError {
 }
 
 impl Grants {
-    pub(crate) fn register_client(&mut self, client_id: &str, secret: &str) {
-        self.clients.insert(client_id.to_owned(), secret.to_owned());
-    }
-
-    /// Whether `secret` is the registered secret of `client_id`.
-    pub(crate) fn authenticate(&self, client_id: &str, secret: &str) -> bool {
-        // Constant time, so the test issuer models what a real one must do.
-        self.clients
-            .get(client_id)
-            .is_some_and(|expected| verify_slices_are_equal(expected.as_bytes(), secret.as_bytes()).is_ok())
-    }
-
     pub(crate) fn issue_code(&mut self, client_id: &str, redirect_uri: &str, scope: &str, subject: &str) -> String {
         let code = random_id();
         self.codes.insert(
@@ -226,14 +210,5 @@ mod tests {
         if let Ok(refresh) = refresh {
             assert!(grants.refresh("c", &refresh, None).is_err());
         }
-    }
-
-    #[test]
-    fn only_the_registered_secret_authenticates() {
-        let mut grants = Grants::default();
-        grants.register_client("c", "s3cret");
-        assert!(grants.authenticate("c", "s3cret"));
-        assert!(!grants.authenticate("c", "s3cre"));
-        assert!(!grants.authenticate("d", "s3cret"));
     }
 }

@@ -9,7 +9,8 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
-use super::request::{OAuthError, authenticate, read_form};
+use super::client_auth::{authenticate, required};
+use super::request::{OAuthError, read_form};
 use super::response::{Body, empty, json};
 use super::state::Shared;
 use crate::validate::verify_jws;
@@ -41,7 +42,7 @@ fn jwt_claims(shared: &Shared, token: &str) -> Option<Map<String, Value>> {
 }
 
 /// Answers a `POST` to the introspection endpoint (RFC 7662 §2). The caller must
-/// authenticate as a registered client, with Basic or with the form.
+/// authenticate as a registered client, by any method the token endpoint takes.
 pub(crate) async fn introspect(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body> {
     let mut response = match introspection(&shared, request).await {
         Ok(body) => json(StatusCode::OK, &body),
@@ -52,8 +53,8 @@ pub(crate) async fn introspect(shared: Arc<Shared>, request: Request<Incoming>) 
 }
 
 async fn introspection(shared: &Shared, request: Request<Incoming>) -> Result<Value, OAuthError> {
-    let (headers, params) = read_form(request).await?;
-    authenticate(shared, &headers, &params)?;
+    let (parts, params) = read_form(request).await?;
+    required(authenticate(shared, &parts, &params)?)?;
     let token = params.single("token")?.ok_or_else(|| OAuthError::invalid_request("missing token"))?;
     // RFC 7662 §2.2: anything not active is just `active: false`, with no reason why.
     let Some(claims) = active_claims(shared, token) else {

@@ -1,18 +1,17 @@
-//! What the token and introspection endpoints share: reading a form-encoded POST,
-//! client authentication (RFC 6749 §2.3) and the error answer of RFC 6749 §5.2.
+//! What the token and introspection endpoints share: reading a form-encoded POST and
+//! the error answer of RFC 6749 §5.2.
 
 use std::borrow::Cow;
 
-use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::client_auth::ClientCredentials;
 use super::grants::GrantError;
-use super::response::{Body, json};
-use super::state::Shared;
+use super::response::{Body, empty, json};
 
 /// The largest request body the endpoint accepts.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -21,9 +20,9 @@ const BODY_LIMIT: usize = 64 * 1024;
 /// client gets the answer instead of a connection reset by unread data.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 
-/// The headers and form parameters of a POST; the body must be form-encoded (RFC 6749
+/// The head and form parameters of a POST; the body must be form-encoded (RFC 6749
 /// §3.2, Appendix B; RFC 7662 §2.1).
-pub(crate) async fn read_form(request: Request<Incoming>) -> Result<(HeaderMap, Params), OAuthError> {
+pub(crate) async fn read_form(request: Request<Incoming>) -> Result<(Parts, Params), OAuthError> {
     let (parts, body) = request.into_parts();
     let body = read_body(body).await?;
     let is_form = parts
@@ -35,7 +34,7 @@ pub(crate) async fn read_form(request: Request<Incoming>) -> Result<(HeaderMap, 
     if !is_form {
         return Err(OAuthError::invalid_request("content type must be application/x-www-form-urlencoded"));
     }
-    Ok((parts.headers, Params::parse(&body)))
+    Ok((parts, Params::parse(&body)))
 }
 
 async fn read_body(mut body: Incoming) -> Result<Vec<u8>, OAuthError> {
@@ -64,46 +63,6 @@ async fn read_body(mut body: Incoming) -> Result<Vec<u8>, OAuthError> {
     Ok(buffer)
 }
 
-/// RFC 6749 §2.3: exactly one authentication method, and the client must be known
-/// with that secret. Returns the authenticated client id.
-pub(crate) fn authenticate(shared: &Shared, headers: &HeaderMap, params: &Params) -> Result<String, OAuthError> {
-    let mut authorization = headers.get_all(AUTHORIZATION).iter();
-    let basic = match (authorization.next(), authorization.next()) {
-        (None, _) => None,
-        (Some(value), None) => Some(
-            ClientCredentials::from_basic(value.as_bytes())
-                .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?,
-        ),
-        (Some(_), Some(_)) => {
-            return Err(OAuthError::invalid_request("more than one Authorization header"));
-        }
-    };
-    let posted_id = params.single("client_id")?;
-    let posted_secret = params.single("client_secret")?;
-    let credentials = match (basic, posted_secret) {
-        (Some(_), Some(_)) => {
-            return Err(OAuthError::invalid_request("the client used more than one authentication method"));
-        }
-        (Some(basic), None) => {
-            if posted_id.is_some_and(|id| id != basic.client_id) {
-                return Err(OAuthError::invalid_request("client_id does not match the Authorization header"));
-            }
-            basic
-        }
-        (None, Some(secret)) => ClientCredentials {
-            client_id: posted_id
-                .ok_or_else(|| OAuthError::invalid_request("client_secret without client_id"))?
-                .to_owned(),
-            secret: secret.to_owned(),
-        },
-        (None, None) => return Err(OAuthError::invalid_client("client authentication required")),
-    };
-    if !shared.grants().authenticate(&credentials.client_id, &credentials.secret) {
-        return Err(OAuthError::invalid_client("unknown client or wrong secret"));
-    }
-    Ok(credentials.client_id)
-}
-
 /// The form parameters of a token request.
 pub(crate) struct Params(Vec<(String, String)>);
 
@@ -127,6 +86,20 @@ impl Params {
         self.0.iter().filter(|(key, value)| key == name && !value.is_empty()).map(|(_, value)| value.as_str()).collect()
     }
 
+    /// The RFC 8707 `resource` parameters, each an absolute URI without a fragment
+    /// (§2), else `invalid_target`.
+    pub(crate) fn resources(&self) -> Result<Vec<&str>, OAuthError> {
+        let resources = self.all("resource");
+        if resources.iter().any(|resource| url::Url::parse(resource).map_or(true, |url| url.fragment().is_some())) {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                "resource must be an absolute URI without a fragment",
+            ));
+        }
+        Ok(resources)
+    }
+
     /// The `scope` parameter, checked against the grammar of RFC 6749 §3.3:
     /// scope-tokens of `%x21 / %x23-5B / %x5D-7E` separated by single spaces.
     pub(crate) fn scope(&self) -> Result<Option<&str>, OAuthError> {
@@ -145,29 +118,45 @@ impl Params {
     }
 }
 
-/// An error response of RFC 6749 §5.2.
+/// An error response of RFC 6749 §5.2, or a bare status for servers that send one.
 #[derive(Debug)]
 pub(crate) struct OAuthError {
     status: StatusCode,
-    code: &'static str,
+    /// The `error` code; `None` for a response without a body.
+    code: Option<&'static str>,
     description: Cow<'static, str>,
 }
 
 impl OAuthError {
     pub(crate) fn new(status: StatusCode, code: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
-        OAuthError { status, code, description: description.into() }
+        OAuthError { status, code: Some(code), description: description.into() }
+    }
+
+    /// A `403` with no body and no challenge, as some servers refuse Basic credentials.
+    pub(crate) fn bare_forbidden() -> Self {
+        OAuthError { status: StatusCode::FORBIDDEN, code: None, description: Cow::Borrowed("") }
     }
 
     pub(crate) fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
         OAuthError::new(StatusCode::BAD_REQUEST, "invalid_request", description)
     }
 
-    fn invalid_client(description: &'static str) -> Self {
+    /// RFC 6749 §5.2: client authentication failed.
+    pub(crate) fn invalid_client(description: &'static str) -> Self {
         OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
     }
 
+    /// RFC 6749 §5.2: the grant (a code, a refresh token, an assertion, a subject token)
+    /// is not good.
+    pub(crate) fn invalid_grant(description: &'static str) -> Self {
+        OAuthError::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+    }
+
     pub(crate) fn into_response(self) -> Response<Body> {
-        let mut response = json(self.status, &json!({"error": self.code, "error_description": self.description}));
+        let Some(code) = self.code else {
+            return empty(self.status);
+        };
+        let mut response = json(self.status, &json!({"error": code, "error_description": self.description}));
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 6749 §5.2: a 401 carries the authentication scheme to use.
             response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"test-issuer\""));
@@ -179,9 +168,7 @@ impl OAuthError {
 impl From<GrantError> for OAuthError {
     fn from(error: GrantError) -> Self {
         match error {
-            GrantError::InvalidGrant(description) => {
-                OAuthError::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
-            }
+            GrantError::InvalidGrant(description) => OAuthError::invalid_grant(description),
             GrantError::InvalidScope(description) => {
                 OAuthError::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
             }

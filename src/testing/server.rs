@@ -1,5 +1,5 @@
-//! The HTTP/1.1 server: accept loop, routing, faults, and the discovery and JWKS
-//! documents.
+//! The HTTP/1.1 server (over TLS when configured): accept loop, routing, faults, and
+//! the discovery and JWKS documents.
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,11 +15,12 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use super::client_auth;
 use super::introspection::{introspect, userinfo};
 use super::response::{Body, empty, json};
 use super::state::Shared;
 use super::token_endpoint::token;
-use super::{Endpoint, Fault};
+use super::{Endpoint, Fault, GrantType};
 
 /// Accepts connections until the task is aborted. Connection tasks live in a
 /// `JoinSet` owned by this task, so aborting it drops every open connection too,
@@ -44,8 +45,41 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 async fn serve_connection(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
-    let service = service_fn(move |request| handle(Arc::clone(&shared), request));
-    let connection = http1::Builder::new().timer(TokioTimer::new()).serve_connection(TokioIo::new(stream), service);
+    #[cfg(feature = "mtls-rustls")]
+    if let Some(tls) = &shared.tls {
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await;
+        let stream = match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "test issuer: TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
+        };
+        // The client's certificate, for every request on this connection.
+        let mut connection = http::Extensions::new();
+        if let Some(peer) = super::tls::PeerCertificates::of(stream.get_ref().1) {
+            connection.insert(peer);
+        }
+        return serve_http(TokioIo::new(stream), shared, connection).await;
+    }
+    serve_http(TokioIo::new(stream), shared, http::Extensions::new()).await;
+}
+
+/// How long a client may take to finish the TLS handshake.
+#[cfg(feature = "mtls-rustls")]
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 on `io`; each request gets the `connection` extensions.
+async fn serve_http<I>(io: I, shared: Arc<Shared>, connection: http::Extensions)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().extend(connection.clone());
+        handle(Arc::clone(&shared), request)
+    });
+    let connection = http1::Builder::new().timer(TokioTimer::new()).serve_connection(io, service);
     if let Err(error) = connection.await {
         tracing::debug!(%error, "test issuer: connection ended with an error");
     }
@@ -129,24 +163,40 @@ fn route(shared: &Shared, path: &str) -> Option<Endpoint> {
 /// Authorization server metadata (RFC 8414 §2), which OpenID Connect Discovery 1.0
 /// §3 extends; one document serves both.
 fn metadata(shared: &Shared) -> Value {
-    json!({
+    let auth_methods = client_auth::methods(shared);
+    let auth_algorithms = client_auth::signing_algorithms();
+    let grant_types: Vec<&str> = GrantType::ALL.iter().map(|grant| grant.as_str()).collect();
+    let mut metadata = json!({
         "issuer": shared.issuer,
         "jwks_uri": shared.jwks_uri(),
         "token_endpoint": shared.token_endpoint(),
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": auth_algorithms,
         "introspection_endpoint": shared.introspection_endpoint(),
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_signing_alg_values_supported": auth_algorithms,
         "userinfo_endpoint": shared.userinfo_endpoint(),
         // Not served: codes come from `TestIssuer::issue_code` instead.
         "authorization_endpoint": format!("{}/authorize", shared.issuer),
-        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "grant_types_supported": grant_types,
         "response_types_supported": ["code"],
         "id_token_signing_alg_values_supported": [shared.signing_alg.as_str()],
         "subject_types_supported": ["public"],
         "scopes_supported": ["openid", "read", "write", "admin"],
         // RFC 9449 §5.1.
         "dpop_signing_alg_values_supported": super::dpop::algorithms(shared),
-    })
+    });
+    if shared.serves_tls() {
+        // RFC 8705 §3.3 and §5: every endpoint speaks mutual TLS, so the aliases are
+        // the endpoints themselves.
+        metadata["tls_client_certificate_bound_access_tokens"] = true.into();
+        metadata["mtls_endpoint_aliases"] = json!({
+            "token_endpoint": shared.token_endpoint(),
+            "introspection_endpoint": shared.introspection_endpoint(),
+            "userinfo_endpoint": shared.userinfo_endpoint(),
+        });
+    }
+    metadata
 }
 
 fn jwks(shared: &Shared) -> Response<Body> {

@@ -1,5 +1,5 @@
-//! The state the issuer's server and its handles share: settings, keys, grants,
-//! faults and counters. It imports none of the endpoints that read it.
+//! The state the issuer's server and its handles share: settings, keys, clients,
+//! grants, faults and counters. It imports none of the endpoints that read it.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::clients::Clients;
 use super::grants::Grants;
 use super::keyring::KeyRing;
-use super::{Endpoint, Fault, TestKey};
-use crate::Algorithm;
-use crate::validate::dpop::DpopVerifier;
+use super::{Endpoint, Fault, GrantType, TestKey};
+use crate::validate::dpop::{DpopReplayCache, DpopVerifier};
+use crate::{Algorithm, KeySet};
 
 /// The client id registered by default.
 pub(crate) const DEFAULT_CLIENT_ID: &str = "test-client";
@@ -25,6 +26,8 @@ pub(crate) const DEFAULT_AUDIENCE: &str = "test-audience";
 /// The state the server and the handles share.
 pub(crate) struct Shared {
     pub(crate) issuer: String,
+    /// `http://127.0.0.1:PORT`, or `https://…` over TLS.
+    pub(crate) origin: String,
     pub(crate) addr: SocketAddr,
     pub(crate) prefix: String,
     pub(crate) token_path: String,
@@ -41,6 +44,15 @@ pub(crate) struct Shared {
     pub(crate) dpop: DpopVerifier,
     /// Token requests without a proof are refused.
     pub(crate) require_dpop: bool,
+    /// Basic credentials are compared as sent, and refused with a bare 403.
+    pub(crate) basic_without_form_decoding: bool,
+    /// The keys of each issuer whose assertions the JWT bearer grant accepts.
+    pub(crate) assertion_issuers: HashMap<String, KeySet>,
+    /// The `jti`s of client assertions and JWT bearer grants already used.
+    pub(crate) assertion_replay: DpopReplayCache,
+    /// The TLS server, with the client CA, when the issuer serves HTTPS.
+    #[cfg(feature = "mtls-rustls")]
+    pub(crate) tls: Option<super::tls::IssuerTls>,
     pub(super) keys: Mutex<KeyRing>,
     /// Opaque access tokens and the claims behind them.
     pub(super) opaque: Mutex<HashMap<String, Map<String, Value>>>,
@@ -49,6 +61,8 @@ pub(crate) struct Shared {
     pub(super) user_claims: Mutex<HashMap<String, Map<String, Value>>>,
     pub(super) faults: Mutex<[Option<Fault>; Endpoint::COUNT]>,
     pub(super) counters: [AtomicU64; Endpoint::COUNT],
+    pub(super) grant_counters: [AtomicU64; GrantType::COUNT],
+    pub(super) clients: Mutex<Clients>,
     pub(super) grants: Mutex<Grants>,
 }
 
@@ -103,6 +117,22 @@ impl Shared {
         self.counters[endpoint.index()].fetch_add(1, Ordering::SeqCst);
     }
 
+    pub(crate) fn record_grant(&self, grant: GrantType) {
+        self.grant_counters[grant.index()].fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn grant_requests(&self, grant: GrantType) -> u64 {
+        self.grant_counters[grant.index()].load(Ordering::SeqCst)
+    }
+
+    /// Whether the issuer serves HTTPS, and so mutual-TLS client authentication.
+    pub(crate) fn serves_tls(&self) -> bool {
+        #[cfg(feature = "mtls-rustls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "mtls-rustls"))]
+        false
+    }
+
     pub(crate) fn set_user_claims(&self, subject: &str, claims: Map<String, Value>) {
         lock(&self.user_claims).insert(subject.to_owned(), claims);
     }
@@ -120,7 +150,7 @@ impl Shared {
     }
 
     pub(crate) fn reset_counters(&self) {
-        for counter in &self.counters {
+        for counter in self.counters.iter().chain(&self.grant_counters) {
             counter.store(0, Ordering::SeqCst);
         }
     }
@@ -131,6 +161,10 @@ impl Shared {
 
     pub(crate) fn keys(&self) -> MutexGuard<'_, KeyRing> {
         lock(&self.keys)
+    }
+
+    pub(crate) fn clients(&self) -> MutexGuard<'_, Clients> {
+        lock(&self.clients)
     }
 
     pub(crate) fn grants(&self) -> MutexGuard<'_, Grants> {

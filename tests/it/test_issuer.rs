@@ -1,6 +1,7 @@
 //! The embedded test issuer, exercised over real HTTP.
 #![cfg(feature = "testing")]
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
@@ -11,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tower_oauth::Algorithm;
 use tower_oauth::client::DpopKey;
-use tower_oauth::testing::{Endpoint, Fault, TestIssuer, TestKey};
+use tower_oauth::testing::{Endpoint, Fault, GrantType, TestIssuer, TestKey};
 
 use crate::support::api::now;
 
@@ -62,14 +63,44 @@ async fn post_token(
     authorization: Option<&str>,
     params: &[(&str, &str)],
 ) -> Result<Reply, reqwest::Error> {
-    let mut request = client()
-        .post(issuer.token_endpoint())
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(params));
+    post_form(&client(), &issuer.token_endpoint(), authorization, params).await
+}
+
+/// A form-encoded `POST` to `url` with `client`.
+async fn post_form(
+    client: &reqwest::Client,
+    url: &str,
+    authorization: Option<&str>,
+    params: &[(&str, &str)],
+) -> Result<Reply, reqwest::Error> {
+    let mut request = client.post(url).header("content-type", "application/x-www-form-urlencoded").body(form(params));
     if let Some(authorization) = authorization {
         request = request.header("authorization", authorization);
     }
     Reply::read(request.send().await?).await
+}
+
+/// A `jti` no other assertion of this process has.
+fn unique_jti() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("jti-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A compact JWS of `claims`, signed with `key` and naming its `alg` and `kid`.
+fn signed(key: &TestKey, claims: &Value) -> String {
+    let header = json!({"alg": key.alg().as_str(), "kid": key.kid(), "typ": "JWT"});
+    key.sign_compact(&header.to_string(), &claims.to_string())
+}
+
+/// The claims of a good assertion (RFC 7523 §3) from `iss` about `sub` for `aud`:
+/// a minute to live and a fresh `jti`.
+fn assertion_claims(iss: &str, sub: &str, aud: &str) -> Value {
+    json!({"iss": iss, "sub": sub, "aud": aud, "iat": now(), "exp": now() + 60, "jti": unique_jti()})
+}
+
+/// The metadata the issuer serves at its OpenID Connect location.
+async fn metadata(issuer: &TestIssuer) -> Result<Value, reqwest::Error> {
+    Ok(get(&format!("{}/.well-known/openid-configuration", issuer.issuer())).await?.json)
 }
 
 fn default_basic() -> String {
@@ -169,7 +200,7 @@ async fn discovery_documents_describe_a_keycloak_like_issuer() -> TestResult {
     assert_eq!(oidc.json["token_endpoint"], issuer.token_endpoint());
     assert_eq!(
         oidc.json["token_endpoint_auth_methods_supported"],
-        json!(["client_secret_basic", "client_secret_post"])
+        json!(["client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt"])
     );
     assert_eq!(oidc.json["response_types_supported"], json!(["code"]));
     assert_eq!(oidc.json["subject_types_supported"], json!(["public"]));
@@ -1022,5 +1053,99 @@ async fn a_token_endpoint_that_requires_dpop_refuses_requests_without_a_proof() 
     let with = post_token_with_proofs(&issuer, &[&token_request_proof(&key, &issuer, None)]).await?;
     assert_eq!(with.status, StatusCode::OK, "{}", with.json);
     assert_eq!(with.json["token_type"], "DPoP");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- client authentication and grants
+
+mod client_jwt;
+mod jwt_bearer;
+#[cfg(all(feature = "mtls-rustls", feature = "tonic"))]
+mod mutual_tls;
+mod token_exchange;
+
+#[tokio::test]
+async fn metadata_lists_every_client_authentication_method_and_grant() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    let metadata = metadata(&issuer).await?;
+    let methods = json!(["client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt"]);
+    assert_eq!(metadata["token_endpoint_auth_methods_supported"], methods);
+    assert_eq!(metadata["introspection_endpoint_auth_methods_supported"], methods);
+    let algorithms = json!(["RS256", "PS256", "ES256", "EdDSA", "HS256", "HS384", "HS512"]);
+    assert_eq!(metadata["token_endpoint_auth_signing_alg_values_supported"], algorithms);
+    assert_eq!(metadata["introspection_endpoint_auth_signing_alg_values_supported"], algorithms);
+    assert_eq!(
+        metadata["grant_types_supported"],
+        json!([
+            "authorization_code",
+            "client_credentials",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ])
+    );
+    // Plain HTTP: no mutual TLS to speak of.
+    assert!(metadata.get("tls_client_certificate_bound_access_tokens").is_none());
+    assert!(metadata.get("mtls_endpoint_aliases").is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn grant_requests_count_each_grant_type_whatever_the_outcome() -> TestResult {
+    let issuer = TestIssuer::start().await?;
+    let grant = [("grant_type", "client_credentials")];
+    assert_eq!(post_token(&issuer, Some(&default_basic()), &grant).await?.status, StatusCode::OK);
+    assert_eq!(
+        post_token(&issuer, Some(&basic("test-client", "wrong")), &grant).await?.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let refresh = [("grant_type", "refresh_token"), ("refresh_token", "unknown")];
+    assert_eq!(post_token(&issuer, Some(&default_basic()), &refresh).await?.status, StatusCode::BAD_REQUEST);
+    let password = [("grant_type", "password")];
+    assert_eq!(post_token(&issuer, Some(&default_basic()), &password).await?.status, StatusCode::BAD_REQUEST);
+    assert_eq!(issuer.grant_requests(GrantType::ClientCredentials), 2);
+    assert_eq!(issuer.grant_requests(GrantType::RefreshToken), 1);
+    assert_eq!(issuer.grant_requests(GrantType::TokenExchange), 0);
+    assert_eq!(issuer.requests(Endpoint::Token), 4);
+    issuer.reset_counters();
+    assert_eq!(issuer.grant_requests(GrantType::ClientCredentials), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn basic_without_form_decoding_compares_as_sent_and_refuses_with_a_bare_403() -> TestResult {
+    let secret = "p@ss w+rd%";
+    let issuer = TestIssuer::builder().client("svc", secret).basic_without_form_decoding().start().await?;
+    let grant = [("grant_type", "client_credentials")];
+    let raw = format!("Basic {}", STANDARD.encode(format!("svc:{secret}")));
+    let reply = post_token(&issuer, Some(&raw), &grant).await?;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(access_token_claims(&reply)["client_id"], "svc");
+
+    // What RFC 6749 §2.3.1 asks for, a wrong secret and garbage: each a 403 with nothing in it.
+    for authorization in [basic("svc", secret), basic("svc", "wrong"), basic("nobody", secret), "Basic !!!".to_owned()]
+    {
+        let response = client()
+            .post(issuer.token_endpoint())
+            .header("authorization", &authorization)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&grant))
+            .send()
+            .await?;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{authorization}");
+        assert!(response.headers().get("www-authenticate").is_none());
+        assert!(response.bytes().await?.is_empty(), "{authorization}");
+    }
+    let introspection =
+        post_form(&client(), &issuer.introspection_endpoint(), Some(&basic("svc", secret)), &[("token", "t")]).await?;
+    assert_eq!((introspection.status, introspection.json), (StatusCode::FORBIDDEN, Value::Null));
+    let introspection = post_form(&client(), &issuer.introspection_endpoint(), Some(&raw), &[("token", "t")]).await?;
+    assert_eq!(introspection.json, json!({"active": false}));
+
+    // Other methods are unchanged: the form, and a missing client.
+    let posted = [("grant_type", "client_credentials"), ("client_id", "svc"), ("client_secret", secret)];
+    assert_eq!(post_token(&issuer, None, &posted).await?.status, StatusCode::OK);
+    let nobody = post_token(&issuer, None, &grant).await?;
+    assert_eq!((nobody.status, &nobody.json["error"]), (StatusCode::UNAUTHORIZED, &json!("invalid_client")));
     Ok(())
 }
