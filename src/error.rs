@@ -48,6 +48,11 @@ pub enum BuildError {
     /// [`SharedStore::grant_id`](crate::client::store::SharedStore::grant_id).
     #[error("a shared store for a user-delegated grant needs a grant id")]
     MissingGrantId,
+    /// The client-authentication method does not fit the credential (a key for a
+    /// `client_secret_*` method, a secret for `private_key_jwt`, …), or the credential
+    /// cannot serve the method (a `client_secret_jwt` secret shorter than 32 bytes).
+    #[error("unusable client authentication: {0}")]
+    AuthMethod(&'static str),
 }
 
 impl From<FetchError> for BuildError {

@@ -6,12 +6,13 @@ use std::time::Duration;
 use http::{HeaderValue, Method, StatusCode};
 use url::Url;
 
+use super::grant::{AssertionSource, JWT_BEARER, TOKEN_EXCHANGE, TokenExchange};
 use super::key::{CacheKey, GrantKind, normalize_scope};
 use super::source::{FetchFuture, TokenSource};
 use super::{DpopKey, ErrorCode, TokenError, TokenResponse};
 use crate::Secret;
 use crate::error::BuildError;
-use crate::idp::client_auth::{AuthMethod, ClientAuth, form_urlencoded};
+use crate::idp::client_auth::{AssertionAudience, Audience, AuthMethod, ClientAuth, ClientCredential, form_urlencoded};
 use crate::idp::endpoint::{IdpEndpoint, MetadataMember};
 use crate::idp::fetch::{self, DEFAULT_MAX_BODY_SIZE, Form, Limits, Target, client_or_default};
 
@@ -30,7 +31,16 @@ use crate::idp::fetch::{self, DEFAULT_MAX_BODY_SIZE, Form, Limits, Target, clien
 ///   sent when configured (a subset of the original grant);
 /// - an authorization code (§4.1.3) from
 ///   [`authorization_code`](TokenEndpointBuilder::authorization_code), exchanged once,
-///   then refreshed with the refresh token it returned.
+///   then refreshed with the refresh token it returned;
+/// - the JWT bearer grant (RFC 7523 §2.1) from [`jwt_bearer`](TokenEndpointBuilder::jwt_bearer):
+///   an assertion, read afresh from its [`AssertionSource`] at each request;
+/// - token exchange (RFC 8693) from [`token_exchange`](TokenEndpointBuilder::token_exchange).
+///
+/// Client authentication follows the credential given to the builder (a secret, a
+/// [`ClientKey`](super::ClientKey), the TLS certificate, or none) and
+/// [`auth_method`](TokenEndpointBuilder::auth_method): see [`AuthMethod`]. A client
+/// that authenticates with its TLS certificate, or has a TLS identity, uses the
+/// issuer's `mtls_endpoint_aliases` when the endpoint is discovered (RFC 8705 §5).
 ///
 /// `Debug` shows neither the secret nor any token.
 ///
@@ -65,28 +75,34 @@ enum GrantState {
         code: Secret,
         redirect_uri: String,
     },
+    JwtBearer(AssertionSource),
+    TokenExchange(TokenExchange),
 }
 
 impl TokenEndpoint {
-    /// Configures a token endpoint at `token_url` for the client `client_id` with
-    /// `client_secret`.
+    /// Configures a token endpoint at `token_url` for the client `client_id`, which
+    /// authenticates with `credential`: a client secret (`&str`, `String`,
+    /// [`Secret`]), a [`ClientKey`](super::ClientKey), or a [`ClientCredential`].
     pub fn builder(
         token_url: impl Into<String>,
         client_id: impl Into<String>,
-        client_secret: impl Into<Secret>,
+        credential: impl Into<ClientCredential>,
     ) -> TokenEndpointBuilder {
-        TokenEndpointBuilder::new(Target::Url(token_url.into()), client_id.into(), client_secret.into())
+        TokenEndpointBuilder::new(Target::Url(token_url.into()), client_id.into(), credential.into())
     }
 
     /// Like [`builder`](Self::builder), with the token endpoint found in `issuer`'s
     /// metadata (OpenID Connect discovery, then RFC 8414) at the first request. The
     /// metadata must name the same issuer, and the endpoint must be https (or loopback).
+    ///
+    /// Client assertions are then aimed at the issuer (FAPI 2.0), unless
+    /// [`assertion_audience`](TokenEndpointBuilder::assertion_audience) says otherwise.
     pub fn discover(
         issuer: impl Into<String>,
         client_id: impl Into<String>,
-        client_secret: impl Into<Secret>,
+        credential: impl Into<ClientCredential>,
     ) -> TokenEndpointBuilder {
-        TokenEndpointBuilder::new(Target::Issuer(issuer.into()), client_id.into(), client_secret.into())
+        TokenEndpointBuilder::new(Target::Issuer(issuer.into()), client_id.into(), credential.into())
     }
 
     /// What the tokens are for.
@@ -111,19 +127,27 @@ impl TokenEndpoint {
             .url(&self.client, self.limits.timeout)
             .await
             .map_err(|failed| TokenError::Discovery(failed.error))?;
-        let grant = match self.grant {
-            GrantState::ClientCredentials => "client_credentials",
-            GrantState::RefreshToken(_) => "refresh_token",
-            GrantState::Code { .. } => "authorization_code",
+        let grant = self.grant.kind().as_str();
+        let assertion = match &self.grant {
+            GrantState::JwtBearer(source) => match source.read().await {
+                Ok(assertion) => Some(assertion),
+                Err(error) => {
+                    let error = TokenError::Assertion(std::sync::Arc::new(error));
+                    crate::telemetry::token_request(grant, metric_result(&Err(error.clone())));
+                    return Err(error);
+                }
+            },
+            _ => None,
         };
-        let mut result = self.post_once(&url).await;
+        let assertion = assertion.as_ref();
+        let mut result = self.post_once(&url, &self.grant, assertion).await;
         // RFC 9449 §8: a server that wants a nonce says so with `use_dpop_nonce` and
         // sends one; the request is made once more with it.
         if self.dpop.is_some()
             && let Err(TokenError::OAuth(error)) = &result
             && *error.code() == ErrorCode::UseDpopNonce
         {
-            result = self.post_once(&url).await;
+            result = self.post_once(&url, &self.grant, assertion).await;
         }
         crate::telemetry::token_request(grant, metric_result(&result));
         match &result {
@@ -136,11 +160,37 @@ impl TokenEndpoint {
         result
     }
 
-    /// The form body (RFC 6749 Appendix B). It holds secrets; it lives only as long as
-    /// the request.
-    fn form(&self) -> Result<Form, TokenError> {
+    /// Exchanges `exchange`'s subject token at this endpoint (RFC 8693), with this
+    /// endpoint's client authentication, target and scope, whatever its own grant: one
+    /// request, no state. For the [`TokenExchangeLayer`](super::TokenExchangeLayer).
+    pub(crate) async fn exchange(&self, exchange: &TokenExchange) -> Result<TokenResponse, TokenError> {
+        let url = self
+            .endpoint
+            .url(&self.client, self.limits.timeout)
+            .await
+            .map_err(|failed| TokenError::Discovery(failed.error))?;
+        let grant = GrantState::TokenExchange(exchange.clone());
+        let mut result = self.post_once(&url, &grant, None).await;
+        if self.dpop.is_some()
+            && let Err(TokenError::OAuth(error)) = &result
+            && *error.code() == ErrorCode::UseDpopNonce
+        {
+            result = self.post_once(&url, &grant, None).await;
+        }
+        crate::telemetry::token_request(TOKEN_EXCHANGE, metric_result(&result));
+        if let Err(error) = &result
+            && error.oauth().is_none()
+        {
+            self.endpoint.failed(&url);
+        }
+        result
+    }
+
+    /// The form body (RFC 6749 Appendix B) of `grant`, with the JWT bearer grant's
+    /// `assertion`. It holds secrets; it lives only as long as the request.
+    fn form(&self, grant: &GrantState, assertion: Option<&Secret>) -> Result<Form, TokenError> {
         let mut form = Form::default();
-        match &self.grant {
+        match grant {
             GrantState::ClientCredentials => {
                 form.pair("grant_type", b"client_credentials");
                 self.extras(&mut form, true);
@@ -157,6 +207,16 @@ impl TokenEndpoint {
                 form.pair("code", code.expose());
                 form.pair("redirect_uri", redirect_uri.as_bytes());
                 self.extras(&mut form, false);
+            }
+            GrantState::JwtBearer(_) => {
+                form.pair("grant_type", JWT_BEARER.as_bytes());
+                form.pair("assertion", assertion.map_or(&b""[..], Secret::expose));
+                self.extras(&mut form, true);
+            }
+            GrantState::TokenExchange(exchange) => {
+                form.pair("grant_type", TOKEN_EXCHANGE.as_bytes());
+                exchange.write(&mut form);
+                self.extras(&mut form, true);
             }
         }
         Ok(form)
@@ -178,14 +238,24 @@ impl TokenEndpoint {
     /// Every form a credential of this endpoint's requests takes on the wire: the
     /// client's (from its authentication), and the refresh token or code, raw and
     /// form-urlencoded. An error response that echoes any of them is redacted.
-    fn credentials(&self) -> Vec<Vec<u8>> {
+    fn credentials(&self, grant: &GrantState, assertion: Option<&Secret>) -> Vec<Vec<u8>> {
         let mut secrets = self.auth.credentials();
-        match &self.grant {
+        if let Some(assertion) = assertion {
+            secrets.push(assertion.expose().to_vec());
+        }
+        match grant {
             GrantState::RefreshToken(Some(token)) => {
                 secrets.extend([token.expose().to_vec(), form_urlencoded(token.expose())])
             }
             GrantState::Code { code, .. } => secrets.extend([code.expose().to_vec(), form_urlencoded(code.expose())]),
-            GrantState::ClientCredentials | GrantState::RefreshToken(None) => {}
+            GrantState::TokenExchange(exchange) => {
+                let subject = exchange.subject_token.expose();
+                secrets.extend([subject.to_vec(), form_urlencoded(subject)]);
+                if let Some((actor, _)) = &exchange.actor {
+                    secrets.extend([actor.expose().to_vec(), form_urlencoded(actor.expose())]);
+                }
+            }
+            GrantState::ClientCredentials | GrantState::RefreshToken(None) | GrantState::JwtBearer(_) => {}
         }
         // Longest first, so a secret that contains another is replaced whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -194,14 +264,28 @@ impl TokenEndpoint {
 
     /// One token request: the form, the client's authentication and, with a DPoP key,
     /// a proof with the nonce this server last sent.
-    async fn post_once(&self, url: &Url) -> Result<TokenResponse, TokenError> {
-        let mut form = self.form()?;
-        let authorization = self.auth.authenticate(&mut form);
+    async fn post_once(
+        &self,
+        url: &Url,
+        grant: &GrantState,
+        assertion: Option<&Secret>,
+    ) -> Result<TokenResponse, TokenError> {
+        let mut form = self.form(grant, assertion)?;
+        let to = Audience { issuer: self.endpoint.issuer(), endpoint: url.as_str() };
+        let authorization = self.auth.authenticate(&mut form, to).map_err(TokenError::ClientAssertion)?;
         let proof = match &self.dpop {
             Some(key) => Some(key.proof_for(&Method::POST, url, None).map_err(TokenError::DpopProof)?),
             None => None,
         };
-        self.post(url, authorization, proof.as_deref(), form.into_bytes()).await
+        let posted = self.post(url, authorization.as_ref(), proof.as_deref(), form.into_bytes(), grant, assertion);
+        match posted.await {
+            // A refusal of Basic credentials that the RFC's encoding changed may come
+            // from a server that does not decode them: say so.
+            Err(error) if self.auth.encoding_may_matter() && refuses_client(&error) => {
+                Err(TokenError::BasicEncoding(Box::new(error)))
+            }
+            result => result,
+        }
     }
 
     async fn post(
@@ -210,6 +294,8 @@ impl TokenEndpoint {
         authorization: Option<&HeaderValue>,
         proof: Option<&str>,
         body: Vec<u8>,
+        grant: &GrantState,
+        assertion: Option<&Secret>,
     ) -> Result<TokenResponse, TokenError> {
         let posted = fetch::post_form_with_proof(&self.client, url, authorization, proof, body, self.limits)
             .await
@@ -231,20 +317,43 @@ impl TokenEndpoint {
         // RFC 6749 §5.2: errors come as 400 (401 for invalid_client) with a JSON
         // body; a body that is not one, or too large, leaves the status to speak.
         let oauth = match (status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS, body) {
-            (true, Ok(body)) => super::error::ErrorResponse::parse_redacting(status, &body, &self.credentials()),
+            (true, Ok(body)) => {
+                super::error::ErrorResponse::parse_redacting(status, &body, &self.credentials(grant, assertion))
+            }
             _ => None,
         };
         Err(oauth.map_or_else(|| TokenError::from_status(status, retry_after), TokenError::OAuth))
     }
 }
 
+/// Whether `error` is the server refusing the client's credentials: `invalid_client`,
+/// or a bare 401 or 403.
+fn refuses_client(error: &TokenError) -> bool {
+    match error {
+        TokenError::OAuth(response) => *response.code() == ErrorCode::InvalidClient,
+        TokenError::Unauthorized | TokenError::Forbidden => true,
+        _ => false,
+    }
+}
+
 impl GrantState {
+    /// The grant's kind.
+    fn kind(&self) -> GrantKind {
+        match self {
+            GrantState::ClientCredentials => GrantKind::ClientCredentials,
+            GrantState::RefreshToken(_) => GrantKind::RefreshToken,
+            GrantState::Code { .. } => GrantKind::AuthorizationCode,
+            GrantState::JwtBearer(_) => GrantKind::JwtBearer,
+            GrantState::TokenExchange(_) => GrantKind::TokenExchange,
+        }
+    }
+
     /// RFC 6749 §6: a new refresh token replaces the old one, which the client must
     /// discard; without one, the old one stays in use.
     fn advance(&mut self, response: &TokenResponse) {
         let fresh = response.refresh_token().cloned();
         match self {
-            GrantState::ClientCredentials => {}
+            GrantState::ClientCredentials | GrantState::JwtBearer(_) | GrantState::TokenExchange(_) => {}
             GrantState::RefreshToken(current) => {
                 if fresh.is_some() {
                     *current = fresh;
@@ -259,7 +368,7 @@ impl GrantState {
     /// exchanged is never sent.
     fn adopt(&mut self, refresh_token: Secret) {
         match self {
-            GrantState::ClientCredentials => {}
+            GrantState::ClientCredentials | GrantState::JwtBearer(_) | GrantState::TokenExchange(_) => {}
             GrantState::RefreshToken(_) | GrantState::Code { .. } => {
                 *self = GrantState::RefreshToken(Some(refresh_token));
             }
@@ -303,8 +412,9 @@ impl fmt::Debug for TokenEndpoint {
 pub struct TokenEndpointBuilder {
     target: Target,
     client_id: String,
-    secret: Secret,
-    method: AuthMethod,
+    credential: ClientCredential,
+    method: Option<AuthMethod>,
+    assertion_audience: AssertionAudience,
     grant: GrantState,
     scope: Option<String>,
     resources: Vec<String>,
@@ -317,12 +427,13 @@ pub struct TokenEndpointBuilder {
 }
 
 impl TokenEndpointBuilder {
-    fn new(target: Target, client_id: String, secret: Secret) -> Self {
+    fn new(target: Target, client_id: String, credential: ClientCredential) -> Self {
         TokenEndpointBuilder {
             target,
             client_id,
-            secret,
-            method: AuthMethod::default(),
+            credential,
+            method: None,
+            assertion_audience: AssertionAudience::default(),
             grant: GrantState::ClientCredentials,
             scope: None,
             resources: Vec::new(),
@@ -366,9 +477,39 @@ impl TokenEndpointBuilder {
         self
     }
 
-    /// How the client authenticates; default [`AuthMethod::ClientSecretBasic`].
+    /// How the client authenticates. The default follows the credential:
+    /// [`AuthMethod::ClientSecretBasic`] for a secret, [`AuthMethod::PrivateKeyJwt`]
+    /// for a [`ClientKey`](super::ClientKey), [`AuthMethod::TlsClientAuth`] for
+    /// [`ClientCredential::TlsCertificate`], and [`AuthMethod::None`] for
+    /// [`ClientCredential::None`]. A method that does not fit the credential fails
+    /// [`build`](Self::build).
     pub fn auth_method(mut self, method: AuthMethod) -> Self {
-        self.method = method;
+        self.method = Some(method);
+        self
+    }
+
+    /// The `aud` of client assertions (`private_key_jwt`, `client_secret_jwt`); default
+    /// [`AssertionAudience::Issuer`].
+    pub fn assertion_audience(mut self, audience: AssertionAudience) -> Self {
+        self.assertion_audience = audience;
+        self
+    }
+
+    /// Uses the JWT bearer grant (RFC 7523 §2.1): each token request sends the
+    /// assertion `source` gives then, with `scope`, `resource` and `audience` when
+    /// configured. Client authentication is optional for this grant: use
+    /// [`ClientCredential::None`] when the server asks for none.
+    pub fn jwt_bearer(mut self, source: AssertionSource) -> Self {
+        self.grant = GrantState::JwtBearer(source);
+        self
+    }
+
+    /// Uses token exchange (RFC 8693 §2.1) with `exchange`'s subject token; the target
+    /// is set with [`audience`](Self::audience) and [`resource`](Self::resource), the
+    /// scope with [`scope`](Self::scope). To exchange each caller's token, see
+    /// [`TokenExchangeLayer`](super::TokenExchangeLayer).
+    pub fn token_exchange(mut self, exchange: TokenExchange) -> Self {
+        self.grant = GrantState::TokenExchange(exchange);
         self
     }
 
@@ -436,7 +577,15 @@ impl TokenEndpointBuilder {
     /// RFC 8707 §2), [`BuildError::MissingIssuer`] for an empty issuer, and
     /// [`BuildError::HttpClient`] when the default client cannot be built.
     pub fn build(self) -> Result<TokenEndpoint, BuildError> {
-        let endpoint = IdpEndpoint::new(self.target, MetadataMember::Token)?;
+        let auth = ClientAuth::new(self.client_id.clone(), self.credential, self.method, self.assertion_audience)?;
+        #[cfg(feature = "rustls")]
+        let has_identity = self.identity.is_some();
+        #[cfg(not(feature = "rustls"))]
+        let has_identity = false;
+        // RFC 8705 §5: a client that presents a certificate uses the mTLS aliases.
+        let member =
+            if auth.method().is_mtls() || has_identity { MetadataMember::MtlsToken } else { MetadataMember::Token };
+        let endpoint = IdpEndpoint::new(self.target, member)?;
         for resource in &self.resources {
             if Url::parse(resource).map_or(true, |url| url.fragment().is_some()) {
                 return Err(BuildError::InvalidUrl);
@@ -451,11 +600,7 @@ impl TokenEndpointBuilder {
         };
         #[cfg(not(feature = "rustls"))]
         let client = client_or_default(self.http_client)?;
-        let grant = match &self.grant {
-            GrantState::ClientCredentials => GrantKind::ClientCredentials,
-            GrantState::RefreshToken(_) => GrantKind::RefreshToken,
-            GrantState::Code { .. } => GrantKind::AuthorizationCode,
-        };
+        let grant = self.grant.kind();
         let key = CacheKey::new(
             endpoint.target().to_owned(),
             self.client_id.clone(),
@@ -465,15 +610,7 @@ impl TokenEndpointBuilder {
             self.audience.as_deref(),
         )
         .with_dpop(self.dpop.as_ref().map(DpopKey::thumbprint));
-        Ok(TokenEndpoint {
-            client,
-            endpoint,
-            auth: ClientAuth::new(self.client_id, self.secret, self.method),
-            grant: self.grant,
-            key,
-            limits: self.limits,
-            dpop: self.dpop,
-        })
+        Ok(TokenEndpoint { client, endpoint, auth, grant: self.grant, key, limits: self.limits, dpop: self.dpop })
     }
 }
 
@@ -482,7 +619,7 @@ impl fmt::Debug for TokenEndpointBuilder {
         f.debug_struct("TokenEndpointBuilder")
             .field("target", &self.target.as_str())
             .field("client_id", &self.client_id)
-            .field("client_secret", &"***")
+            .field("credential", &self.credential)
             .field("auth_method", &self.method)
             .field("scope", &self.scope)
             .field("resources", &self.resources)
@@ -514,8 +651,9 @@ mod tests {
 
     fn form_of(builder: TokenEndpointBuilder) -> String {
         let endpoint = builder.build().unwrap();
-        let mut form = endpoint.form().unwrap();
-        endpoint.auth.authenticate(&mut form);
+        let mut form = endpoint.form(&endpoint.grant, None).unwrap();
+        let to = Audience { issuer: None, endpoint: "https://idp.example/token" };
+        endpoint.auth.authenticate(&mut form, to).unwrap();
         String::from_utf8(form.into_bytes()).unwrap()
     }
 
@@ -543,6 +681,40 @@ mod tests {
             form_of(base().authorization_code("c0de", "https://app/cb").scope("read")),
             "grant_type=authorization_code&code=c0de&redirect_uri=https%3A%2F%2Fapp%2Fcb"
         );
+    }
+
+    #[test]
+    fn the_newer_grants_send_their_parameters() {
+        let base = || TokenEndpoint::builder("https://idp.example/token", "c", ClientCredential::None);
+        let endpoint = base().jwt_bearer(AssertionSource::fixed("a.b.c")).scope("read").build().unwrap();
+        let mut form = endpoint.form(&endpoint.grant, Some(&Secret::from("a.b.c"))).unwrap();
+        let to = Audience { issuer: None, endpoint: "https://idp.example/token" };
+        endpoint.auth.authenticate(&mut form, to).unwrap();
+        assert_eq!(
+            String::from_utf8(form.into_bytes()).unwrap(),
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=a.b.c&scope=read&client_id=c"
+        );
+        assert_eq!(endpoint.key().grant(), GrantKind::JwtBearer);
+        assert_eq!(
+            form_of(
+                TokenEndpoint::builder("https://idp.example/token", "c", "s")
+                    .token_exchange(TokenExchange::access_token("t"))
+                    .audience("https://down.example")
+            ),
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=t\
+             &subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token&audience=https%3A%2F%2Fdown.example"
+        );
+        let mismatch =
+            TokenEndpoint::builder("https://idp.example/token", "c", "s").auth_method(AuthMethod::PrivateKeyJwt);
+        assert!(matches!(mismatch.build(), Err(BuildError::AuthMethod(_))));
+    }
+
+    #[test]
+    fn a_refused_basic_credential_that_the_encoding_changed_says_so() {
+        let error = TokenError::BasicEncoding(Box::new(TokenError::Forbidden));
+        assert!(error.to_string().contains("ClientSecretBasicUnencoded"), "{error}");
+        assert!(refuses_client(&TokenError::Unauthorized) && refuses_client(&TokenError::Forbidden));
+        assert!(!refuses_client(&TokenError::Timeout));
     }
 
     #[test]

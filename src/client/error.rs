@@ -87,6 +87,26 @@ pub enum TokenError {
     /// `http(s)` URL, or signing failed).
     #[error("cannot make a DPoP proof")]
     DpopProof(#[source] super::KeyError),
+    /// A client assertion (`private_key_jwt`, `client_secret_jwt`) could not be signed.
+    #[error("cannot sign the client assertion")]
+    ClientAssertion(#[source] super::KeyError),
+    /// The JWT bearer grant's assertion could not be had: its file is missing,
+    /// unreadable, empty or too large, or its function failed. The `source()` says
+    /// which; it never holds the assertion.
+    #[error("cannot read the jwt bearer assertion")]
+    Assertion(#[source] std::sync::Arc<std::io::Error>),
+    /// The server refused `client_secret_basic` credentials that RFC 6749 §2.3.1's
+    /// form-encoding changes (the id or secret holds a character such as `&`, `+`, `%`,
+    /// `/`, `=`, `:` or a space). Some servers compare Basic credentials without
+    /// decoding them; if the credentials are right, this one may be such a server, and
+    /// [`AuthMethod::ClientSecretBasicUnencoded`](super::AuthMethod::ClientSecretBasicUnencoded)
+    /// is the way to talk to it. The server's own refusal is the `source()`, and
+    /// [`oauth`](Self::oauth) gives its RFC 6749 error if it sent one.
+    #[error(
+        "client authentication refused; the client id or secret has characters that client_secret_basic \
+         form-encodes, and some servers compare them unencoded (AuthMethod::ClientSecretBasicUnencoded)"
+    )]
+    BasicEncoding(#[source] Box<TokenError>),
     /// Finding the token endpoint through the issuer's metadata failed, now or a moment
     /// ago (a failed lookup is not tried again before a backoff of 1 s doubling up to
     /// 1 min has elapsed), or the URL found is not usable
@@ -178,6 +198,7 @@ impl TokenError {
     pub fn oauth(&self) -> Option<&ErrorResponse> {
         match self {
             TokenError::OAuth(response) => Some(response),
+            TokenError::BasicEncoding(refusal) => refusal.oauth(),
             _ => None,
         }
     }

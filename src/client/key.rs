@@ -12,6 +12,10 @@ pub enum GrantKind {
     RefreshToken,
     /// RFC 6749 §4.1.3: an authorization code, then the refresh token it returns.
     AuthorizationCode,
+    /// RFC 7523 §2.1: a JWT assertion (a workload's identity token) for a token.
+    JwtBearer,
+    /// RFC 8693: a subject token for a token aimed elsewhere.
+    TokenExchange,
 }
 
 impl GrantKind {
@@ -21,6 +25,8 @@ impl GrantKind {
             GrantKind::ClientCredentials => "client_credentials",
             GrantKind::RefreshToken => "refresh_token",
             GrantKind::AuthorizationCode => "authorization_code",
+            GrantKind::JwtBearer => super::grant::JWT_BEARER,
+            GrantKind::TokenExchange => super::grant::TOKEN_EXCHANGE,
         }
     }
 }

@@ -67,6 +67,7 @@ mod dpop;
 mod endpoint;
 mod error;
 mod future;
+mod grant;
 mod key;
 mod layer;
 mod refresher;
@@ -78,7 +79,8 @@ pub mod store;
 mod target;
 mod token;
 
-pub use crate::idp::client_auth::AuthMethod;
+pub use crate::idp::assertion::ClientKey;
+pub use crate::idp::client_auth::{AssertionAudience, AuthMethod, ClientCredential};
 pub use crate::idp::fetch::DEFAULT_MAX_BODY_SIZE;
 pub use crate::signing::KeyError;
 pub use cache::{TokenCache, TokenCacheBuilder};
@@ -86,6 +88,7 @@ pub use dpop::{DpopKey, Htu};
 pub use endpoint::{TokenEndpoint, TokenEndpointBuilder};
 pub use error::{ErrorCode, ErrorResponse, InvalidResponse, TokenError};
 pub use future::ClientCredentialsFuture;
+pub use grant::{AssertionSource, TokenExchange, token_type};
 pub use key::{CacheKey, GrantKind};
 #[cfg(feature = "reqwest-middleware")]
 pub(crate) use layer::Attach;

@@ -20,6 +20,16 @@ pub(crate) struct ProviderMetadata {
     pub(crate) introspection_endpoint: Option<String>,
     /// The OIDC userinfo endpoint.
     pub(crate) userinfo_endpoint: Option<String>,
+    /// The endpoints for clients that present a TLS certificate (RFC 8705 §5).
+    #[serde(default)]
+    pub(crate) mtls_endpoint_aliases: Option<MtlsAliases>,
+}
+
+/// `mtls_endpoint_aliases` (RFC 8705 §5): the members this crate uses.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct MtlsAliases {
+    pub(crate) token_endpoint: Option<String>,
+    pub(crate) introspection_endpoint: Option<String>,
 }
 
 /// The two well-known locations for `issuer`, OIDC's first.

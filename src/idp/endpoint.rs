@@ -49,14 +49,19 @@ pub(crate) enum MetadataMember {
     Userinfo,
     /// `jwks_uri` (RFC 8414 §2).
     Jwks,
+    /// `mtls_endpoint_aliases.token_endpoint` (RFC 8705 §5), else `token_endpoint`: for
+    /// a client that presents a TLS certificate.
+    MtlsToken,
+    /// `mtls_endpoint_aliases.introspection_endpoint`, else `introspection_endpoint`.
+    MtlsIntrospection,
 }
 
 impl MetadataMember {
     /// The member's name in the metadata document.
     pub(crate) fn name(self) -> &'static str {
         match self {
-            MetadataMember::Token => "token_endpoint",
-            MetadataMember::Introspection => "introspection_endpoint",
+            MetadataMember::Token | MetadataMember::MtlsToken => "token_endpoint",
+            MetadataMember::Introspection | MetadataMember::MtlsIntrospection => "introspection_endpoint",
             MetadataMember::Userinfo => "userinfo_endpoint",
             MetadataMember::Jwks => "jwks_uri",
         }
@@ -68,14 +73,25 @@ impl MetadataMember {
             MetadataMember::Introspection => metadata.introspection_endpoint,
             MetadataMember::Userinfo => metadata.userinfo_endpoint,
             MetadataMember::Jwks => metadata.jwks_uri,
+            MetadataMember::MtlsToken => {
+                metadata.mtls_endpoint_aliases.and_then(|aliases| aliases.token_endpoint).or(metadata.token_endpoint)
+            }
+            MetadataMember::MtlsIntrospection => metadata
+                .mtls_endpoint_aliases
+                .and_then(|aliases| aliases.introspection_endpoint)
+                .or(metadata.introspection_endpoint),
         }
     }
 
     /// The cause when the metadata lacks the member.
     fn missing(self) -> FetchError {
         match self {
-            MetadataMember::Token => FetchError::InvalidDocument("metadata has no token_endpoint"),
-            MetadataMember::Introspection => FetchError::InvalidDocument("metadata has no introspection_endpoint"),
+            MetadataMember::Token | MetadataMember::MtlsToken => {
+                FetchError::InvalidDocument("metadata has no token_endpoint")
+            }
+            MetadataMember::Introspection | MetadataMember::MtlsIntrospection => {
+                FetchError::InvalidDocument("metadata has no introspection_endpoint")
+            }
             MetadataMember::Userinfo => FetchError::InvalidDocument("metadata has no userinfo_endpoint"),
             MetadataMember::Jwks => FetchError::MissingJwksUri,
         }
@@ -84,8 +100,10 @@ impl MetadataMember {
     /// The reason, in a few words, when the metadata lacks the member.
     fn missing_reason(self) -> &'static str {
         match self {
-            MetadataMember::Token => "no token_endpoint in the issuer's metadata",
-            MetadataMember::Introspection => "no introspection_endpoint in the issuer's metadata",
+            MetadataMember::Token | MetadataMember::MtlsToken => "no token_endpoint in the issuer's metadata",
+            MetadataMember::Introspection | MetadataMember::MtlsIntrospection => {
+                "no introspection_endpoint in the issuer's metadata"
+            }
             MetadataMember::Userinfo => "no userinfo_endpoint in the issuer's metadata",
             MetadataMember::Jwks => "no jwks_uri in the issuer's metadata",
         }
@@ -94,8 +112,10 @@ impl MetadataMember {
     /// The reason, in a few words, when the member is not an https (or loopback) URL.
     fn insecure_reason(self) -> &'static str {
         match self {
-            MetadataMember::Token => "discovered token_endpoint is insecure or invalid",
-            MetadataMember::Introspection => "discovered introspection_endpoint is insecure or invalid",
+            MetadataMember::Token | MetadataMember::MtlsToken => "discovered token_endpoint is insecure or invalid",
+            MetadataMember::Introspection | MetadataMember::MtlsIntrospection => {
+                "discovered introspection_endpoint is insecure or invalid"
+            }
             MetadataMember::Userinfo => "discovered userinfo_endpoint is insecure or invalid",
             MetadataMember::Jwks => "discovered jwks_uri is insecure or invalid",
         }
@@ -197,6 +217,14 @@ impl IdpEndpoint {
             flight: tokio::sync::Mutex::new(Remembered::default()),
             backoff: Mutex::new(LookupBackoff::default()),
         })))
+    }
+
+    /// The issuer whose metadata names the endpoint, when it is discovered.
+    pub(crate) fn issuer(&self) -> Option<&str> {
+        match &self.0 {
+            EndpointKind::Configured(_) => None,
+            EndpointKind::Discovered(lookup) => Some(&lookup.issuer),
+        }
     }
 
     /// The configured URL or issuer, for `Debug` and cache keys.

@@ -39,13 +39,25 @@ pub enum IntrospectionError {
     /// The endpoint refused the request itself: 401 or 403 (it does not accept this
     /// client's credentials) or another 4xx. A misconfiguration of the resource
     /// server, logged at `error` level.
-    #[error("introspection endpoint refused the request with status {}", .status.as_u16())]
+    #[error("introspection endpoint refused the request with status {}{}", .status.as_u16(), .hint.unwrap_or(""))]
     #[non_exhaustive]
     Rejected {
         /// The status the endpoint answered with.
         status: StatusCode,
+        /// What may be wrong, when something is known: with `client_secret_basic`
+        /// credentials that RFC 6749 §2.3.1's form-encoding changes, that some servers
+        /// compare them unencoded
+        /// ([`AuthMethod::ClientSecretBasicUnencoded`](super::AuthMethod::ClientSecretBasicUnencoded)).
+        hint: Option<&'static str>,
     },
+    /// A client assertion (`private_key_jwt`, `client_secret_jwt`) could not be signed.
+    #[error("cannot sign the client assertion")]
+    ClientAssertion(#[source] crate::client::KeyError),
 }
+
+/// The hint of a refused request whose Basic credentials the encoding changed.
+pub(crate) const BASIC_ENCODING_HINT: &str = "; the client id or secret has characters that client_secret_basic \
+    form-encodes, and some servers compare them unencoded (AuthMethod::ClientSecretBasicUnencoded)";
 
 impl IntrospectionError {
     pub(crate) fn unavailable(reason: &'static str, error: FetchError) -> Self {
@@ -75,9 +87,10 @@ impl PartialEq for IntrospectionError {
                 IntrospectionError::Unavailable { retry_after, reason, .. },
                 IntrospectionError::Unavailable { retry_after: other_retry_after, reason: other_reason, .. },
             ) => (retry_after, reason) == (other_retry_after, other_reason),
-            (IntrospectionError::Rejected { status }, IntrospectionError::Rejected { status: other }) => {
+            (IntrospectionError::Rejected { status, .. }, IntrospectionError::Rejected { status: other, .. }) => {
                 status == other
             }
+            (IntrospectionError::ClientAssertion(error), IntrospectionError::ClientAssertion(other)) => error == other,
             _ => false,
         }
     }

@@ -10,12 +10,12 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{AuthMethod, IntrospectionError};
+use crate::FetchError;
 use crate::error::BuildError;
 use crate::idp::answers::{Answer, AnswerCache, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_TTL, ttl_until};
-use crate::idp::client_auth::ClientAuth;
+use crate::idp::client_auth::{AssertionAudience, Audience, ClientAuth, ClientCredential};
 use crate::idp::endpoint::{IdpEndpoint, MetadataMember, transport_failed, unexpected_status};
 use crate::idp::fetch::{self, DEFAULT_MAX_BODY_SIZE, Form, Limits, Target, client_or_default};
-use crate::{FetchError, Secret};
 
 /// The default time an inactive answer is reused.
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
@@ -134,9 +134,9 @@ impl Introspector {
     pub fn builder(
         url: impl Into<String>,
         client_id: impl Into<String>,
-        client_secret: impl Into<Secret>,
+        credential: impl Into<ClientCredential>,
     ) -> IntrospectorBuilder {
-        IntrospectorBuilder::new(Target::Url(url.into()), client_id.into(), client_secret.into())
+        IntrospectorBuilder::new(Target::Url(url.into()), client_id.into(), credential.into())
     }
 
     /// Like [`builder`](Self::builder), with the endpoint found as
@@ -153,9 +153,9 @@ impl Introspector {
     pub fn discover(
         issuer: impl Into<String>,
         client_id: impl Into<String>,
-        client_secret: impl Into<Secret>,
+        credential: impl Into<ClientCredential>,
     ) -> IntrospectorBuilder {
-        IntrospectorBuilder::new(Target::Issuer(issuer.into()), client_id.into(), client_secret.into())
+        IntrospectorBuilder::new(Target::Issuer(issuer.into()), client_id.into(), credential.into())
     }
 
     /// Whether `token` is active, and its claims if it is: from the cache, or from the
@@ -239,9 +239,10 @@ impl Inner {
         let mut form = Form::default();
         form.pair("token", token.as_bytes());
         form.pair("token_type_hint", b"access_token");
-        let authorization = self.auth.authenticate(&mut form);
+        let to = Audience { issuer: self.endpoint.issuer(), endpoint: url.as_str() };
+        let authorization = self.auth.authenticate(&mut form, to).map_err(IntrospectionError::ClientAssertion)?;
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let posted = fetch::post_form(&self.client, &url, authorization, form.into_bytes(), self.limits)
+        let posted = fetch::post_form(&self.client, &url, authorization.as_ref(), form.into_bytes(), self.limits)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "introspection request failed");
@@ -271,7 +272,10 @@ impl Inner {
                 client_id = %self.auth.client_id(),
                 "introspection endpoint refused the request; check the client credentials"
             );
-            return Err(IntrospectionError::Rejected { status });
+            let hint = (matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+                && self.auth.encoding_may_matter())
+            .then_some(super::error::BASIC_ENCODING_HINT);
+            return Err(IntrospectionError::Rejected { status, hint });
         }
         let body = posted.body.map_err(|error| {
             tracing::warn!(%error, "introspection response could not be read");
@@ -357,8 +361,9 @@ impl fmt::Debug for Introspector {
 pub struct IntrospectorBuilder {
     target: Target,
     client_id: String,
-    secret: Secret,
-    method: AuthMethod,
+    credential: ClientCredential,
+    method: Option<AuthMethod>,
+    assertion_audience: AssertionAudience,
     limits: Limits,
     cache_capacity: u64,
     max_ttl: Duration,
@@ -367,12 +372,13 @@ pub struct IntrospectorBuilder {
 }
 
 impl IntrospectorBuilder {
-    fn new(target: Target, client_id: String, secret: Secret) -> Self {
+    fn new(target: Target, client_id: String, credential: ClientCredential) -> Self {
         IntrospectorBuilder {
             target,
             client_id,
-            secret,
-            method: AuthMethod::default(),
+            credential,
+            method: None,
+            assertion_audience: AssertionAudience::default(),
             limits: Limits { timeout: fetch::DEFAULT_TIMEOUT, max_body: DEFAULT_MAX_BODY_SIZE },
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             max_ttl: DEFAULT_MAX_TTL,
@@ -381,10 +387,22 @@ impl IntrospectorBuilder {
         }
     }
 
-    /// How the client authenticates; default [`AuthMethod::ClientSecretBasic`] (with
-    /// the id and secret form-urlencoded first, RFC 6749 §2.3.1).
+    /// How the client authenticates. The default follows the credential:
+    /// [`AuthMethod::ClientSecretBasic`] for a secret (with the id and secret
+    /// form-urlencoded first, RFC 6749 §2.3.1), [`AuthMethod::PrivateKeyJwt`] for a
+    /// [`ClientKey`](crate::client::ClientKey), [`AuthMethod::TlsClientAuth`] for
+    /// [`ClientCredential::TlsCertificate`] (give an [`http_client`](Self::http_client)
+    /// with the certificate). A method that does not fit the credential fails
+    /// [`build`](Self::build).
     pub fn auth_method(mut self, method: AuthMethod) -> Self {
-        self.method = method;
+        self.method = Some(method);
+        self
+    }
+
+    /// The `aud` of client assertions; default [`AssertionAudience::Issuer`] (the
+    /// introspection endpoint's URL when it was configured rather than discovered).
+    pub fn assertion_audience(mut self, audience: AssertionAudience) -> Self {
+        self.assertion_audience = audience;
         self
     }
 
@@ -437,13 +455,17 @@ impl IntrospectorBuilder {
     /// [`BuildError::MissingIssuer`] for an empty issuer, and
     /// [`BuildError::HttpClient`] when the default client cannot be built.
     pub fn build(self) -> Result<Introspector, BuildError> {
-        let endpoint = IdpEndpoint::new(self.target, MetadataMember::Introspection)?;
+        let auth = ClientAuth::new(self.client_id, self.credential, self.method, self.assertion_audience)?;
+        // RFC 8705 §5: a client that authenticates with its certificate uses the aliases.
+        let member =
+            if auth.method().is_mtls() { MetadataMember::MtlsIntrospection } else { MetadataMember::Introspection };
+        let endpoint = IdpEndpoint::new(self.target, member)?;
         let client = client_or_default(self.http_client)?;
         Ok(Introspector {
             inner: Arc::new(Inner {
                 client,
                 endpoint,
-                auth: ClientAuth::new(self.client_id, self.secret, self.method),
+                auth,
                 limits: self.limits,
                 max_ttl: self.max_ttl,
                 negative_ttl: self.negative_ttl,

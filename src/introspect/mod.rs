@@ -55,7 +55,8 @@ mod error;
 mod introspector;
 
 pub use crate::idp::answers::{DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_TTL};
-pub use crate::idp::client_auth::AuthMethod;
+pub use crate::idp::assertion::ClientKey;
+pub use crate::idp::client_auth::{AssertionAudience, AuthMethod, ClientCredential};
 pub use crate::idp::fetch::DEFAULT_MAX_BODY_SIZE;
 pub use error::IntrospectionError;
 pub use introspector::{DEFAULT_NEGATIVE_TTL, Introspected, Introspector, IntrospectorBuilder};
