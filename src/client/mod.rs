@@ -66,6 +66,7 @@ mod cache;
 mod dpop;
 mod endpoint;
 mod error;
+pub(crate) mod exchange;
 mod future;
 mod grant;
 mod key;
@@ -87,6 +88,9 @@ pub use cache::{TokenCache, TokenCacheBuilder};
 pub use dpop::{DpopKey, Htu};
 pub use endpoint::{TokenEndpoint, TokenEndpointBuilder};
 pub use error::{ErrorCode, ErrorResponse, InvalidResponse, TokenError};
+#[cfg(feature = "axum")]
+pub use exchange::MissingExchangedToken;
+pub use exchange::{DEFAULT_EXCHANGE_CACHE_CAPACITY, ExchangedToken, TokenExchangeLayer, TokenExchangeService};
 pub use future::ClientCredentialsFuture;
 pub use grant::{AssertionSource, TokenExchange, token_type};
 pub use key::{CacheKey, GrantKind};

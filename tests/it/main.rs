@@ -24,6 +24,7 @@ mod client_oidc_provider;
 mod client_reqwest;
 mod dpop;
 mod dpop_oidc;
+mod gateway_example;
 mod grpc;
 mod introspection;
 mod introspection_oidc;
