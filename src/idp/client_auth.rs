@@ -50,7 +50,7 @@ pub enum AuthMethod {
     /// joined and base64-encoded without being form-urlencoded first. Only for a server
     /// that refuses the RFC's encoding of credentials holding characters such as
     /// `&`, `+`, `%`, `/`, `=` or `:`; with credentials made only of letters, digits and
-    /// `-._~` both forms are the same.
+    /// `*-._` both forms are the same.
     ClientSecretBasicUnencoded,
     /// `client_secret_post`: `client_id` and `client_secret` in the form body.
     ClientSecretPost,
@@ -464,7 +464,7 @@ mod tests {
 
     #[test]
     fn the_encoding_may_matter_only_when_it_changes_the_credentials() {
-        assert!(!auth("plain-Secret_1.0~", AuthMethod::ClientSecretBasic).encoding_may_matter());
+        assert!(!auth("plain-Secret_1.0*", AuthMethod::ClientSecretBasic).encoding_may_matter());
         assert!(auth("s3cr&t+%/=", AuthMethod::ClientSecretBasic).encoding_may_matter());
         assert!(!auth("s3cr&t+%/=", AuthMethod::ClientSecretPost).encoding_may_matter());
     }
