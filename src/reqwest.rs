@@ -102,6 +102,13 @@ impl Middleware for ClientCredentialsMiddleware {
         if !config.predicate.allows(&RequestTarget::from_reqwest(&request)) {
             return next.run(request, extensions).await;
         }
+        // A request on a caller's behalf (`RequestBuilder::with_extension(exchanged_token)`)
+        // carries the token exchanged for the caller's instead of the service's own, once.
+        if let Some(exchanged) = extensions.get::<crate::client::ExchangedToken>() {
+            let header = exchanged.header_value().clone();
+            request.headers_mut().entry(http::header::AUTHORIZATION).or_insert(header);
+            return next.run(request, extensions).await;
+        }
         let token = config.cache.token().await.map_err(reqwest_middleware::Error::middleware)?;
         let replay = if config.retry { request.try_clone().map(Resend) } else { None };
         let (method, url) = (request.method().clone(), request.url().clone());

@@ -17,7 +17,11 @@
 //!   answered `403`. A failure that may pass (a timeout, a 5xx, a rate limit) is not
 //!   remembered, and the request is answered `503` with `Retry-After` when known;
 //! - the caller's token is never forwarded: the layer does not change the request's
-//!   headers, and the handler attaches the [`ExchangedToken`] to what it sends;
+//!   headers, and the handler attaches the [`ExchangedToken`] to what it sends, by its
+//!   [`header_value`](ExchangedToken::header_value), or as an extension of the outbound
+//!   request that [`ClientCredentialsLayer`](super::ClientCredentialsLayer) and the
+//!   reqwest middleware send instead of their own token
+//!   (`reqwest_middleware::RequestBuilder::with_extension(token)`);
 //! - a request that did not pass [`BearerAuthLayer`] is not exchanged: it goes on
 //!   without an [`ExchangedToken`], which the axum extractor reports as a `500`.
 //!

@@ -78,9 +78,16 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let config = &*self.config;
         if !config.predicate.allows(&RequestTarget::from_http(&request)) {
+            return ClientCredentialsFuture::sent(self.inner.call(request), None);
+        }
+        // A request on a caller's behalf carries the token exchanged for the caller's
+        // (`TokenExchangeLayer`): it goes instead of the service's own, once.
+        if let Some(exchanged) = request.extensions().get::<super::ExchangedToken>() {
+            let header = exchanged.header_value().clone();
+            request.headers_mut().entry(http::header::AUTHORIZATION).or_insert(header);
             return ClientCredentialsFuture::sent(self.inner.call(request), None);
         }
         let cached = {
