@@ -288,7 +288,7 @@ async fn the_jwt_bearer_grant_sends_the_assertion_file() {
         .unwrap();
     let api = ok_api(&issuer).await;
     let assertion = workload_idp.mint().subject("workload-7").audience(issuer.token_endpoint()).sign();
-    let assertion_file = TempFile::new("assertion.jwt", &format!("{assertion}\n"));
+    let assertion_file = TempFile::new("assertion.jwt", format!("{assertion}\n"));
     let common = [
         ("OAUTH_TOKEN_URL", issuer.token_endpoint()),
         ("OAUTH_GRANT", "jwt_bearer".to_owned()),
