@@ -20,7 +20,7 @@
 //! |---|---|
 //! | `OAUTH_TOKEN_URL` | the token endpoint; or `OAUTH_ISSUER` to discover it |
 //! | `OAUTH_CLIENT_ID`, `OAUTH_CLIENT_SECRET` | the client's credentials (the secret for the methods that use one) |
-//! | `OAUTH_AUTH_METHOD` | `basic` (default), `post`, `client_secret_jwt` (all three with `OAUTH_CLIENT_SECRET`), `private_key_jwt` (with `OAUTH_CLIENT_KEY`), `tls_client_auth` (with `OAUTH_CLIENT_CERT` and `OAUTH_CLIENT_CERT_KEY`); also `basic_unencoded` (Basic without form-encoding the id and secret, for servers that do not decode them) and `none` (only `client_id`, e.g. for `jwt_bearer`) |
+//! | `OAUTH_AUTH_METHOD` | `basic` (default), `post`, `client_secret_jwt` (all three with `OAUTH_CLIENT_SECRET`), `private_key_jwt` (with `OAUTH_CLIENT_KEY`), `tls_client_auth` (with `OAUTH_CLIENT_CERT` and `OAUTH_CLIENT_CERT_KEY`); also `basic_unencoded` (with `OAUTH_CLIENT_SECRET`: Basic without form-encoding the id and secret first, for servers that do not decode them) and `none` (only `client_id`, e.g. for `jwt_bearer`). An unknown value, or a method without what it needs, exits 2 with a message |
 //! | `OAUTH_CLIENT_KEY` | with `OAUTH_AUTH_METHOD=private_key_jwt`: a private JWK or PKCS#8 PEM file that signs the client assertions |
 //! | `OAUTH_GRANT` | `client_credentials` (default), `refresh_token` (with `OAUTH_REFRESH_TOKEN`), `jwt_bearer` (with `OAUTH_ASSERTION_FILE`, read again at each token request) or `token_exchange` (with `OAUTH_SUBJECT_TOKEN`, an access token; `OAUTH_AUDIENCE` names the target) |
 //! | `OAUTH_SCOPE` | optional |
@@ -182,9 +182,13 @@ fn http_client() -> Result<reqwest::Client, Error> {
 /// How the client authenticates (`OAUTH_AUTH_METHOD`) and with what: the secret, the
 /// private key of `OAUTH_CLIENT_KEY`, the TLS client certificate, or nothing.
 fn client_auth(secret: Option<&str>) -> Result<(AuthMethod, ClientCredential), Error> {
-    let method = var("OAUTH_AUTH_METHOD").map(|m| m.trim().to_owned()).unwrap_or_else(|| "basic".to_owned());
+    let given = var("OAUTH_AUTH_METHOD").map(|m| m.trim().to_owned());
+    let method = given.clone().unwrap_or_else(|| "basic".to_owned());
     let with_secret = |chosen: AuthMethod| match secret {
         Some(secret) => Ok((chosen, ClientCredential::from(secret))),
+        None if given.is_none() => {
+            Err("OAUTH_CLIENT_SECRET is required (OAUTH_AUTH_METHOD is basic by default)".into())
+        }
         None => Err(format!("OAUTH_AUTH_METHOD={method} needs OAUTH_CLIENT_SECRET").into()),
     };
     match method.as_str() {

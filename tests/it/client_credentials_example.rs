@@ -398,7 +398,8 @@ async fn an_unknown_method_or_a_missing_credential_is_a_clear_error() {
             &[("OAUTH_AUTH_METHOD", "magic"), ("OAUTH_CLIENT_SECRET", "s")],
             r#"OAUTH_AUTH_METHOD must be basic, basic_unencoded, post, client_secret_jwt, private_key_jwt, tls_client_auth or none, not "magic""#,
         ),
-        (&[], "OAUTH_AUTH_METHOD=basic needs OAUTH_CLIENT_SECRET"),
+        (&[], "OAUTH_CLIENT_SECRET is required (OAUTH_AUTH_METHOD is basic by default)"),
+        (&[("OAUTH_AUTH_METHOD", "basic")], "OAUTH_AUTH_METHOD=basic needs OAUTH_CLIENT_SECRET"),
         (
             &[("OAUTH_AUTH_METHOD", "client_secret_jwt")],
             "OAUTH_AUTH_METHOD=client_secret_jwt needs OAUTH_CLIENT_SECRET",
