@@ -19,20 +19,21 @@
 //! | variable | meaning |
 //! |---|---|
 //! | `OAUTH_TOKEN_URL` | the token endpoint; or `OAUTH_ISSUER` to discover it |
-//! | `OAUTH_CLIENT_ID`, `OAUTH_CLIENT_SECRET` | the client's credentials |
-//! | `OAUTH_AUTH_METHOD` | `basic` (default) or `post` |
-//! | `OAUTH_GRANT` | `client_credentials` (default) or `refresh_token` (with `OAUTH_REFRESH_TOKEN`) |
+//! | `OAUTH_CLIENT_ID`, `OAUTH_CLIENT_SECRET` | the client's credentials (the secret for the methods that use one) |
+//! | `OAUTH_AUTH_METHOD` | `basic` (default), `post`, `client_secret_jwt` (all three with `OAUTH_CLIENT_SECRET`), `private_key_jwt` (with `OAUTH_CLIENT_KEY`), `tls_client_auth` (with `OAUTH_CLIENT_CERT` and `OAUTH_CLIENT_CERT_KEY`); also `basic_unencoded` (with `OAUTH_CLIENT_SECRET`: Basic without form-encoding the id and secret first, for servers that do not decode them) and `none` (only `client_id`, e.g. for `jwt_bearer`). An unknown value, or a method without what it needs, exits 2 with a message |
+//! | `OAUTH_CLIENT_KEY` | with `OAUTH_AUTH_METHOD=private_key_jwt`: a private JWK or PKCS#8 PEM file that signs the client assertions |
+//! | `OAUTH_GRANT` | `client_credentials` (default), `refresh_token` (with `OAUTH_REFRESH_TOKEN`), `jwt_bearer` (with `OAUTH_ASSERTION_FILE`, read again at each token request) or `token_exchange` (with `OAUTH_SUBJECT_TOKEN`, an access token; `OAUTH_AUDIENCE` names the target) |
 //! | `OAUTH_SCOPE` | optional |
 //! | `OAUTH_RESOURCE` | optional RFC 8707 resource(s), comma-separated |
 //! | `OAUTH_AUDIENCE` | optional `audience` parameter (Auth0-style servers) |
 //! | `TARGET_URL` | the API to call (`GET`) |
 //! | `REQUESTS`, `CONCURRENCY` | default 1 and 1 |
 //! | `REDIS_URL` | optional: share the token through Redis with every other process that uses the same client, scope, resources and audience (`redis://[:password@]host:port[/db]`) |
-//! | `REDIS_TOKEN_KEY` | optional, with `REDIS_URL`: the 32-byte key that encrypts the shared entry, as 64 hex digits or base64; default: derived from `OAUTH_CLIENT_SECRET` |
-//! | `REDIS_GRANT_ID` | with `REDIS_URL` and `OAUTH_GRANT=refresh_token`: whose grant it is (a user id, say), so that users' tokens are never mixed |
+//! | `REDIS_TOKEN_KEY` | optional, with `REDIS_URL`: the 32-byte key that encrypts the shared entry, as 64 hex digits or base64; default: derived from `OAUTH_CLIENT_SECRET` (required without one) |
+//! | `REDIS_GRANT_ID` | with `REDIS_URL` and an `OAUTH_GRANT` other than `client_credentials`: whose grant it is (a user id, say), so that users' tokens are never mixed |
 //! | `OAUTH_DPOP` | `1`: DPoP-bound tokens (RFC 9449), with a proof on the token request and on every API call |
 //! | `OAUTH_DPOP_KEY` | optional, with `OAUTH_DPOP=1`: a private JWK file for the DPoP key; default a new ES256 key |
-//! | `OAUTH_CLIENT_CERT`, `OAUTH_CLIENT_CERT_KEY` | optional PEM files: the TLS client certificate (and its key) for the token endpoint and the API (RFC 8705: certificate-bound tokens) |
+//! | `OAUTH_CLIENT_CERT`, `OAUTH_CLIENT_CERT_KEY` | optional PEM files: the TLS client certificate (and its key) for the token endpoint and the API (RFC 8705: certificate-bound tokens, and `tls_client_auth`) |
 //! | `SSL_CERT_FILE` | optional PEM file of extra trusted roots, beside the platform's (a private CA) |
 //!
 //! With `REDIS_URL`, many processes fetch one token between them (one fetches under a
@@ -44,6 +45,25 @@
 //!   TARGET_URL=... cargo run --example client_credentials
 //! ```
 //!
+//! Without a client secret: a private key, or the TLS client certificate:
+//!
+//! ```text
+//! OAUTH_AUTH_METHOD=private_key_jwt OAUTH_CLIENT_KEY=client-key.json OAUTH_TOKEN_URL=... OAUTH_CLIENT_ID=... \
+//!   TARGET_URL=... cargo run --example client_credentials
+//! OAUTH_AUTH_METHOD=tls_client_auth OAUTH_CLIENT_CERT=client.pem OAUTH_CLIENT_CERT_KEY=client-key.pem \
+//!   SSL_CERT_FILE=private-ca.pem OAUTH_ISSUER=... OAUTH_CLIENT_ID=... TARGET_URL=... cargo run --example client_credentials
+//! ```
+//!
+//! A workload's token (a JWT from another issuer) traded for one of this server's, and a
+//! caller's token exchanged for one to another API:
+//!
+//! ```text
+//! OAUTH_GRANT=jwt_bearer OAUTH_ASSERTION_FILE=/var/run/secrets/tokens/oauth OAUTH_AUTH_METHOD=none \
+//!   OAUTH_TOKEN_URL=... OAUTH_CLIENT_ID=... TARGET_URL=... cargo run --example client_credentials
+//! OAUTH_GRANT=token_exchange OAUTH_SUBJECT_TOKEN=$TOKEN OAUTH_AUDIENCE=orders-api \
+//!   OAUTH_TOKEN_URL=... OAUTH_CLIENT_ID=... OAUTH_CLIENT_SECRET=... TARGET_URL=... cargo run --example client_credentials
+//! ```
+//!
 //! It prints one line per failed request and, last, `{"requests":N,"ok":N,"failed":N}`;
 //! it exits non-zero if any request failed.
 
@@ -53,7 +73,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use tower_oauth::client::store::{EntryKey, RedisTokenStore, SharedStore};
-use tower_oauth::client::{AuthMethod, TokenCache, TokenEndpoint};
+use tower_oauth::client::{
+    AssertionSource, AuthMethod, ClientCredential, ClientKey, TokenCache, TokenEndpoint, TokenExchange,
+};
 use tower_oauth::reqwest::ClientCredentialsMiddleware;
 use tower_oauth::{BuildError, DpopKey};
 
@@ -157,28 +179,79 @@ fn http_client() -> Result<reqwest::Client, Error> {
     Ok(builder.build()?)
 }
 
+/// How the client authenticates (`OAUTH_AUTH_METHOD`) and with what: the secret, the
+/// private key of `OAUTH_CLIENT_KEY`, the TLS client certificate, or nothing.
+fn client_auth(secret: Option<&str>) -> Result<(AuthMethod, ClientCredential), Error> {
+    let given = var("OAUTH_AUTH_METHOD").map(|m| m.trim().to_owned());
+    let method = given.clone().unwrap_or_else(|| "basic".to_owned());
+    let with_secret = |chosen: AuthMethod| match secret {
+        Some(secret) => Ok((chosen, ClientCredential::from(secret))),
+        None if given.is_none() => {
+            Err("OAUTH_CLIENT_SECRET is required (OAUTH_AUTH_METHOD is basic by default)".into())
+        }
+        None => Err(format!("OAUTH_AUTH_METHOD={method} needs OAUTH_CLIENT_SECRET").into()),
+    };
+    match method.as_str() {
+        "basic" => with_secret(AuthMethod::ClientSecretBasic),
+        "basic_unencoded" => with_secret(AuthMethod::ClientSecretBasicUnencoded),
+        "post" => with_secret(AuthMethod::ClientSecretPost),
+        "client_secret_jwt" => with_secret(AuthMethod::ClientSecretJwt),
+        "private_key_jwt" => {
+            let path = var("OAUTH_CLIENT_KEY").ok_or("OAUTH_AUTH_METHOD=private_key_jwt needs OAUTH_CLIENT_KEY")?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("OAUTH_CLIENT_KEY: cannot read {path}: {e}"))?;
+            let key = ClientKey::from_file_contents(&text).map_err(|e| format!("OAUTH_CLIENT_KEY: {path}: {e}"))?;
+            Ok((AuthMethod::PrivateKeyJwt, ClientCredential::Key(key)))
+        }
+        "tls_client_auth" => {
+            if var("OAUTH_CLIENT_CERT").is_none() || var("OAUTH_CLIENT_CERT_KEY").is_none() {
+                return Err(
+                    "OAUTH_AUTH_METHOD=tls_client_auth needs OAUTH_CLIENT_CERT and OAUTH_CLIENT_CERT_KEY".into()
+                );
+            }
+            Ok((AuthMethod::TlsClientAuth, ClientCredential::TlsCertificate))
+        }
+        "none" => Ok((AuthMethod::None, ClientCredential::None)),
+        other => Err(format!(
+            "OAUTH_AUTH_METHOD must be basic, basic_unencoded, post, client_secret_jwt, private_key_jwt, \
+             tls_client_auth or none, not {other:?}"
+        )
+        .into()),
+    }
+}
+
 impl Config {
     fn from_env() -> Result<Config, Error> {
         let http = http_client()?;
         let id = required("OAUTH_CLIENT_ID")?;
-        let secret = required("OAUTH_CLIENT_SECRET")?;
+        let secret = var("OAUTH_CLIENT_SECRET");
+        let (method, credential) = client_auth(secret.as_deref())?;
         let mut builder = match (var("OAUTH_TOKEN_URL"), var("OAUTH_ISSUER")) {
-            (Some(url), _) => TokenEndpoint::builder(url, id, secret.as_str()),
-            (None, Some(issuer)) => TokenEndpoint::discover(issuer, id, secret.as_str()),
+            (Some(url), _) => TokenEndpoint::builder(url, id, credential),
+            (None, Some(issuer)) => TokenEndpoint::discover(issuer, id, credential),
             (None, None) => return Err("OAUTH_TOKEN_URL or OAUTH_ISSUER is required".into()),
         };
-        builder = match var("OAUTH_AUTH_METHOD").as_deref().map(str::trim) {
-            None | Some("basic") => builder.auth_method(AuthMethod::ClientSecretBasic),
-            Some("post") => builder.auth_method(AuthMethod::ClientSecretPost),
-            Some(other) => return Err(format!("OAUTH_AUTH_METHOD must be basic or post, not {other:?}").into()),
-        };
+        builder = builder.auth_method(method);
         builder = match var("OAUTH_GRANT").as_deref().map(str::trim) {
             None | Some("client_credentials") => builder,
             Some("refresh_token") => builder.refresh_token(
                 var("OAUTH_REFRESH_TOKEN").ok_or("OAUTH_GRANT=refresh_token needs OAUTH_REFRESH_TOKEN")?,
             ),
+            Some("jwt_bearer") => {
+                let path = var("OAUTH_ASSERTION_FILE").ok_or("OAUTH_GRANT=jwt_bearer needs OAUTH_ASSERTION_FILE")?;
+                // Read again at each token request (a rotated file is picked up); checked
+                // once here so that a wrong path is a clear error at start.
+                std::fs::metadata(&path).map_err(|e| format!("OAUTH_ASSERTION_FILE: cannot read {path}: {e}"))?;
+                builder.jwt_bearer(AssertionSource::file(path))
+            }
+            Some("token_exchange") => builder.token_exchange(TokenExchange::access_token(
+                var("OAUTH_SUBJECT_TOKEN").ok_or("OAUTH_GRANT=token_exchange needs OAUTH_SUBJECT_TOKEN")?,
+            )),
             Some(other) => {
-                return Err(format!("OAUTH_GRANT must be client_credentials or refresh_token, not {other:?}").into());
+                return Err(format!(
+                    "OAUTH_GRANT must be client_credentials, refresh_token, jwt_bearer or token_exchange, not {other:?}"
+                )
+                .into());
             }
         };
         if let Some(scope) = var("OAUTH_SCOPE") {
@@ -218,7 +291,9 @@ impl Config {
                 url,
                 key: match var("REDIS_TOKEN_KEY") {
                     Some(key) => entry_key(&key)?,
-                    None => EntryKey::derive_from_client_secret(&secret),
+                    None => EntryKey::derive_from_client_secret(
+                        secret.as_deref().ok_or("REDIS_URL without OAUTH_CLIENT_SECRET needs REDIS_TOKEN_KEY")?,
+                    ),
                 },
                 grant_id: var("REDIS_GRANT_ID"),
             }),
@@ -253,9 +328,11 @@ async fn run(config: Config) -> Result<Summary, Error> {
     // variable that sets it.
     let cache = cache.build().map_err(|error| -> Error {
         match error {
-            BuildError::MissingGrantId => {
-                "REDIS_URL with OAUTH_GRANT=refresh_token needs REDIS_GRANT_ID (whose grant it is)".into()
-            }
+            BuildError::MissingGrantId => format!(
+                "REDIS_URL with OAUTH_GRANT={} needs REDIS_GRANT_ID (whose grant it is)",
+                var("OAUTH_GRANT").as_deref().map_or("refresh_token", str::trim)
+            )
+            .into(),
             other => other.into(),
         }
     })?;

@@ -12,7 +12,9 @@
 //! | `OAUTH_REQUIRE_AT_JWT` | `1`: strict RFC 9068 `typ` |
 //! | `OAUTH_DECRYPTION_KEYS` | path to a JWK Set of private keys; JWE tokens are accepted only when set |
 //! | `OAUTH_INTROSPECTION_URL` | RFC 7662 endpoint: opaque tokens (and JWEs no decryption key opens) are introspected |
-//! | `OAUTH_INTROSPECTION_CLIENT_ID`, `OAUTH_INTROSPECTION_CLIENT_SECRET` | this server's credentials there (Basic auth) |
+//! | `OAUTH_INTROSPECTION_CLIENT_ID`, `OAUTH_INTROSPECTION_CLIENT_SECRET` | this server's credentials there (the secret for the methods that use one) |
+//! | `OAUTH_INTROSPECTION_AUTH_METHOD` | how it authenticates there: `basic` (default), `post`, `client_secret_jwt`, `basic_unencoded` (all with `OAUTH_INTROSPECTION_CLIENT_SECRET`) or `private_key_jwt` (with `OAUTH_INTROSPECTION_CLIENT_KEY`), as the `client_credentials` example's `OAUTH_AUTH_METHOD` |
+//! | `OAUTH_INTROSPECTION_CLIENT_KEY` | with `OAUTH_INTROSPECTION_AUTH_METHOD=private_key_jwt`: a private JWK or PKCS#8 PEM file that signs the client assertions |
 //! | `OAUTH_ADMIN_SCOPE` | scope `/admin` requires; default `admin` |
 //! | `OAUTH_TOKEN_CACHE` | `1`: the verified-token cache |
 //! | `OAUTH_DPOP` | `off`, `allowed` (default) or `required`: DPoP-bound tokens with their proofs (RFC 9449) |
@@ -52,7 +54,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use tower_oauth::bearer::{RequireScopeLayer, VerifiedTokenCache};
 use tower_oauth::client::store::RedisTokenStore;
-use tower_oauth::introspect::Introspector;
+use tower_oauth::introspect::{AuthMethod, ClientCredential, ClientKey, Introspector};
 use tower_oauth::mtls::{self, AddClientCertificateLayer, ClientCertificate};
 use tower_oauth::validate::dpop::{DpopReplayCache, DpopVerifier};
 use tower_oauth::validate::{DecryptionKeys, DpopMode, IssuerPattern};
@@ -80,6 +82,43 @@ fn var(name: &str) -> Option<String> {
 
 fn list(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// How this server authenticates to the introspection endpoint
+/// (`OAUTH_INTROSPECTION_AUTH_METHOD`, the values of the `client_credentials` example's
+/// `OAUTH_AUTH_METHOD`), and with what: `OAUTH_INTROSPECTION_CLIENT_SECRET`, or the
+/// private key of `OAUTH_INTROSPECTION_CLIENT_KEY`.
+fn introspection_auth() -> Result<(AuthMethod, ClientCredential), Box<dyn std::error::Error>> {
+    let method = var("OAUTH_INTROSPECTION_AUTH_METHOD").map_or_else(|| "basic".to_owned(), |m| m.trim().to_owned());
+    let secret = var("OAUTH_INTROSPECTION_CLIENT_SECRET");
+    let with_secret = |chosen: AuthMethod| match &secret {
+        Some(secret) => Ok((chosen, ClientCredential::from(secret))),
+        None if method == "basic" => Err("OAUTH_INTROSPECTION_CLIENT_SECRET is required".into()),
+        None => Err(format!("OAUTH_INTROSPECTION_AUTH_METHOD={method} needs OAUTH_INTROSPECTION_CLIENT_SECRET").into()),
+    };
+    match method.as_str() {
+        "basic" => with_secret(AuthMethod::ClientSecretBasic),
+        "basic_unencoded" => with_secret(AuthMethod::ClientSecretBasicUnencoded),
+        "post" => with_secret(AuthMethod::ClientSecretPost),
+        "client_secret_jwt" => with_secret(AuthMethod::ClientSecretJwt),
+        "private_key_jwt" => {
+            let path = var("OAUTH_INTROSPECTION_CLIENT_KEY")
+                .ok_or("OAUTH_INTROSPECTION_AUTH_METHOD=private_key_jwt needs OAUTH_INTROSPECTION_CLIENT_KEY")?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("OAUTH_INTROSPECTION_CLIENT_KEY: cannot read {path}: {e}"))?;
+            let key = ClientKey::from_file_contents(&text)
+                .map_err(|e| format!("OAUTH_INTROSPECTION_CLIENT_KEY: {path}: {e}"))?;
+            Ok((AuthMethod::PrivateKeyJwt, ClientCredential::Key(key)))
+        }
+        "tls_client_auth" => Err("OAUTH_INTROSPECTION_AUTH_METHOD=tls_client_auth is not supported by this example \
+             (it has no TLS client certificate for the introspection endpoint)"
+            .into()),
+        other => Err(format!(
+            "OAUTH_INTROSPECTION_AUTH_METHOD must be basic, basic_unencoded, post, client_secret_jwt or \
+             private_key_jwt, not {other:?}"
+        )
+        .into()),
+    }
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -128,8 +167,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(url) = var("OAUTH_INTROSPECTION_URL") {
         let client_id = var("OAUTH_INTROSPECTION_CLIENT_ID").ok_or("OAUTH_INTROSPECTION_CLIENT_ID is required")?;
-        let secret = var("OAUTH_INTROSPECTION_CLIENT_SECRET").ok_or("OAUTH_INTROSPECTION_CLIENT_SECRET is required")?;
-        builder = builder.introspection_fallback(Introspector::builder(url, client_id, secret).build()?);
+        let (method, credential) = introspection_auth()?;
+        let introspector = Introspector::builder(url, client_id, credential).auth_method(method).build()?;
+        builder = builder.introspection_fallback(introspector);
     }
     let dpop_mode: DpopMode = match var("OAUTH_DPOP") {
         Some(mode) => mode.parse().map_err(|e| format!("OAUTH_DPOP: {e}"))?,

@@ -251,3 +251,73 @@ async fn the_resource_server_example_serves_metrics_when_asked() {
         assert!(!text.contains(secret), "{secret} in the metrics");
     }
 }
+
+/// `OAUTH_INTROSPECTION_AUTH_METHOD`: `post` sends the id and secret in the form, and
+/// `private_key_jwt` an assertion signed with the key of `OAUTH_INTROSPECTION_CLIENT_KEY`
+/// (no secret needed); an unknown value stops the server before it listens.
+#[tokio::test]
+async fn the_resource_server_example_authenticates_to_introspection_as_told() {
+    use tower_oauth::client::ClientKey;
+    let key = ClientKey::generate_for(tower_oauth::Algorithm::ES256).unwrap().with_kid("rs-1");
+    let issuer = TestIssuer::builder().client_jwks("orders-api", &key.public_jwk()).start().await.unwrap();
+    let key_file = std::env::temp_dir().join(format!("introspection-key-{}.json", std::process::id()));
+    std::fs::write(&key_file, key.private_jwk().unwrap().expose()).unwrap();
+    let common = || {
+        vec![
+            ("OAUTH_ISSUER", issuer.issuer().to_owned()),
+            ("OAUTH_AUDIENCE", issuer.audience().to_owned()),
+            ("OAUTH_INTROSPECTION_URL", issuer.introspection_endpoint()),
+        ]
+    };
+
+    let mut post = common();
+    post.extend([
+        ("OAUTH_INTROSPECTION_CLIENT_ID", TestIssuer::DEFAULT_CLIENT_ID.to_owned()),
+        ("OAUTH_INTROSPECTION_CLIENT_SECRET", TestIssuer::DEFAULT_CLIENT_SECRET.to_owned()),
+        ("OAUTH_INTROSPECTION_AUTH_METHOD", "post".to_owned()),
+    ]);
+    let (_post_server, post_url) = start(&post).await;
+    let me = get_me(&post_url, &issuer.mint().subject("olga").opaque()).await;
+    assert_eq!(me.status(), 200);
+    assert_eq!(me.json::<serde_json::Value>().await.unwrap()["sub"], "olga");
+    assert_eq!(issuer.requests(Endpoint::Introspection), 1);
+
+    let mut private_key_jwt = common();
+    private_key_jwt.extend([
+        ("OAUTH_INTROSPECTION_CLIENT_ID", "orders-api".to_owned()),
+        ("OAUTH_INTROSPECTION_AUTH_METHOD", "private_key_jwt".to_owned()),
+        ("OAUTH_INTROSPECTION_CLIENT_KEY", key_file.display().to_string()),
+    ]);
+    let (_key_server, key_url) = start(&private_key_jwt).await;
+    let me = get_me(&key_url, &issuer.mint().subject("pete").opaque()).await;
+    assert_eq!(me.status(), 200);
+    assert_eq!(me.json::<serde_json::Value>().await.unwrap()["sub"], "pete");
+    assert_eq!(issuer.requests(Endpoint::Introspection), 2);
+    let _ = std::fs::remove_file(&key_file);
+
+    for (method, message) in [
+        (
+            "magic",
+            r#"OAUTH_INTROSPECTION_AUTH_METHOD must be basic, basic_unencoded, post, client_secret_jwt or private_key_jwt, not "magic""#,
+        ),
+        ("private_key_jwt", "OAUTH_INTROSPECTION_AUTH_METHOD=private_key_jwt needs OAUTH_INTROSPECTION_CLIENT_KEY"),
+        (
+            "client_secret_jwt",
+            "OAUTH_INTROSPECTION_AUTH_METHOD=client_secret_jwt needs OAUTH_INTROSPECTION_CLIENT_SECRET",
+        ),
+    ] {
+        let output = Command::new(example("resource_server"))
+            .env_clear()
+            .env("LISTEN", "127.0.0.1:0")
+            .envs(common())
+            .env("OAUTH_INTROSPECTION_CLIENT_ID", "orders-api")
+            .env("OAUTH_INTROSPECTION_AUTH_METHOD", method)
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success(), "{method}: {output:?}");
+        assert!(output.stdout.is_empty(), "{method}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&format!("error: {message}")), "{method}: {stderr}");
+    }
+}
