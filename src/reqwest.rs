@@ -215,6 +215,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_exchanged_token_in_the_extensions_goes_instead_of_the_services_own() {
+        let (cache, _) = warm_dpop_cache().await;
+        let api = Scripted::default();
+        let client = api.client(ClientCredentialsMiddleware::new(cache));
+        let exchanged = crate::client::ExchangedToken::new(
+            AccessToken::new("for-alice", std::time::Instant::now(), std::time::Duration::from_secs(60), None, 1, None)
+                .unwrap(),
+        );
+        client.get("https://api.example/orders").with_extension(exchanged).send().await.unwrap();
+        client.get("https://api.example/orders").send().await.unwrap();
+        assert_eq!(api.authorizations(), ["Bearer for-alice", "DPoP dpop-1"]);
+        assert_eq!(api.proofs.lock().unwrap()[0], None, "no proof for a bearer token");
+    }
+
+    #[tokio::test]
     async fn a_dpop_token_goes_with_a_fresh_proof_for_each_request() {
         let (cache, key) = warm_dpop_cache().await;
         let api = Scripted::default();

@@ -77,6 +77,10 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
 pub struct ExchangedToken(AccessToken);
 
 impl ExchangedToken {
+    pub(crate) fn new(token: AccessToken) -> ExchangedToken {
+        ExchangedToken(token)
+    }
+
     /// The `Authorization` value to send (`Bearer …`), marked sensitive.
     pub fn header_value(&self) -> &HeaderValue {
         self.0.header_value()

@@ -1,9 +1,15 @@
 //! Outbound tokens: obtain access tokens, keep them fresh, attach them to requests.
 //!
 //! - A [`TokenEndpoint`] obtains tokens from an OAuth 2.0 token endpoint (given, or
-//!   discovered from an issuer) with the `client_credentials`, `refresh_token` or
-//!   authorization-code grant, authenticating with `client_secret_basic` (id and
-//!   secret form-urlencoded first, RFC 6749 §2.3.1) or `client_secret_post`.
+//!   discovered from an issuer) with the `client_credentials`, `refresh_token`,
+//!   authorization-code, JWT bearer ([`AssertionSource`]) or token-exchange
+//!   ([`TokenExchange`]) grant, authenticating with `client_secret_basic` (id and
+//!   secret form-urlencoded first, RFC 6749 §2.3.1), `client_secret_post`,
+//!   `client_secret_jwt`, `private_key_jwt` (a [`ClientKey`]) or mTLS (see
+//!   [`AuthMethod`]).
+//! - A [`TokenExchangeLayer`] behind `BearerAuthLayer` exchanges each caller's token
+//!   for one aimed at a downstream API (RFC 8693) and hands it to the handler as an
+//!   [`ExchangedToken`].
 //! - A [`TokenCache`] holds the current token in an `ArcSwap` (reads never lock) and
 //!   refreshes it ahead of expiry with one background task: callers of a cold cache
 //!   share one fetch, a rotating refresh token is never spent twice, failures back off
