@@ -17,6 +17,8 @@ mod grpc_server;
 
 mod bearer;
 mod client;
+mod client_auth;
+mod client_auth_oidc;
 mod client_credentials_example;
 mod client_keycloak;
 mod client_layer;

@@ -55,8 +55,17 @@ pub(crate) enum Mode {
 }
 
 /// The settings of `idp.mjs` that [`IdpProcess::start_with`] passes only when given.
-const IDP_SETTINGS: [&str; 6] =
-    ["IDP_DPOP", "IDP_DPOP_NONCE", "IDP_TLS_CERT", "IDP_TLS_KEY", "IDP_TLS_CLIENT_CA", "IDP_MTLS_CLIENT_DN"];
+const IDP_SETTINGS: [&str; 9] = [
+    "IDP_DPOP",
+    "IDP_DPOP_NONCE",
+    "IDP_TLS_CERT",
+    "IDP_TLS_KEY",
+    "IDP_TLS_CLIENT_CA",
+    "IDP_MTLS_CLIENT_DN",
+    "IDP_CLIENT_JWKS",
+    "IDP_MTLS_SELF_SIGNED_CERT",
+    "IDP_MTLS_ALIASES",
+];
 
 /// How long the IdP may take to print its `ISSUER=` line (Node start-up, key generation).
 pub(crate) const IDP_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -95,8 +104,9 @@ impl IdpProcess {
     }
 
     /// [`start_in`](Self::start_in) with more of `idp.mjs`'s settings in its environment:
-    /// `IDP_DPOP`, `IDP_DPOP_NONCE`, the `IDP_TLS_*` files (then the issuer is https) and
-    /// `IDP_MTLS_CLIENT_DN`. Whatever of these the test process has is not passed on.
+    /// `IDP_DPOP`, `IDP_DPOP_NONCE`, the `IDP_TLS_*` files (then the issuer is https),
+    /// `IDP_MTLS_CLIENT_DN`, `IDP_CLIENT_JWKS`, `IDP_MTLS_SELF_SIGNED_CERT` and
+    /// `IDP_MTLS_ALIASES`. Whatever of these the test process has is not passed on.
     pub(crate) async fn start_with(mode: Mode, env: &[(&str, &str)]) -> Result<IdpProcess, Error> {
         let mut attempt = 1;
         loop {
