@@ -104,7 +104,8 @@ pub enum TokenError {
     /// [`oauth`](Self::oauth) gives its RFC 6749 error if it sent one.
     #[error(
         "client authentication refused; the client id or secret has characters that client_secret_basic \
-         form-encodes, and some servers compare them unencoded (AuthMethod::ClientSecretBasicUnencoded)"
+         form-encodes, and some servers compare them unencoded (try AuthMethod::ClientSecretBasicUnencoded, \
+         or client_secret_post)"
     )]
     BasicEncoding(#[source] Box<TokenError>),
     /// Finding the token endpoint through the issuer's metadata failed, now or a moment

@@ -267,6 +267,13 @@ impl ClientAuth {
                 secret,
                 encoded: true,
             },
+            // RFC 7617 §2: the user-id of Basic cannot hold a colon; only the RFC 6749
+            // encoding (or the form body) can carry one.
+            (ClientCredential::Secret(_), AuthMethod::ClientSecretBasicUnencoded) if client_id.contains(':') => {
+                return Err(BuildError::AuthMethod(
+                    "a client id with `:` cannot go unencoded in Basic; use client_secret_post",
+                ));
+            }
             (ClientCredential::Secret(secret), AuthMethod::ClientSecretBasicUnencoded) => Credential::Basic {
                 authorization: basic_authorization(&client_id, secret.expose(), false),
                 secret,
@@ -446,17 +453,21 @@ mod tests {
 
     #[test]
     fn the_unencoded_form_joins_the_raw_credentials() {
-        let auth = ClientAuth::new(
-            "svc:client".into(),
-            "s3cr&t+%/=".into(),
-            Some(AuthMethod::ClientSecretBasicUnencoded),
-            AssertionAudience::Issuer,
-        )
-        .unwrap();
+        let unencoded = |id: &str| {
+            ClientAuth::new(
+                id.into(),
+                "s3cr&t+%/=".into(),
+                Some(AuthMethod::ClientSecretBasicUnencoded),
+                AssertionAudience::Issuer,
+            )
+        };
+        // RFC 7617 §2: no colon in the user-id.
+        assert!(matches!(unencoded("svc:client"), Err(BuildError::AuthMethod(_))));
+        let auth = unencoded("svc.client").unwrap();
         let (form, authorization) = form_of(&auth, TO);
         assert_eq!(form, "");
         let authorization = authorization.unwrap();
-        assert_eq!(STANDARD.decode(&authorization.as_bytes()[6..]).unwrap(), b"svc:client:s3cr&t+%/=");
+        assert_eq!(STANDARD.decode(&authorization.as_bytes()[6..]).unwrap(), b"svc.client:s3cr&t+%/=");
         assert!(authorization.is_sensitive());
         assert_eq!(auth.method(), AuthMethod::ClientSecretBasicUnencoded);
         assert!(!auth.encoding_may_matter());

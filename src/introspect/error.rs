@@ -57,7 +57,8 @@ pub enum IntrospectionError {
 
 /// The hint of a refused request whose Basic credentials the encoding changed.
 pub(crate) const BASIC_ENCODING_HINT: &str = "; the client id or secret has characters that client_secret_basic \
-    form-encodes, and some servers compare them unencoded (AuthMethod::ClientSecretBasicUnencoded)";
+    form-encodes, and some servers compare them unencoded (try AuthMethod::ClientSecretBasicUnencoded, or \
+    client_secret_post)";
 
 impl IntrospectionError {
     pub(crate) fn unavailable(reason: &'static str, error: FetchError) -> Self {
