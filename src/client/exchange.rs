@@ -9,7 +9,8 @@
 //! [`ExchangedToken`] for the handler's outbound calls:
 //!
 //! - exchanged tokens are cached per subject token (by its SHA-256, never the token)
-//!   until shortly before they expire, in a cache bounded in bytes;
+//!   until 30 s before they expire (or half their lifetime, if shorter), in a cache
+//!   bounded in bytes;
 //! - one exchange per subject token at a time: concurrent requests with the same token
 //!   wait for the one exchange and share its outcome;
 //! - a refusal (`invalid_grant`, `invalid_target`, …) is remembered for a few seconds,
@@ -64,7 +65,8 @@ use crate::idp::answers::{Answer, AnswerCache};
 
 /// The default bound of the cache of exchanged tokens, in bytes.
 pub const DEFAULT_EXCHANGE_CACHE_CAPACITY: u64 = 4 * 1024 * 1024;
-/// How long before its expiry an exchanged token stops being handed out.
+/// How long before its expiry an exchanged token stops being handed out (at most half
+/// its lifetime).
 const EARLY: Duration = Duration::from_secs(30);
 /// How long a refused exchange is remembered.
 const REFUSAL_TTL: Duration = Duration::from_secs(5);
@@ -158,11 +160,12 @@ impl Exchanger {
                     let (token, expires_in, _, scope) = response.into_parts();
                     let lifetime = expires_in.unwrap_or(DEFAULT_LIFETIME);
                     AccessToken::new(&token, started, lifetime, scope, 1, None)
-                        .map(ExchangedToken)
+                        .map(ExchangedToken::new)
                         .ok_or(TokenError::InvalidResponse(super::InvalidResponse::MalformedAccessToken))
                 });
                 let ttl = match &value {
-                    Ok(token) => token.0.lifetime().saturating_sub(EARLY),
+                    // A short-lived token is kept for half its life rather than not at all.
+                    Ok(token) => token.0.lifetime().saturating_sub(EARLY.min(token.0.lifetime() / 2)),
                     Err(error) if error.is_transient() => Duration::ZERO,
                     Err(_) => REFUSAL_TTL,
                 };

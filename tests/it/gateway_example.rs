@@ -3,31 +3,15 @@
 //! and never with the caller's own.
 #![cfg(all(feature = "testing", feature = "jwe"))]
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tower_oauth::testing::{GrantType, TestIssuer};
 
 const DOWNSTREAM: &str = "https://orders.example";
 
 /// Runs the `gateway` example with `envs`; returns the process and its base URL.
 async fn start_gateway(envs: &[(&str, String)]) -> (Child, String) {
-    let exe = std::env::current_exe().unwrap();
-    let examples = exe.parent().and_then(|deps| deps.parent()).unwrap().join("examples");
-    let mut command = Command::new(examples.join("gateway"));
-    command.env_clear().env("LISTEN", "127.0.0.1:0").env("RUST_LOG", "warn");
-    for (name, value) in envs {
-        command.env(name, value);
-    }
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
-    let url = line.strip_prefix("listening on ").expect("the ready line").to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
-    (child, url)
+    crate::resource_server::start_example("gateway", envs).await
 }
 
 async fn setup(policy: &str) -> (TestIssuer, Child, Child, String) {

@@ -25,7 +25,13 @@ fn example(name: &str) -> PathBuf {
 /// Runs the `resource_server` example with `envs` (and `LISTEN=127.0.0.1:0`); returns the
 /// process and its base URL, once it said it listens.
 pub(crate) async fn start(envs: &[(&str, String)]) -> (Child, String) {
-    let mut command = Command::new(example("resource_server"));
+    start_example("resource_server", envs).await
+}
+
+/// Runs the example `name` with `envs` (and `LISTEN=127.0.0.1:0`); returns the process
+/// and its base URL, once it said it listens.
+pub(crate) async fn start_example(name: &str, envs: &[(&str, String)]) -> (Child, String) {
+    let mut command = Command::new(example(name));
     command.env_clear().env("LISTEN", "127.0.0.1:0").env("RUST_LOG", "warn");
     for (name, value) in envs {
         command.env(name, value);
