@@ -109,8 +109,15 @@ impl fmt::Debug for ExchangedToken {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Authenticated;
 
-/// Exchanges each authenticated caller's token for one aimed downstream; see the
-/// [module](self).
+/// Exchanges each authenticated caller's token (RFC 8693) for one aimed at the
+/// [`TokenEndpoint`]'s target, and hands it to the handler as an [`ExchangedToken`].
+///
+/// Place it after [`BearerAuthLayer`](crate::bearer::BearerAuthLayer): only requests that
+/// layer let through are exchanged. One exchange runs per subject token at a time; the
+/// result is cached by the token's SHA-256 (bounded) until 30 s before it expires (at
+/// most half its lifetime less). A refusal is remembered for 5 s and answered `403`; a
+/// failure that may pass is answered `503`, with `Retry-After` when known. The caller's
+/// token is never forwarded.
 #[derive(Clone)]
 pub struct TokenExchangeLayer {
     exchanger: Arc<Exchanger>,

@@ -13,7 +13,8 @@ pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer
 pub(crate) const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 /// The token type identifiers of RFC 8693 §3, for
-/// [`TokenExchange::subject_token_type`] and the others.
+/// [`TokenExchange::new`], [`TokenExchange::actor_token`] and
+/// [`TokenExchange::requested_token_type`].
 pub mod token_type {
     /// An OAuth 2.0 access token.
     pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
