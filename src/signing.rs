@@ -54,6 +54,35 @@ pub enum KeyError {
     Signing,
 }
 
+/// A fresh `jti` for a JWT the client signs: 128 bits from the OS RNG, base64url
+/// (22 characters). RFC 9449 §4.2 asks at least 96 pseudorandom bits of a DPoP proof's
+/// `jti`; the same serves client assertions (RFC 7523 §3).
+pub(crate) struct Jti([u8; 22]);
+
+impl Jti {
+    pub(crate) fn new() -> Result<Jti, KeyError> {
+        let mut random = [0u8; 16];
+        rand::fill(&mut random).map_err(|_| KeyError::Signing)?;
+        let mut jti = [0u8; 22];
+        match B64.encode_slice(random, &mut jti) {
+            Ok(22) => Ok(Jti(jti)),
+            _ => Err(KeyError::Signing),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // base64url output is ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// Seconds since the Unix epoch: a JWT's `iat`.
+pub(crate) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// An asymmetric private key that signs JWS (RFC 7515), with its public JWK.
 pub(crate) struct SigningKey {
     alg: Algorithm,

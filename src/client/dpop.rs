@@ -8,15 +8,14 @@
 
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::{digest, rand};
+use aws_lc_rs::digest;
 use base64::Engine as _;
 
 use crate::Secret;
 use crate::algorithm::Algorithm;
 use crate::jwk::B64;
-use crate::signing::{KeyError, SigningKey, push_json_escaped};
+use crate::signing::{Jti, KeyError, SigningKey, now_secs, push_json_escaped};
 
 /// A client's DPoP key (RFC 9449): a private signing key kept in memory, never printed.
 ///
@@ -203,19 +202,8 @@ impl DpopKey {
         access_token: Option<&str>,
         nonce: Option<&str>,
     ) -> Result<String, KeyError> {
-        // RFC 9449 §4.2: `jti` takes at least 96 pseudorandom bits to be unique across
-        // proofs; 128 from the OS RNG leave a margin.
-        let mut random = [0u8; 16];
-        rand::fill(&mut random).map_err(|_| KeyError::Signing)?;
-        let mut jti = [0u8; 22];
-        let jti = match B64.encode_slice(random, &mut jti) {
-            Ok(len) => std::str::from_utf8(&jti[..len]).map_err(|_| KeyError::Signing)?,
-            Err(_) => return Err(KeyError::Signing),
-        };
-        let iat = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
-        self.proof_at(htm, htu, access_token, nonce, iat, jti)
+        let jti = Jti::new()?;
+        self.proof_at(htm, htu, access_token, nonce, now_secs(), jti.as_str())
     }
 
     /// [`DpopKey::proof`] with a given `iat` and `jti`, so tests can pin them.
@@ -389,7 +377,7 @@ mod tests {
     }
 
     fn now() -> i64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+        crate::signing::now_secs()
     }
 
     fn url(s: &str) -> url::Url {

@@ -122,40 +122,20 @@ impl TokenEndpoint {
     /// A [`TokenError`] saying what failed: the server's RFC 6749 error, a status, the
     /// exchange, or the response.
     pub async fn request_token(&mut self) -> Result<TokenResponse, TokenError> {
-        let url = self
-            .endpoint
-            .url(&self.client, self.limits.timeout)
-            .await
-            .map_err(|failed| TokenError::Discovery(failed.error))?;
-        let grant = self.grant.kind().as_str();
         let assertion = match &self.grant {
             GrantState::JwtBearer(source) => match source.read().await {
                 Ok(assertion) => Some(assertion),
                 Err(error) => {
                     let error = TokenError::Assertion(std::sync::Arc::new(error));
-                    crate::telemetry::token_request(grant, metric_result(&Err(error.clone())));
+                    crate::telemetry::token_request(self.grant.kind().as_str(), metric_result(&Err(error.clone())));
                     return Err(error);
                 }
             },
             _ => None,
         };
-        let assertion = assertion.as_ref();
-        let mut result = self.post_once(&url, &self.grant, assertion).await;
-        // RFC 9449 §8: a server that wants a nonce says so with `use_dpop_nonce` and
-        // sends one; the request is made once more with it.
-        if self.dpop.is_some()
-            && let Err(TokenError::OAuth(error)) = &result
-            && *error.code() == ErrorCode::UseDpopNonce
-        {
-            result = self.post_once(&url, &self.grant, assertion).await;
-        }
-        crate::telemetry::token_request(grant, metric_result(&result));
-        match &result {
-            Ok(response) => self.grant.advance(response),
-            // Anything but the server's considered answer may mean the endpoint moved:
-            // a discovered one is looked up again at the next request.
-            Err(error) if error.oauth().is_none() => self.endpoint.failed(&url),
-            Err(_) => {}
+        let result = self.send(&self.grant, assertion.as_ref()).await;
+        if let Ok(response) = &result {
+            self.grant.advance(response);
         }
         result
     }
@@ -164,20 +144,29 @@ impl TokenEndpoint {
     /// endpoint's client authentication, target and scope, whatever its own grant: one
     /// request, no state. For the [`TokenExchangeLayer`](super::TokenExchangeLayer).
     pub(crate) async fn exchange(&self, exchange: &TokenExchange) -> Result<TokenResponse, TokenError> {
+        self.send(&GrantState::TokenExchange(exchange.clone()), None).await
+    }
+
+    /// One token request for `grant`, to the endpoint found now: retried once for a
+    /// DPoP nonce, counted, and reported when it suggests the endpoint moved.
+    async fn send(&self, grant: &GrantState, assertion: Option<&Secret>) -> Result<TokenResponse, TokenError> {
         let url = self
             .endpoint
             .url(&self.client, self.limits.timeout)
             .await
             .map_err(|failed| TokenError::Discovery(failed.error))?;
-        let grant = GrantState::TokenExchange(exchange.clone());
-        let mut result = self.post_once(&url, &grant, None).await;
+        let mut result = self.post_once(&url, grant, assertion).await;
+        // RFC 9449 §8: a server that wants a nonce says so with `use_dpop_nonce` and
+        // sends one; the request is made once more with it.
         if self.dpop.is_some()
             && let Err(TokenError::OAuth(error)) = &result
             && *error.code() == ErrorCode::UseDpopNonce
         {
-            result = self.post_once(&url, &grant, None).await;
+            result = self.post_once(&url, grant, assertion).await;
         }
-        crate::telemetry::token_request(TOKEN_EXCHANGE, metric_result(&result));
+        crate::telemetry::token_request(grant.kind().as_str(), metric_result(&result));
+        // Anything but the server's considered answer may mean the endpoint moved: a
+        // discovered one is looked up again at the next request.
         if let Err(error) = &result
             && error.oauth().is_none()
         {

@@ -4,15 +4,14 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::{hmac, rand};
+use aws_lc_rs::hmac;
 use base64::Engine as _;
 
 use crate::Secret;
 use crate::algorithm::Algorithm;
 use crate::jwk::B64;
-use crate::signing::{KeyError, SigningKey, push_json_escaped};
+use crate::signing::{Jti, KeyError, SigningKey, now_secs, push_json_escaped};
 
 /// `client_assertion_type` for a JWT (RFC 7523 §2.2).
 pub(crate) const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -229,11 +228,8 @@ pub(crate) fn hs256(secret: &[u8], client_id: &str, audience: &str) -> Result<Se
 /// The claims of a client assertion (RFC 7523 §3): `iss` = `sub` = the client id, the
 /// audience, a random `jti`, `iat` now and `exp` a minute later.
 fn claims(client_id: &str, audience: &str) -> Result<String, KeyError> {
-    let mut random = [0u8; 16];
-    rand::fill(&mut random).map_err(|_| KeyError::Signing)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
+    let jti = Jti::new()?;
+    let now = now_secs();
     let mut claims = String::with_capacity(160 + 2 * client_id.len() + audience.len());
     claims.push_str(r#"{"iss":""#);
     push_json_escaped(&mut claims, client_id);
@@ -242,7 +238,7 @@ fn claims(client_id: &str, audience: &str) -> Result<String, KeyError> {
     claims.push_str(r#"","aud":""#);
     push_json_escaped(&mut claims, audience);
     claims.push_str(r#"","jti":""#);
-    B64.encode_string(random, &mut claims);
+    claims.push_str(jti.as_str());
     claims.push_str(&format!(r#"","iat":{now},"exp":{}}}"#, now.saturating_add(LIFETIME_SECS)));
     Ok(claims)
 }
