@@ -7,7 +7,8 @@
 //! | `OAUTH_ISSUER` | issuer URL (discovery); `iss` must equal it |
 //! | `OAUTH_ISSUERS` | comma list of trusted issuers (multi-tenant), instead of `OAUTH_ISSUER`; each is discovered on its first token; an entry with one `{tenant}` path segment is a pattern |
 //! | `OAUTH_JWKS_URI` | overrides the discovered `jwks_uri` (single issuer) |
-//! | `OAUTH_AUDIENCE` | required; `aud` must contain it |
+//! | `OAUTH_AUDIENCE` | required unless `OAUTH_RESOURCE` is set; `aud` must contain it |
+//! | `OAUTH_RESOURCE` | this server's resource identifier (RFC 9728, RFC 8707): serves its metadata at `/.well-known/oauth-protected-resource` (path inserted for a resource with a path), adds `resource_metadata` to challenges, and is the audience when `OAUTH_AUDIENCE` is unset |
 //! | `OAUTH_ALGORITHMS` | comma list; default: the asymmetric algorithms |
 //! | `OAUTH_REQUIRE_AT_JWT` | `1`: strict RFC 9068 `typ` |
 //! | `OAUTH_DECRYPTION_KEYS` | path to a JWK Set of private keys; JWE tokens are accepted only when set |
@@ -16,6 +17,8 @@
 //! | `OAUTH_INTROSPECTION_AUTH_METHOD` | how it authenticates there: `basic` (default), `post`, `client_secret_jwt`, `basic_unencoded` (all with `OAUTH_INTROSPECTION_CLIENT_SECRET`) or `private_key_jwt` (with `OAUTH_INTROSPECTION_CLIENT_KEY`), as the `client_credentials` example's `OAUTH_AUTH_METHOD` |
 //! | `OAUTH_INTROSPECTION_CLIENT_KEY` | with `OAUTH_INTROSPECTION_AUTH_METHOD=private_key_jwt`: a private JWK or PKCS#8 PEM file that signs the client assertions |
 //! | `OAUTH_ADMIN_SCOPE` | scope `/admin` requires; default `admin` |
+//! | `OAUTH_ADMIN_ACR` | comma list of the `acr` values `/admin` accepts (step-up, RFC 9470) |
+//! | `OAUTH_ADMIN_MAX_AGE` | seconds since `auth_time` that `/admin` allows (step-up, RFC 9470) |
 //! | `OAUTH_TOKEN_CACHE` | `1`: the verified-token cache |
 //! | `OAUTH_DPOP` | `off`, `allowed` (default) or `required`: DPoP-bound tokens with their proofs (RFC 9449) |
 //! | `OAUTH_DPOP_NONCE` | `1`: DPoP proofs must carry a server nonce (`use_dpop_nonce`) |
@@ -39,6 +42,13 @@
 //! curl -i -H "Authorization: DPoP $TOKEN" -H "DPoP: $PROOF" localhost:3000/me
 //! ```
 //!
+//! A discoverable server whose `/admin` wants a recent multi-factor login:
+//! ```text
+//! OAUTH_ISSUER=https://idp.example OAUTH_RESOURCE=http://127.0.0.1:3000 OAUTH_ADMIN_ACR=urn:example:mfa \
+//!   OAUTH_ADMIN_MAX_AGE=300 cargo run --example resource_server
+//! curl -i localhost:3000/.well-known/oauth-protected-resource
+//! ```
+//!
 //! Opaque tokens, and two tenants:
 //! ```text
 //! OAUTH_ISSUER=https://idp.example OAUTH_AUDIENCE=my-api OAUTH_INTROSPECTION_URL=https://idp.example/introspect \
@@ -49,10 +59,12 @@
 
 use std::env;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use axum::routing::get;
 use axum::{Json, Router};
-use tower_oauth::bearer::{RequireScopeLayer, VerifiedTokenCache};
+use tower_oauth::bearer::{RequireScopeLayer, StepUpLayer, StepUpRequirement, VerifiedTokenCache};
+use tower_oauth::resource::ProtectedResourceMetadata;
 use tower_oauth::client::store::RedisTokenStore;
 use tower_oauth::introspect::{AuthMethod, ClientCredential, ClientKey, Introspector};
 use tower_oauth::mtls::{self, AddClientCertificateLayer, ClientCertificate};
@@ -127,8 +139,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some("1") => Some(metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?),
         _ => None,
     };
-    let audience = var("OAUTH_AUDIENCE").ok_or("OAUTH_AUDIENCE is required")?;
-    let mut builder = Validator::builder().audience(audience);
+    let resource = var("OAUTH_RESOURCE");
+    let mut builder = Validator::builder();
+    match (var("OAUTH_AUDIENCE"), &resource) {
+        (Some(audience), _) => builder = builder.audience(audience),
+        (None, Some(_)) => {}
+        (None, None) => return Err("OAUTH_AUDIENCE (or OAUTH_RESOURCE) is required".into()),
+    }
+    if let Some(resource) = &resource {
+        builder = builder.resource(resource);
+    }
     match (var("OAUTH_ISSUERS"), var("OAUTH_ISSUER")) {
         (Some(issuers), _) => {
             // Many tenants: none is fetched before its first token.
@@ -177,6 +197,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     builder = builder.dpop(dpop_mode);
     let admin_scope = var("OAUTH_ADMIN_SCOPE").unwrap_or_else(|| "admin".to_owned());
+    let mut admin_step_up = StepUpRequirement::new();
+    if let Some(acr) = var("OAUTH_ADMIN_ACR") {
+        admin_step_up = admin_step_up.acr_values(list(&acr));
+    }
+    if let Some(max_age) = var("OAUTH_ADMIN_MAX_AGE") {
+        let secs: u64 = max_age.parse().map_err(|e| format!("OAUTH_ADMIN_MAX_AGE: {e}"))?;
+        admin_step_up = admin_step_up.max_age(Duration::from_secs(secs));
+    }
     let mut auth = BearerAuthLayer::new(builder.build()?).realm("resource_server");
     if var("OAUTH_TOKEN_CACHE").as_deref() == Some("1") {
         auth = auth.cache(VerifiedTokenCache::default());
@@ -209,12 +237,23 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         auth = auth.dpop(dpop.build().map_err(|e| format!("PUBLIC_URL: {e}"))?);
     }
 
+    // Served beside the bearer layer, not behind it: clients read it before they have a token.
+    let metadata = match resource {
+        Some(_) => Some(ProtectedResourceMetadata::from_layer(&auth)?.resource_name("resource_server example").build()?),
+        None => None,
+    };
+    // The scope is checked first (the outer layer): a step-up cannot add a scope.
     let app = Router::new()
         .route("/admin", get(admin))
+        .route_layer(StepUpLayer::new(admin_step_up))
         .route_layer(RequireScopeLayer::new([admin_scope]))
         .route("/me", get(me))
         .layer(auth)
         .route("/healthz", get(|| async { "ok" }));
+    let app = match metadata {
+        Some(metadata) => app.merge(metadata.router()),
+        None => app,
+    };
     let app = match metrics {
         Some(handle) => app.route("/metrics", get(move || std::future::ready(handle.render()))),
         None => app,

@@ -327,3 +327,108 @@ async fn the_resource_server_example_authenticates_to_introspection_as_told() {
         assert!(stderr.contains(&format!("error: {message}")), "{method}: {stderr}");
     }
 }
+
+/// With `OAUTH_RESOURCE` the example is discoverable (RFC 9728): it serves its metadata
+/// without a token, points every challenge at it, and takes the resource as its audience
+/// (`OAUTH_AUDIENCE` unset). `OAUTH_ADMIN_ACR` and `OAUTH_ADMIN_MAX_AGE` ask `/admin` for
+/// a step-up (RFC 9470).
+#[tokio::test]
+async fn the_resource_server_example_is_discoverable_and_asks_admin_for_a_step_up() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let resource = format!("http://127.0.0.1:{port}");
+    let (_child, url) = start(&[
+        ("OAUTH_ISSUER", issuer.issuer().to_owned()),
+        ("OAUTH_RESOURCE", resource.clone()),
+        ("OAUTH_ADMIN_ACR", "urn:example:mfa, urn:example:hwk".to_owned()),
+        ("OAUTH_ADMIN_MAX_AGE", "300".to_owned()),
+        ("OAUTH_DPOP", "off".to_owned()),
+        ("LISTEN", format!("127.0.0.1:{port}")),
+    ])
+    .await;
+    assert_eq!(url, resource);
+    let http = reqwest::Client::new();
+
+    let metadata = http.get(format!("{url}/.well-known/oauth-protected-resource")).send().await.unwrap();
+    assert_eq!(metadata.status(), 200);
+    assert_eq!(metadata.headers()["content-type"], "application/json");
+    let metadata: serde_json::Value = metadata.json().await.unwrap();
+    assert_eq!(
+        metadata,
+        serde_json::json!({
+            "resource": resource,
+            "authorization_servers": [issuer.issuer()],
+            "bearer_methods_supported": ["header"],
+            "resource_name": "resource_server example",
+        })
+    );
+
+    let pointer = format!(r#"resource_metadata="{url}/.well-known/oauth-protected-resource""#);
+    let anonymous = http.get(format!("{url}/me")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(anonymous.headers()["www-authenticate"], format!(r#"Bearer realm="resource_server", {pointer}"#));
+
+    // The resource is the audience, compared after normalisation; the issuer's default
+    // audience names another resource.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for aud in [resource.clone(), format!("HTTP://127.0.0.1:{port}/")] {
+        assert_eq!(get_me(&url, &issuer.mint().claim("aud", aud.as_str()).sign()).await.status(), 200, "{aud}");
+    }
+    let elsewhere = get_me(&url, &issuer.mint().sign()).await;
+    assert_eq!(elsewhere.status(), 401);
+    assert_eq!(
+        elsewhere.headers()["www-authenticate"],
+        format!(r#"Bearer realm="resource_server", error="invalid_token", {pointer}"#)
+    );
+
+    let admin = |acr: Option<&str>, auth_time: Option<u64>, scope: &str| {
+        let mut token = issuer.mint().claim("aud", resource.as_str()).scope(scope);
+        if let Some(acr) = acr {
+            token = token.claim("acr", acr);
+        }
+        if let Some(auth_time) = auth_time {
+            token = token.claim("auth_time", auth_time);
+        }
+        http.get(format!("{url}/admin")).bearer_auth(token.sign()).send()
+    };
+    let step_up = format!(
+        r#"Bearer realm="resource_server", error="insufficient_user_authentication", acr_values="urn:example:mfa urn:example:hwk", max_age="300", {pointer}"#
+    );
+    assert_eq!(admin(Some("urn:example:mfa"), Some(now - 10), "admin").await.unwrap().status(), 200);
+    assert_eq!(admin(Some("urn:example:hwk"), Some(now), "admin").await.unwrap().status(), 200);
+    for (acr, auth_time) in [
+        (Some("urn:example:pwd"), Some(now)),
+        (None, Some(now)),
+        (Some("urn:example:mfa"), Some(now - 301)),
+        (Some("urn:example:mfa"), None),
+    ] {
+        let response = admin(acr, auth_time, "admin").await.unwrap();
+        assert_eq!(response.status(), 401, "{acr:?} {auth_time:?}");
+        assert_eq!(response.headers()["www-authenticate"], step_up.as_str(), "{acr:?} {auth_time:?}");
+    }
+    // The scope is checked first: a step-up cannot add one.
+    let no_scope = admin(Some("urn:example:pwd"), None, "read").await.unwrap();
+    assert_eq!(no_scope.status(), 403);
+    assert_eq!(
+        no_scope.headers()["www-authenticate"],
+        format!(r#"Bearer realm="resource_server", error="insufficient_scope", scope="admin", {pointer}"#)
+    );
+    // `/me` asks for no step-up.
+    assert_eq!(get_me(&url, &issuer.mint().claim("aud", resource.as_str()).sign()).await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_resource_server_example_refuses_a_resource_that_is_not_a_secure_url() {
+    for resource in ["http://api.example.com", "https://api.example.com/#x", "api"] {
+        let output = Command::new(example("resource_server"))
+            .env_clear()
+            .env("OAUTH_ISSUER", "https://idp.example")
+            .env("OAUTH_RESOURCE", resource)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success(), "{resource}");
+    }
+}
