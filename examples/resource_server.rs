@@ -64,10 +64,10 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::{Json, Router};
 use tower_oauth::bearer::{RequireScopeLayer, StepUpLayer, StepUpRequirement, VerifiedTokenCache};
-use tower_oauth::resource::ProtectedResourceMetadata;
 use tower_oauth::client::store::RedisTokenStore;
 use tower_oauth::introspect::{AuthMethod, ClientCredential, ClientKey, Introspector};
 use tower_oauth::mtls::{self, AddClientCertificateLayer, ClientCertificate};
+use tower_oauth::resource::ProtectedResourceMetadata;
 use tower_oauth::validate::dpop::{DpopReplayCache, DpopVerifier};
 use tower_oauth::validate::{DecryptionKeys, DpopMode, IssuerPattern};
 use tower_oauth::{Algorithm, BearerAuthLayer, Claims, KeyStore, TypPolicy, Validator};
@@ -239,7 +239,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     // Served beside the bearer layer, not behind it: clients read it before they have a token.
     let metadata = match resource {
-        Some(_) => Some(ProtectedResourceMetadata::from_layer(&auth)?.resource_name("resource_server example").build()?),
+        Some(_) => {
+            Some(ProtectedResourceMetadata::from_layer(&auth)?.resource_name("resource_server example").build()?)
+        }
         None => None,
     };
     // The scope is checked first (the outer layer): a step-up cannot add a scope.
