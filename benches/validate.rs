@@ -362,12 +362,54 @@ fn dpop(c: &mut Criterion) {
     group.finish();
 }
 
+/// The audience check against a resource identifier (`ValidatorBuilder::resource`): an
+/// `aud` spelled as configured takes the exact comparison; an equivalent spelling
+/// (scheme and host case, the default port) is normalised first. The plain audience is
+/// the baseline.
+fn resource(c: &mut Criterion) {
+    const RESOURCE: &str = "https://api.example.com/mcp";
+    let key = TestKey::hmac(Algorithm::HS256, b"0123456789abcdef0123456789abcdef0123456789abcdef").with_kid("k1");
+    let secret = key.hmac_secret().expect("hmac secret");
+    let keys = || {
+        let jwk = Jwk::hmac(Algorithm::HS256, &Secret::new(secret), Some("k1")).expect("hmac jwk");
+        KeyStore::from_key_set(KeySet::from_keys([jwk]))
+    };
+    let build = |builder: tower_oauth::ValidatorBuilder| {
+        builder.issuer_with_keys(ISSUER, keys()).algorithms([Algorithm::HS256]).build().expect("validator")
+    };
+    let plain = build(Validator::builder().audience(AUDIENCE));
+    let by_resource = build(Validator::builder().resource(RESOURCE));
+    let token = |aud: &str| {
+        let mut claims: Value = serde_json::from_str(&payload()).expect("payload");
+        claims["aud"] = json!([aud, "account"]);
+        key.sign_compact(r#"{"alg":"HS256","typ":"at+jwt","kid":"k1"}"#, &claims.to_string())
+    };
+    let (baseline, exact, equivalent) = (token(AUDIENCE), token(RESOURCE), token("HTTPS://API.Example.COM:443/mcp"));
+    plain.validate_with_current_keys(&baseline).expect("valid");
+    by_resource.validate_with_current_keys(&exact).expect("valid");
+    by_resource.validate_with_current_keys(&equivalent).expect("valid");
+
+    let mut group = c.benchmark_group("resource");
+    configure(&mut group);
+    group.bench_function("HS256/audience", |b| {
+        b.iter(|| -> Claims { plain.validate_with_current_keys(black_box(&baseline)).expect("valid") })
+    });
+    group.bench_function("HS256/resource_exact", |b| {
+        b.iter(|| -> Claims { by_resource.validate_with_current_keys(black_box(&exact)).expect("valid") })
+    });
+    group.bench_function("HS256/resource_normalised", |b| {
+        b.iter(|| -> Claims { by_resource.validate_with_current_keys(black_box(&equivalent)).expect("valid") })
+    });
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let cases = cases();
     dpop(c);
     per_algorithm(c, &cases);
     cache(c, &cases[0]);
     claims(c, &cases[3]);
+    resource(c);
     throughput(c, &cases);
 }
 

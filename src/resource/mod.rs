@@ -100,9 +100,10 @@ impl ProtectedResourceMetadata {
 
     /// A builder that knows what `layer` does, so nothing is stated twice:
     /// - `resource`: the validator's [resource identifier](crate::ValidatorBuilder::resource);
-    /// - `authorization_servers`: the validator's trusted issuers (those named, not
-    ///   issuer patterns: add those with
-    ///   [`authorization_servers`](ProtectedResourceMetadataBuilder::authorization_servers));
+    /// - `authorization_servers`: the validator's trusted issuers now, in the order they
+    ///   were added (those named, not issuer patterns: list those with
+    ///   [`authorization_servers`](ProtectedResourceMetadataBuilder::authorization_servers),
+    ///   as issuers added at run time, since the document is built once);
     /// - `bearer_methods_supported`: `header`, and `query` when the layer takes tokens
     ///   there;
     /// - `scopes_supported`: the scopes the layer offers in challenges
@@ -479,7 +480,8 @@ impl ProtectedResourceMetadataBuilder {
         {
             url::Url::parse(url).map_err(|_| BuildError::InvalidUrl)?;
         }
-        document.authorization_servers.dedup();
+        let mut seen = std::collections::HashSet::new();
+        document.authorization_servers.retain(|server| seen.insert(server.clone()));
         let mut value = serde_json::to_value(&document).map_err(|_| BuildError::InvalidUrl)?;
         if let (Some((key, issuer)), Value::Object(members)) = (&self.signer, &mut value) {
             let mut claims = members.clone();
