@@ -324,8 +324,14 @@ fn insert_extensions<B, C: Clone + Send + Sync + 'static>(
     extensions.insert(claims);
     // For the token exchange layer: this request's token was validated.
     extensions.insert(crate::client::exchange::Authenticated);
-    // RequireScope words its 403 like this layer; the default style needs no copy.
-    if style.realm.is_some() || style.verbose || style.dpop.is_some() {
+    // RequireScope and StepUp word their answers like this layer; the default style needs
+    // no copy.
+    if style.realm.is_some()
+        || style.verbose
+        || style.dpop.is_some()
+        || style.scope.is_some()
+        || style.resource_metadata.is_some()
+    {
         extensions.insert(style.clone());
     }
 }
