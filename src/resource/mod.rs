@@ -348,7 +348,11 @@ impl ProtectedResourceMetadataBuilder {
     /// `resource_encryption_alg_values_supported` and
     /// `resource_encryption_enc_values_supported`: the JWE key management and content
     /// encryption algorithms this resource decrypts, for a resource that accepts
-    /// encrypted tokens or requests (its keys at [`jwks_uri`](Self::jwks_uri)).
+    /// encrypted requests (its keys at [`jwks_uri`](Self::jwks_uri)).
+    ///
+    /// These two were members in drafts of RFC 9728 and are not registered by the RFC
+    /// itself: clients that do not know them ignore them (§2), as they must any member
+    /// they do not understand.
     pub fn resource_encryption_values_supported<I, T, J, U>(mut self, algs: I, encs: J) -> Self
     where
         I: IntoIterator<Item = T>,
