@@ -38,6 +38,7 @@ pub(crate) mod names {
     pub(crate) const STORE_LEASES: &str = "tower_oauth_store_leases_total";
     pub(crate) const REDIS_FAILURES: &str = "tower_oauth_redis_failures_total";
     pub(crate) const DPOP_PROOFS: &str = "tower_oauth_dpop_proofs_total";
+    pub(crate) const STEP_UPS: &str = "tower_oauth_step_up_checks_total";
 }
 
 #[cfg(feature = "metrics")]
@@ -253,6 +254,12 @@ pub(crate) fn store_lease(result: &'static str) {
 #[inline]
 pub(crate) fn dpop_proof(result: &'static str) {
     count_result(names::DPOP_PROOFS, result);
+}
+
+/// A step-up requirement was checked: `met`, `acr` or `max_age` (what fell short).
+#[inline]
+pub(crate) fn step_up(result: &'static str) {
+    count_result(names::STEP_UPS, result);
 }
 
 /// A Redis command of the shared store failed.

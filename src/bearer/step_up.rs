@@ -118,8 +118,16 @@ impl StepUpRequirement {
     }
 
     /// Checks `claims` now; the [`Rejection`] is the 401 to answer with.
+    ///
+    /// Counted in `tower_oauth_step_up_checks_total` (feature `metrics`).
     pub fn check<C: HasAuthentication>(&self, claims: &C) -> Result<(), Rejection> {
-        self.check_at(claims, crate::signing::now_secs())
+        let checked = self.check_at(claims, crate::signing::now_secs());
+        crate::telemetry::step_up(match &checked {
+            Ok(()) => "met",
+            Err(Rejection::InsufficientUserAuthentication { shortfall: Shortfall::Acr, .. }) => "acr",
+            Err(_) => "max_age",
+        });
+        checked
     }
 
     /// Checks `claims` as of `now` (seconds since the epoch).

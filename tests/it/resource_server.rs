@@ -229,8 +229,13 @@ async fn the_resource_server_example_serves_metrics_when_asked() {
         ("OAUTH_AUDIENCE", issuer.audience().to_owned()),
         ("OAUTH_TOKEN_CACHE", "1".to_owned()),
         ("METRICS", "1".to_owned()),
+        ("OAUTH_ADMIN_MAX_AGE", "60".to_owned()),
     ])
     .await;
+    let admin = |token: String| reqwest::Client::new().get(format!("{url}/admin")).bearer_auth(token).send();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert_eq!(admin(issuer.mint().scope("admin").claim("auth_time", now).sign()).await.unwrap().status(), 200);
+    assert_eq!(admin(issuer.mint().scope("admin").sign()).await.unwrap().status(), 401);
     let token = issuer.mint().subject("mallory-subject").sign();
     assert_eq!(get_me(&url, &token).await.status(), 200);
     assert_eq!(get_me(&url, &token).await.status(), 200, "from the verified-token cache");
@@ -241,8 +246,10 @@ async fn the_resource_server_example_serves_metrics_when_asked() {
 
     let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
     for expected in [
-        r#"tower_oauth_validations_total{outcome="accepted",reason="none"} 1"#,
+        r#"tower_oauth_validations_total{outcome="accepted",reason="none"} 3"#,
         r#"tower_oauth_validations_total{outcome="rejected",reason="time"} 1"#,
+        r#"tower_oauth_step_up_checks_total{result="met"} 1"#,
+        r#"tower_oauth_step_up_checks_total{result="max_age"} 1"#,
         r#"tower_oauth_validations_total{outcome="rejected",reason="unknown_key"} 1"#,
         "tower_oauth_verified_token_cache_hits_total 1",
         r#"tower_oauth_jwks_fetches_total{result="ok",trigger="start"} 1"#,
