@@ -53,6 +53,13 @@ pub enum BuildError {
     /// cannot serve the method (a `client_secret_jwt` secret shorter than 32 bytes).
     #[error("unusable client authentication: {0}")]
     AuthMethod(&'static str),
+    /// Protected resource metadata was asked of a validator without a resource
+    /// identifier: set [`ValidatorBuilder::resource`](crate::ValidatorBuilder::resource).
+    #[error("no resource identifier configured")]
+    MissingResource,
+    /// The `signed_metadata` of protected resource metadata could not be signed.
+    #[error("could not sign the resource metadata")]
+    MetadataSigning(#[source] crate::client::KeyError),
 }
 
 impl From<FetchError> for BuildError {

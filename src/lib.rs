@@ -18,9 +18,11 @@ pub mod mtls;
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub mod reqwest;
+pub mod resource;
 mod secret;
 mod signing;
 mod telemetry;
+mod uri;
 pub mod userinfo;
 pub mod validate;
 

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::cache::VerifiedTokenCache;
-use super::rejection::{DpopChallenge, ResponseStyle};
+use super::rejection::{DpopChallenge, ResponseStyle, quoted_text};
 use super::service::BearerAuth;
 use crate::validate::DpopMode;
 use crate::validate::dpop::DpopVerifier;
@@ -42,8 +42,14 @@ impl<C> Clone for Config<C> {
 
 impl<C> BearerAuthLayer<C> {
     /// A layer that validates tokens with `validator`.
+    ///
+    /// When the validator has a [resource identifier](crate::ValidatorBuilder::resource),
+    /// every challenge carries `resource_metadata` with the URL of its metadata (RFC
+    /// 9728 §5.1), which [`ProtectedResourceMetadata`](crate::resource::ProtectedResourceMetadata)
+    /// serves.
     pub fn new(validator: Validator<C>) -> Self {
-        BearerAuthLayer {
+        let metadata_url = validator.resource_id().map(|resource| resource.metadata_url());
+        let layer = BearerAuthLayer {
             config: Arc::new(Config {
                 validator,
                 style: Arc::new(ResponseStyle::default()),
@@ -52,11 +58,48 @@ impl<C> BearerAuthLayer<C> {
                 cache: None,
                 dpop: None,
             }),
-        }
+        };
+        layer.restyle(|style| style.resource_metadata = metadata_url.as_deref().map(quoted_text))
     }
 
     fn config_mut(&mut self) -> &mut Config<C> {
         Arc::make_mut(&mut self.config)
+    }
+
+    /// Offers `scopes` in every challenge (`scope`, RFC 6750 §3): what a client without
+    /// a token, or with an unusable one, should ask the authorization server for. The
+    /// MCP authorization specification asks servers to name them.
+    ///
+    /// It only words the challenges: a route that requires scopes says so with a
+    /// [`RequireScopeLayer`](super::RequireScopeLayer), whose 403 names its own.
+    pub fn challenge_scope<I, T>(self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        let scopes: Vec<String> = scopes.into_iter().map(|s| s.as_ref().to_owned()).filter(|s| !s.is_empty()).collect();
+        let scope = (!scopes.is_empty()).then(|| quoted_text(&scopes.join(" ")));
+        self.restyle(|style| style.scope = scope)
+    }
+
+    /// Points challenges at resource metadata served at `url` (`resource_metadata`,
+    /// RFC 9728 §5.1), instead of the URL derived from the validator's
+    /// [resource identifier](crate::ValidatorBuilder::resource): for metadata that
+    /// describes a resource whose tokens carry another audience, or that another host
+    /// serves. Characters a quoted string cannot hold become `?`.
+    pub fn resource_metadata_url(self, url: &str) -> Self {
+        let url = quoted_text(url);
+        self.restyle(|style| style.resource_metadata = Some(url))
+    }
+
+    /// How rejections are worded: what resource metadata describes of the layer.
+    pub(crate) fn style(&self) -> &ResponseStyle {
+        &self.config.style
+    }
+
+    /// Whether the token may come in the query.
+    pub(crate) fn allows_query_token(&self) -> bool {
+        self.config.allow_query
     }
 
     /// Rewords the rejections, for plain and for DPoP requests alike.

@@ -16,8 +16,14 @@
 //! | bad token | 401 | `Bearer realm="…", error="invalid_token"` |
 //! | empty token, several credentials or headers | 400 | `Bearer realm="…", error="invalid_request"` |
 //! | missing scope ([`RequireScope`]) | 403 | `Bearer realm="…", error="insufficient_scope", scope="…"` |
+//! | authentication too weak or too old ([`StepUp`], RFC 9470) | 401 | `Bearer realm="…", error="insufficient_user_authentication", acr_values="…", max_age="…"` |
 //! | no keys ever loaded | 503 | none (`Retry-After: 5`) |
 //! | introspection endpoint unavailable, too many discovered issuers | 503 | none (`Retry-After`: the endpoint's, else 5) |
+//!
+//! With a [resource identifier](crate::ValidatorBuilder::resource), every challenge
+//! also carries `resource_metadata="…"` (RFC 9728 §5.1), the URL of the resource's
+//! [metadata](crate::resource), and [`challenge_scope`](BearerAuthLayer::challenge_scope)
+//! adds the `scope` a client should ask for.
 //!
 //! Bodies are empty unless [`verbose_errors`](BearerAuthLayer::verbose_errors) adds
 //! `error_description` and a JSON body. A gRPC request (`content-type:
@@ -53,6 +59,7 @@ mod layer;
 mod rejection;
 mod scope;
 pub(crate) mod service;
+mod step_up;
 
 pub use body::ResponseBody;
 pub use cache::VerifiedTokenCache;
@@ -61,3 +68,4 @@ pub use layer::BearerAuthLayer;
 pub use rejection::{Rejection, ResponseStyle};
 pub use scope::{HasScopes, RequireScope, RequireScopeLayer};
 pub use service::BearerAuth;
+pub use step_up::{HasAuthentication, Shortfall, StepUp, StepUpLayer, StepUpRequirement};

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use super::body::ResponseBody;
+use super::step_up::{Shortfall, StepUpRequirement};
 use crate::ValidationError;
 use crate::validate::dpop::DpopError;
 
@@ -30,6 +31,15 @@ pub enum Rejection {
     InsufficientScope {
         /// The scopes required, space-separated.
         required: String,
+    },
+    /// The token is valid, but the user's authentication is too weak or too old for the
+    /// resource (RFC 9470 §3: `insufficient_user_authentication`, 401); the challenge
+    /// names the requirement's `acr_values` and `max_age`.
+    InsufficientUserAuthentication {
+        /// What the resource requires.
+        requirement: StepUpRequirement,
+        /// What the token fell short of.
+        shortfall: Shortfall,
     },
     /// No signing keys were ever loaded: the server cannot judge any token yet.
     Unavailable,
@@ -67,9 +77,10 @@ impl Rejection {
     /// The HTTP status: 401, 400, 403 or 503.
     pub fn status(&self) -> StatusCode {
         match self {
-            Rejection::MissingCredentials | Rejection::InvalidToken(_) | Rejection::InvalidDpopProof(_) => {
-                StatusCode::UNAUTHORIZED
-            }
+            Rejection::MissingCredentials
+            | Rejection::InvalidToken(_)
+            | Rejection::InvalidDpopProof(_)
+            | Rejection::InsufficientUserAuthentication { .. } => StatusCode::UNAUTHORIZED,
             Rejection::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Rejection::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Rejection::Unavailable | Rejection::CannotValidate(_) | Rejection::DependencyUnavailable { .. } => {
@@ -101,6 +112,7 @@ impl Rejection {
             Rejection::InvalidDpopProof(DpopError::UseNonce) => Some("use_dpop_nonce"),
             Rejection::InvalidDpopProof(_) => Some("invalid_dpop_proof"),
             Rejection::InsufficientScope { .. } => Some("insufficient_scope"),
+            Rejection::InsufficientUserAuthentication { .. } => Some("insufficient_user_authentication"),
         }
     }
 
@@ -111,6 +123,13 @@ impl Rejection {
             Rejection::InvalidToken(error) => Some(error.to_string()),
             Rejection::InvalidDpopProof(error) => Some(error.to_string()),
             Rejection::InsufficientScope { .. } => Some("the token lacks a required scope".to_owned()),
+            // RFC 9470 §3's own wording.
+            Rejection::InsufficientUserAuthentication { shortfall: Shortfall::Acr, .. } => {
+                Some("A different authentication level is required".to_owned())
+            }
+            Rejection::InsufficientUserAuthentication { .. } => {
+                Some("More recent authentication is required".to_owned())
+            }
             Rejection::Unavailable => Some("signing keys are unavailable".to_owned()),
             Rejection::CannotValidate(error) => Some(error.to_string()),
             Rejection::DependencyUnavailable { what, .. } => Some(format!("{what} is unavailable")),
@@ -121,7 +140,10 @@ impl Rejection {
     /// (3) or UNAVAILABLE (14).
     pub fn grpc_status(&self) -> u8 {
         match self {
-            Rejection::MissingCredentials | Rejection::InvalidToken(_) | Rejection::InvalidDpopProof(_) => 16,
+            Rejection::MissingCredentials
+            | Rejection::InvalidToken(_)
+            | Rejection::InvalidDpopProof(_)
+            | Rejection::InsufficientUserAuthentication { .. } => 16,
             Rejection::InvalidRequest(_) => 3,
             Rejection::InsufficientScope { .. } => 7,
             Rejection::Unavailable | Rejection::CannotValidate(_) | Rejection::DependencyUnavailable { .. } => 14,
@@ -156,8 +178,9 @@ impl Rejection {
         HeaderValue::from_str(&value).ok()
     }
 
-    /// One challenge: the scheme, the realm, and the error when `with_error`; `DPoP`'s
-    /// with its `algs`.
+    /// One challenge: the scheme, the realm, the error when `with_error` (with the scopes
+    /// or the authentication it asks for), the `scope` and `resource_metadata` the layer
+    /// offers; `DPoP`'s with its `algs`.
     fn write_challenge(&self, value: &mut String, scheme: &str, style: &ResponseStyle, with_error: bool) {
         if !value.is_empty() {
             value.push_str(", ");
@@ -174,9 +197,31 @@ impl Rejection {
             if let Some(description) = self.description().filter(|_| style.verbose) {
                 let _ = write!(value, "{sep}error_description=\"{}\"", quoted_text(&description));
             }
-            if let Rejection::InsufficientScope { required } = self {
-                let _ = write!(value, "{sep}scope=\"{}\"", quoted_text(required));
+            match self {
+                Rejection::InsufficientScope { required } => {
+                    let _ = write!(value, "{sep}scope=\"{}\"", quoted_text(required));
+                }
+                Rejection::InsufficientUserAuthentication { requirement, .. } => {
+                    if let Some(acr_values) = requirement.acr_values_param() {
+                        let _ = write!(value, "{sep}acr_values=\"{}\"", quoted_text(&acr_values));
+                    }
+                    if let Some(max_age) = requirement.max_age_secs() {
+                        let _ = write!(value, "{sep}max_age=\"{max_age}\"");
+                    }
+                }
+                _ => {}
             }
+        }
+        // The scope a route requires stands in for the one the layer offers.
+        if !(with_error && matches!(self, Rejection::InsufficientScope { .. }))
+            && let Some(scope) = &style.scope
+        {
+            let _ = write!(value, "{sep}scope=\"{scope}\"");
+            sep = ", ";
+        }
+        if let Some(url) = &style.resource_metadata {
+            let _ = write!(value, "{sep}resource_metadata=\"{url}\"");
+            sep = ", ";
         }
         if scheme == "DPoP"
             && let Some(dpop) = &style.dpop
@@ -237,6 +282,12 @@ impl std::fmt::Display for Rejection {
             Rejection::InvalidToken(error) => write!(f, "invalid token: {error}"),
             Rejection::InvalidDpopProof(error) => write!(f, "invalid DPoP proof: {error}"),
             Rejection::InsufficientScope { required } => write!(f, "insufficient scope; requires {required}"),
+            Rejection::InsufficientUserAuthentication { shortfall: Shortfall::Acr, .. } => {
+                f.write_str("insufficient user authentication: another authentication level is required")
+            }
+            Rejection::InsufficientUserAuthentication { .. } => {
+                f.write_str("insufficient user authentication: a more recent authentication is required")
+            }
             Rejection::Unavailable => f.write_str("signing keys are unavailable"),
             Rejection::CannotValidate(error) => write!(f, "cannot validate the token now: {error}"),
             Rejection::DependencyUnavailable { what, .. } => write!(f, "{what} is unavailable"),
@@ -254,12 +305,17 @@ impl std::error::Error for Rejection {
     }
 }
 
-/// How rejections are worded: the `realm`, whether descriptions are included, and the
-/// `DPoP` challenge when the layer accepts DPoP.
+/// How rejections are worded: the `realm`, whether descriptions are included, the
+/// `scope` and `resource_metadata` offered, and the `DPoP` challenge when the layer
+/// accepts DPoP.
 #[derive(Debug, Clone, Default)]
 pub struct ResponseStyle {
     pub(crate) realm: Option<String>,
     pub(crate) verbose: bool,
+    /// The scopes a client should ask for (RFC 6750 §3), space-separated and quotable.
+    pub(crate) scope: Option<String>,
+    /// The URL of the resource's metadata (RFC 9728 §5.1), quotable.
+    pub(crate) resource_metadata: Option<String>,
     pub(crate) dpop: Option<DpopChallenge>,
     /// The request came with the `DPoP` scheme: errors go to the `DPoP` challenge.
     pub(crate) dpop_request: bool,
@@ -370,7 +426,7 @@ mod tests {
 
     fn dpop_style(bearer: bool, dpop_request: bool) -> ResponseStyle {
         let dpop = Some(DpopChallenge { algs: "ES256 EdDSA".into(), bearer });
-        ResponseStyle { realm: Some("api".into()), verbose: false, dpop, dpop_request }
+        ResponseStyle { realm: Some("api".into()), dpop, dpop_request, ..ResponseStyle::default() }
     }
 
     #[test]
@@ -415,5 +471,81 @@ mod tests {
         let s = style(Some("evil\", error=\"x"), true);
         let v = Rejection::MissingCredentials.challenge(&s).unwrap();
         assert_eq!(v.to_str().unwrap(), r#"Bearer realm="evil?, error=?x""#);
+    }
+
+    #[test]
+    fn step_up_challenges_match_rfc9470s_examples() {
+        use crate::bearer::{Shortfall, StepUpRequirement};
+        let h = |r: Rejection, s: &ResponseStyle| r.challenge(s).unwrap().to_str().unwrap().to_owned();
+        let acr = Rejection::InsufficientUserAuthentication {
+            requirement: StepUpRequirement::new().acr_values(["myACR"]),
+            shortfall: Shortfall::Acr,
+        };
+        assert_eq!((acr.status(), acr.grpc_status()), (StatusCode::UNAUTHORIZED, 16));
+        // RFC 9470 §3, the first example.
+        assert_eq!(
+            h(acr.clone(), &style(None, true)),
+            r#"Bearer error="insufficient_user_authentication", error_description="A different authentication level is required", acr_values="myACR""#
+        );
+        assert_eq!(
+            h(acr, &style(None, false)),
+            r#"Bearer error="insufficient_user_authentication", acr_values="myACR""#
+        );
+        // RFC 9470 §3, the second example.
+        let age = Rejection::InsufficientUserAuthentication {
+            requirement: StepUpRequirement::new().max_age(std::time::Duration::from_secs(5)),
+            shortfall: Shortfall::MaxAge,
+        };
+        assert_eq!(
+            h(age, &style(None, true)),
+            r#"Bearer error="insufficient_user_authentication", error_description="More recent authentication is required", max_age="5""#
+        );
+        let both = Rejection::InsufficientUserAuthentication {
+            requirement: StepUpRequirement::new()
+                .acr_values(["gold", "platinum"])
+                .max_age(std::time::Duration::from_secs(300)),
+            shortfall: Shortfall::MaxAge,
+        };
+        assert_eq!(
+            h(both.clone(), &style(Some("api"), false)),
+            r#"Bearer realm="api", error="insufficient_user_authentication", acr_values="gold platinum", max_age="300""#
+        );
+        let grpc = both.into_response::<()>(&style(None, false), true);
+        assert_eq!(grpc.headers()["grpc-status"], "16");
+        assert_eq!(grpc.headers()["grpc-message"], "insufficient_user_authentication");
+        assert!(grpc.headers()[header::WWW_AUTHENTICATE].to_str().unwrap().contains(r#"max_age="300""#));
+    }
+
+    #[test]
+    fn every_challenge_names_the_resource_metadata_and_the_offered_scope() {
+        let h = |r: Rejection, s: &ResponseStyle| r.challenge(s).unwrap().to_str().unwrap().to_owned();
+        let mut s = style(None, false);
+        s.resource_metadata = Some("https://api.example.com/.well-known/oauth-protected-resource/mcp".into());
+        // RFC 9728 §5.1.
+        assert_eq!(
+            h(Rejection::MissingCredentials, &s),
+            r#"Bearer resource_metadata="https://api.example.com/.well-known/oauth-protected-resource/mcp""#
+        );
+        s.scope = Some("mcp:tools".into());
+        assert_eq!(
+            h(Rejection::MissingCredentials, &s),
+            r#"Bearer scope="mcp:tools", resource_metadata="https://api.example.com/.well-known/oauth-protected-resource/mcp""#
+        );
+        assert_eq!(
+            h(Rejection::InvalidToken(ValidationError::InvalidAudience), &s),
+            r#"Bearer error="invalid_token", scope="mcp:tools", resource_metadata="https://api.example.com/.well-known/oauth-protected-resource/mcp""#
+        );
+        // A route's own scopes stand in for the offered ones.
+        assert_eq!(
+            h(Rejection::InsufficientScope { required: "admin".into() }, &s),
+            r#"Bearer error="insufficient_scope", scope="admin", resource_metadata="https://api.example.com/.well-known/oauth-protected-resource/mcp""#
+        );
+        let mut d = dpop_style(true, false);
+        d.resource_metadata = s.resource_metadata.clone();
+        assert_eq!(
+            h(Rejection::MissingCredentials, &d),
+            r#"Bearer realm="api", resource_metadata="https://api.example.com/.well-known/oauth-protected-resource/mcp", DPoP realm="api", resource_metadata="https://api.example.com/.well-known/oauth-protected-resource/mcp", algs="ES256 EdDSA""#
+        );
+        assert!(Rejection::Unavailable.challenge(&s).is_none());
     }
 }

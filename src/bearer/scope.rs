@@ -148,17 +148,32 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let Some(claims) = request.extensions().get::<C>() else {
-            tracing::error!("RequireScope found no validated claims; is BearerAuthLayer in front of it?");
-            let mut response = Response::new(ResponseBody::rejection(Bytes::new()));
-            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            return ResponseFuture::rejected(response);
+            return ResponseFuture::rejected(wiring_error("RequireScope"));
         };
         if self.required.split(' ').filter(|s| !s.is_empty()).all(|scope| claims.has_scope(scope)) {
             return ResponseFuture::inner(self.inner.call(request), None);
         }
-        let style = request.extensions().get::<Arc<ResponseStyle>>().cloned().unwrap_or_default();
         let rejection = Rejection::InsufficientScope { required: self.required.to_string() };
         tracing::debug!(required = %self.required, "request rejected: insufficient scope");
-        ResponseFuture::rejected(rejection.into_response(&style, is_grpc(&request)))
+        ResponseFuture::rejected(reject(&request, rejection))
     }
+}
+
+/// The 500 that a per-route check answers when it finds no validated claims: the
+/// bearer layer is missing, and the check must not guess, let alone pass.
+pub(super) fn wiring_error<ResBody>(who: &str) -> Response<ResponseBody<ResBody>> {
+    tracing::error!("{who} found no validated claims; is BearerAuthLayer in front of it?");
+    let mut response = Response::new(ResponseBody::rejection(Bytes::new()));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
+/// The answer to a request a per-route check turned away, worded as the bearer layer
+/// in front of it words its own (the style it left in the extensions).
+pub(super) fn reject<ReqBody, ResBody>(
+    request: &Request<ReqBody>,
+    rejection: Rejection,
+) -> Response<ResponseBody<ResBody>> {
+    let style = request.extensions().get::<Arc<ResponseStyle>>().cloned().unwrap_or_default();
+    rejection.into_response(&style, is_grpc(request))
 }

@@ -67,7 +67,11 @@ impl<S: std::fmt::Debug, C> std::fmt::Debug for BearerAuth<S, C> {
 
 /// A request is gRPC when its content type says so (gRPC over HTTP/2, "Requests").
 pub(crate) fn is_grpc<B>(request: &Request<B>) -> bool {
-    request.headers().get(header::CONTENT_TYPE).is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+    is_grpc_headers(request.headers())
+}
+
+pub(crate) fn is_grpc_headers(headers: &http::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
 }
 
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for BearerAuth<S, C>

@@ -196,11 +196,17 @@ impl ClientKey {
 
     /// A fresh assertion naming `client_id` for `audience`.
     pub(crate) fn assertion(&self, client_id: &str, audience: &str) -> Result<Secret, KeyError> {
-        let mut jwt = String::with_capacity(self.prefix.len() + 256 + 2 * self.key.signature_len());
+        self.sign(&claims(client_id, audience)?).map(Secret::from)
+    }
+
+    /// A compact JWS of `claims` (a JSON object), with this key's `alg` and `kid`.
+    pub(crate) fn sign(&self, claims: &str) -> Result<String, KeyError> {
+        let mut jwt =
+            String::with_capacity(self.prefix.len() + claims.len() * 4 / 3 + 4 + 2 * self.key.signature_len());
         jwt.push_str(&self.prefix);
-        B64.encode_string(claims(client_id, audience)?, &mut jwt);
+        B64.encode_string(claims, &mut jwt);
         self.key.sign_into(&mut jwt)?;
-        Ok(Secret::from(jwt))
+        Ok(jwt)
     }
 }
 

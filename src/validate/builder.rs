@@ -19,6 +19,7 @@ use crate::Algorithm;
 use crate::error::BuildError;
 use crate::introspect::Introspector;
 use crate::jwks::KeyStore;
+use crate::uri::ResourceId;
 
 impl Validator<Claims> {
     /// A builder with the defaults: asymmetric algorithms, 60 s leeway, lenient `typ`,
@@ -38,6 +39,7 @@ pub struct ValidatorBuilder<C = Claims> {
     max_discovered: usize,
     fallback: Option<Introspector>,
     audiences: Vec<String>,
+    resource: Option<String>,
     algorithms: Option<Vec<Algorithm>>,
     leeway: Duration,
     typ: TypPolicy,
@@ -89,6 +91,7 @@ impl<C> std::fmt::Debug for ValidatorBuilder<C> {
             .field("lazy_discovery", &self.lazy_discovery)
             .field("introspection_fallback", &self.fallback.is_some())
             .field("audiences", &self.audiences)
+            .field("resource", &self.resource)
             .field("algorithms", &self.algorithms)
             .field("leeway", &self.leeway)
             .field("typ", &self.typ)
@@ -107,6 +110,7 @@ impl<C> ValidatorBuilder<C> {
             max_discovered: DEFAULT_MAX_DISCOVERED_ISSUERS,
             fallback: None,
             audiences: Vec::new(),
+            resource: None,
             algorithms: None,
             leeway: DEFAULT_LEEWAY,
             typ: TypPolicy::default(),
@@ -219,6 +223,38 @@ impl<C> ValidatorBuilder<C> {
         self
     }
 
+    /// This server's resource identifier (RFC 9728 §1.2, RFC 8707 §2): the absolute
+    /// URL clients call it by, https (or http on loopback), without a fragment.
+    ///
+    /// - Without any [`audience`](Self::audience), it is the audience: a token whose
+    ///   `aud` does not name it is refused. The comparison is RFC 3986 normalised:
+    ///   scheme and host case-insensitive, default ports dropped, and an empty path the
+    ///   same as `/`; `https://api.example.com/mcp/` and `https://api.example.com/MCP`
+    ///   are other resources. An [`Issuer`] with audiences of its own accepts those
+    ///   instead.
+    /// - A [`BearerAuthLayer`](crate::BearerAuthLayer) then points clients at the
+    ///   resource's metadata in every challenge (`resource_metadata`, RFC 9728 §5.1),
+    ///   and [`ProtectedResourceMetadata::from_layer`](crate::resource::ProtectedResourceMetadata::from_layer)
+    ///   describes it.
+    ///
+    /// [`build`](Self::build) fails with [`BuildError::Url`] for a URL that is not
+    /// https off loopback, and [`BuildError::InvalidUrl`] for one with a fragment.
+    ///
+    /// ```
+    /// # use tower_oauth::Validator;
+    /// # async fn run() -> Result<(), tower_oauth::BuildError> {
+    /// let validator = Validator::builder()
+    ///     .issuer("https://login.example.com")
+    ///     .resource("https://api.example.com/mcp")
+    ///     .build()?;
+    /// assert_eq!(validator.resource(), Some("https://api.example.com/mcp"));
+    /// # Ok(()) }
+    /// ```
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = Some(resource.into());
+        self
+    }
+
     /// The algorithm allow-list. Default: [`Algorithm::ASYMMETRIC`]. HMAC algorithms
     /// must be listed here *and* have configured secrets to verify anything.
     pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
@@ -274,6 +310,7 @@ impl<C> ValidatorBuilder<C> {
             max_discovered: self.max_discovered,
             fallback: self.fallback,
             audiences: self.audiences,
+            resource: self.resource,
             algorithms: self.algorithms,
             leeway: self.leeway,
             typ: self.typ,
@@ -307,10 +344,12 @@ impl<C> ValidatorBuilder<C> {
         }
         // Issuers may bring their own audiences; the validator's own are needed by any
         // issuer that does not, and by introspection answers that name no issuer.
-        if self.audiences.is_empty() && self.fallback.is_some() {
+        let resource = self.resource.as_deref().map(ResourceId::parse).transpose()?;
+        if self.audiences.is_empty() && resource.is_none() && self.fallback.is_some() {
             return Err(BuildError::MissingAudience);
         }
         let defaults = Arc::new(IssuerPolicy {
+            resource: resource.clone().filter(|_| self.audiences.is_empty()),
             audiences: self.audiences.into_iter().map(Into::into).collect(),
             algorithms,
             typ: self.typ,
@@ -326,6 +365,7 @@ impl<C> ValidatorBuilder<C> {
         })?;
         Ok(Validator::from_pipeline(Pipeline {
             issuers,
+            resource,
             headers: HeaderCache::new(),
             leeway: i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX),
             max_token_size: self.max_token_size,

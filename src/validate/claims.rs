@@ -109,6 +109,9 @@ pub(crate) struct Registered<'a> {
     pub(crate) client_id: Option<Cow<'a, str>>,
     azp: Option<Cow<'a, str>>,
     jti: Option<Cow<'a, str>>,
+    /// RFC 9470 §3 (and OIDC Core §2): how, and when, the user authenticated.
+    acr: Option<Cow<'a, str>>,
+    auth_time: Option<i64>,
     raw_len: usize,
     scope: Option<Cow<'a, str>>,
     scp: Option<StringOrList<'a>>,
@@ -191,6 +194,8 @@ impl<'a> Registered<'a> {
             client_id: text(&self.client_id),
             azp: text(&self.azp),
             jti: text(&self.jti),
+            acr: text(&self.acr),
+            auth_time: self.auth_time,
             raw_len: self.raw_len,
             scope: text(&self.scope),
             scp: list(&self.scp),
@@ -220,6 +225,9 @@ impl<'a> Registered<'a> {
             "azp" => ("azp", reader.string().map(|v| self.azp = Some(v))),
             "jti" => ("jti", reader.string().map(|v| self.jti = Some(v))),
             "scope" => ("scope", reader.string().map(|v| self.scope = Some(v))),
+            // Step-up (RFC 9470) decides on them: given once, `auth_time` a number.
+            "acr" => ("acr", reader.string().and_then(|v| once(&mut self.acr, v))),
+            "auth_time" => ("auth_time", reader.numeric_date().and_then(|v| once(&mut self.auth_time, v))),
             "scp" => ("scp", StringOrList::read(reader).map(|v| self.scp = Some(v))),
             // RFC 7800 §3.1: a JSON object of confirmation methods; checked, never guessed
             // at, so given once.
@@ -379,6 +387,18 @@ impl Claims {
         self.scopes().contains(scope)
     }
 
+    /// `acr`: the authentication context class the user authenticated with (OIDC Core
+    /// §2, RFC 9470 §3), as the authorization server names it.
+    pub fn acr(&self) -> Option<&str> {
+        self.0.opt(&self.0.parts.acr)
+    }
+
+    /// `auth_time`: when the user authenticated, in seconds since the epoch (OIDC Core
+    /// §2, RFC 9470 §3).
+    pub fn auth_time(&self) -> Option<i64> {
+        self.0.parts.auth_time
+    }
+
     /// Any claim, deserialized on demand; `None` when absent or of another type.
     pub fn get<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
         #[derive(Deserialize)]
@@ -413,6 +433,8 @@ pub(crate) struct ClaimsParts {
     jti: Option<Text>,
     client_id: Option<Text>,
     scope: Option<Text>,
+    acr: Option<Text>,
+    auth_time: Option<i64>,
     raw_len: usize,
 }
 
@@ -442,6 +464,8 @@ impl ClaimsParts {
             jti: opt(&registered.jti),
             client_id: opt(&registered.client_id),
             scope,
+            acr: opt(&registered.acr),
+            auth_time: registered.auth_time,
             raw_len: registered.raw_len,
         }
     }

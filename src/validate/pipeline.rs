@@ -26,6 +26,8 @@ use crate::jwks::KeyStore;
 /// Everything a validator applies, shared by its clones.
 pub(crate) struct Pipeline {
     pub(crate) issuers: Issuers,
+    /// This server's resource identifier, when configured.
+    pub(crate) resource: Option<crate::uri::ResourceId>,
     /// The JOSE headers of recently verified tokens, checked once.
     pub(crate) headers: HeaderCache,
     pub(crate) leeway: i64,

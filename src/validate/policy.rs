@@ -11,11 +11,15 @@ use super::claims::Registered;
 use super::header::TypPolicy;
 use crate::Algorithm;
 use crate::error::BuildError;
+use crate::uri::ResourceId;
 
 /// What one issuer's tokens must satisfy beyond their signature.
 #[derive(Debug)]
 pub(crate) struct IssuerPolicy {
     pub(crate) audiences: Box<[Box<str>]>,
+    /// The resource identifier (RFC 9728, RFC 8707), accepted as an audience after
+    /// RFC 3986 normalisation; only where no audience was set.
+    pub(crate) resource: Option<ResourceId>,
     pub(crate) algorithms: AlgorithmSet,
     pub(crate) typ: TypPolicy,
     pub(crate) dpop: DpopMode,
@@ -39,7 +43,9 @@ impl IssuerPolicy {
     ) -> Result<Times, ValidationError> {
         // RFC 7519 §4.1.3: `aud` is a string or an array; one match is enough.
         let aud = registered.aud.as_ref().ok_or(ValidationError::MissingClaim("aud"))?;
-        if !aud.iter().any(|a| self.audiences.iter().any(|ok| **ok == **a)) {
+        if !aud.iter().any(|a| self.audiences.iter().any(|ok| **ok == **a))
+            && !self.resource.as_ref().is_some_and(|resource| aud.iter().any(|a| resource.matches(a)))
+        {
             return Err(ValidationError::InvalidAudience);
         }
         let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
@@ -109,20 +115,22 @@ impl Overrides {
                 Some(list) => AlgorithmSet::from_list(list).ok_or(BuildError::NoAlgorithms)?,
                 None => defaults.algorithms,
             };
-            let audiences = if self.audiences.is_empty() {
-                defaults.audiences.clone()
+            // An issuer's own audiences replace the validator's, the resource included.
+            let (audiences, resource) = if self.audiences.is_empty() {
+                (defaults.audiences.clone(), defaults.resource.clone())
             } else {
-                self.audiences.iter().map(|a| a.as_str().into()).collect()
+                (self.audiences.iter().map(|a| a.as_str().into()).collect(), None)
             };
             Arc::new(IssuerPolicy {
                 audiences,
+                resource,
                 algorithms,
                 typ: self.typ.unwrap_or(defaults.typ),
                 dpop: self.dpop.unwrap_or(defaults.dpop),
             })
         };
         // Without an audience every token would be accepted for any API.
-        if policy.audiences.is_empty() {
+        if policy.audiences.is_empty() && policy.resource.is_none() {
             return Err(BuildError::MissingAudience);
         }
         Ok(policy)
@@ -136,6 +144,7 @@ mod tests {
     fn policy(audiences: &[&str], algorithms: &[Algorithm]) -> Arc<IssuerPolicy> {
         Arc::new(IssuerPolicy {
             audiences: audiences.iter().map(|a| (*a).into()).collect(),
+            resource: None,
             algorithms: AlgorithmSet::from_list(algorithms).unwrap(),
             typ: TypPolicy::Lenient,
             dpop: DpopMode::Allowed,
@@ -213,6 +222,7 @@ mod tests {
         assert!(matches!(no_algorithms.apply(&defaults), Err(BuildError::NoAlgorithms)));
         let no_defaults = Arc::new(IssuerPolicy {
             audiences: Box::new([]),
+            resource: None,
             algorithms: defaults.algorithms,
             typ: TypPolicy::Lenient,
             dpop: DpopMode::Allowed,

@@ -12,6 +12,7 @@ use super::claims::Claims;
 use super::issuer_set::Issuers;
 use super::pipeline::{Attempt, Pending, Pipeline, Verified};
 use crate::telemetry::{self, Outcome, Reason};
+use crate::uri::ResourceId;
 
 pub use crate::idp::fetch::DEFAULT_MAX_TOKEN_SIZE;
 
@@ -46,6 +47,7 @@ impl<C> std::fmt::Debug for Validator<C> {
         f.debug_struct("Validator")
             .field("issuers", &pipeline.issuers)
             .field("audiences", &defaults.audiences)
+            .field("resource", &pipeline.resource.as_ref().map(ResourceId::as_str))
             .field("algorithms", &defaults.algorithms.iter().collect::<Vec<_>>())
             .field("leeway_secs", &pipeline.leeway)
             .field("typ", &defaults.typ)
@@ -66,6 +68,16 @@ impl<C> Validator<C> {
     /// served.
     pub fn issuers(&self) -> &Issuers {
         &self.pipeline.issuers
+    }
+
+    /// This server's resource identifier, as configured with
+    /// [`ValidatorBuilder::resource`](super::ValidatorBuilder::resource).
+    pub fn resource(&self) -> Option<&str> {
+        self.pipeline.resource.as_ref().map(ResourceId::as_str)
+    }
+
+    pub(crate) fn resource_id(&self) -> Option<&ResourceId> {
+        self.pipeline.resource.as_ref()
     }
 
     /// The DPoP policy of issuers that set none of their own.
@@ -411,6 +423,73 @@ pub(crate) mod tests {
         let other_aud =
             sign(SECRET, r#"{"alg":"HS256","kid":"k1"}"#, &format!(r#"{{"iss":"{ISSUER}","aud":"else","exp":{EXP}}}"#));
         assert_eq!(error(&validator, &other_aud), ValidationError::InvalidAudience);
+    }
+
+    #[test]
+    fn the_resource_is_the_audience_after_normalisation_unless_audiences_are_set() {
+        let resource = |builder: crate::ValidatorBuilder| {
+            builder.issuer_with_keys(ISSUER, keys(SECRET, "k1")).algorithms([Algorithm::HS256]).build().unwrap()
+        };
+        let for_aud = |aud: &str| {
+            let claims = format!(
+                r#"{{"iss":"{ISSUER}","sub":"alice","aud":{aud},"exp":{EXP},"acr":"gold","auth_time":1700000000}}"#
+            );
+            sign(SECRET, r#"{"alg":"HS256","kid":"k1"}"#, &claims)
+        };
+        let mcp = resource(Validator::builder().resource("https://API.example.com:443/mcp"));
+        assert_eq!(mcp.resource(), Some("https://API.example.com:443/mcp"));
+        for ok in [
+            r#""https://api.example.com/mcp""#,
+            r#"["other","HTTPS://api.EXAMPLE.com/mcp"]"#,
+            r#""https://API.example.com:443/mcp""#,
+        ] {
+            let claims = mcp.validate_with_current_keys(&for_aud(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!((claims.acr(), claims.auth_time()), (Some("gold"), Some(1_700_000_000)));
+        }
+        for refused in [
+            r#""https://api.example.com/mcp/""#,
+            r#""https://api.example.com/MCP""#,
+            r#""https://api.example.com""#,
+            r#""http://api.example.com/mcp""#,
+            r#""https://api.example.com/mcp?x""#,
+            r#""api""#,
+        ] {
+            assert_eq!(error(&mcp, &for_aud(refused)), ValidationError::InvalidAudience, "{refused}");
+        }
+        let root = resource(Validator::builder().resource("https://api.example.com"));
+        assert!(root.validate_with_current_keys(&for_aud(r#""https://api.example.com/""#)).is_ok());
+        // Audiences set: they alone are accepted, and the resource is still described.
+        let both = resource(Validator::builder().resource("https://api.example.com/mcp").audience("api"));
+        assert_eq!(both.resource(), Some("https://api.example.com/mcp"));
+        assert!(both.validate_with_current_keys(&for_aud(r#""api""#)).is_ok());
+        assert_eq!(error(&both, &for_aud(r#""https://api.example.com/mcp""#)), ValidationError::InvalidAudience);
+        // Unusable resources fail the build.
+        for (bad, want) in
+            [("http://api.example.com/mcp", "unusable url"), ("https://api.example.com/#a", "invalid url")]
+        {
+            let error =
+                Validator::builder().issuer_with_keys(ISSUER, keys(SECRET, "k1")).resource(bad).build().unwrap_err();
+            assert_eq!(error.to_string(), want, "{bad}");
+        }
+    }
+
+    #[test]
+    fn acr_and_auth_time_are_read_strictly() {
+        let validator = validator();
+        let with = |extra: &str| {
+            let claims = format!(r#"{{"iss":"{ISSUER}","aud":"{AUDIENCE}","exp":{EXP}{extra}}}"#);
+            sign(SECRET, r#"{"alg":"HS256","kid":"k1"}"#, &claims)
+        };
+        let claims = validator.validate_with_current_keys(&with("")).unwrap();
+        assert_eq!((claims.acr(), claims.auth_time()), (None, None));
+        for (extra, claim) in [
+            (r#","acr":1"#, "acr"),
+            (r#","acr":"a","acr":"b""#, "acr"),
+            (r#","auth_time":"1700000000""#, "auth_time"),
+            (r#","auth_time":1,"auth_time":2"#, "auth_time"),
+        ] {
+            assert_eq!(error(&validator, &with(extra)), ValidationError::InvalidClaim(claim), "{extra}");
+        }
     }
 
     #[test]
