@@ -32,6 +32,7 @@ mod introspection;
 mod introspection_oidc;
 mod jwe;
 mod key_store;
+mod mcp;
 mod mtls;
 mod oidc_jwe;
 mod oidc_provider;

@@ -152,6 +152,22 @@
 //                  alias URL).
 // Without them nothing differs: no rs-mtls-self (self_signed_tls_client_auth is advertised
 // anyway), no alias (/mtls/token is a 404).
+//
+// IDP_MCP_RESOURCES turns on the MCP mode, for resource servers under test on loopback such
+// as the mcp_server example (tests/it/mcp.rs): a comma-separated list of entries, each a
+// resource URL and, after it, separated by spaces, the scopes it grants, e.g.
+//   IDP_MCP_RESOURCES='http://127.0.0.1:4000/mcp mcp:tools read, http://127.0.0.1:4001/mcp write'
+// Each URL (http or https; host 127.0.0.1, [::1] or localhost; no fragment, user info or
+// comma) becomes a resource server (RFC 8707) with RS256 JWT access tokens good for 600 s,
+// whose `aud` is the URL exactly as the entry writes it, and which a request must name the
+// same way. A client_credentials request for one of them that names no scope gets all the
+// scopes it grants: the authorization server's pre-defined default of RFC 6749 §3.3, which a
+// client given nothing but its credentials relies on (the MCP TypeScript SDK's
+// ClientCredentialsProvider asks for no scope). One more client: mcp-client, secret
+// `mcp-secret`, client_secret_basic (the method the SDK picks), client_credentials, the
+// scopes of rs-test (scopes other than read, write and admin are open to any client). An
+// entry without a scope, a bad URL or scope, or a URL twice stops the IdP. Without it, no
+// MCP resource and no mcp-client.
 
 import { createPublicKey, generateKeyPairSync, randomBytes, randomUUID, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -283,6 +299,59 @@ const RESOURCE_SERVERS = {
     ? { [API_OPAQUE]: { scope: SCOPES.join(' '), audience: API_OPAQUE, accessTokenFormat: 'opaque', accessTokenTTL: 600 } }
     : {}),
 };
+
+// IDP_MCP_RESOURCES: resource URL -> the scopes it grants (a space-separated string), for
+// resource servers under test on loopback. Checked here so that a bad value stops the IdP
+// at start-up, not at the first request.
+function mcpResourcesFromEnv() {
+  const text = process.env.IDP_MCP_RESOURCES;
+  const resources = new Map();
+  if (!text) return resources;
+  // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ); a comma separates entries.
+  const SCOPE_TOKEN = /^[\x21\x23-\x2b\x2d-\x5b\x5d-\x7e]+$/;
+  const LOOPBACK = new Set(['127.0.0.1', '[::1]', 'localhost']);
+  for (const entry of text.split(',')) {
+    const [resource, ...scopes] = entry.trim().split(/\s+/).filter(Boolean);
+    const where = `IDP_MCP_RESOURCES entry ${JSON.stringify(entry.trim())}`;
+    if (!resource) fail(`${where}: empty (a stray comma?)`);
+    const url = URL.parse(resource);
+    if (!url || !['http:', 'https:'].includes(url.protocol)) fail(`${where}: ${resource} is no http(s) URL`);
+    if (!LOOPBACK.has(url.hostname)) fail(`${where}: ${resource} is not on loopback (127.0.0.1, [::1] or localhost)`);
+    if (resource.includes('#') || url.username || url.password) fail(`${where}: a resource has no fragment or user info (RFC 8707 §2)`);
+    if (scopes.length === 0) fail(`${where}: no scope after the URL`);
+    const bad = scopes.filter((scope) => !SCOPE_TOKEN.test(scope));
+    if (bad.length) fail(`${where}: not a scope token (RFC 6749 §3.3): ${bad.join(' ')}`);
+    if (resources.has(resource) || resource in RESOURCE_SERVERS) fail(`${where}: ${resource} is registered twice`);
+    resources.set(resource, [...new Set(scopes)].join(' '));
+  }
+  return resources;
+}
+const MCP_RESOURCES = mcpResourcesFromEnv();
+const MCP = MCP_RESOURCES.size > 0;
+for (const [resource, scope] of MCP_RESOURCES) {
+  RESOURCE_SERVERS[resource] = {
+    scope,
+    audience: resource,
+    accessTokenFormat: 'jwt',
+    accessTokenTTL: 600,
+    jwt: { sign: { alg: 'RS256' } },
+  };
+}
+
+// The resource server a request names. For an MCP resource and a client_credentials request
+// that names no scope, it also supplies the default scope (RFC 6749 §3.3: "the authorization
+// server MUST either process the request using a pre-defined default value or fail"), all the
+// scopes the resource grants. oidc-provider resolves the resources of a client_credentials
+// request before it reads the requested scope, and edits `params.scope` there itself.
+function resourceServerInfo(ctx, resourceIndicator) {
+  const info = RESOURCE_SERVERS[resourceIndicator];
+  if (!info) throw new errors.InvalidTarget();
+  const { params } = ctx.oidc;
+  if (MCP_RESOURCES.has(resourceIndicator) && params?.grant_type === 'client_credentials' && !params.scope) {
+    params.scope = info.scope;
+  }
+  return info;
+}
 
 // The members of a JWK (RFC 7518 §6) that only a private or secret key has.
 const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
@@ -454,6 +523,20 @@ const CLIENTS = [
     token_endpoint_auth_method: 'client_secret_jwt',
     scope: SCOPES.join(' '),
   },
+  // MCP mode: a client given nothing but its credentials, as an MCP client is.
+  ...(MCP
+    ? [
+        {
+          client_id: 'mcp-client',
+          client_secret: 'mcp-secret',
+          grant_types: ['client_credentials'],
+          response_types: [],
+          redirect_uris: [],
+          token_endpoint_auth_method: 'client_secret_basic',
+          scope: SCOPES.join(' '),
+        },
+      ]
+    : []),
   // Token exchange (RFC 8693): the client in EXCHANGE_POLICY, the only one with the grant.
   {
     client_id: 'rs-exchange',
@@ -729,11 +812,7 @@ function buildProvider(issuer, keys) {
         // A request without `resource` still gets a JWT for the main API.
         defaultResource: async (_ctx, _client, oneOf) => oneOf ?? API,
         useGrantedResource: async () => true,
-        getResourceServerInfo: async (_ctx, resourceIndicator) => {
-          const info = RESOURCE_SERVERS[resourceIndicator];
-          if (!info) throw new errors.InvalidTarget();
-          return info;
-        },
+        getResourceServerInfo: async (ctx, resourceIndicator) => resourceServerInfo(ctx, resourceIndicator),
       },
     },
     // A function, or it would override the resource servers' accessTokenTTL.
@@ -882,6 +961,7 @@ server.listen(port, HOST, async () => {
     DPOP && (DPOP_NONCE ? 'DPoP (nonce required)' : 'DPoP'),
     TLS && 'mutual TLS',
     MTLS_ALIASES && 'mTLS endpoint aliases',
+    MCP && `MCP resources: ${[...MCP_RESOURCES.keys()].join(', ')}`,
   ];
   const extra = modes.filter(Boolean).join(', ');
   log(`oidc-provider listening${extra ? ` (${extra})` : ''}; signing with ${first.kids.RS256} and ${first.kids.ES256}`);

@@ -4,8 +4,9 @@
 //
 // SECTION is any of `dpop` (the DPoP mode, and dpop.mjs), `mtls` (the mutual-TLS mode, with
 // rs-mtls-self and the mtls_endpoint_aliases; needs the `openssl` CLI), `jwt-auth`
-// (private_key_jwt and client_secret_jwt, at the token and introspection endpoints) and
-// `exchange` (token exchange); all of them when none is named. Prints one line per check and
+// (private_key_jwt and client_secret_jwt, at the token and introspection endpoints),
+// `exchange` (token exchange) and `mcp` (the MCP mode, IDP_MCP_RESOURCES, with the MCP
+// TypeScript SDK's discovery); all of them when none is named. Prints one line per check and
 // exits non-zero on the first failure.
 
 import { spawn, execFileSync } from 'node:child_process';
@@ -19,6 +20,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
+import { discoverAuthorizationServerMetadata } from '@modelcontextprotocol/sdk/client/auth.js';
 import { decodeProtectedHeader, importJWK, SignJWT } from 'jose';
 import * as oauth from 'oauth4webapi';
 
@@ -646,7 +648,95 @@ async function exchangeChecks() {
   idp.child.stdin.end();
 }
 
-const SECTIONS = { dpop: dpopChecks, mtls: mtlsChecks, 'jwt-auth': jwtAuthChecks, exchange: exchangeChecks };
+/** Runs idp.mjs with `env` to its exit: the status and what it wrote on stderr. */
+function idpExit(env) {
+  const child = spawn(process.execPath, [join(HERE, 'idp.mjs')], { cwd: HERE, env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  children.push(child);
+  let stderr = '';
+  let stdout = '';
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  child.stdout.on('data', (chunk) => {
+    stdout += chunk;
+  });
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill(), 30_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stderr, stdout });
+    });
+  });
+}
+
+async function mcpChecks() {
+  const MCP_CLIENT = ['mcp-client', 'mcp-secret'];
+  // Ports nothing listens on: the IdP only names them.
+  const tools = 'http://127.0.0.1:4000/mcp';
+  const other = 'http://[::1]:4001/other/';
+  const idp = await start('idp.mjs', [], { IDP_MCP_RESOURCES: ` ${tools} mcp:tools read,${other}  write mcp:tools mcp:tools ` }, 'ISSUER');
+  const issuer = idp.url;
+
+  // The discovery the MCP SDK runs on the issuer an MCP server names: RFC 8414 first.
+  const sdkMetadata = await discoverAuthorizationServerMetadata(issuer);
+  check(sdkMetadata?.issuer === issuer && sdkMetadata.token_endpoint === `${issuer}/token`, "the MCP SDK discovers the IdP's metadata and token endpoint", sdkMetadata);
+  check(sdkMetadata.grant_types_supported.includes('client_credentials'), 'with the client_credentials grant', sdkMetadata.grant_types_supported);
+  check(sdkMetadata.token_endpoint_auth_methods_supported.includes('client_secret_basic'), 'and client_secret_basic, which the SDK picks', sdkMetadata);
+  const as = await discover(issuer);
+  const token = async (resource, scope, client = MCP_CLIENT) =>
+    post(as.token_endpoint, { grant_type: 'client_credentials', resource, ...(scope ? { scope } : {}) }, { authorization: basic(...client) });
+
+  // oauth4webapi validates each token as an RFC 9068 resource server would, for its audience.
+  const validated = async (accessToken, audience) => {
+    const request = new Request(audience, { headers: { authorization: `Bearer ${accessToken}` } });
+    return oauth.validateJwtAccessToken(as, request, audience, INSECURE);
+  };
+
+  const byDefault = await token(tools);
+  check(byDefault.status === 200 && byDefault.body.scope === 'mcp:tools read', 'mcp-client, no scope asked: all the scopes the resource grants (RFC 6749 §3.3)', byDefault);
+  const at = await validated(byDefault.body.access_token, tools);
+  check(at.aud === tools && at.sub === 'mcp-client' && at.client_id === 'mcp-client' && at.scope === 'mcp:tools read', 'aud the resource as written, sub the client id, the scope', at);
+  check(at.exp - at.iat === 600 && decodeProtectedHeader(byDefault.body.access_token).alg === 'RS256', 'an RS256 JWT good for 600 s', at);
+
+  const narrowed = await token(tools, 'read');
+  check(narrowed.status === 200 && claims(narrowed.body.access_token).scope === 'read', 'a scope asked for: that one only', narrowed);
+  const foreign = await token(tools, 'write');
+  check(foreign.status === 200 && claims(foreign.body.access_token).scope === undefined, 'a scope the resource does not grant: none', foreign);
+
+  const second = await token(other);
+  const secondClaims = second.status === 200 ? claims(second.body.access_token) : {};
+  check(secondClaims.aud === other && secondClaims.scope === 'write mcp:tools', 'the second resource (IPv6, trailing slash): its own audience and scopes, once each', second);
+  const rsTest = await token(tools, undefined, ['rs-test', 'rs-secret']);
+  check(rsTest.status === 200 && claims(rsTest.body.access_token).scope === 'mcp:tools read', 'another client gets tokens for it too', rsTest);
+
+  refused(await token('http://127.0.0.1:4000/mcp/'), 400, 'invalid_target', 'the resource written another way');
+  refused(await token('http://127.0.0.1:4002/mcp'), 400, 'invalid_target', 'a loopback resource not listed');
+  refused(await token(tools, undefined, [MCP_CLIENT[0], 'wrong']), 401, 'invalid_client', 'mcp-client with a wrong secret');
+  const api = await token(API, undefined, ['rs-test', 'rs-secret']);
+  check(api.status === 200 && claims(api.body.access_token).scope === undefined, 'the other resources still grant no scope by default', api);
+  idp.child.stdin.end();
+
+  const plain = await start('idp.mjs', [], {}, 'ISSUER');
+  const absent = await post(`${plain.url}/token`, { grant_type: 'client_credentials', resource: API }, { authorization: basic(...MCP_CLIENT) });
+  check(absent.status === 401 && absent.body.error === 'invalid_client', 'without IDP_MCP_RESOURCES: no mcp-client', absent);
+  plain.child.stdin.end();
+
+  for (const [value, reason] of [
+    ['https://mcp.example.test/mcp read', /not on loopback/],
+    ['http://127.0.0.1:4000/mcp', /no scope/],
+    ['ftp://127.0.0.1/mcp read', /no http\(s\) URL/],
+    ['http://127.0.0.1:4000/mcp#tools read', /fragment/],
+    ['http://user@127.0.0.1:4000/mcp read', /user info/],
+    ['http://127.0.0.1:4000/mcp re"ad', /not a scope token/],
+    [`${tools} read, ${tools} write`, /registered twice/],
+    [`${tools} read,, ${other} write`, /empty/],
+  ]) {
+    const exited = await idpExit({ IDP_MCP_RESOURCES: value });
+    check(exited.code === 2 && reason.test(exited.stderr) && !exited.stdout.includes('ISSUER='), `IDP_MCP_RESOURCES=${JSON.stringify(value)} stops the IdP: ${reason.source}`, exited);
+  }
+}
+
+const SECTIONS = { dpop: dpopChecks, mtls: mtlsChecks, 'jwt-auth': jwtAuthChecks, exchange: exchangeChecks, mcp: mcpChecks };
 
 try {
   const named = process.argv.slice(2);

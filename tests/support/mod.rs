@@ -7,7 +7,8 @@
 //! - [`api`]: the API under test on 127.0.0.1, and the helpers every suite needs
 //!   (`now`, a validator and a token endpoint for a test issuer);
 //! - [`oidc_idp`]: the independent IdP (node-oidc-provider, `tests/oidc/idp.mjs`) and the API
-//!   under test, for `oidc_provider`, `oidc_jwe`, `client_oidc_provider` and `dpop_oidc`;
+//!   under test, for `oidc_provider`, `oidc_jwe`, `client_oidc_provider`, `dpop_oidc` and
+//!   `mcp`;
 //! - [`dpop_node`]: an independent DPoP client and resource server (npm `dpop` and
 //!   `oauth4webapi`, `tests/oidc/dpop.mjs`), for `dpop_oidc`;
 //! - [`redis`]: `redis-server` processes on free ports, for `redis_store`;

@@ -43,6 +43,9 @@ pub(crate) const API_OPAQUE: &str = "https://opaque.example.test";
 /// with `client_secret_basic` and with `client_secret_post`.
 pub(crate) const INTROSPECT_CLIENT: (&str, &str) = ("rs-introspect", "introspect-secret");
 pub(crate) const INTROSPECT_POST_CLIENT: (&str, &str) = ("rs-introspect-post", "introspect-secret");
+/// MCP mode only (`IDP_MCP_RESOURCES`): a client given nothing but its credentials, as an
+/// MCP client is.
+pub(crate) const MCP_CLIENT: (&str, &str) = ("mcp-client", "mcp-secret");
 
 /// How `idp.mjs` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +58,7 @@ pub(crate) enum Mode {
 }
 
 /// The settings of `idp.mjs` that [`IdpProcess::start_with`] passes only when given.
-const IDP_SETTINGS: [&str; 9] = [
+const IDP_SETTINGS: [&str; 10] = [
     "IDP_DPOP",
     "IDP_DPOP_NONCE",
     "IDP_TLS_CERT",
@@ -65,6 +68,7 @@ const IDP_SETTINGS: [&str; 9] = [
     "IDP_CLIENT_JWKS",
     "IDP_MTLS_SELF_SIGNED_CERT",
     "IDP_MTLS_ALIASES",
+    "IDP_MCP_RESOURCES",
 ];
 
 /// How long the IdP may take to print its `ISSUER=` line (Node start-up, key generation).
@@ -105,8 +109,9 @@ impl IdpProcess {
 
     /// [`start_in`](Self::start_in) with more of `idp.mjs`'s settings in its environment:
     /// `IDP_DPOP`, `IDP_DPOP_NONCE`, the `IDP_TLS_*` files (then the issuer is https),
-    /// `IDP_MTLS_CLIENT_DN`, `IDP_CLIENT_JWKS`, `IDP_MTLS_SELF_SIGNED_CERT` and
-    /// `IDP_MTLS_ALIASES`. Whatever of these the test process has is not passed on.
+    /// `IDP_MTLS_CLIENT_DN`, `IDP_CLIENT_JWKS`, `IDP_MTLS_SELF_SIGNED_CERT`,
+    /// `IDP_MTLS_ALIASES` and `IDP_MCP_RESOURCES`. Whatever of these the test process has is
+    /// not passed on.
     pub(crate) async fn start_with(mode: Mode, env: &[(&str, &str)]) -> Result<IdpProcess, Error> {
         let mut attempt = 1;
         loop {
