@@ -224,10 +224,11 @@ async fn a_token_for_the_server_without_its_scope_gets_403_insufficient_scope() 
     let token = server.idp.token(MCP_CLIENT, &server.resource, "read").await?;
     let (status, challenge, _) = initialize(&server.resource, Some(&token)).await?;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let challenge = challenge.ok_or("no challenge")?;
-    assert!(challenge.starts_with("Bearer "), "{challenge}");
-    assert!(challenge.contains(r#"error="insufficient_scope""#), "{challenge}");
-    assert!(challenge.contains(&format!(r#"scope="{SCOPE}""#)), "{challenge}");
+    // The route's scope, and the metadata as in every challenge.
+    assert_eq!(
+        challenge.ok_or("no challenge")?,
+        format!(r#"Bearer error="insufficient_scope", scope="{SCOPE}", resource_metadata="{}""#, server.metadata_url())
+    );
     Ok(())
 }
 
