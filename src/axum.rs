@@ -43,14 +43,13 @@
 //! ```
 
 use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::Arc;
 
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
-
-use std::marker::PhantomData;
-use std::sync::Arc;
 
 use crate::Claims;
 use crate::bearer::{HasAuthentication, ResponseStyle, StepUpRequirement};

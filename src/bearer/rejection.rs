@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use super::body::ResponseBody;
-use super::step_up::{Shortfall, StepUpRequirement};
+use super::requirement::{Shortfall, StepUpRequirement};
 use crate::ValidationError;
 use crate::validate::dpop::DpopError;
 

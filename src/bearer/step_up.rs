@@ -1,10 +1,8 @@
-//! Per-route step-up requirements (RFC 9470): how recently, and how strongly, the user
-//! must have authenticated, answering 401 `insufficient_user_authentication`.
+//! Per-route step-up (RFC 9470): the layer that holds requests to a
+//! [`StepUpRequirement`], answering 401 `insufficient_user_authentication`.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http::{Request, Response};
 use tower_layer::Layer;
@@ -13,138 +11,32 @@ use tower_service::Service;
 use super::body::ResponseBody;
 use super::future::ResponseFuture;
 use super::rejection::Rejection;
+use super::requirement::{HasAuthentication, Shortfall, StepUpRequirement};
 use super::scope::{reject, wiring_error};
 use crate::Claims;
 
-/// Claims that tell how and when the user authenticated. Implement it for your own
-/// claims type to use [`StepUpLayer`] with it.
-pub trait HasAuthentication {
-    /// `acr`: the authentication context class reference.
-    fn acr(&self) -> Option<&str>;
-    /// `auth_time`: when the user authenticated, in seconds since the epoch.
-    fn auth_time(&self) -> Option<i64>;
-}
-
-impl HasAuthentication for Claims {
-    fn acr(&self) -> Option<&str> {
-        Claims::acr(self)
-    }
-
-    fn auth_time(&self) -> Option<i64> {
-        Claims::auth_time(self)
-    }
-}
-
-/// What a route asks of the user's authentication (RFC 9470 §3): one of some `acr`
-/// values, an `auth_time` no older than `max_age`, or both.
-///
-/// A token without `acr` falls short of any `acr` requirement, and one without
-/// `auth_time` of any `max_age`. The challenge carries every requirement set, so the
-/// client's new authentication satisfies them all:
-///
-/// ```text
-/// HTTP/1.1 401 Unauthorized
-/// WWW-Authenticate: Bearer error="insufficient_user_authentication", acr_values="urn:example:mfa", max_age="300"
-/// ```
-///
-/// ```
-/// use std::time::Duration;
-/// use tower_oauth::bearer::StepUpRequirement;
-///
-/// let recent_mfa = StepUpRequirement::new()
-///     .acr_values(["urn:example:mfa", "urn:example:hardware-key"])
-///     .max_age(Duration::from_secs(300));
-/// assert_eq!(recent_mfa.acr_values_param().as_deref(), Some("urn:example:mfa urn:example:hardware-key"));
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[must_use]
-pub struct StepUpRequirement {
-    /// Acceptable `acr` values; empty for no requirement.
-    acr_values: Arc<[Box<str>]>,
-    /// Seconds.
-    max_age: Option<u64>,
-}
-
-/// Which part of a [`StepUpRequirement`] a token fell short of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Shortfall {
-    /// Its `acr` is missing or not one of the acceptable values.
-    Acr,
-    /// Its `auth_time` is missing or older than `max_age`.
-    MaxAge,
-}
-
 impl StepUpRequirement {
-    /// Requires nothing yet.
-    pub fn new() -> Self {
-        StepUpRequirement::default()
-    }
-
-    /// Accepts a token whose `acr` is one of `values`, compared exactly.
-    ///
-    /// The challenge joins them with spaces (RFC 9470 §3), so a value should hold no
-    /// space, `"` or `\`; such characters are sent as `?`, and the value still has to
-    /// match exactly.
-    pub fn acr_values<I, T>(mut self, values: I) -> Self
-    where
-        I: IntoIterator<Item = T>,
-        T: AsRef<str>,
-    {
-        self.acr_values = values.into_iter().map(|v| v.as_ref().into()).collect();
-        self
-    }
-
-    /// Accepts a token whose `auth_time` is at most `max_age` old, in whole seconds.
-    pub fn max_age(mut self, max_age: Duration) -> Self {
-        self.max_age = Some(max_age.as_secs());
-        self
-    }
-
-    /// The acceptable `acr` values as the challenge's `acr_values` (space-separated),
-    /// or `None` when any `acr` will do.
-    pub fn acr_values_param(&self) -> Option<String> {
-        (!self.acr_values.is_empty()).then(|| self.acr_values.join(" "))
-    }
-
-    /// The required authentication age in seconds, or `None`.
-    pub fn max_age_secs(&self) -> Option<u64> {
-        self.max_age
-    }
-
-    /// Whether the requirement asks for nothing.
-    pub fn is_empty(&self) -> bool {
-        self.acr_values.is_empty() && self.max_age.is_none()
-    }
-
     /// Checks `claims` now; the [`Rejection`] is the 401 to answer with.
     ///
     /// Counted in `tower_oauth_step_up_checks_total` (feature `metrics`).
     pub fn check<C: HasAuthentication>(&self, claims: &C) -> Result<(), Rejection> {
-        let checked = self.check_at(claims, crate::signing::now_secs());
-        crate::telemetry::step_up(match &checked {
-            Ok(()) => "met",
-            Err(Rejection::InsufficientUserAuthentication { shortfall: Shortfall::Acr, .. }) => "acr",
-            Err(_) => "max_age",
+        let shortfall = self.shortfall_at(claims, crate::signing::now_secs());
+        crate::telemetry::step_up(match shortfall {
+            None => "met",
+            Some(Shortfall::Acr) => "acr",
+            Some(Shortfall::MaxAge) => "max_age",
         });
-        checked
+        self.answer(shortfall)
     }
 
     /// Checks `claims` as of `now` (seconds since the epoch).
     ///
     /// An `auth_time` in the future (clock skew) counts as now.
     pub fn check_at<C: HasAuthentication>(&self, claims: &C, now: i64) -> Result<(), Rejection> {
-        let shortfall = if !self.acr_values.is_empty()
-            && !claims.acr().is_some_and(|acr| self.acr_values.iter().any(|ok| **ok == *acr))
-        {
-            Some(Shortfall::Acr)
-        } else if let Some(max_age) = self.max_age
-            && claims.auth_time().is_none_or(|at| now.saturating_sub(at) > i64::try_from(max_age).unwrap_or(i64::MAX))
-        {
-            Some(Shortfall::MaxAge)
-        } else {
-            None
-        };
+        self.answer(self.shortfall_at(claims, now))
+    }
+
+    fn answer(&self, shortfall: Option<Shortfall>) -> Result<(), Rejection> {
         match shortfall {
             None => Ok(()),
             Some(shortfall) => Err(Rejection::InsufficientUserAuthentication { requirement: self.clone(), shortfall }),
@@ -281,6 +173,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     struct Auth(Option<&'static str>, Option<i64>);

@@ -427,16 +427,19 @@ pub(crate) mod tests {
 
     #[test]
     fn the_resource_is_the_audience_after_normalisation_unless_audiences_are_set() {
-        let resource = |builder: crate::ValidatorBuilder| {
-            builder.issuer_with_keys(ISSUER, keys(SECRET, "k1")).algorithms([Algorithm::HS256]).build().unwrap()
-        };
+        // Each builder is started here: naming the builder's type would tie this file to it.
+        macro_rules! resource {
+            ($builder:expr) => {
+                $builder.issuer_with_keys(ISSUER, keys(SECRET, "k1")).algorithms([Algorithm::HS256]).build().unwrap()
+            };
+        }
         let for_aud = |aud: &str| {
             let claims = format!(
                 r#"{{"iss":"{ISSUER}","sub":"alice","aud":{aud},"exp":{EXP},"acr":"gold","auth_time":1700000000}}"#
             );
             sign(SECRET, r#"{"alg":"HS256","kid":"k1"}"#, &claims)
         };
-        let mcp = resource(Validator::builder().resource("https://API.example.com:443/mcp"));
+        let mcp = resource!(Validator::builder().resource("https://API.example.com:443/mcp"));
         assert_eq!(mcp.resource(), Some("https://API.example.com:443/mcp"));
         for ok in [
             r#""https://api.example.com/mcp""#,
@@ -456,10 +459,10 @@ pub(crate) mod tests {
         ] {
             assert_eq!(error(&mcp, &for_aud(refused)), ValidationError::InvalidAudience, "{refused}");
         }
-        let root = resource(Validator::builder().resource("https://api.example.com"));
+        let root = resource!(Validator::builder().resource("https://api.example.com"));
         assert!(root.validate_with_current_keys(&for_aud(r#""https://api.example.com/""#)).is_ok());
         // Audiences set: they alone are accepted, and the resource is still described.
-        let both = resource(Validator::builder().resource("https://api.example.com/mcp").audience("api"));
+        let both = resource!(Validator::builder().resource("https://api.example.com/mcp").audience("api"));
         assert_eq!(both.resource(), Some("https://api.example.com/mcp"));
         assert!(both.validate_with_current_keys(&for_aud(r#""api""#)).is_ok());
         assert_eq!(error(&both, &for_aud(r#""https://api.example.com/mcp""#)), ValidationError::InvalidAudience);
