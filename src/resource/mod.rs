@@ -3,7 +3,7 @@
 //! ask for.
 //!
 //! A client calls the resource, gets a `401` whose challenge carries
-//! `resource_metadata="…"` (added by [`BearerAuthLayer`](crate::BearerAuthLayer) once the
+//! `resource_metadata="…"` (added by [`BearerAuthLayer`] once the
 //! validator has a [resource identifier](crate::ValidatorBuilder::resource)), fetches
 //! that document, and asks one of its `authorization_servers` for a token whose
 //! audience is the `resource` (RFC 8707). Model Context Protocol clients work this way.
