@@ -44,7 +44,6 @@
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
@@ -52,7 +51,8 @@ use http::StatusCode;
 use http::request::Parts;
 
 use crate::Claims;
-use crate::bearer::{HasAuthentication, ResponseStyle, StepUpRequirement};
+use crate::bearer::scope::reject_parts;
+use crate::bearer::{HasAuthentication, StepUpRequirement};
 
 /// Extracts validated claims of type `C` (any type the validator was built with).
 #[derive(Debug, Clone)]
@@ -195,9 +195,7 @@ where
         match P::requirement().check(claims) {
             Ok(()) => Ok(SteppedUp(claims.clone(), PhantomData)),
             Err(rejection) => {
-                let style = parts.extensions.get::<Arc<ResponseStyle>>().cloned().unwrap_or_default();
-                let grpc = crate::bearer::service::is_grpc_headers(&parts.headers);
-                let response = rejection.into_response::<axum_core::body::Body>(&style, grpc);
+                let response = reject_parts::<axum_core::body::Body>(&parts.extensions, &parts.headers, rejection);
                 Err(StepUpRejection::Insufficient(response.map(axum_core::body::Body::new)))
             }
         }

@@ -61,7 +61,8 @@ use tower_service::Service;
 use url::Url;
 
 use crate::bearer::extract::bearer_token;
-use crate::bearer::{Rejection, ResponseBody, ResponseFuture, ResponseStyle};
+use crate::bearer::scope::reject_parts;
+use crate::bearer::{Rejection, ResponseBody, ResponseFuture};
 use crate::error::BuildError;
 use crate::idp::answers::{Answer, AnswerCache, ttl_until};
 use crate::idp::endpoint::{IdpEndpoint, MetadataMember, transport_failed, unexpected_status};
@@ -361,13 +362,11 @@ where
                 Err(failure) => {
                     tracing::warn!(reason = failure.reason(), "userinfo not used");
                     if shared.policy == FailurePolicy::Unavailable {
-                        let style = request.extensions().get::<Arc<ResponseStyle>>().cloned().unwrap_or_default();
-                        let grpc = crate::bearer::service::is_grpc(&request);
                         let rejection = Rejection::DependencyUnavailable {
                             what: "the userinfo endpoint",
                             retry_after: failure.retry_after(),
                         };
-                        return Ok(rejection.into_response(&style, grpc));
+                        return Ok(reject_parts(request.extensions(), request.headers(), rejection));
                     }
                 }
             }

@@ -1,4 +1,4 @@
-//! DESIGN R5: secrets never appear in `Debug`, `Display`, logs or errors.
+//! Secrets never appear in `Debug`, `Display`, logs or errors.
 //!
 //! The secrets: a client secret with characters that change under form- and
 //! percent-encoding, refresh tokens, an authorization code, access tokens (JWS and JWE),

@@ -58,7 +58,7 @@ mod future;
 mod layer;
 mod rejection;
 mod requirement;
-mod scope;
+pub(crate) mod scope;
 pub(crate) mod service;
 mod step_up;
 

@@ -332,6 +332,15 @@ pub(crate) struct DpopChallenge {
 }
 
 impl ResponseStyle {
+    /// Whether answers worded with this style are worded as with the default one, so the
+    /// per-route checks need not be handed it. Every field is named: a new one must be
+    /// judged here, or the checks behind the layer would word their answers without it.
+    pub(crate) fn is_default(&self) -> bool {
+        let ResponseStyle { realm, verbose, scope, resource_metadata, dpop, dpop_request: _ } = self;
+        // `dpop_request` only picks the scheme among `dpop`'s challenges.
+        realm.is_none() && !verbose && scope.is_none() && resource_metadata.is_none() && dpop.is_none()
+    }
+
     pub(crate) fn realm(&mut self, realm: &str) {
         self.realm = Some(quoted_text(realm));
     }

@@ -12,7 +12,7 @@ use tower_service::Service;
 use super::body::ResponseBody;
 use super::future::ResponseFuture;
 use super::rejection::{Rejection, ResponseStyle};
-use super::service::is_grpc;
+use super::service::is_grpc_headers;
 use crate::Claims;
 
 /// Claims that grant scopes. Implement it for your own claims type to use
@@ -174,6 +174,15 @@ pub(super) fn reject<ReqBody, ResBody>(
     request: &Request<ReqBody>,
     rejection: Rejection,
 ) -> Response<ResponseBody<ResBody>> {
-    let style = request.extensions().get::<Arc<ResponseStyle>>().cloned().unwrap_or_default();
-    rejection.into_response(&style, is_grpc(request))
+    reject_parts(request.extensions(), request.headers(), rejection)
+}
+
+/// [`reject`] from a request's parts, for the extractors.
+pub(crate) fn reject_parts<ResBody>(
+    extensions: &http::Extensions,
+    headers: &http::HeaderMap,
+    rejection: Rejection,
+) -> Response<ResponseBody<ResBody>> {
+    let style = extensions.get::<Arc<ResponseStyle>>().cloned().unwrap_or_default();
+    rejection.into_response(&style, is_grpc_headers(headers))
 }

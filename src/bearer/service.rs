@@ -314,7 +314,8 @@ fn remember<C: Clone>(config: &Config<C>, token: &str, verified: Verified<C>) ->
     }
 }
 
-/// The claims for handlers, and the response style for [`RequireScope`](super::RequireScope).
+/// The claims for handlers, and the response style for the per-route checks
+/// ([`RequireScope`](super::RequireScope), [`StepUp`](super::StepUp), the extractors).
 fn insert_extensions<B, C: Clone + Send + Sync + 'static>(
     request: &mut Request<B>,
     claims: C,
@@ -326,12 +327,7 @@ fn insert_extensions<B, C: Clone + Send + Sync + 'static>(
     extensions.insert(crate::client::exchange::Authenticated);
     // RequireScope and StepUp word their answers like this layer; the default style needs
     // no copy.
-    if style.realm.is_some()
-        || style.verbose
-        || style.dpop.is_some()
-        || style.scope.is_some()
-        || style.resource_metadata.is_some()
-    {
+    if !style.is_default() {
         extensions.insert(style.clone());
     }
 }

@@ -1,7 +1,7 @@
 //! Encrypted access tokens (JWE, RFC 7516) through josekit.
 //!
-//! A resource server in front of an issuer that encrypts its access tokens (the bank
-//! in `seeds/000`) holds private keys; [`DecryptionKeys`] parses them once into
+//! A resource server in front of an issuer that encrypts its access tokens (a bank
+//! under FAPI, say) holds private keys; [`DecryptionKeys`] parses them once into
 //! josekit decrypters and keeps them in an `ArcSwap`, so they can be reloaded at run
 //! time while requests read them without a lock.
 //!

@@ -1,5 +1,6 @@
-//! The `client_credentials` example's contract (DESIGN §3), run as a real process: its
-//! environment, its one line per failed request, its closing JSON line and exit code.
+//! The `client_credentials` example's contract (the variables its docs list), run as a
+//! real process: its environment, its one line per failed request, its closing JSON line
+//! and exit code.
 #![cfg(all(feature = "testing", feature = "reqwest-middleware", feature = "axum"))]
 
 use std::path::PathBuf;

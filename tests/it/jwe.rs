@@ -266,7 +266,7 @@ async fn debug_of_decryption_keys_shows_no_key_material() {
     assert!(debug.contains(key.kid()));
 }
 
-/// The bank (`seeds/000`): authorization_code then refresh_token at its documented
+/// A bank-style issuer: authorization_code then refresh_token at its documented
 /// path, Basic auth, encrypted access tokens and signed ID tokens; the resource server
 /// accepts the access tokens through the layer, cached on repeat.
 #[tokio::test]

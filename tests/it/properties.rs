@@ -1,4 +1,4 @@
-//! Property tests (DESIGN R4): nothing a client controls makes the validator or the
+//! Property tests: nothing a client controls makes the validator or the
 //! bearer layer panic or accept what it should not, and the crate's parsers and
 //! normalisers round-trip.
 //!

@@ -1,5 +1,5 @@
-//! The `resource_server` example's contract (DESIGN §3), run as a real process: its
-//! environment variables, its routes and its `listening on http://ADDR` line.
+//! The `resource_server` example's contract (the variables its docs list), run as a real
+//! process: its environment variables, its routes and its `listening on http://ADDR` line.
 #![cfg(all(feature = "testing", feature = "jwe"))]
 
 use std::path::PathBuf;

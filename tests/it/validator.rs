@@ -1,4 +1,4 @@
-//! One test per rule of the validation policy (DESIGN §4), against real tokens from the
+//! One test per rule of the validation policy (see the `validate` module docs), against real tokens from the
 //! test issuer and keys fetched from it over HTTP. Each test fails if its rule is removed.
 #![cfg(feature = "testing")]
 
